@@ -1,0 +1,284 @@
+//! The event type and its JSON-lines form.
+
+use std::fmt;
+use std::io;
+
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+
+use crate::sanitize::Sanitized;
+
+/// Where an event came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Source {
+    /// A blocked lookup in the container's dnsmasq query log.
+    Dns,
+    /// An entry of the container's `audit.jsonl`.
+    Audit,
+    /// A packet the kernel logged to the NFLOG group.
+    Nflog,
+    /// shield-watch's own notices (for example lost packets).
+    Watch,
+}
+
+impl Source {
+    /// The name used in the stream and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Dns => "dns",
+            Source::Audit => "audit",
+            Source::Nflog => "nflog",
+            Source::Watch => "watch",
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The `extra` object: string keys to string values, in insertion order, keys unique.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Extra(Vec<(String, String)>);
+
+impl Extra {
+    /// Sets `key` to `value`; a key already present keeps its place and takes the new value (the
+    /// way a JSON object with a repeated key is read).
+    pub fn insert(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        let key = key.into();
+        let value = value.into();
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((key, value)),
+        }
+    }
+
+    /// The value for `key`, if present.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// True when there is nothing in it (then `extra` is left out of the JSON).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The entries in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+impl Serialize for Extra {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (key, value) in &self.0 {
+            map.serialize_entry(&Sanitized(key), &Sanitized(value))?;
+        }
+        map.end()
+    }
+}
+
+/// One line of the stream.
+///
+/// The four core fields are always written; every other field is written only when it is not
+/// empty (`""`, `0`, no `extra`), in this declaration order, which is the reference's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// RFC 3339 UTC with microseconds, or an audit entry's own `ts`.
+    pub ts: String,
+    /// Which source produced it.
+    pub source: Source,
+    /// What happened, e.g. `blocked_query`.
+    pub action: String,
+    /// The container's name.
+    pub container: String,
+    /// Queried name (dns), name the destination was resolved from (nflog), or the entry's (audit).
+    pub domain: String,
+    /// DNS query type, e.g. `A`.
+    pub query_type: String,
+    /// Destination IP (nflog) or the entry's `dest` (audit).
+    pub dest: String,
+    /// Log prefix (nflog) or the entry's `detail` (audit).
+    pub detail: String,
+    /// Destination port; 0 is "none".
+    pub port: i64,
+    /// IP protocol number; 0 is "none".
+    pub proto: i64,
+    /// Everything else known about the event.
+    pub extra: Extra,
+}
+
+impl Event {
+    /// An event with its four core fields set and nothing else.
+    pub fn new(
+        ts: impl Into<String>,
+        source: Source,
+        action: impl Into<String>,
+        container: impl Into<String>,
+    ) -> Event {
+        Event {
+            ts: ts.into(),
+            source,
+            action: action.into(),
+            container: container.into(),
+            domain: String::new(),
+            query_type: String::new(),
+            dest: String::new(),
+            detail: String::new(),
+            port: 0,
+            proto: 0,
+            extra: Extra::default(),
+        }
+    }
+
+    /// Writes the event as one line of compact JSON, newline included.
+    pub fn write_json<W: io::Write>(&self, out: &mut W) -> io::Result<()> {
+        serde_json::to_writer(&mut *out, self).map_err(io::Error::from)?;
+        out.write_all(b"\n")
+    }
+
+    /// The event as one line of compact JSON, newline included.
+    pub fn to_json_line(&self) -> String {
+        let mut out = Vec::with_capacity(256);
+        self.write_json(&mut out)
+            .expect("writing into a Vec cannot fail");
+        String::from_utf8(out).expect("the sanitised JSON is ASCII")
+    }
+
+    /// The key used by `--dedup`: the domain when there is one, else the destination.
+    pub fn subject(&self) -> &str {
+        if self.domain.is_empty() {
+            &self.dest
+        } else {
+            &self.domain
+        }
+    }
+}
+
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("ts", &Sanitized(&self.ts))?;
+        map.serialize_entry("source", self.source.as_str())?;
+        map.serialize_entry("action", &Sanitized(&self.action))?;
+        map.serialize_entry("container", &Sanitized(&self.container))?;
+        for (key, value) in [
+            ("domain", &self.domain),
+            ("query_type", &self.query_type),
+            ("dest", &self.dest),
+            ("detail", &self.detail),
+        ] {
+            if !value.is_empty() {
+                map.serialize_entry(key, &Sanitized(value))?;
+            }
+        }
+        if self.port != 0 {
+            map.serialize_entry("port", &self.port)?;
+        }
+        if self.proto != 0 {
+            map.serialize_entry("proto", &self.proto)?;
+        }
+        if !self.extra.is_empty() {
+            map.serialize_entry("extra", &self.extra)?;
+        }
+        map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn core() -> Event {
+        Event::new("T", Source::Nflog, "blocked_connection", "c")
+    }
+
+    #[test]
+    fn core_keys_are_always_present_even_when_empty() {
+        let event = Event::new("", Source::Audit, "", "");
+        assert_eq!(
+            event.to_json_line(),
+            "{\"ts\":\"\",\"source\":\"audit\",\"action\":\"\",\"container\":\"\"}\n"
+        );
+    }
+
+    #[test]
+    fn every_key_in_contract_order() {
+        let mut event = core();
+        event.extra.insert("src", "198.51.100.1");
+        event.proto = 6;
+        event.port = 443;
+        event.detail = "TEROK_SHIELD_DENIED:".into();
+        event.dest = "192.0.2.1".into();
+        event.query_type = "A".into();
+        event.domain = "x.example".into();
+        assert_eq!(
+            event.to_json_line(),
+            concat!(
+                "{\"ts\":\"T\",\"source\":\"nflog\",\"action\":\"blocked_connection\",\"container\":\"c\",",
+                "\"domain\":\"x.example\",\"query_type\":\"A\",\"dest\":\"192.0.2.1\",",
+                "\"detail\":\"TEROK_SHIELD_DENIED:\",\"port\":443,\"proto\":6,",
+                "\"extra\":{\"src\":\"198.51.100.1\"}}\n"
+            )
+        );
+    }
+
+    #[test]
+    fn empty_optional_keys_are_omitted() {
+        let mut event = core();
+        event.port = 0;
+        event.proto = 17;
+        assert_eq!(
+            event.to_json_line(),
+            "{\"ts\":\"T\",\"source\":\"nflog\",\"action\":\"blocked_connection\",\"container\":\"c\",\"proto\":17}\n"
+        );
+    }
+
+    #[test]
+    fn negative_numbers_are_not_empty() {
+        let mut event = core();
+        event.port = -1;
+        assert!(event.to_json_line().contains("\"port\":-1"));
+    }
+
+    #[test]
+    fn strings_are_sanitised_and_json_escaped() {
+        let mut event = core();
+        event.detail = "say \"hi\" \\ \u{202e}\x1b[2J".into();
+        event.extra.insert("k\u{7}ey", "v\nal");
+        let line = event.to_json_line();
+        assert!(line.contains("\"detail\":\"say \\\"hi\\\" \\\\   [2J\""), "{line}");
+        assert!(line.contains("\"extra\":{\"k ey\":\"v al\"}"), "{line}");
+    }
+
+    #[test]
+    fn extra_keeps_insertion_order_and_replaces_repeats() {
+        let mut extra = Extra::default();
+        extra.insert("b", "1");
+        extra.insert("a", "2");
+        extra.insert("b", "3");
+        assert_eq!(extra.iter().collect::<Vec<_>>(), [("b", "3"), ("a", "2")]);
+        assert_eq!(extra.get("a"), Some("2"));
+        assert_eq!(extra.len(), 2);
+    }
+
+    #[test]
+    fn subject_prefers_domain() {
+        let mut event = core();
+        event.dest = "192.0.2.1".into();
+        assert_eq!(event.subject(), "192.0.2.1");
+        event.domain = "x.example".into();
+        assert_eq!(event.subject(), "x.example");
+    }
+}

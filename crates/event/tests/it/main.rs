@@ -1,0 +1,3 @@
+//! Integration tests of shield-event, one binary: properties of the sanitiser and the writer.
+
+mod props;
