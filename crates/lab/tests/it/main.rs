@@ -1,0 +1,3 @@
+//! Integration tests for shield-lab: real namespaces, nftables and dnsmasq (needs root).
+
+mod netns;
