@@ -1,1 +1,163 @@
-fn main() {}
+//! Project automation: `cargo xtask ci` runs exactly what CI runs; `cargo xtask bench` runs the
+//! benchmarks whose numbers go into docs/BENCHMARKS.md.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+
+/// Debian packages the end-to-end tests use, and the command each one provides.
+const PACKAGES: &[(&str, &str)] = &[
+    ("nft", "nftables"),
+    ("dnsmasq", "dnsmasq-base"),
+    ("dig", "dnsutils"),
+    ("ip", "iproute2"),
+    ("logrotate", "logrotate"),
+];
+
+const USAGE: &str = "usage: cargo xtask <ci|bench|setup>
+  ci     install what is missing (as root), then fmt, clippy, tests, docs, deny, fuzz check
+  bench  run every benchmark (release build); record results in docs/BENCHMARKS.md
+  setup  only install what the tests need (apt packages, cargo-deny)";
+
+fn main() -> ExitCode {
+    let result = match env::args().nth(1).as_deref() {
+        Some("ci") => ci(),
+        Some("bench") => bench(),
+        Some("setup") => setup(),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(workspace_root());
+    command
+}
+
+fn run(mut command: Command) -> Result<()> {
+    eprintln!("xtask: running {command:?}");
+    let status = command
+        .status()
+        .with_context(|| format!("cannot start {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn have(program: &str) -> bool {
+    env::var_os("PATH").is_some_and(|paths| {
+        env::split_paths(&paths)
+            .chain(["/usr/sbin".into(), "/sbin".into()])
+            .any(|dir| dir.join(program).is_file())
+    })
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
+}
+
+/// Installs what the tests need and a fresh machine lacks: the Debian packages (as root) and
+/// cargo-deny. Without root, says exactly what to install and fails.
+fn setup() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(program, _)| !have(program))
+        .map(|(_, package)| *package)
+        .collect();
+    if !missing.is_empty() {
+        if !is_root() {
+            bail!(
+                "the tests need root and these Debian packages: {}; run as root: apt-get install -y {}",
+                missing.join(" "),
+                missing.join(" ")
+            );
+        }
+        let mut update = Command::new("apt-get");
+        update.args(["update", "-q"]);
+        run(update)?;
+        let mut install = Command::new("apt-get");
+        install
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        run(install)?;
+    }
+    if !cargo_has("deny") {
+        let mut install = cargo();
+        install.args(["install", "--locked", "cargo-deny"]);
+        run(install)?;
+    }
+    Ok(())
+}
+
+fn cargo_has(subcommand: &str) -> bool {
+    cargo()
+        .args([subcommand, "--version"])
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
+/// Everything CI checks, in order of cost.
+fn ci() -> Result<()> {
+    setup()?;
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--check"]);
+    run(fmt)?;
+
+    let mut clippy = cargo();
+    clippy.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+    run(clippy)?;
+
+    let mut test = cargo();
+    test.args(["test", "--workspace"]);
+    run(test)?;
+
+    let mut doc = cargo();
+    doc.args(["doc", "--workspace", "--no-deps"])
+        .env("RUSTDOCFLAGS", "-D warnings");
+    run(doc)?;
+
+    // Advisories need the advisory database from the internet; licences, bans and sources
+    // need only the registry.
+    let mut deny = cargo();
+    deny.args(["deny", "check", "licenses", "bans", "sources"]);
+    run(deny)?;
+
+    let mut fuzz = cargo();
+    fuzz.args(["check", "--manifest-path", "fuzz/Cargo.toml", "--bins"])
+        .env("CARGO_TARGET_DIR", workspace_root().join("target/fuzz-check"));
+    run(fuzz)?;
+
+    eprintln!("xtask: ci passed");
+    Ok(())
+}
+
+/// Runs every benchmark binary in release mode.
+fn bench() -> Result<()> {
+    let mut bench = cargo();
+    bench.args(["bench", "--workspace"]);
+    run(bench)
+}
