@@ -1,0 +1,323 @@
+//! Cursors (a file identity plus an offset) and the named-cursor file that persists them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs;
+use std::io::{self, Write};
+use std::path::Path;
+use std::str::FromStr;
+
+use crate::error::{Error, ErrorKind};
+
+/// How many leading bytes of a file its fingerprint covers at most.
+pub(crate) const FINGERPRINT_MAX: usize = 256;
+
+/// A position in one particular file: device and inode, the byte offset just after the last
+/// record delivered, and a fingerprint of the file's first bytes.
+///
+/// The fingerprint is what tells a re-used inode (a new file that got the number of a deleted
+/// one) from the file the cursor was taken in: it is the length (at most 256) and a 64-bit
+/// FNV-1a hash of the file's first bytes, as far as they had been read.
+///
+/// The text form (`Display`/`FromStr`) is one line: `v1:DEV:INO:OFFSET:FPLEN:FPHASH`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
+    pub(crate) offset: u64,
+    pub(crate) fp: Fingerprint,
+}
+
+impl Cursor {
+    /// The byte offset in the file just after the last record delivered.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// A cursor that names no file: resuming from it reads the path from its start.
+    pub(crate) const NONE: Cursor = Cursor {
+        dev: 0,
+        ino: 0,
+        offset: 0,
+        fp: Fingerprint::EMPTY,
+    };
+
+    pub(crate) fn names_a_file(&self) -> bool {
+        self.dev != 0 || self.ino != 0
+    }
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "v1:{}:{}:{}:{}:{:016x}",
+            self.dev, self.ino, self.offset, self.fp.len, self.fp.hash
+        )
+    }
+}
+
+impl FromStr for Cursor {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Cursor, Error> {
+        let bad = || Error::new(ErrorKind::BadCursor, format!("{s:?}"));
+        let mut it = s.trim().split(':');
+        if it.next() != Some("v1") {
+            return Err(bad());
+        }
+        let mut num = |radix: u32| -> Result<u64, Error> {
+            let field = it.next().ok_or_else(bad)?;
+            u64::from_str_radix(field, radix).map_err(|_| bad())
+        };
+        let dev = num(10)?;
+        let ino = num(10)?;
+        let offset = num(10)?;
+        let len = num(10)?;
+        let hash = num(16)?;
+        if it.next().is_some() || len > FINGERPRINT_MAX as u64 {
+            return Err(bad());
+        }
+        Ok(Cursor {
+            dev,
+            ino,
+            offset,
+            fp: Fingerprint {
+                len: len as u16,
+                hash,
+            },
+        })
+    }
+}
+
+/// FNV-1a over a file's first bytes. Its algorithm must never change: cursors saved by one
+/// version are read by the next (which is why this is not `std`'s `DefaultHasher`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Fingerprint {
+    pub(crate) len: u16,
+    pub(crate) hash: u64,
+}
+
+impl Fingerprint {
+    pub(crate) const EMPTY: Fingerprint = Fingerprint {
+        len: 0,
+        hash: 0xcbf2_9ce4_8422_2325,
+    };
+
+    /// The fingerprint of exactly `bytes` (at most [`FINGERPRINT_MAX`] of them are used).
+    pub(crate) fn of(bytes: &[u8]) -> Fingerprint {
+        let mut fp = Fingerprint::EMPTY;
+        fp.extend(bytes);
+        fp
+    }
+
+    /// Extends the fingerprint with the bytes that follow the ones it covers, up to the cap.
+    pub(crate) fn extend(&mut self, bytes: &[u8]) {
+        let room = FINGERPRINT_MAX - self.len as usize;
+        let take = &bytes[..bytes.len().min(room)];
+        for &b in take {
+            self.hash ^= u64::from(b);
+            self.hash = self.hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.len += take.len() as u16;
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_full(&self) -> bool {
+        self.len as usize >= FINGERPRINT_MAX
+    }
+}
+
+/// Named cursors persisted in one small text file, saved atomically.
+///
+/// The format is one `NAME CURSOR` line per entry under a header line; names are
+/// percent-encoded outside `[A-Za-z0-9._-]`, so any string can be a name.
+pub struct CursorFile;
+
+const HEADER: &str = "# shield-tail cursors v1";
+
+impl CursorFile {
+    /// Loads the cursors saved in `path`. A missing file is an empty map.
+    pub fn load(path: &Path) -> Result<BTreeMap<String, Cursor>, Error> {
+        let text = match fs::read(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+            Err(e) => return Err(Error::io("read cursor file", path, e)),
+        };
+        let bad = |line: usize| {
+            Error::new(
+                ErrorKind::BadCursorFile,
+                format!("{} line {line}", path.display()),
+            )
+        };
+        let text = String::from_utf8(text).map_err(|_| bad(0))?;
+        let mut map = BTreeMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (name, cursor) = line.split_once(' ').ok_or_else(|| bad(i + 1))?;
+            let name = percent_decode(name).ok_or_else(|| bad(i + 1))?;
+            let cursor: Cursor = cursor.parse().map_err(|_| bad(i + 1))?;
+            map.insert(name, cursor);
+        }
+        Ok(map)
+    }
+
+    /// Saves `cursors` to `path` atomically: a temporary file in the same directory is written
+    /// and fsynced, renamed over `path`, and the directory is fsynced, so a crash leaves either
+    /// the old or the new set, never a torn one.
+    pub fn save(path: &Path, cursors: &BTreeMap<String, Cursor>) -> Result<(), Error> {
+        let mut text = String::with_capacity(64 + cursors.len() * 64);
+        text.push_str(HEADER);
+        text.push('\n');
+        for (name, cursor) in cursors {
+            text.push_str(&percent_encode(name));
+            text.push(' ');
+            text.push_str(&cursor.to_string());
+            text.push('\n');
+        }
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let file_name = path.file_name().ok_or_else(|| {
+            Error::new(
+                ErrorKind::BadCursorFile,
+                format!("{}: no file name", path.display()),
+            )
+        })?;
+        let mut tmp_name = file_name.to_os_string();
+        tmp_name.push(format!(".tmp.{}", std::process::id()));
+        let tmp = dir.join(tmp_name);
+        let write = || -> io::Result<()> {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            Ok(())
+        };
+        if let Err(e) = write() {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io("write cursor file", &tmp, e));
+        }
+        if let Err(e) = fs::rename(&tmp, path) {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io("rename cursor file to", path, e));
+        }
+        // The rename is only durable once the directory entry is.
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io("fsync directory", dir, e))
+    }
+}
+
+fn percent_encode(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for &b in name.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_form_round_trips() {
+        let c = Cursor {
+            dev: 2049,
+            ino: 131_073,
+            offset: 4096,
+            fp: Fingerprint::of(b"hello\n"),
+        };
+        let s = c.to_string();
+        assert!(s.starts_with("v1:2049:131073:4096:6:"), "{s}");
+        assert_eq!(s.parse::<Cursor>().unwrap(), c);
+    }
+
+    #[test]
+    fn malformed_text_is_rejected_not_panicked_on() {
+        for s in [
+            "",
+            "v1",
+            "v2:1:2:3:0:0",
+            "v1:1:2:3:0",
+            "v1:1:2:3:999:0",
+            "v1:a:2:3:0:0",
+            "v1:1:2:3:0:0:9",
+        ] {
+            assert_eq!(
+                s.parse::<Cursor>().unwrap_err().kind(),
+                ErrorKind::BadCursor,
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn fingerprint_extends_incrementally_and_caps() {
+        let data: Vec<u8> = (0..600u32).map(|i| (i * 7) as u8).collect();
+        let mut fp = Fingerprint::EMPTY;
+        fp.extend(&data[..10]);
+        fp.extend(&data[10..300]);
+        assert_eq!(fp, Fingerprint::of(&data[..256]));
+        assert!(fp.is_full());
+        assert_ne!(Fingerprint::of(b"a"), Fingerprint::of(b"b"));
+    }
+
+    #[test]
+    fn cursor_file_saves_and_loads_any_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cursors");
+        assert!(CursorFile::load(&path).unwrap().is_empty());
+        let mut map = BTreeMap::new();
+        map.insert("dns".to_string(), Cursor::NONE);
+        map.insert(
+            "a b%é".to_string(),
+            Cursor {
+                dev: 1,
+                ino: 2,
+                offset: 3,
+                fp: Fingerprint::of(b"abc"),
+            },
+        );
+        CursorFile::save(&path, &map).unwrap();
+        assert_eq!(CursorFile::load(&path).unwrap(), map);
+        // Only the final file is left behind.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn corrupt_cursor_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cursors");
+        fs::write(&path, "dns v1:garbage\n").unwrap();
+        assert_eq!(
+            CursorFile::load(&path).unwrap_err().kind(),
+            ErrorKind::BadCursorFile
+        );
+    }
+}

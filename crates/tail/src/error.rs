@@ -1,0 +1,108 @@
+//! The follower's error: what it was doing, and the OS error behind it.
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+
+/// What kind of failure; see [`Error::kind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A system call failed (open, read, stat, inotify, rename, fsync).
+    Io,
+    /// The followed path exists but is not a regular file (a directory, a socket, ...).
+    NotRegularFile,
+    /// A cursor's text form could not be parsed.
+    BadCursor,
+    /// A cursor file is not in the format [`crate::CursorFile::save`] writes.
+    BadCursorFile,
+}
+
+/// A failed follower operation. `Display` names the operation, the path and the OS error.
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    what: String,
+    source: Option<io::Error>,
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind, what: impl Into<String>) -> Error {
+        Error {
+            kind,
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    pub(crate) fn io(what: &str, path: &Path, err: io::Error) -> Error {
+        Error {
+            kind: ErrorKind::Io,
+            what: format!("{what} {}", path.display()),
+            source: Some(err),
+        }
+    }
+
+    /// The kind of failure.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The OS error behind an [`ErrorKind::Io`] failure, if any.
+    pub fn io_error(&self) -> Option<&io::Error> {
+        self.source.as_ref()
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(err: io::Error) -> Error {
+        Error {
+            kind: ErrorKind::Io,
+            what: String::new(),
+            source: Some(err),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            ErrorKind::Io => f.write_str(if self.what.is_empty() {
+                "I/O error"
+            } else {
+                &self.what
+            })?,
+            ErrorKind::NotRegularFile => write!(f, "not a regular file: {}", self.what)?,
+            ErrorKind::BadCursor => write!(f, "bad cursor: {}", self.what)?,
+            ErrorKind::BadCursorFile => write!(f, "bad cursor file: {}", self.what)?,
+        }
+        if let Some(err) = &self.source {
+            write!(f, ": {err}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_ref().map(|e| e as _)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_the_operation_and_the_os_error() {
+        let e = Error::io(
+            "open",
+            Path::new("/x/y"),
+            io::Error::from_raw_os_error(libc::EACCES),
+        );
+        assert_eq!(e.kind(), ErrorKind::Io);
+        assert!(e.to_string().starts_with("open /x/y: "), "{e}");
+        let e = Error::new(ErrorKind::BadCursor, "\"zz\"");
+        assert_eq!(e.to_string(), "bad cursor: \"zz\"");
+    }
+}

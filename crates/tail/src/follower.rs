@@ -1,0 +1,936 @@
+//! The follower: one path, followed across rotation, truncation and re-creation.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::cursor::{Cursor, Fingerprint, FINGERPRINT_MAX};
+use crate::error::{Error, ErrorKind};
+use crate::inotify::Inotify;
+use crate::lines::{LineBuf, Piece};
+
+/// Where a new [`Follower`] starts reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// After the content present at open (a partial last line is delivered once completed).
+    End,
+    /// From byte 0 of the file.
+    Beginning,
+    /// Just after the record a previous follower delivered last; the rest of a file rotated
+    /// away in the meantime is read first (found by device and inode next to the path).
+    Cursor(Cursor),
+}
+
+/// Tuning knobs. `Default` gives the documented defaults.
+///
+/// | field | default | meaning |
+/// |---|---|---|
+/// | `max_line` | 65 536 | longer lines are skipped whole and reported as [`Record::TooLong`] |
+/// | `poll_interval` | 50 ms | stat-poll period, only where inotify is unavailable |
+/// | `force_poll` | false | behave as if inotify were unavailable (for tests) |
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The longest line delivered, in bytes without the `\n`.
+    pub max_line: usize,
+    /// How often to stat the file when inotify is unavailable.
+    pub poll_interval: Duration,
+    /// Pretend inotify is unavailable.
+    pub force_poll: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            max_line: 65_536,
+            poll_interval: Duration::from_millis(50),
+            force_poll: false,
+        }
+    }
+}
+
+/// One record delivered by [`Follower::read_available`].
+#[derive(Debug)]
+pub enum Record<'a> {
+    /// A complete line (without its `\n`), as raw bytes: invalid UTF-8 and NULs pass through.
+    Line {
+        /// The line.
+        bytes: &'a [u8],
+        /// The position just after it.
+        end: Cursor,
+    },
+    /// A line over `max_line`, skipped whole.
+    TooLong {
+        /// Its length in bytes, without the `\n`.
+        len: u64,
+        /// The position just after it.
+        end: Cursor,
+    },
+}
+
+impl Record<'_> {
+    /// The position just after this record.
+    pub fn end(&self) -> Cursor {
+        match self {
+            Record::Line { end, .. } | Record::TooLong { end, .. } => *end,
+        }
+    }
+}
+
+/// Counters since open.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    /// Lines delivered ([`Record::Line`]).
+    pub lines: u64,
+    /// Bytes read from files.
+    pub bytes: u64,
+    /// Times the follower moved on to a newer file (rename-rotation, delete and re-create).
+    pub rotations: u64,
+    /// Times a file was found truncated in place (copytruncate) and re-read from 0.
+    pub truncations: u64,
+    /// Over-long lines skipped ([`Record::TooLong`]).
+    pub too_long: u64,
+}
+
+/// A file we hold open and read from.
+struct Tracked {
+    file: File,
+    dev: u64,
+    ino: u64,
+    /// Bytes read so far (the next read starts here).
+    read_to: u64,
+    /// The byte at `read_to - 1`, to notice a truncate-then-regrow that went past `read_to`.
+    last_byte: Option<u8>,
+    /// Fingerprint of the first `min(256, read_to)` bytes (can cover more, after a resume).
+    fp: Fingerprint,
+    wd: Option<i32>,
+}
+
+/// The identity and size of whatever is at the path right now.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct PathStat {
+    dev: u64,
+    ino: u64,
+    size: u64,
+}
+
+const DIR_MASK: u32 = libc::IN_CREATE
+    | libc::IN_MOVED_TO
+    | libc::IN_MOVED_FROM
+    | libc::IN_DELETE
+    | libc::IN_MODIFY
+    | libc::IN_ATTRIB
+    | libc::IN_CLOSE_WRITE
+    | libc::IN_DELETE_SELF
+    | libc::IN_MOVE_SELF
+    | libc::IN_ONLYDIR;
+const ANCESTOR_MASK: u32 = libc::IN_CREATE
+    | libc::IN_MOVED_TO
+    | libc::IN_DELETE_SELF
+    | libc::IN_MOVE_SELF
+    | libc::IN_ONLYDIR;
+const FILE_MASK: u32 = libc::IN_MODIFY
+    | libc::IN_ATTRIB
+    | libc::IN_CLOSE_WRITE
+    | libc::IN_MOVE_SELF
+    | libc::IN_DELETE_SELF;
+
+/// The inotify side: a watch on the directory (or, while it does not exist, on its nearest
+/// existing ancestor) and one on the inode we are reading.
+struct Watch {
+    ino: Inotify,
+    dir_wd: Option<i32>,
+    ancestor_wd: Option<i32>,
+}
+
+/// Follows one path and yields its complete lines, losing none across rotation.
+///
+/// Build it with [`Follower::open`], then loop: [`Follower::read_available`] (never blocks)
+/// and [`Follower::wait`] (blocks on inotify until something may have changed).
+///
+/// How the hard cases are handled:
+/// - the file we read is always held open, so after a rename (or unlink) we keep reading it to
+///   its end; we move on to the file now at the path only once that file has content (the
+///   writer has moved over), after a last read of the old one, whose unterminated last line, if
+///   any, is then delivered as a line of its own;
+/// - in-place truncation is noticed by the size going below what we read, by the byte before
+///   our offset changing, or by the fingerprint of the first bytes changing; reading restarts at 0;
+/// - a file is identified by device, inode and fingerprint, so a re-used inode is a new file.
+pub struct Follower {
+    path: PathBuf,
+    dir: PathBuf,
+    name: OsString,
+    opts: Options,
+    cur: Option<Tracked>,
+    /// Rotated files newer than `cur` that must be read before the path (`name.1` after `name.2`).
+    chain: VecDeque<Tracked>,
+    /// Path identity for which `chain` was last computed.
+    chain_for: Option<Option<(u64, u64)>>,
+    lines: LineBuf,
+    watch: Option<Watch>,
+    stats: Stats,
+    len_at_open: u64,
+    last: Cursor,
+}
+
+impl Follower {
+    /// Opens (the path need not exist yet, nor its directory). Never blocks.
+    pub fn open(path: impl AsRef<Path>, start: Start, options: Options) -> Result<Follower, Error> {
+        let path = path.as_ref();
+        let path = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .map_err(|e| Error::io("resolve", path, e))?
+                .join(path)
+        };
+        let name = path
+            .file_name()
+            .ok_or_else(|| Error::new(ErrorKind::NotRegularFile, path.display().to_string()))?
+            .to_os_string();
+        let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let watch = if options.force_poll {
+            None
+        } else {
+            Inotify::new().ok().map(|ino| Watch {
+                ino,
+                dir_wd: None,
+                ancestor_wd: None,
+            })
+        };
+        let mut f = Follower {
+            path,
+            dir,
+            name,
+            lines: LineBuf::new(options.max_line),
+            opts: options,
+            cur: None,
+            chain: VecDeque::new(),
+            chain_for: None,
+            watch,
+            stats: Stats::default(),
+            len_at_open: 0,
+            last: Cursor::NONE,
+        };
+        // Watch before looking, so that a file created in between still wakes us.
+        f.ensure_dir_watch();
+        match start {
+            Start::Beginning => {
+                if let Some(t) = f.open_path()? {
+                    f.len_at_open = file_size(&t.file, &f.path)?;
+                    f.install(t, 0, false)?;
+                }
+            }
+            Start::End => {
+                if let Some(t) = f.open_path()? {
+                    let size = file_size(&t.file, &f.path)?;
+                    f.len_at_open = size;
+                    let (offset, discard) = end_position(&t.file, size, f.opts.max_line)
+                        .map_err(|e| Error::io("read", &f.path, e))?;
+                    f.install(t, offset, discard)?;
+                }
+            }
+            Start::Cursor(c) => f.resume(c)?,
+        }
+        Ok(f)
+    }
+
+    /// Delivers every complete line available right now (bytes without the `\n`), in order,
+    /// then returns how many records it delivered. Never blocks. Handles rotation, truncation
+    /// and re-creation transparently.
+    pub fn read_available(
+        &mut self,
+        on_record: &mut dyn FnMut(Record<'_>),
+    ) -> Result<usize, Error> {
+        let mut delivered = 0usize;
+        let mut emit = |r: Record<'_>| {
+            delivered += 1;
+            on_record(r)
+        };
+        self.ensure_dir_watch();
+        // Each pass reads the current file to its end, then decides whether to move on; a
+        // bounded number of passes guards against a path that changes identity endlessly.
+        for _ in 0..64 {
+            if self.cur.is_some() {
+                if self.truncated()? {
+                    self.restart_truncated(&mut emit);
+                }
+                self.pump(&mut emit)?;
+            }
+            let at_path = self.stat_path()?;
+            let Some(cur) = &self.cur else {
+                match self.open_path()? {
+                    Some(t) => {
+                        self.install(t, 0, false)?;
+                        continue;
+                    }
+                    None => break,
+                }
+            };
+            let cur_id = (cur.dev, cur.ino);
+            if at_path.is_some_and(|s| (s.dev, s.ino) == cur_id) {
+                break;
+            }
+            // Our file is no longer at the path: it was renamed or deleted.
+            let path_id = at_path.map(|s| (s.dev, s.ino));
+            if self.chain_for != Some(path_id) {
+                self.chain_for = Some(path_id);
+                self.chain = self.newer_rotations(path_id);
+            }
+            if let Some(next) = self.chain.pop_front() {
+                self.move_on(next, &mut emit)?;
+                continue;
+            }
+            match at_path {
+                // Only once the new file has content do we know the writer left the old one;
+                // until then it may still append there (logrotate `create` before SIGUSR2).
+                Some(s) if s.size > 0 => match self.open_path()? {
+                    Some(t) => {
+                        self.move_on(t, &mut emit)?;
+                        continue;
+                    }
+                    None => break,
+                },
+                _ => break,
+            }
+        }
+        Ok(delivered)
+    }
+
+    /// Blocks (inotify, or the poll interval in fallback) until the file or its directory may
+    /// have changed, or until `timeout` passes. No busy loop: an idle follower uses no CPU.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> Result<(), Error> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        if self.watch.is_none() {
+            return self.poll_wait(deadline);
+        }
+        if self.ensure_dir_watch() {
+            // The directory just appeared: the file may already be in it.
+            return Ok(());
+        }
+        loop {
+            let Some(w) = self.watch.as_mut() else {
+                return self.poll_wait(deadline);
+            };
+            if !w
+                .ino
+                .poll(deadline)
+                .map_err(|e| Error::io("poll inotify for", &self.path, e))?
+            {
+                return Ok(());
+            }
+            let file_wd = self.cur.as_ref().and_then(|t| t.wd);
+            let (dir_wd, ancestor_wd) = (w.dir_wd, w.ancestor_wd);
+            let name = self.name.as_bytes();
+            let (mut relevant, mut dir_lost, mut ancestor_changed) = (false, false, false);
+            w.ino
+                .drain(&mut |ev| {
+                    if ev.mask & libc::IN_Q_OVERFLOW != 0 {
+                        // Events were dropped: we cannot tell what changed, so look.
+                        relevant = true;
+                    } else if Some(ev.wd) == file_wd && file_wd.is_some() {
+                        relevant = true;
+                    } else if Some(ev.wd) == dir_wd && dir_wd.is_some() {
+                        if ev.mask & (libc::IN_IGNORED | libc::IN_DELETE_SELF | libc::IN_MOVE_SELF)
+                            != 0
+                        {
+                            dir_lost = true;
+                        } else if ev.name.as_bytes() == name {
+                            relevant = true;
+                        }
+                    } else if Some(ev.wd) == ancestor_wd && ancestor_wd.is_some() {
+                        ancestor_changed = true;
+                    }
+                })
+                .map_err(|e| Error::io("read inotify for", &self.path, e))?;
+            if dir_lost {
+                if let Some(wd) = w.dir_wd.take() {
+                    w.ino.rm_watch(wd);
+                }
+                relevant = true;
+            }
+            if (dir_lost || ancestor_changed) && self.ensure_dir_watch() {
+                relevant = true;
+            }
+            if relevant {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Position just after the last record delivered.
+    pub fn cursor(&self) -> Cursor {
+        match &self.cur {
+            Some(t) => Cursor {
+                dev: t.dev,
+                ino: t.ino,
+                offset: self.lines.consumed(),
+                fp: t.fp,
+            },
+            None => self.last,
+        }
+    }
+
+    /// File length at open time for the file that was opened first (0 if it did not exist);
+    /// lets a caller that started at `Beginning` tell pre-existing content from new content.
+    pub fn len_at_open(&self) -> u64 {
+        self.len_at_open
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The followed path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether this follower is driven by inotify (false: stat polling).
+    pub fn uses_inotify(&self) -> bool {
+        self.watch.is_some()
+    }
+
+    // ---- reading ----
+
+    /// Reads the current file from `read_to` to its end, delivering complete lines.
+    fn pump(&mut self, emit: &mut dyn FnMut(Record<'_>)) -> Result<(), Error> {
+        let Some(cur) = self.cur.as_mut() else {
+            return Ok(());
+        };
+        let stats = &mut self.stats;
+        loop {
+            let spare = self.lines.spare();
+            let n = match pread(&cur.file, spare, cur.read_to) {
+                Ok(n) => n,
+                Err(e) => return Err(Error::io("read", &self.path, e)),
+            };
+            if n == 0 {
+                return Ok(());
+            }
+            let chunk = &spare[..n];
+            let fp_len = u64::from(cur.fp.len);
+            if fp_len < FINGERPRINT_MAX as u64
+                && cur.read_to <= fp_len
+                && fp_len < cur.read_to + n as u64
+            {
+                cur.fp.extend(&chunk[(fp_len - cur.read_to) as usize..]);
+            }
+            cur.last_byte = Some(chunk[n - 1]);
+            cur.read_to += n as u64;
+            stats.bytes += n as u64;
+            let (dev, ino, fp) = (cur.dev, cur.ino, cur.fp);
+            self.lines
+                .filled(n, &mut |p| deliver(p, dev, ino, fp, stats, emit));
+        }
+    }
+
+    /// Whether the current file was truncated (or truncated and regrown) under us.
+    fn truncated(&mut self) -> Result<bool, Error> {
+        let Some(cur) = &self.cur else {
+            return Ok(false);
+        };
+        let err = |e| Error::io("stat", &self.path, e);
+        let size = file_size(&cur.file, &self.path)?;
+        if size < cur.read_to {
+            return Ok(true);
+        }
+        if let Some(b) = cur.last_byte {
+            let mut one = [0u8];
+            if pread(&cur.file, &mut one, cur.read_to - 1).map_err(err)? != 1 || one[0] != b {
+                return Ok(true);
+            }
+        }
+        if cur.fp.len > 0 {
+            let mut head = [0u8; FINGERPRINT_MAX];
+            let want = cur.fp.len as usize;
+            let got = pread_full(&cur.file, &mut head[..want], 0).map_err(err)?;
+            if got != want || Fingerprint::of(&head[..want]) != cur.fp {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn restart_truncated(&mut self, emit: &mut dyn FnMut(Record<'_>)) {
+        self.finish_partial(emit);
+        if let Some(cur) = self.cur.as_mut() {
+            cur.read_to = 0;
+            cur.last_byte = None;
+            cur.fp = Fingerprint::EMPTY;
+        }
+        self.lines.reset(0);
+        self.stats.truncations += 1;
+    }
+
+    /// The current file will not grow any more: deliver its unterminated tail as a line.
+    fn finish_partial(&mut self, emit: &mut dyn FnMut(Record<'_>)) {
+        let Some(cur) = &self.cur else { return };
+        let (dev, ino, fp) = (cur.dev, cur.ino, cur.fp);
+        let stats = &mut self.stats;
+        self.lines
+            .finish(&mut |p| deliver(p, dev, ino, fp, stats, emit));
+    }
+
+    /// Leaves the current file for `next` (read from 0) after a last read of the current one.
+    fn move_on(&mut self, next: Tracked, emit: &mut dyn FnMut(Record<'_>)) -> Result<(), Error> {
+        self.pump(emit)?;
+        self.finish_partial(emit);
+        self.stats.rotations += 1;
+        self.install(next, 0, false)
+    }
+
+    // ---- files ----
+
+    fn open_path(&self) -> Result<Option<Tracked>, Error> {
+        open_tracked(&self.path)
+    }
+
+    fn stat_path(&self) -> Result<Option<PathStat>, Error> {
+        match std::fs::metadata(&self.path) {
+            Ok(m) if m.is_file() => Ok(Some(PathStat {
+                dev: m.dev(),
+                ino: m.ino(),
+                size: m.size(),
+            })),
+            // Something that is not a file at the path is treated as "no file yet".
+            Ok(_) => Ok(None),
+            Err(e) if gone(&e) => Ok(None),
+            Err(e) => Err(Error::io("stat", &self.path, e)),
+        }
+    }
+
+    /// Makes `t` the current file, positioned at `offset`.
+    fn install(&mut self, mut t: Tracked, offset: u64, discard: bool) -> Result<(), Error> {
+        if let Some(old) = self.cur.take() {
+            self.last = Cursor {
+                dev: old.dev,
+                ino: old.ino,
+                offset: self.lines.consumed(),
+                fp: old.fp,
+            };
+            if let (Some(w), Some(wd)) = (&self.watch, old.wd) {
+                w.ino.rm_watch(wd);
+            }
+        }
+        t.read_to = offset;
+        let err = |e| Error::io("read", &self.path, e);
+        if offset > 0 {
+            let mut one = [0u8];
+            t.last_byte =
+                (pread(&t.file, &mut one, offset - 1).map_err(err)? == 1).then_some(one[0]);
+        }
+        if t.fp.len == 0 && offset > 0 {
+            let mut head = [0u8; FINGERPRINT_MAX];
+            let want = (offset as usize).min(FINGERPRINT_MAX);
+            let got = pread_full(&t.file, &mut head[..want], 0).map_err(err)?;
+            t.fp = Fingerprint::of(&head[..got]);
+        }
+        self.lines.reset(offset);
+        if discard {
+            self.lines.discard_rest();
+        }
+        if let Some(w) = &self.watch {
+            // Watch the inode we hold, not the name: /proc/self/fd/N resolves to exactly it.
+            let fd_path = PathBuf::from(format!("/proc/self/fd/{}", t.file.as_raw_fd()));
+            t.wd = w
+                .ino
+                .add_watch(&fd_path, FILE_MASK)
+                .or_else(|_| w.ino.add_watch(&self.path, FILE_MASK))
+                .ok();
+            if t.wd.is_none() {
+                // Out of inotify watches: polling still delivers everything.
+                self.watch = None;
+            }
+        }
+        self.cur = Some(t);
+        Ok(())
+    }
+
+    /// Positions at a saved cursor: the same file if it is still at the path, else the rotated
+    /// file with that identity next to it (read to its end first), else the path from 0.
+    fn resume(&mut self, c: Cursor) -> Result<(), Error> {
+        let at_path = self.open_path()?;
+        if let Some(t) = &at_path {
+            self.len_at_open = file_size(&t.file, &self.path)?;
+        }
+        if !c.names_a_file() {
+            if let Some(t) = at_path {
+                self.install(t, 0, false)?;
+            }
+            return Ok(());
+        }
+        if let Some(mut t) = at_path {
+            if (t.dev, t.ino) == (c.dev, c.ino) {
+                let size = file_size(&t.file, &self.path)?;
+                if matches_fingerprint(&t.file, c.fp) {
+                    if size >= c.offset {
+                        t.fp = c.fp;
+                        return self.install(t, c.offset, false);
+                    }
+                    // Truncated while we were down.
+                    self.stats.truncations += 1;
+                }
+                // Otherwise the inode was re-used by a different file: it is all new.
+                return self.install(t, 0, false);
+            }
+            if let Some(mut old) = self.find_sibling(c) {
+                self.len_at_open = file_size(&old.file, &self.path)?;
+                old.fp = c.fp;
+                return self.install(old, c.offset, false);
+            }
+            return self.install(t, 0, false);
+        }
+        if let Some(mut old) = self.find_sibling(c) {
+            self.len_at_open = file_size(&old.file, &self.path)?;
+            old.fp = c.fp;
+            return self.install(old, c.offset, false);
+        }
+        Ok(())
+    }
+
+    /// The file next to the path with the cursor's identity and fingerprint, long enough.
+    fn find_sibling(&self, c: Cursor) -> Option<Tracked> {
+        for entry in std::fs::read_dir(&self.dir).ok()?.flatten() {
+            let Ok(m) = entry.metadata() else { continue };
+            if m.dev() != c.dev || m.ino() != c.ino || !m.is_file() {
+                continue;
+            }
+            let Ok(Some(t)) = open_tracked(&entry.path()) else {
+                continue;
+            };
+            if (t.dev, t.ino) == (c.dev, c.ino)
+                && matches_fingerprint(&t.file, c.fp)
+                && file_size(&t.file, &self.path).is_ok_and(|s| s >= c.offset)
+            {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    /// When our file has been renamed to `NAME.K` (logrotate's numbering) and we fell behind by
+    /// more than one rotation, `NAME.K-1` ... `NAME.1` hold lines written after ours: read them,
+    /// oldest first, before the file at the path.
+    fn newer_rotations(&self, path_id: Option<(u64, u64)>) -> VecDeque<Tracked> {
+        let mut out = VecDeque::new();
+        let Some(cur) = &self.cur else { return out };
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return out;
+        };
+        let mut prefix = self.name.as_bytes().to_vec();
+        prefix.push(b'.');
+        let mut k = None;
+        for entry in entries.flatten() {
+            let fname = entry.file_name();
+            let Some(num) = fname.as_bytes().strip_prefix(prefix.as_slice()) else {
+                continue;
+            };
+            let Some(num) = std::str::from_utf8(num)
+                .ok()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if entry
+                .metadata()
+                .is_ok_and(|m| (m.dev(), m.ino()) == (cur.dev, cur.ino))
+            {
+                k = Some(num);
+                break;
+            }
+        }
+        let Some(k) = k else { return out };
+        for j in (1..k).rev() {
+            let mut p = prefix.clone();
+            p.extend_from_slice(j.to_string().as_bytes());
+            let path = self.dir.join(std::ffi::OsStr::from_bytes(&p));
+            if let Ok(Some(t)) = open_tracked(&path) {
+                let id = Some((t.dev, t.ino));
+                if id != path_id && (t.dev, t.ino) != (cur.dev, cur.ino) {
+                    out.push_back(t);
+                }
+            }
+        }
+        out
+    }
+
+    // ---- waking ----
+
+    /// Watches the directory, or while it is missing its nearest existing ancestor. Returns
+    /// true when the directory watch was just established (the caller should look).
+    fn ensure_dir_watch(&mut self) -> bool {
+        let Some(w) = self.watch.as_mut() else {
+            return false;
+        };
+        if w.dir_wd.is_some() {
+            return false;
+        }
+        for _ in 0..2 {
+            match w.ino.add_watch(&self.dir, DIR_MASK) {
+                Ok(wd) => {
+                    w.dir_wd = Some(wd);
+                    if let Some(a) = w.ancestor_wd.take() {
+                        if a != wd {
+                            w.ino.rm_watch(a);
+                        }
+                    }
+                    return true;
+                }
+                Err(e) if gone(&e) => {}
+                Err(_) => {
+                    // Out of watches or similar: fall back to polling, which still works.
+                    self.watch = None;
+                    return false;
+                }
+            }
+            let mut p = self.dir.parent();
+            while let Some(a) = p {
+                match w.ino.add_watch(a, ANCESTOR_MASK) {
+                    Ok(wd) => {
+                        if let Some(old) = w.ancestor_wd.replace(wd) {
+                            if old != wd {
+                                w.ino.rm_watch(old);
+                            }
+                        }
+                        break;
+                    }
+                    Err(e) if gone(&e) => p = a.parent(),
+                    Err(_) => {
+                        self.watch = None;
+                        return false;
+                    }
+                }
+            }
+            // The directory may have been created between the two attempts: try once more.
+            if !self.dir.is_dir() {
+                break;
+            }
+        }
+        false
+    }
+
+    /// Whether `read_available` would find something to do (for stat polling).
+    fn poll_pending(&self) -> bool {
+        if !self.chain.is_empty() {
+            return true;
+        }
+        let at_path = self.stat_path().ok().flatten();
+        match &self.cur {
+            None => at_path.is_some(),
+            Some(t) => {
+                let size = file_size(&t.file, &self.path).unwrap_or(t.read_to);
+                if size != t.read_to {
+                    return true;
+                }
+                match at_path {
+                    Some(s) if (s.dev, s.ino) != (t.dev, t.ino) => s.size > 0,
+                    _ => false,
+                }
+            }
+        }
+    }
+
+    fn poll_wait(&mut self, deadline: Option<Instant>) -> Result<(), Error> {
+        loop {
+            if self.poll_pending() {
+                return Ok(());
+            }
+            let mut nap = self.opts.poll_interval;
+            if let Some(d) = deadline {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(());
+                }
+                nap = nap.min(left);
+            }
+            std::thread::sleep(nap);
+        }
+    }
+}
+
+fn deliver(
+    p: Piece<'_>,
+    dev: u64,
+    ino: u64,
+    fp: Fingerprint,
+    stats: &mut Stats,
+    emit: &mut dyn FnMut(Record<'_>),
+) {
+    let cursor = |offset| Cursor {
+        dev,
+        ino,
+        offset,
+        fp,
+    };
+    match p {
+        Piece::Line { bytes, end } => {
+            stats.lines += 1;
+            emit(Record::Line {
+                bytes,
+                end: cursor(end),
+            });
+        }
+        Piece::TooLong { len, end } => {
+            stats.too_long += 1;
+            emit(Record::TooLong {
+                len,
+                end: cursor(end),
+            });
+        }
+    }
+}
+
+fn gone(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR))
+}
+
+fn open_tracked(path: &Path) -> Result<Option<Tracked>, Error> {
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if gone(&e) => return Ok(None),
+        Err(e) => return Err(Error::io("open", path, e)),
+    };
+    let m = file.metadata().map_err(|e| Error::io("stat", path, e))?;
+    if !m.is_file() {
+        return Err(Error::new(
+            ErrorKind::NotRegularFile,
+            path.display().to_string(),
+        ));
+    }
+    Ok(Some(Tracked {
+        file,
+        dev: m.dev(),
+        ino: m.ino(),
+        read_to: 0,
+        last_byte: None,
+        fp: Fingerprint::EMPTY,
+        wd: None,
+    }))
+}
+
+fn file_size(file: &File, path: &Path) -> Result<u64, Error> {
+    file.metadata()
+        .map(|m| m.size())
+        .map_err(|e| Error::io("stat", path, e))
+}
+
+fn matches_fingerprint(file: &File, fp: Fingerprint) -> bool {
+    let mut head = [0u8; FINGERPRINT_MAX];
+    let want = fp.len as usize;
+    matches!(pread_full(file, &mut head[..want], 0), Ok(n) if n == want)
+        && Fingerprint::of(&head[..want]) == fp
+}
+
+/// One `pread`, retried on EINTR; EAGAIN counts as end of data.
+fn pread(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    loop {
+        // SAFETY: reading into a buffer we own, bounded by its length.
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                offset as libc::off_t,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Ok(0),
+            _ => return Err(err),
+        }
+    }
+}
+
+fn pread_full(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        let n = pread(file, &mut buf[got..], offset + got as u64)?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    Ok(got)
+}
+
+/// Where `Start::End` begins: after the last `\n`, so that a line being written when we start
+/// is delivered whole once finished. If that line is already over `max_line` it is dropped
+/// silently (`true`): we never saw its head.
+fn end_position(file: &File, size: u64, max_line: usize) -> io::Result<(u64, bool)> {
+    if size == 0 {
+        return Ok((0, false));
+    }
+    let window = size.min(max_line as u64 + 1);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut hi = size;
+    while hi > size - window {
+        let lo = hi.saturating_sub(buf.len() as u64).max(size - window);
+        let len = (hi - lo) as usize;
+        let got = pread_full(file, &mut buf[..len], lo)?;
+        if let Some(i) = memchr::memrchr(b'\n', &buf[..got]) {
+            return Ok((lo + i as u64 + 1, false));
+        }
+        hi = lo;
+    }
+    if window == size {
+        Ok((0, false))
+    } else {
+        Ok((size, true))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(f: &mut Follower) -> Vec<String> {
+        let mut out = Vec::new();
+        f.read_available(&mut |r| match r {
+            Record::Line { bytes, .. } => out.push(String::from_utf8_lossy(bytes).into_owned()),
+            Record::TooLong { len, .. } => out.push(format!("<too long {len}>")),
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn end_position_keeps_a_partial_last_line_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"old\nhalf").unwrap();
+        let f = File::open(&p).unwrap();
+        assert_eq!(end_position(&f, 8, 100).unwrap(), (4, false));
+        assert_eq!(end_position(&f, 4, 100).unwrap(), (4, false));
+        assert_eq!(end_position(&f, 3, 100).unwrap(), (0, false));
+        assert_eq!(end_position(&f, 8, 2).unwrap(), (8, true));
+    }
+
+    #[test]
+    fn start_end_skips_existing_lines_and_completes_the_partial_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.log");
+        std::fs::write(&p, b"old\nha").unwrap();
+        let mut f = Follower::open(&p, Start::End, Options::default()).unwrap();
+        assert_eq!(f.len_at_open(), 6);
+        assert!(collect(&mut f).is_empty());
+        let mut w = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+        io::Write::write_all(&mut w, b"lf\nnew\n").unwrap();
+        assert_eq!(collect(&mut f), ["half", "new"]);
+        assert_eq!(f.cursor().offset(), 13);
+    }
+}
