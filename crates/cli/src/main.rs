@@ -1,1 +1,267 @@
-fn main() {}
+//! `shield-watch`: the operator's live view of what a container's shield refused.
+//!
+//! Glue only: parse the command line, check the state directory, start one thread per source and
+//! one writer thread that owns stdout, connect them with one bounded channel, and stop cleanly on
+//! SIGINT/SIGTERM or when stdout closes. Exit codes: 0 clean stop, 1 unusable state, 2 usage.
+
+mod args;
+mod output;
+mod sources;
+mod state;
+mod summary;
+mod text;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::process::ExitCode;
+use std::thread;
+
+use clap::Parser;
+use crossbeam_channel::{bounded, select, unbounded, Receiver};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::iterator::Signals;
+
+use args::{Args, Format, SourceName};
+use output::{run_writer, Msg, WriterConfig, WriterEnd};
+use sources::follow::FileSource;
+use sources::Ready;
+use state::StateDir;
+use summary::Summary;
+use text::TextStyle;
+
+/// Capacity of the event channel: enough to ride out a burst while the writer catches up,
+/// small enough that a stalled reader of stdout applies back-pressure instead of eating memory.
+const CHANNEL_CAPACITY: usize = 16 * 1024;
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(err) => {
+            // --help and --version are not errors; clap knows which exit code fits.
+            let code = err.exit_code();
+            let _ = err.print();
+            return ExitCode::from(code.clamp(0, 255) as u8);
+        }
+    };
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::State(message) | Failure::Output(message)) => {
+            eprintln!("shield-watch: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Why the process could not run.
+enum Failure {
+    /// The state directory is unusable (exit 1).
+    State(String),
+    /// stdout failed for another reason than its reader leaving (exit 1).
+    Output(String),
+}
+
+fn run(args: Args) -> Result<(), Failure> {
+    let state = StateDir::open(&args.state_dir).map_err(|e| Failure::State(e.to_string()))?;
+    let container = args
+        .container
+        .clone()
+        .unwrap_or_else(|| state.default_container());
+    let selected = select_sources(&args, &state);
+
+    let saved_cursors = match &args.cursor {
+        Some(path) => shield_tail::CursorFile::load(path)
+            .map_err(|e| Failure::State(format!("cannot read cursor file {}: {e}", path.display())))?,
+        None => BTreeMap::new(),
+    };
+
+    // Signals are caught before any thread starts, so none can arrive unhandled.
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR1])
+        .map_err(|e| Failure::State(format!("cannot install signal handlers: {e}")))?;
+    let signal_handle = signals.handle();
+    let (signal_tx, signal_rx) = unbounded();
+    thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if signal_tx.send(signal).is_err() {
+                    break;
+                }
+            }
+        })
+        .expect("spawning a thread");
+
+    let summary = Summary::default();
+    let (tx, rx) = bounded::<Msg>(CHANNEL_CAPACITY);
+    let (writer_done_tx, writer_done_rx) = bounded(1);
+    let writer_config = WriterConfig {
+        format: args.format,
+        style: match args.format {
+            Format::Text => TextStyle::detect(),
+            Format::Json => TextStyle::default(),
+        },
+        actions: args.action.clone(),
+        dedup: args.dedup,
+        cursor_file: args.cursor.clone(),
+        cursors: saved_cursors.clone(),
+    };
+    let writer = {
+        let summary = summary.clone();
+        thread::Builder::new()
+            .name("writer".into())
+            .spawn(move || run_writer(rx, io::stdout().lock(), writer_config, summary, writer_done_tx))
+            .expect("spawning a thread")
+    };
+
+    let (ready_tx, ready_rx) = unbounded::<Ready>();
+    let options = shield_tail::Options {
+        max_line: usize::try_from(args.max_line).unwrap_or(usize::MAX),
+        ..shield_tail::Options::default()
+    };
+    let start_for = |name: &str| match saved_cursors.get(name) {
+        Some(cursor) => shield_tail::Start::Cursor(*cursor),
+        None if args.from_start => shield_tail::Start::Beginning,
+        None => shield_tail::Start::End,
+    };
+
+    for source in &selected {
+        match source {
+            SourceName::Audit => {
+                let path = state.audit_log();
+                if let Err(err) = state::ensure_file(&path) {
+                    eprintln!("shield-watch: audit: cannot create {}: {err}; waiting for it", path.display());
+                }
+                let file = FileSource {
+                    source: SourceName::Audit,
+                    path,
+                    start: start_for("audit"),
+                    options: options.clone(),
+                    tx: tx.clone(),
+                    summary: summary.clone(),
+                };
+                let handler = sources::audit::AuditLines {
+                    container: container.clone(),
+                    summary: summary.clone(),
+                };
+                let ready = ready_tx.clone();
+                thread::Builder::new()
+                    .name("audit".into())
+                    .spawn(move || file.run(ready, handler))
+                    .expect("spawning a thread");
+            }
+            SourceName::Dns | SourceName::Nflog => {
+                let _ = ready_tx.send(Ready {
+                    source: *source,
+                    result: Err("this source is not built yet".into()),
+                });
+            }
+        }
+    }
+    drop(ready_tx);
+
+    let stop = wait_until_ready(&selected, &ready_rx, &signal_rx, &writer_done_rx, &summary);
+    let stop = match stop {
+        Some(stop) => stop,
+        None => wait_for_stop(&signal_rx, &writer_done_rx, &summary),
+    };
+
+    // Stop: everything read so far is written, positions are saved, then the summary.
+    let end = match stop {
+        Stop::Signal => {
+            let _ = tx.send(Msg::Shutdown);
+            drop(tx);
+            let end = writer_done_rx.recv().unwrap_or(WriterEnd::Done);
+            let _ = writer.join();
+            end
+        }
+        Stop::Writer(end) => end,
+    };
+    signal_handle.close();
+    match end {
+        WriterEnd::Done => eprintln!("{}", *summary.lock()),
+        // The reader went away (`| head`): that is how a pipeline ends, not an error.
+        WriterEnd::Closed => {}
+        WriterEnd::Failed(err) => {
+            return Err(Failure::Output(format!("writing to stdout failed: {err}")));
+        }
+    }
+    Ok(())
+}
+
+/// The sources to run: `--source`, or every one that applies to this container.
+fn select_sources(args: &Args, state: &StateDir) -> Vec<SourceName> {
+    let mut wanted: Vec<SourceName> = if args.source.is_empty() {
+        vec![SourceName::Dns, SourceName::Audit, SourceName::Nflog]
+    } else {
+        args.source.clone()
+    };
+    wanted.sort();
+    wanted.dedup();
+    if !state.tier.has_dnsmasq() && wanted.contains(&SourceName::Dns) {
+        eprintln!("shield-watch: the DNS tier runs no dnsmasq: no dns source, events carry IP addresses only");
+        wanted.retain(|s| *s != SourceName::Dns);
+    }
+    if args.no_nflog {
+        wanted.retain(|s| *s != SourceName::Nflog);
+    }
+    wanted
+}
+
+/// Why the main loop stopped.
+enum Stop {
+    /// SIGINT or SIGTERM.
+    Signal,
+    /// The writer ended on its own (stdout closed or failed).
+    Writer(WriterEnd),
+}
+
+/// Waits for every selected source to report, then prints the one ready line. Returns early
+/// with a stop reason when a signal or the writer ends things first.
+fn wait_until_ready(
+    selected: &[SourceName],
+    ready_rx: &Receiver<Ready>,
+    signal_rx: &Receiver<i32>,
+    writer_done_rx: &Receiver<WriterEnd>,
+    summary: &Summary,
+) -> Option<Stop> {
+    let mut running = Vec::new();
+    let mut pending = selected.len();
+    while pending > 0 {
+        select! {
+            recv(ready_rx) -> ready => match ready {
+                Ok(ready) => {
+                    pending -= 1;
+                    match ready.result {
+                        Ok(()) => running.push(ready.source),
+                        Err(reason) => eprintln!("shield-watch: {}: not running: {reason}", ready.source.as_str()),
+                    }
+                }
+                Err(_) => break,
+            },
+            recv(signal_rx) -> signal => match signal {
+                Ok(SIGUSR1) => eprintln!("{}", *summary.lock()),
+                _ => return Some(Stop::Signal),
+            },
+            recv(writer_done_rx) -> end => return Some(Stop::Writer(end.unwrap_or(WriterEnd::Done))),
+        }
+    }
+    running.sort();
+    let names: Vec<&str> = running.iter().map(|s| s.as_str()).collect();
+    eprintln!("shield-watch: ready ({})", names.join(","));
+    None
+}
+
+fn wait_for_stop(
+    signal_rx: &Receiver<i32>,
+    writer_done_rx: &Receiver<WriterEnd>,
+    summary: &Summary,
+) -> Stop {
+    loop {
+        select! {
+            recv(signal_rx) -> signal => match signal {
+                Ok(SIGUSR1) => eprintln!("{}", *summary.lock()),
+                _ => return Stop::Signal,
+            },
+            recv(writer_done_rx) -> end => return Stop::Writer(end.unwrap_or(WriterEnd::Done)),
+        }
+    }
+}

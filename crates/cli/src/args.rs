@@ -1,0 +1,139 @@
+//! The command line (SPEC §7), parsed by clap.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// A live JSON-lines stream of everything a container's firewall refused: blocked DNS lookups,
+/// shield audit entries and packets logged to NFLOG.
+#[derive(Debug, Parser)]
+#[command(name = "shield-watch", version, about, long_about = None)]
+pub struct Args {
+    /// The container's state directory (dns.tier, dnsmasq.log, audit.jsonl, allow-lists).
+    #[arg(short = 's', long, value_name = "DIR")]
+    pub state_dir: PathBuf,
+
+    /// Name put on events [default: the state dir's basename].
+    #[arg(short = 'c', long, value_name = "NAME")]
+    pub container: Option<String>,
+
+    /// Output format: one JSON object per line, or a human view (colour on a terminal).
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    pub format: Format,
+
+    /// Comma list of sources to run: dns,audit,nflog [default: all that apply].
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_enum)]
+    pub source: Vec<SourceName>,
+
+    /// Only emit events with these actions (comma list, e.g. blocked_query,blocked_connection).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub action: Vec<String>,
+
+    /// Read existing log content instead of starting at the end of the files.
+    #[arg(long)]
+    pub from_start: bool,
+
+    /// Resume from, and keep saving, read positions in FILE (nothing lost, nothing twice).
+    #[arg(long, value_name = "FILE")]
+    pub cursor: Option<PathBuf>,
+
+    /// NFLOG group to bind.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub nflog_group: u16,
+
+    /// Do not open the NFLOG socket.
+    #[arg(long)]
+    pub no_nflog: bool,
+
+    /// Network namespace for the NFLOG socket (/proc/PID/ns/net, /run/netns/NAME).
+    #[arg(long, value_name = "PATH")]
+    pub netns: Option<PathBuf>,
+
+    /// Report blocked lookups of every query type, not only A/AAAA.
+    #[arg(long)]
+    pub all_query_types: bool,
+
+    /// Suppress repeats of the same (source, action, domain-or-dest) within DURATION (e.g. 30s, 500ms) [default: off].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub dedup: Option<Duration>,
+
+    /// Addresses kept for naming nflog destinations.
+    #[arg(long, value_name = "N", default_value_t = 65536)]
+    pub domain_cache: usize,
+
+    /// Longest line accepted from a log, in bytes; longer lines are skipped and counted.
+    #[arg(long, value_name = "BYTES", default_value_t = 65536, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_line: u64,
+}
+
+/// Output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// One compact JSON object per line (the reference's stream).
+    Json,
+    /// Aligned columns for people.
+    Text,
+}
+
+/// The event sources that can be selected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, ValueEnum)]
+pub enum SourceName {
+    /// The dnsmasq query log.
+    Dns,
+    /// The audit log.
+    Audit,
+    /// The kernel's NFLOG group.
+    Nflog,
+}
+
+impl SourceName {
+    /// The name used on the command line, in the ready line and in events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceName::Dns => "dns",
+            SourceName::Audit => "audit",
+            SourceName::Nflog => "nflog",
+        }
+    }
+}
+
+/// Parses `30s`, `500ms`, `2m`, `1h 30m`, ISO 8601 `PT30S`, or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    let signed: jiff::SignedDuration = text
+        .parse()
+        .map_err(|e| format!("not a duration (try 30s, 500ms, 2m): {e}"))?;
+    Duration::try_from(signed).map_err(|_| "a duration cannot be negative".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("-5s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn source_lists_parse() {
+        let args = Args::try_parse_from(["shield-watch", "-s", "d", "--source", "dns,nflog"]).unwrap();
+        assert_eq!(args.source, [SourceName::Dns, SourceName::Nflog]);
+        assert!(Args::try_parse_from(["shield-watch", "-s", "d", "--source", "dns,bogus"]).is_err());
+    }
+}

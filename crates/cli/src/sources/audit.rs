@@ -1,0 +1,27 @@
+//! The audit source: `audit.jsonl` lines become `audit` events.
+
+use shield_event::{now_timestamp, parse_audit_line, Event};
+use shield_tail::Cursor;
+
+use crate::sources::follow::LineHandler;
+use crate::summary::Summary;
+
+/// Parses audit lines for one container.
+pub struct AuditLines {
+    /// `--container`, used when an entry names none.
+    pub container: String,
+    /// Where skipped lines are counted.
+    pub summary: Summary,
+}
+
+impl LineHandler for AuditLines {
+    fn line(&mut self, line: &[u8], _end: Cursor) -> Option<Event> {
+        match parse_audit_line(line, &self.container, now_timestamp) {
+            Ok(event) => Some(event),
+            Err(skip) => {
+                self.summary.skip("audit", skip.as_str());
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Following one log file on shield-tail and handing each line to a source's parser.
+
+use std::path::PathBuf;
+
+use crossbeam_channel::Sender;
+use shield_tail::{Cursor, Follower, Options, Record, Start};
+
+use crate::args::SourceName;
+use crate::output::{Checkpoint, Msg};
+use crate::sources::Ready;
+use crate::summary::Summary;
+
+/// One followed file and where its lines go.
+pub struct FileSource {
+    /// Which source this is (names the cursor and the counters).
+    pub source: SourceName,
+    /// The file.
+    pub path: PathBuf,
+    /// Where to start.
+    pub start: Start,
+    /// Follower options (max line, poll interval).
+    pub options: Options,
+    /// Events and checkpoints go here.
+    pub tx: Sender<Msg>,
+    /// Shared counters.
+    pub summary: Summary,
+}
+
+/// What a parser does with one complete line: maybe an event to send.
+pub trait LineHandler {
+    /// Called once the follower is open, before any line: `len_at_open` is the length the file
+    /// had then, so a handler can treat older content differently (priming a cache).
+    fn opened(&mut self, _len_at_open: u64) {}
+
+    /// Handles one line ending at `end`; returns the event it produced, if any.
+    fn line(&mut self, line: &[u8], end: Cursor) -> Option<shield_event::Event>;
+
+    /// Called after each batch of lines, before waiting for more.
+    fn batch_done(&mut self) {}
+}
+
+impl FileSource {
+    /// Opens the file, reports readiness, then follows it until the process ends.
+    /// Errors after readiness are reported on stderr and end this source only.
+    pub fn run(self, ready: Sender<Ready>, mut handler: impl LineHandler) {
+        let name = self.source.as_str();
+        let mut follower = match Follower::open(&self.path, self.start, self.options) {
+            Ok(follower) => follower,
+            Err(err) => {
+                let _ = ready.send(Ready {
+                    source: self.source,
+                    result: Err(format!("cannot follow {}: {err}", self.path.display())),
+                });
+                return;
+            }
+        };
+        handler.opened(follower.len_at_open());
+        let _ = ready.send(Ready { source: self.source, result: Ok(()) });
+        drop(ready);
+
+        let mut warned_long = false;
+        let mut last_sent = None;
+        loop {
+            let mut closed = false;
+            let result = follower.read_available(&mut |record| {
+                if closed {
+                    return;
+                }
+                let (event, end) = match record {
+                    Record::Line { bytes, end } => (handler.line(bytes, end), end),
+                    Record::TooLong { len, end } => {
+                        if !warned_long {
+                            eprintln!(
+                                "shield-watch: {name}: skipped a line of {len} bytes in {} (over --max-line; further ones are counted in the summary)",
+                                self.path.display()
+                            );
+                            warned_long = true;
+                        }
+                        self.summary.skip(name, "too_long");
+                        (None, end)
+                    }
+                };
+                if let Some(event) = event {
+                    let checkpoint = Checkpoint { name, cursor: end };
+                    closed = self.tx.send(Msg::Event(event, Some(checkpoint))).is_err();
+                    last_sent = Some(end);
+                }
+            });
+            handler.batch_done();
+            if let Err(err) = result {
+                eprintln!("shield-watch: {name}: stopped following {}: {err}", self.path.display());
+                return;
+            }
+            if closed {
+                return;
+            }
+            let cursor = follower.cursor();
+            if last_sent != Some(cursor) {
+                if self.tx.send(Msg::Checkpoint(Checkpoint { name, cursor })).is_err() {
+                    return;
+                }
+                last_sent = Some(cursor);
+            }
+            self.summary.lock().rotations.insert(
+                name,
+                follower.stats().rotations + follower.stats().truncations,
+            );
+            if let Err(err) = follower.wait(None) {
+                eprintln!("shield-watch: {name}: stopped following {}: {err}", self.path.display());
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Counters for the one-line summary printed on stop and on SIGUSR1.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// What the process did so far, shared by the source threads and the writer.
+#[derive(Clone, Debug, Default)]
+pub struct Summary(Arc<Mutex<Counts>>);
+
+/// The counters themselves.
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// Events written, by (source, action).
+    pub events: BTreeMap<(String, String), u64>,
+    /// Events filtered out by --action or --dedup.
+    pub suppressed: u64,
+    /// Input lines or packets that produced nothing, by (source, reason).
+    pub skipped: BTreeMap<(&'static str, &'static str), u64>,
+    /// NFLOG overruns noticed, and packets known lost.
+    pub overruns: u64,
+    /// Packets known to be lost in the kernel.
+    pub lost: u64,
+    /// Rotations (rename, truncation, re-creation) followed, by source.
+    pub rotations: BTreeMap<&'static str, u64>,
+}
+
+impl Summary {
+    /// Locks the counters; a panic elsewhere never disables the summary.
+    pub fn lock(&self) -> MutexGuard<'_, Counts> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Counts one skipped input.
+    pub fn skip(&self, source: &'static str, reason: &'static str) {
+        *self.lock().skipped.entry((source, reason)).or_default() += 1;
+    }
+}
+
+impl fmt::Display for Counts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let total: u64 = self.events.values().sum();
+        write!(f, "shield-watch: summary: {total} events")?;
+        if !self.events.is_empty() {
+            let parts: Vec<String> = self
+                .events
+                .iter()
+                .map(|((source, action), n)| format!("{source}/{action}={n}"))
+                .collect();
+            write!(f, " ({})", parts.join(" "))?;
+        }
+        if self.suppressed > 0 {
+            write!(f, "; suppressed {}", self.suppressed)?;
+        }
+        let skipped: u64 = self.skipped.values().sum();
+        write!(f, "; skipped {skipped}")?;
+        if !self.skipped.is_empty() {
+            let parts: Vec<String> = self
+                .skipped
+                .iter()
+                .map(|((source, reason), n)| format!("{source}/{reason}={n}"))
+                .collect();
+            write!(f, " ({})", parts.join(" "))?;
+        }
+        write!(f, "; overruns {} (lost {})", self.overruns, self.lost)?;
+        let rotations: u64 = self.rotations.values().sum();
+        write!(f, "; rotations {rotations}")?;
+        if !self.rotations.is_empty() {
+            let parts: Vec<String> = self
+                .rotations
+                .iter()
+                .map(|(source, n)| format!("{source}={n}"))
+                .collect();
+            write!(f, " ({})", parts.join(" "))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_with_every_counter() {
+        let summary = Summary::default();
+        summary.skip("audit", "invalid_json");
+        summary.skip("audit", "invalid_json");
+        {
+            let mut counts = summary.lock();
+            counts.events.insert(("dns".into(), "blocked_query".into()), 3);
+            counts.events.insert(("audit".into(), "denied".into()), 1);
+            counts.rotations.insert("dns", 1);
+            counts.overruns = 1;
+            counts.lost = 7;
+        }
+        let line = summary.lock().to_string();
+        assert_eq!(
+            line,
+            "shield-watch: summary: 4 events (audit/denied=1 dns/blocked_query=3); skipped 2 \
+             (audit/invalid_json=2); overruns 1 (lost 7); rotations 1 (dns=1)"
+        );
+        assert!(!line.contains('\n'));
+    }
+}

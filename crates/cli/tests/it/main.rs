@@ -1,0 +1,5 @@
+//! End-to-end tests of the real `shield-watch` binary, one test binary with a module per area.
+
+mod audit;
+mod exit;
+mod support;

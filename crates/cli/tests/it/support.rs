@@ -1,0 +1,209 @@
+//! Starting the real binary, waiting for its ready line, reading its stream with deadlines.
+
+use std::fs::{self, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long any single expected thing may take before a test fails. Generous: the machines are
+/// shared and slow; a passing test never waits for it.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A state directory in a temp dir.
+pub struct State {
+    pub dir: tempfile::TempDir,
+}
+
+impl State {
+    /// A state dir with the given `dns.tier` content (none when `None`).
+    pub fn new(tier: Option<&str>) -> State {
+        let dir = tempfile::Builder::new().prefix("shield-watch-it-").tempdir().unwrap();
+        if let Some(tier) = tier {
+            fs::write(dir.path().join("dns.tier"), tier).unwrap();
+        }
+        State { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Appends raw bytes to a file of the state dir, as a writer process would.
+    pub fn append(&self, name: &str, bytes: &[u8]) {
+        let mut file = OpenOptions::new().create(true).append(true).open(self.file(name)).unwrap();
+        file.write_all(bytes).unwrap();
+    }
+}
+
+/// The binary under test.
+pub fn binary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_shield-watch"))
+}
+
+/// A running shield-watch with its stdout and stderr read line by line on their own threads.
+pub struct Watch {
+    pub child: Child,
+    stdout: Option<Receiver<String>>,
+    stderr: Receiver<String>,
+    pub stderr_seen: Vec<String>,
+}
+
+fn lines_of(reader: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(reader).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+impl Watch {
+    /// Starts `shield-watch --state-dir STATE ARGS...` and waits for its ready line.
+    pub fn start(state: &State, args: &[&str]) -> Watch {
+        let mut watch = Watch::spawn(state, args);
+        watch.wait_stderr(|line| line.starts_with("shield-watch: ready ("));
+        watch
+    }
+
+    /// Starts it without waiting.
+    pub fn spawn(state: &State, args: &[&str]) -> Watch {
+        let mut child = binary()
+            .arg("--state-dir")
+            .arg(state.path())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = lines_of(child.stdout.take().unwrap());
+        let stderr = lines_of(child.stderr.take().unwrap());
+        Watch { child, stdout: Some(stdout), stderr, stderr_seen: Vec::new() }
+    }
+
+    /// Waits for a stderr line matching `want`; returns it. Panics with everything seen on timeout.
+    pub fn wait_stderr(&mut self, want: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    self.stderr_seen.push(line.clone());
+                    if want(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no expected stderr line; stderr so far: {:#?}", self.stderr_seen),
+            }
+        }
+    }
+
+    /// The next `n` stdout lines, each within the deadline.
+    pub fn lines(&mut self, n: usize) -> Vec<String> {
+        let stdout = self.stdout.as_ref().expect("stdout was closed");
+        let mut got = Vec::new();
+        let deadline = Instant::now() + DEADLINE;
+        while got.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match stdout.recv_timeout(left) {
+                Ok(line) => got.push(line),
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("only {} of {n} lines: {got:#?}; stderr: {:#?}", got.len(), self.drain_stderr())
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("stdout ended after {} of {n} lines: {got:#?}; stderr: {:#?}", got.len(), self.drain_stderr())
+                }
+            }
+        }
+        got
+    }
+
+    /// Asserts nothing more arrives on stdout within `quiet`. Only used after a marker line that
+    /// was written after the input under test, so a pass does not depend on timing.
+    pub fn no_more_lines(&mut self, quiet: Duration) {
+        let stdout = self.stdout.as_ref().expect("stdout was closed");
+        if let Ok(line) = stdout.recv_timeout(quiet) {
+            panic!("unexpected line: {line}");
+        }
+    }
+
+    /// Closes our end of its stdout, as `| head` does after reading enough.
+    pub fn close_stdout(&mut self) {
+        self.stdout = None;
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
+
+    /// Waits for the process to exit within the deadline; returns its status and remaining stderr.
+    pub fn wait_exit(&mut self) -> (ExitStatus, Vec<String>) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, self.drain_stderr());
+            }
+            assert!(Instant::now() < deadline, "shield-watch did not exit; stderr: {:#?}", self.drain_stderr());
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn drain_stderr(&mut self) -> Vec<String> {
+        while let Ok(line) = self.stderr.recv_timeout(Duration::from_millis(200)) {
+            self.stderr_seen.push(line);
+        }
+        self.stderr_seen.clone()
+    }
+
+    pub fn take_stdout(&mut self) -> Option<Receiver<String>> {
+        self.stdout.take()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary to completion with a deadline (for the quick exit-code cases).
+pub fn run_to_exit(args: &[&std::ffi::OsStr]) -> (ExitStatus, String, String) {
+    let mut child = binary()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout: ChildStdout = child.stdout.take().unwrap();
+    let out = lines_of(stdout);
+    let err = lines_of(child.stderr.take().unwrap());
+    let deadline = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("did not exit within the deadline");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let collect = |rx: Receiver<String>| rx.iter().collect::<Vec<_>>().join("\n");
+    (status, collect(out), collect(err))
+}
