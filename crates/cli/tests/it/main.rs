@@ -2,4 +2,5 @@
 
 mod audit;
 mod exit;
+mod flags;
 mod support;
