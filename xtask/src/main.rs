@@ -16,16 +16,18 @@ const PACKAGES: &[(&str, &str)] = &[
     ("logrotate", "logrotate"),
 ];
 
-const USAGE: &str = "usage: cargo xtask <ci|bench|setup>
+const USAGE: &str = "usage: cargo xtask <ci|bench|setup|dist>
   ci     install what is missing (as root), then fmt, clippy, tests, docs, deny, fuzz check
   bench  run every benchmark (release build); record results in docs/BENCHMARKS.md
-  setup  only install what the tests need (apt packages, cargo-deny)";
+  setup  only install what the tests need (apt packages, cargo-deny)
+  dist   generate shell completions and the man page into target/dist/";
 
 fn main() -> ExitCode {
     let result = match env::args().nth(1).as_deref() {
         Some("ci") => ci(),
         Some("bench") => bench(),
         Some("setup") => setup(),
+        Some("dist") => dist(&workspace_root().join("target/dist")).map(|_| ()),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -128,7 +130,14 @@ fn ci() -> Result<()> {
     run(fmt)?;
 
     let mut clippy = cargo();
-    clippy.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
     run(clippy)?;
 
     let mut test = cargo();
@@ -148,7 +157,10 @@ fn ci() -> Result<()> {
 
     let mut fuzz = cargo();
     fuzz.args(["check", "--manifest-path", "fuzz/Cargo.toml", "--bins"])
-        .env("CARGO_TARGET_DIR", workspace_root().join("target/fuzz-check"));
+        .env(
+            "CARGO_TARGET_DIR",
+            workspace_root().join("target/fuzz-check"),
+        );
     run(fuzz)?;
 
     eprintln!("xtask: ci passed");
@@ -160,4 +172,69 @@ fn bench() -> Result<()> {
     let mut bench = cargo();
     bench.args(["bench", "--workspace"]);
     run(bench)
+}
+
+/// Writes bash, zsh and fish completions and the man page, generated from the binary's own clap
+/// definition so they cannot drift from it. Returns the files written.
+fn dist(out: &Path) -> Result<Vec<PathBuf>> {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut written = Vec::new();
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        let mut command = shield_watch_cli::Args::command();
+        let path = clap_complete::generate_to(shell, &mut command, "shield-watch", out)
+            .with_context(|| format!("cannot write {shell} completions"))?;
+        written.push(path);
+    }
+    let man = clap_mangen::Man::new(shield_watch_cli::Args::command());
+    let mut page = Vec::new();
+    man.render(&mut page)
+        .context("cannot render the man page")?;
+    let path = out.join("shield-watch.1");
+    std::fs::write(&path, page).with_context(|| format!("cannot write {}", path.display()))?;
+    written.push(path);
+    for path in &written {
+        eprintln!("xtask: wrote {}", path.display());
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dist_generates_completions_and_a_man_page_with_every_flag() {
+        let out = tempfile_dir();
+        let written = dist(&out).unwrap();
+        assert_eq!(written.len(), 4);
+        let man = std::fs::read_to_string(out.join("shield-watch.1")).unwrap();
+        let bash = std::fs::read_to_string(out.join("shield-watch.bash")).unwrap();
+        for flag in [
+            "state-dir",
+            "nflog-group",
+            "all-query-types",
+            "domain-cache",
+            "max-line",
+        ] {
+            // roff escapes every hyphen.
+            assert!(
+                man.contains(&flag.replace('-', "\\-")),
+                "man page lacks {flag}"
+            );
+            assert!(
+                bash.contains(&format!("--{flag}")),
+                "bash completion lacks {flag}"
+            );
+        }
+        std::fs::remove_dir_all(out).unwrap();
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let dir = env::temp_dir().join(format!("xtask-dist-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
 }

@@ -4,7 +4,6 @@
 //! one writer thread that owns stdout, connect them with one bounded channel, and stop cleanly on
 //! SIGINT/SIGTERM or when stdout closes. Exit codes: 0 clean stop, 1 unusable state, 2 usage.
 
-mod args;
 mod output;
 mod sources;
 mod state;
@@ -21,8 +20,8 @@ use crossbeam_channel::{bounded, select, unbounded, Receiver};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
-use args::{Args, Format, SourceName};
 use output::{run_writer, Msg, WriterConfig, WriterEnd};
+use shield_watch_cli::{Args, Format, SourceName};
 use sources::follow::FileSource;
 use sources::Ready;
 use state::StateDir;
@@ -69,8 +68,9 @@ fn run(args: Args) -> Result<(), Failure> {
     let selected = select_sources(&args, &state);
 
     let saved_cursors = match &args.cursor {
-        Some(path) => shield_tail::CursorFile::load(path)
-            .map_err(|e| Failure::State(format!("cannot read cursor file {}: {e}", path.display())))?,
+        Some(path) => shield_tail::CursorFile::load(path).map_err(|e| {
+            Failure::State(format!("cannot read cursor file {}: {e}", path.display()))
+        })?,
         None => BTreeMap::new(),
     };
 
@@ -108,7 +108,15 @@ fn run(args: Args) -> Result<(), Failure> {
         let summary = summary.clone();
         thread::Builder::new()
             .name("writer".into())
-            .spawn(move || run_writer(rx, io::stdout().lock(), writer_config, summary, writer_done_tx))
+            .spawn(move || {
+                run_writer(
+                    rx,
+                    io::stdout().lock(),
+                    writer_config,
+                    summary,
+                    writer_done_tx,
+                )
+            })
             .expect("spawning a thread")
     };
 
@@ -128,7 +136,10 @@ fn run(args: Args) -> Result<(), Failure> {
             SourceName::Audit => {
                 let path = state.audit_log();
                 if let Err(err) = state::ensure_file(&path) {
-                    eprintln!("shield-watch: audit: cannot create {}: {err}; waiting for it", path.display());
+                    eprintln!(
+                        "shield-watch: audit: cannot create {}: {err}; waiting for it",
+                        path.display()
+                    );
                 }
                 let file = FileSource {
                     source: SourceName::Audit,

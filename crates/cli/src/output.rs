@@ -10,9 +10,9 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use shield_event::{Event, Source};
 use shield_tail::{Cursor, CursorFile};
 
-use crate::args::Format;
 use crate::summary::Summary;
 use crate::text::TextStyle;
+use shield_watch_cli::Format;
 
 /// What the source threads send to the writer.
 #[derive(Debug)]
@@ -160,7 +160,8 @@ struct Cursors {
 impl Cursors {
     fn update(&mut self, checkpoint: Checkpoint) {
         if self.file.is_some() {
-            self.current.insert(checkpoint.name.to_string(), checkpoint.cursor);
+            self.current
+                .insert(checkpoint.name.to_string(), checkpoint.cursor);
             self.dirty = true;
         }
     }
@@ -171,7 +172,10 @@ impl Cursors {
             return;
         }
         if let Err(err) = CursorFile::save(file, &self.current) {
-            eprintln!("shield-watch: cannot save cursor file {}: {err}", file.display());
+            eprintln!(
+                "shield-watch: cannot save cursor file {}: {err}",
+                file.display()
+            );
         }
         self.dirty = false;
         self.last_save = Instant::now();
@@ -188,7 +192,10 @@ pub struct Dedup {
 impl Dedup {
     /// A filter with the given window.
     pub fn new(window: Duration) -> Dedup {
-        Dedup { window, last: HashMap::new() }
+        Dedup {
+            window,
+            last: HashMap::new(),
+        }
     }
 
     /// Whether `event`, seen at `now`, should be written.
@@ -198,7 +205,11 @@ impl Dedup {
             let window = self.window;
             self.last.retain(|_, at| now.duration_since(*at) < window);
         }
-        let key = (event.source, event.action.clone(), event.subject().to_string());
+        let key = (
+            event.source,
+            event.action.clone(),
+            event.subject().to_string(),
+        );
         match self.last.get(&key) {
             Some(at) if now.duration_since(*at) < self.window => false,
             _ => {
@@ -224,13 +235,25 @@ mod tests {
         let start = Instant::now();
         let mut dedup = Dedup::new(Duration::from_secs(30));
         assert!(dedup.admit(&event("blocked_query", "a.example"), start));
-        assert!(!dedup.admit(&event("blocked_query", "a.example"), start + Duration::from_secs(29)));
+        assert!(!dedup.admit(
+            &event("blocked_query", "a.example"),
+            start + Duration::from_secs(29)
+        ));
         // A different subject or action is not a repeat.
-        assert!(dedup.admit(&event("blocked_query", "b.example"), start + Duration::from_secs(1)));
+        assert!(dedup.admit(
+            &event("blocked_query", "b.example"),
+            start + Duration::from_secs(1)
+        ));
         assert!(dedup.admit(&event("other", "a.example"), start + Duration::from_secs(1)));
         // The window runs from the last event let through.
-        assert!(dedup.admit(&event("blocked_query", "a.example"), start + Duration::from_secs(30)));
-        assert!(!dedup.admit(&event("blocked_query", "a.example"), start + Duration::from_secs(59)));
+        assert!(dedup.admit(
+            &event("blocked_query", "a.example"),
+            start + Duration::from_secs(30)
+        ));
+        assert!(!dedup.admit(
+            &event("blocked_query", "a.example"),
+            start + Duration::from_secs(59)
+        ));
     }
 
     #[test]
@@ -238,7 +261,10 @@ mod tests {
         let start = Instant::now();
         let mut dedup = Dedup::new(Duration::from_millis(1));
         for i in 0..70_000u32 {
-            dedup.admit(&event("x", &i.to_string()), start + Duration::from_millis(u64::from(i)));
+            dedup.admit(
+                &event("x", &i.to_string()),
+                start + Duration::from_millis(u64::from(i)),
+            );
         }
         assert!(dedup.last.len() <= 65_536);
     }

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use crossbeam_channel::Sender;
 use shield_tail::{Cursor, Follower, Options, Record, Start};
 
-use crate::args::SourceName;
 use crate::output::{Checkpoint, Msg};
 use crate::sources::Ready;
 use crate::summary::Summary;
+use shield_watch_cli::SourceName;
 
 /// One followed file and where its lines go.
 pub struct FileSource {
@@ -55,7 +55,10 @@ impl FileSource {
             }
         };
         handler.opened(follower.len_at_open());
-        let _ = ready.send(Ready { source: self.source, result: Ok(()) });
+        let _ = ready.send(Ready {
+            source: self.source,
+            result: Ok(()),
+        });
         drop(ready);
 
         let mut warned_long = false;
@@ -88,7 +91,10 @@ impl FileSource {
             });
             handler.batch_done();
             if let Err(err) = result {
-                eprintln!("shield-watch: {name}: stopped following {}: {err}", self.path.display());
+                eprintln!(
+                    "shield-watch: {name}: stopped following {}: {err}",
+                    self.path.display()
+                );
                 return;
             }
             if closed {
@@ -96,7 +102,11 @@ impl FileSource {
             }
             let cursor = follower.cursor();
             if last_sent != Some(cursor) {
-                if self.tx.send(Msg::Checkpoint(Checkpoint { name, cursor })).is_err() {
+                if self
+                    .tx
+                    .send(Msg::Checkpoint(Checkpoint { name, cursor }))
+                    .is_err()
+                {
                     return;
                 }
                 last_sent = Some(cursor);
@@ -106,7 +116,10 @@ impl FileSource {
                 follower.stats().rotations + follower.stats().truncations,
             );
             if let Err(err) = follower.wait(None) {
-                eprintln!("shield-watch: {name}: stopped following {}: {err}", self.path.display());
+                eprintln!(
+                    "shield-watch: {name}: stopped following {}: {err}",
+                    self.path.display()
+                );
                 return;
             }
         }

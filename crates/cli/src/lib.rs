@@ -1,0 +1,15 @@
+//! The command-line definition of `shield-watch`, shared by the binary and by `cargo xtask`,
+//! which generates shell completions and the man page from it.
+//!
+//! Everything else of the program lives in the binary (`main.rs` and its modules): this library
+//! only exposes [`Args`] so the generated documentation can never drift from the real flags.
+//!
+//! ```
+//! use clap::Parser;
+//! let args = shield_watch_cli::Args::try_parse_from(["shield-watch", "-s", "/state"]).unwrap();
+//! assert_eq!(args.nflog_group, 100);
+//! ```
+
+mod args;
+
+pub use args::{Args, Format, SourceName};
