@@ -15,6 +15,8 @@ pub enum ErrorKind {
     Command,
     /// A process did not become ready before its deadline.
     Timeout,
+    /// An argument the lab refuses to put into a config (e.g. a domain with a newline).
+    InvalidInput,
     /// Any other I/O failure (writing a config, opening a namespace file, `setns`).
     Io,
 }
@@ -58,7 +60,7 @@ impl fmt::Display for Error {
             ErrorKind::Spawn => write!(f, "could not start `{}`", self.what)?,
             ErrorKind::Command => write!(f, "`{}` failed", self.what)?,
             ErrorKind::Timeout => write!(f, "timed out: {}", self.what)?,
-            ErrorKind::Io => write!(f, "{}", self.what)?,
+            ErrorKind::InvalidInput | ErrorKind::Io => write!(f, "{}", self.what)?,
         }
         if !detail.is_empty() {
             write!(f, ": {detail}")?;

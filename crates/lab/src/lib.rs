@@ -10,22 +10,43 @@
 //! also when a test panics; [`leftovers`] says what is still there. Only TEST-NET and loopback
 //! addresses are used, inside namespaces the lab made, so nothing leaves the machine.
 //!
-//! ```no_run
-//! use shield_lab::{preflight, Netns};
+//! A shielded container in a few lines (the integration tests and `cargo xtask demo` do this):
 //!
+//! ```no_run
+//! use shield_lab::{dig, preflight, Dnsmasq, Netns, Ruleset, StateDir};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! preflight()?;
-//! let ns = Netns::create("demo")?;
-//! ns.with_uplink()?;
-//! let out = ns.exec_ok(&["ip", "-br", "addr"])?;
-//! assert!(out.contains("198.51.100.1/24"));
-//! # Ok::<(), shield_lab::Error>(())
+//! let ns = Netns::create("demo")?; // `demo-PID-N`, deleted on drop
+//! ns.with_uplink()?; // 198.51.100.1/24, 2001:db8:1::1/64, default routes
+//! Ruleset::shield(100).load(&ns)?; // table inet terok_shield, default deny, NFLOG group 100
+//! let internet = Dnsmasq::upstream(Some(&ns), "127.0.0.2".parse()?, 5353, &[("api.github.com", "203.0.113.10".parse()?)])?;
+//! let state = std::path::Path::new("/tmp/demo-state");
+//! StateDir::layout_a(state, "dnsmasq-live", &["github.com"], &[])?;
+//! let resolver = Dnsmasq::shielded(&ns, state, internet.addr(), &["github.com"])?;
+//! assert_eq!(dig(&ns, resolver.addr(), "api.github.com", "A")?.trim(), "203.0.113.10");
+//! // 203.0.113.10 is now in `nft list set inet terok_shield allow_v4`, and the query in
+//! // /tmp/demo-state/dnsmasq.log.
+//! # Ok(()) }
 //! ```
 
 mod cmd;
+mod dig;
+mod dnsmasq;
 mod error;
+mod leftovers;
 mod netns;
 mod preflight;
+mod ruleset;
+mod statedir;
 
+pub use dig::{dig, dig_status};
+pub use dnsmasq::{Dnsmasq, ShieldedOptions};
 pub use error::{Error, ErrorKind};
+pub use leftovers::leftovers;
 pub use netns::Netns;
 pub use preflight::preflight;
+pub use ruleset::{
+    Ruleset, Terminal, ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6, PREFIX_ALLOWED, PREFIX_BLOCKED,
+    PREFIX_DENIED, PREFIX_PRIVATE, PRIVATE_RANGES, TABLE,
+};
+pub use statedir::StateDir;

@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -13,14 +14,21 @@ use crate::error::{Error, ErrorKind};
 /// Distinguishes namespaces made by one process: names are `prefix-pid-counter`.
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// The uplink's addresses. The end inside carries these; the gateways are fictitious neighbours
-/// pinned to the peer's MAC, so packets to TEST-NET leave at once instead of waiting for ARP.
+/// The uplink: `up0` inside carries the addresses, its veth peer `up1` is the far end.
 const UPLINK: &str = "up0";
 const PEER: &str = "up1";
 pub(crate) const UPLINK_V4: &str = "198.51.100.1/24";
 pub(crate) const UPLINK_V6: &str = "2001:db8:1::1/64";
-const GATEWAY_V4: &str = "198.51.100.254";
-const GATEWAY_V6: &str = "2001:db8:1::fe";
+
+/// Settings that keep the uplink silent: no link-local addresses, router solicitations, DAD or
+/// router advertisements. Without them the kernel sends a dozen ICMPv6 packets when the link comes
+/// up, the shield's terminal rule logs them to NFLOG, and tests would see packets nobody sent.
+const QUIET_IPV6: &[&str] = &[
+    "net.ipv6.conf.default.addr_gen_mode=1",
+    "net.ipv6.conf.default.router_solicitations=0",
+    "net.ipv6.conf.default.accept_ra=0",
+    "net.ipv6.conf.default.dad_transmits=0",
+];
 
 /// A network namespace (`ip netns add NAME`) that lives as long as this value.
 ///
@@ -55,40 +63,28 @@ impl Netns {
 
     /// Gives the namespace a route out: a veth pair `up0`/`up1` whose both ends stay inside
     /// (this kernel has no `dummy` links), `198.51.100.1/24` and `2001:db8:1::1/64` on `up0`,
-    /// and default routes for both families through a gateway that is the peer end.
+    /// and default routes for both families out of `up0` towards its peer.
     ///
-    /// Traffic to TEST-NET addresses then passes the nftables output hook and leaves on `up0`,
-    /// so a shield rule sees it; nothing answers, nothing leaves the machine.
+    /// Traffic to TEST-NET addresses then passes the nftables output hook and leaves on `up0`;
+    /// the peer drops it, nothing answers, nothing leaves the machine. The link is silent by
+    /// itself (`arp off`, which also keeps IPv6 from joining solicited-node groups and sending
+    /// MLD reports, and no link-local address, router solicitation or DAD), so every packet a shield rule logs is one a test sent.
     pub fn with_uplink(&self) -> Result<(), Error> {
-        self.ip(&["link", "add", UPLINK, "type", "veth", "peer", "name", PEER])?;
-        self.ip(&["addr", "add", UPLINK_V4, "dev", UPLINK])?;
-        // Without nodad the address stays tentative for a second and v6 sends fail meanwhile.
-        self.ip(&["-6", "addr", "add", UPLINK_V6, "dev", UPLINK, "nodad"])?;
-        self.ip(&["link", "set", UPLINK, "up"])?;
-        self.ip(&["link", "set", PEER, "up"])?;
-        let mac = self.ip(&["-br", "link", "show", PEER])?;
-        let mac = mac
-            .split_whitespace()
-            .nth(2)
-            .unwrap_or_default()
-            .to_string();
-        for gw in [GATEWAY_V4, GATEWAY_V6] {
-            self.ip(&[
-                "neigh",
-                "replace",
-                gw,
-                "lladdr",
-                &mac,
-                "dev",
-                UPLINK,
-                "nud",
-                "permanent",
-            ])?;
+        for setting in QUIET_IPV6 {
+            self.exec_ok(&["sysctl", "-qw", setting])?;
         }
-        self.ip(&["route", "add", "default", "via", GATEWAY_V4, "dev", UPLINK])?;
-        self.ip(&[
-            "-6", "route", "add", "default", "via", GATEWAY_V6, "dev", UPLINK,
-        ])?;
+        self.ip(&["link", "add", UPLINK, "type", "veth", "peer", "name", PEER])?;
+        for link in [UPLINK, PEER] {
+            self.ip(&["link", "set", link, "arp", "off"])?;
+        }
+        self.ip(&["addr", "add", UPLINK_V4, "dev", UPLINK])?;
+        // Without nodad the address stays tentative for a moment and v6 sends fail meanwhile.
+        self.ip(&["-6", "addr", "add", UPLINK_V6, "dev", UPLINK, "nodad"])?;
+        for link in [UPLINK, PEER] {
+            self.ip(&["link", "set", link, "up"])?;
+        }
+        self.ip(&["route", "add", "default", "dev", UPLINK])?;
+        self.ip(&["-6", "route", "add", "default", "dev", UPLINK])?;
         Ok(())
     }
 
@@ -112,10 +108,13 @@ impl Netns {
         command
     }
 
-    /// Starts `argv` inside the namespace with stdin closed and stdout/stderr piped.
-    /// The caller owns the child; dropping the namespace kills it if it is still running.
+    /// Starts `argv` inside the namespace with stdin closed and stdout/stderr piped, and returns
+    /// once the process is inside (or has already exited): `ip netns exec` enters the namespace
+    /// only after it was started. The caller owns the child; dropping the namespace kills it if
+    /// it is still running.
     pub fn spawn(&self, argv: &[&str]) -> Result<Child, Error> {
-        self.command(argv)
+        let mut child = self
+            .command(argv)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -126,7 +125,29 @@ impl Netns {
                     cmd::describe(&self.argv(argv)),
                     e.to_string(),
                 )
-            })
+            })?;
+        let target = std::fs::metadata(self.path()).map(|m| (m.dev(), m.ino()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let inside = std::fs::metadata(format!("/proc/{}/ns/net", child.id()))
+                .map(|m| (m.dev(), m.ino()));
+            if matches!((&inside, &target), (Ok(a), Ok(b)) if a == b)
+                || !matches!(child.try_wait(), Ok(None))
+            {
+                return Ok(child);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                let what = format!(
+                    "`{}` did not enter {} within 10s",
+                    cmd::describe(argv),
+                    self.name
+                );
+                return Err(Error::new(ErrorKind::Timeout, what, ""));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     /// Runs `f` on a fresh thread that has entered the namespace with `setns(2)`, and returns its

@@ -7,12 +7,12 @@ use shield_lab::{preflight, Netns};
 #[test]
 fn namespace_exists_while_held_and_is_gone_after_drop() {
     preflight().unwrap();
-    let ns = Netns::create("labit").unwrap();
+    let ns = Netns::create(&crate::prefix()).unwrap();
     let path = ns.path();
     assert!(path.exists(), "{} missing", path.display());
     assert!(ns
         .name()
-        .starts_with(&format!("labit-{}-", std::process::id())));
+        .starts_with(&format!("{}-{}-", crate::prefix(), std::process::id())));
     let listed = String::from_utf8(
         std::process::Command::new("ip")
             .args(["netns", "list"])
@@ -35,7 +35,7 @@ fn namespace_exists_while_held_and_is_gone_after_drop() {
 fn namespace_is_gone_after_a_panic_while_holding_it() {
     let (tx, rx) = std::sync::mpsc::channel();
     let result = std::thread::spawn(move || {
-        let ns = Netns::create("labit").unwrap();
+        let ns = Netns::create(&crate::prefix()).unwrap();
         tx.send(ns.path()).unwrap();
         panic!("test body fails while holding {}", ns.name());
     })
@@ -51,7 +51,7 @@ fn namespace_is_gone_after_a_panic_while_holding_it() {
 
 #[test]
 fn drop_kills_processes_still_inside() {
-    let ns = Netns::create("labit").unwrap();
+    let ns = Netns::create(&crate::prefix()).unwrap();
     let mut child = ns.spawn(&["sleep", "600"]).unwrap();
     let pid = child.id();
     assert!(
@@ -68,7 +68,7 @@ fn drop_kills_processes_still_inside() {
 
 #[test]
 fn uplink_gives_addresses_and_default_routes() {
-    let ns = Netns::create("labit").unwrap();
+    let ns = Netns::create(&crate::prefix()).unwrap();
     ns.with_uplink().unwrap();
     let addrs = ns.exec_ok(&["ip", "-br", "addr"]).unwrap();
     assert!(addrs.contains("198.51.100.1/24"), "{addrs}");
@@ -93,7 +93,7 @@ fn uplink_gives_addresses_and_default_routes() {
 
 #[test]
 fn exec_reports_failures_with_stderr() {
-    let ns = Netns::create("labit").unwrap();
+    let ns = Netns::create(&crate::prefix()).unwrap();
     let out = ns.exec(&["ip", "link", "show", "no-such-link"]).unwrap();
     assert!(!out.status.success());
     let err = ns
@@ -108,7 +108,7 @@ fn exec_reports_failures_with_stderr() {
 
 #[test]
 fn run_in_sees_the_namespace_not_the_host() {
-    let ns = Netns::create("labit").unwrap();
+    let ns = Netns::create(&crate::prefix()).unwrap();
     let path = ns.path();
     let inside = ns
         .run_in(|| std::fs::read_link("/proc/thread-self/ns/net").unwrap())

@@ -1,0 +1,69 @@
+//! Finding what the lab left behind: namespaces, dnsmasq processes, config dirs, nft tables.
+
+use std::fs;
+use std::path::Path;
+
+use crate::cmd;
+use crate::dnsmasq::CONF_ROOT;
+
+/// Everything the lab created under `prefix` that still exists, described for a person:
+/// network namespaces named `prefix-*` (with any nft tables inside them), dnsmasq processes
+/// whose config lives in a `prefix-*` lab directory, and such directories. Empty means clean.
+pub fn leftovers(prefix: &str) -> Vec<String> {
+    let mine = |name: &str| name.starts_with(prefix) && name[prefix.len()..].starts_with('-');
+    let mut found = Vec::new();
+    for name in names_in(Path::new("/run/netns"))
+        .into_iter()
+        .filter(|n| mine(n))
+    {
+        found.push(format!("netns {name}"));
+        let tables =
+            cmd::run(&["ip", "netns", "exec", &name, "nft", "list", "tables"]).unwrap_or_default();
+        found.extend(
+            tables
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|t| format!("nft {} in netns {name}", t.trim())),
+        );
+    }
+    let lab_conf = format!("--conf-file={CONF_ROOT}/");
+    for pid in names_in(Path::new("/proc"))
+        .into_iter()
+        .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let argv: Vec<String> = cmdline
+            .split(|&b| b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let is_dnsmasq = argv
+            .first()
+            .is_some_and(|a| a == "dnsmasq" || a.ends_with("/dnsmasq"));
+        let conf = argv.iter().find_map(|a| a.strip_prefix(&lab_conf));
+        if let (true, Some(conf)) = (is_dnsmasq, conf) {
+            if mine(conf) {
+                found.push(format!("dnsmasq pid {pid} ({CONF_ROOT}/{conf})"));
+            }
+        }
+    }
+    for dir in names_in(Path::new(CONF_ROOT))
+        .into_iter()
+        .filter(|n| mine(n))
+    {
+        found.push(format!("dir {CONF_ROOT}/{dir}"));
+    }
+    found
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
