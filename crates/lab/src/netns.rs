@@ -68,7 +68,8 @@ impl Netns {
     /// Traffic to TEST-NET addresses then passes the nftables output hook and leaves on `up0`;
     /// the peer drops it, nothing answers, nothing leaves the machine. The link is silent by
     /// itself (`arp off`, which also keeps IPv6 from joining solicited-node groups and sending
-    /// MLD reports, and no link-local address, router solicitation or DAD), so every packet a shield rule logs is one a test sent.
+    /// MLD reports; no link-local address, router solicitation or DAD), so every packet a
+    /// shield rule logs is one a test sent.
     pub fn with_uplink(&self) -> Result<(), Error> {
         for setting in QUIET_IPV6 {
             self.exec_ok(&["sysctl", "-qw", setting])?;
