@@ -533,7 +533,10 @@ impl Follower {
             t.fp = Fingerprint::of(&head[..got]);
         }
         self.lines.reset(offset);
-        if discard {
+        // Resuming just after a byte that is not a line end (a cursor taken after an
+        // unterminated line was flushed, or a file that changed): the rest of that line is a
+        // fragment we must not deliver as if it were a line.
+        if discard || (offset > 0 && t.last_byte != Some(b'\n')) {
             self.lines.discard_rest();
         }
         if let Some(w) = &self.watch {
@@ -647,15 +650,23 @@ impl Follower {
             }
         }
         let Some(k) = k else { return out };
+        let Ok(cur_meta) = cur.file.metadata() else {
+            return out;
+        };
+        let cur_mtime = (cur_meta.mtime(), cur_meta.mtime_nsec());
         for j in (1..k).rev() {
             let mut p = prefix.clone();
             p.extend_from_slice(j.to_string().as_bytes());
             let path = self.dir.join(std::ffi::OsStr::from_bytes(&p));
-            if let Ok(Some(t)) = open_tracked(&path) {
-                let id = Some((t.dev, t.ino));
-                if id != path_id && (t.dev, t.ino) != (cur.dev, cur.ino) {
-                    out.push_back(t);
-                }
+            let Ok(Some(t)) = open_tracked(&path) else {
+                continue;
+            };
+            let Ok(m) = t.file.metadata() else { continue };
+            // Only files written after ours: a naming scheme that counts the other way must
+            // never make us read an old file again.
+            let newer = m.size() > 0 && (m.mtime(), m.mtime_nsec()) >= cur_mtime;
+            if newer && Some((t.dev, t.ino)) != path_id && (t.dev, t.ino) != (cur.dev, cur.ino) {
+                out.push_back(t);
             }
         }
         out

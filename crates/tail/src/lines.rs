@@ -25,7 +25,10 @@ pub(crate) struct LineBuf {
     skipping: Option<u64>,
     /// Dropping the rest of a line that began before we started, silently (see `discard_rest`).
     discarding: bool,
-    /// Stream offset of `buf[start]`, i.e. just after the last complete line (or skipped line).
+    /// Stream offset of `buf[start]` (of the byte after the buffer while a line is dropped).
+    base: u64,
+    /// Stream offset just after the last line reported: the start of the pending line, also
+    /// while an over-long one is being dropped, so a cursor never points into a line.
     consumed: u64,
 }
 
@@ -42,6 +45,7 @@ impl LineBuf {
             max_line: max_line.max(1),
             skipping: None,
             discarding: false,
+            base: 0,
             consumed: 0,
         }
     }
@@ -52,6 +56,7 @@ impl LineBuf {
         self.end = 0;
         self.skipping = None;
         self.discarding = false;
+        self.base = at;
         self.consumed = at;
     }
 
@@ -103,7 +108,7 @@ impl LineBuf {
         for nl in memchr_iter(b'\n', &self.buf[scan_from..self.end]) {
             let nl = scan_from + nl;
             let len = (nl - line_start) as u64;
-            let end = self.consumed + len + 1;
+            let end = self.base + len + 1;
             if self.discarding {
                 self.discarding = false;
             } else if let Some(skipped) = self.skipping.take() {
@@ -119,6 +124,7 @@ impl LineBuf {
                     end,
                 });
             }
+            self.base = end;
             self.consumed = end;
             line_start = nl + 1;
         }
@@ -130,7 +136,7 @@ impl LineBuf {
             if !self.discarding {
                 *self.skipping.get_or_insert(0) += pending as u64;
             }
-            self.consumed += pending as u64;
+            self.base += pending as u64;
             self.start = 0;
             self.end = 0;
         }
@@ -143,15 +149,16 @@ impl LineBuf {
         if let Some(skipped) = self.skipping.take() {
             emit(Piece::TooLong {
                 len: skipped + len,
-                end: self.consumed + len,
+                end: self.base + len,
             });
         } else if len > 0 && !self.discarding {
             emit(Piece::Line {
                 bytes: &self.buf[self.start..self.end],
-                end: self.consumed + len,
+                end: self.base + len,
             });
         }
-        self.consumed += len;
+        self.base += len;
+        self.consumed = self.base;
         self.start = 0;
         self.end = 0;
         self.discarding = false;
@@ -218,6 +225,7 @@ mod tests {
             feed(&mut lb, b"xxxxxxx", &mut out);
         }
         assert!(out.is_empty());
+        assert_eq!(lb.consumed(), 0, "a cursor never points into a line");
         feed(&mut lb, b"\nz\n", &mut out);
         assert_eq!(out, vec![Out::T(700, 701), Out::L(b"z".to_vec(), 703)]);
     }

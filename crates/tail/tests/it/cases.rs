@@ -1,0 +1,462 @@
+//! One named test per hard case of SPEC §5, each against real files in a temp dir.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, Instant};
+
+use shield_tail::{Cursor, CursorFile, DirWatcher, Follower, Options, Start};
+
+use crate::{append, appender, collect_n, drain, lines, Got};
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+fn opts() -> Options {
+    Options::default()
+}
+
+#[test]
+fn wait_wakes_on_append_without_polling() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.log");
+    let mut f = Follower::open(&p, Start::End, opts()).unwrap();
+    assert!(f.uses_inotify());
+    let writer = {
+        let p = p.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            append(&p, b"hello\n");
+        })
+    };
+    let t = Instant::now();
+    let got = collect_n(&mut f, 1, Duration::from_secs(60));
+    // The deadline is 60 s: only an inotify wake-up returns this early.
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    assert_eq!(got, lines(&["hello"]));
+    writer.join().unwrap();
+    // Nothing changed: wait times out.
+    let t = Instant::now();
+    f.wait(Some(Duration::from_millis(200))).unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(200));
+}
+
+#[test]
+fn partial_last_line_is_held_until_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.log");
+    let mut f = Follower::open(&p, Start::Beginning, opts()).unwrap();
+    append(&p, b"one\ntw");
+    assert_eq!(drain(&mut f), lines(&["one"]));
+    assert_eq!(drain(&mut f), vec![]);
+    append(&p, b"o\n");
+    assert_eq!(drain(&mut f), lines(&["two"]));
+}
+
+#[test]
+fn old_file_appends_after_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("dnsmasq.log");
+    let mut old = appender(&p);
+    let mut f = Follower::open(&p, Start::Beginning, opts()).unwrap();
+    old.write_all(b"a\n").unwrap();
+    assert_eq!(drain(&mut f), lines(&["a"]));
+    fs::rename(&p, dir.path().join("dnsmasq.log.1")).unwrap();
+    fs::File::create(&p).unwrap(); // logrotate `create`: new empty file, daemon not told yet
+    old.write_all(b"b\n").unwrap();
+    assert_eq!(collect_n(&mut f, 1, LIMIT), lines(&["b"]));
+    old.write_all(b"c\n").unwrap();
+    // The daemon reopens (SIGUSR2) and writes to the new file.
+    let mut new = appender(&p);
+    new.write_all(b"d\n").unwrap();
+    assert_eq!(collect_n(&mut f, 2, LIMIT), lines(&["c", "d"]));
+    assert_eq!(f.stats().rotations, 1);
+    // The old file is no longer read once the new one has content.
+    assert_eq!(
+        f.cursor().to_string().split(':').nth(2),
+        Some(&*fs::metadata(&p).unwrap().ino().to_string())
+    );
+}
+
+#[test]
+fn unterminated_last_line_at_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.log");
+    append(&p, b"a\npart");
+    let mut f = Follower::open(&p, Start::Beginning, opts()).unwrap();
+    assert_eq!(drain(&mut f), lines(&["a"]));
+    fs::rename(&p, dir.path().join("a.log.1")).unwrap();
+    assert_eq!(
+        drain(&mut f),
+        vec![],
+        "not known to be rotated away yet: the writer may finish it"
+    );
+    fs::File::create(&p).unwrap();
+    assert_eq!(drain(&mut f), vec![]);
+    append(&p, b"next\n");
+    // Delivered once, on its own, never glued to the new file's first line.
+    assert_eq!(collect_n(&mut f, 2, LIMIT), lines(&["part", "next"]));
+    assert_eq!(drain(&mut f), vec![]);
+}
+
+#[test]
+fn copytruncate_restarts_at_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.log");
+    append(&p, b"line one\nline two\n");
+    let mut f = Follower::open(&p, Start::Beginning, opts()).unwrap();
+    assert_eq!(drain(&mut f), lines(&["line one", "line two"]));
+    fs::copy(&p, dir.path().join("a.log.1")).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append(&p, b"x\n");
+    assert_eq!(collect_n(&mut f, 1, LIMIT), lines(&["x"]));
+    assert_eq!(f.stats().truncations, 1);
+}
+
+#[test]
+fn truncate_then_regrow() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.log");
+    append(&p, b"first\nsecond\n");
+    let mut f = Follower::open(&p, Start::Beginning, opts()).unwrap();
+    assert_eq!(drain(&mut f), lines(&["first", "second"]));
+    // Truncated and regrown past our offset (13) before we look: reading on at 13 would
+    // start mid-line in the new content.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append(&p, b"a much longer first line\nnew\n");
+    assert_eq!(drain(&mut f), lines(&["a much longer first line", "new"]));
+    assert_eq!(f.stats().truncations, 1);
+    // Same size and the same byte before the offset: the fingerprint tells them apart.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append(&p, b"A MUCH LONGER FIRST LINE\nnew\n");
+    assert_eq!(drain(&mut f), lines(&["A MUCH LONGER FIRST LINE", "new"]));
+    assert_eq!(f.stats().truncations, 2);
+}
+
+#[test]
+fn restart_between_halves_of_a_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.log");
+    let cursors = dir.path().join("cursors");
+    append(&p, b"a\nhal");
+    let mut f = Follower::open(&p, Start::Beginning, opts()).unwrap();
+    assert_eq!(drain(&mut f), lines(&["a"]));
+    assert_eq!(f.cursor().offset(), 2);
+    CursorFile::save(&cursors, &BTreeMap::from([("log".to_string(), f.cursor())])).unwrap();
+    drop(f);
+    append(&p, b"f\nb\n");
+    let c = CursorFile::load(&cursors).unwrap()["log"];
+    let mut f = Follower::open(&p, Start::Cursor(c), opts()).unwrap();
+    assert_eq!(drain(&mut f), lines(&["half", "b"]));
+}
+
+#[test]
+fn rotation_while_down_with_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("dnsmasq.log");
+    let mut w = appender(&p);
+    w.write_all(b"a\n").unwrap();
+    let mut f = Follower::open(&p, Start::Beginning, opts()).unwrap();
+    assert_eq!(drain(&mut f), lines(&["a"]));
+    let c = f.cursor();
+    drop(f);
+    // While we are down: more lines, a rotation, lines in the new file.
+    w.write_all(b"b\nc").unwrap();
+    fs::rename(&p, dir.path().join("dnsmasq.log.1")).unwrap();
+    w.write_all(b"\n").unwrap();
+    let mut w = appender(&p);
+    w.write_all(b"d\n").unwrap();
+    let mut f = Follower::open(&p, Start::Cursor(c), opts()).unwrap();
+    assert_eq!(drain(&mut f), lines(&["b", "c", "d"]));
+    let c = f.cursor();
+    drop(f);
+    // Two rotations while down, logrotate numbering: .1 -> .2, log -> .1, twice.
+    w.write_all(b"e\n").unwrap();
+    let rotate = || {
+        for k in (1..4).rev() {
+            let from = dir.path().join(format!("dnsmasq.log.{k}"));
+            if from.exists() {
+                fs::rename(&from, dir.path().join(format!("dnsmasq.log.{}", k + 1))).unwrap();
+            }
+        }
+        fs::rename(&p, dir.path().join("dnsmasq.log.1")).unwrap();
+    };
+    rotate();
+    let mut w = appender(&p);
+    w.write_all(b"f\n").unwrap();
+    rotate();
+    let mut w2 = appender(&p);
+    w2.write_all(b"g\n").unwrap();
+    drop(w);
+    let mut f = Follower::open(&p, Start::Cursor(c), opts()).unwrap();
+    assert_eq!(drain(&mut f), lines(&["e", "f", "g"]));
+    assert_eq!(f.stats().rotations, 2);
+}
+
+#[test]
+fn inode_reuse_does_not_inherit_the_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.log");
+    append(&p, b"the old file's first line\nsecond\n");
+    let mut f = Follower::open(&p, Start::Beginning, opts()).unwrap();
+    assert_eq!(drain(&mut f).len(), 2);
+    let c = f.cursor();
+    drop(f);
+    fs::remove_file(&p).unwrap();
+    // ext4 and tmpfs hand a freed inode number to the next file; try a few times to get it.
+    let mut reused = false;
+    for _ in 0..50 {
+        append(&p, b"new content, longer than the old offset\nz\n");
+        if fs::metadata(&p).unwrap().ino()
+            == c.to_string()
+                .split(':')
+                .nth(2)
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        {
+            reused = true;
+            break;
+        }
+        fs::remove_file(&p).unwrap();
+    }
+    // Without a real re-use, forge the cursor onto the new inode: same effect on the follower.
+    let c: Cursor = if reused {
+        c
+    } else {
+        let s = c.to_string();
+        let parts: Vec<&str> = s.split(':').collect();
+        let ino = fs::metadata(&p).unwrap().ino();
+        format!(
+            "v1:{}:{ino}:{}:{}:{}",
+            parts[1], parts[3], parts[4], parts[5]
+        )
+        .parse()
+        .unwrap()
+    };
+    let mut f = Follower::open(&p, Start::Cursor(c), opts()).unwrap();
+    assert_eq!(
+        drain(&mut f),
+        lines(&["new content, longer than the old offset", "z"])
+    );
+}
+
+#[test]
+fn identical_first_lines_are_both_read_fully() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.log");
+    let header = b"# same header line that both files start with\n";
+    append(&p, header);
+    append(&p, b"one\n");
+    let mut f = Follower::open(&p, Start::Beginning, opts()).unwrap();
+    assert_eq!(drain(&mut f).len(), 2);
+    fs::rename(&p, dir.path().join("a.log.1")).unwrap();
+    append(&p, header);
+    append(&p, b"two\n");
+    let h = std::str::from_utf8(&header[..header.len() - 1]).unwrap();
+    assert_eq!(drain(&mut f), lines(&[h, "two"]));
+    // And after a restart with the same content at the same offset in a different file.
+    let c = f.cursor();
+    drop(f);
+    fs::rename(&p, dir.path().join("a.log.1")).unwrap();
+    append(&p, header);
+    append(&p, b"two\n");
+    let mut f = Follower::open(&p, Start::Cursor(c), opts()).unwrap();
+    assert_eq!(drain(&mut f), lines(&[h, "two"]));
+}
+
+#[test]
+fn one_mib_line_under_64kib_cap_not_re_emitted_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.log");
+    let big = vec![b'x'; 1 << 20];
+    append(&p, b"before\n");
+    append(&p, &big[..600_000]);
+    let mut f = Follower::open(&p, Start::Beginning, opts()).unwrap();
+    assert_eq!(drain(&mut f), lines(&["before"]));
+    // Restart in the middle of the long line: it is re-scanned from its start, reported once.
+    let c = f.cursor();
+    assert_eq!(c.offset(), 7);
+    drop(f);
+    append(&p, &big[600_000..]);
+    append(&p, b"\nafter\n");
+    let mut f = Follower::open(&p, Start::Cursor(c), opts()).unwrap();
+    assert_eq!(
+        drain(&mut f),
+        vec![Got::TooLong(1 << 20), Got::line("after")]
+    );
+    assert_eq!(f.stats().too_long, 1);
+    // Restart right after it: not reported again.
+    let mut end_of_long = None;
+    let mut f2 = Follower::open(&p, Start::Cursor(c), opts()).unwrap();
+    f2.read_available(&mut |r| {
+        if let shield_tail::Record::TooLong { end, .. } = r {
+            end_of_long = Some(end);
+        }
+    })
+    .unwrap();
+    let mut f3 = Follower::open(&p, Start::Cursor(end_of_long.unwrap()), opts()).unwrap();
+    assert_eq!(drain(&mut f3), lines(&["after"]));
+    // The memory held stays bounded by the cap, not the line.
+    append(&p, &vec![b'y'; 3 << 20]);
+    append(&p, b"\n");
+    assert_eq!(drain(&mut f), vec![Got::TooLong(3 << 20)]);
+}
+
+#[test]
+fn deleted_then_recreated_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.log");
+    append(&p, b"a\n");
+    let mut f = Follower::open(&p, Start::Beginning, opts()).unwrap();
+    assert_eq!(drain(&mut f), lines(&["a"]));
+    fs::remove_file(&p).unwrap();
+    assert_eq!(drain(&mut f), vec![]);
+    let t = std::thread::spawn({
+        let p = p.clone();
+        move || {
+            std::thread::sleep(Duration::from_millis(100));
+            append(&p, b"b\n");
+        }
+    });
+    assert_eq!(collect_n(&mut f, 1, LIMIT), lines(&["b"]));
+    t.join().unwrap();
+    assert_eq!(f.stats().rotations, 1);
+}
+
+#[test]
+fn directory_appearing_late() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("state/deeper/a.log");
+    let mut f = Follower::open(&p, Start::End, opts()).unwrap();
+    assert_eq!(drain(&mut f), vec![]);
+    let t = std::thread::spawn({
+        let p = p.clone();
+        move || {
+            std::thread::sleep(Duration::from_millis(100));
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            // Content written before the follower looks is new: it did not exist at open.
+            append(&p, b"first\n");
+        }
+    });
+    let t0 = Instant::now();
+    assert_eq!(
+        collect_n(&mut f, 1, Duration::from_secs(60)),
+        lines(&["first"])
+    );
+    assert!(t0.elapsed() < Duration::from_secs(20));
+    t.join().unwrap();
+    assert_eq!(f.len_at_open(), 0);
+}
+
+#[test]
+fn nul_and_invalid_utf8_pass_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.log");
+    let mut f = Follower::open(&p, Start::End, opts()).unwrap();
+    append(&p, b"\0\xff\xc3(\r\n\n");
+    assert_eq!(
+        drain(&mut f),
+        vec![Got::Line(b"\0\xff\xc3(\r".to_vec()), Got::Line(vec![])]
+    );
+}
+
+#[test]
+fn poll_fallback_delivers_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.log");
+    let o = Options {
+        force_poll: true,
+        poll_interval: Duration::from_millis(5),
+        ..Options::default()
+    };
+    let mut f = Follower::open(&p, Start::End, o).unwrap();
+    assert!(!f.uses_inotify());
+    const N: usize = 3000;
+    let writer = {
+        let dir = dir.path().to_path_buf();
+        let p = p.clone();
+        std::thread::spawn(move || {
+            let mut w = appender(&p);
+            for i in 0..N {
+                if i % 1000 == 999 {
+                    // rename-rotation, the writer moves over after a few more lines
+                    fs::rename(&p, dir.join(format!("a.log.{i}"))).unwrap();
+                    w.write_all(format!("{i}\n").as_bytes()).unwrap();
+                    w = appender(&p);
+                    continue;
+                }
+                w.write_all(format!("{i}\n").as_bytes()).unwrap();
+                if i % 200 == 0 {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        })
+    };
+    let got = collect_n(&mut f, N, Duration::from_secs(60));
+    writer.join().unwrap();
+    let want: Vec<Got> = (0..N).map(|i| Got::line(&i.to_string())).collect();
+    crate::assert_records(&got, &want);
+}
+
+#[test]
+fn inotify_queue_overflow_still_delivers_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.log");
+    let other = dir.path().join("other.log");
+    let mut f = Follower::open(&p, Start::End, opts()).unwrap();
+    // Alternating names defeat inotify's merging of identical events: this overflows the
+    // kernel queue (16384 events by default) while the follower is not reading.
+    let mut w = appender(&p);
+    let mut o = appender(&other);
+    let max_q: usize = fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+        .map(|s| s.trim().parse().unwrap_or(16384))
+        .unwrap_or(16384);
+    let n = max_q / 2 + 100;
+    for i in 0..n {
+        w.write_all(format!("{i}\n").as_bytes()).unwrap();
+        o.write_all(b"x\n").unwrap();
+    }
+    let got = collect_n(&mut f, n, LIMIT);
+    assert_eq!(got.len(), n);
+    assert_eq!(got.last(), Some(&Got::line(&(n - 1).to_string())));
+    // And it keeps working afterwards.
+    w.write_all(b"after\n").unwrap();
+    assert_eq!(collect_n(&mut f, 1, LIMIT), lines(&["after"]));
+}
+
+#[test]
+fn dir_watcher_reports_changes_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy");
+    let mut w = DirWatcher::new(&[policy.clone()]).unwrap();
+    let t = std::thread::spawn({
+        let policy = policy.clone();
+        move || {
+            std::thread::sleep(Duration::from_millis(50));
+            fs::create_dir(&policy).unwrap();
+        }
+    });
+    assert!(w.wait(Some(LIMIT)).unwrap());
+    t.join().unwrap();
+    while w.wait(Some(Duration::from_millis(50))).unwrap() {}
+    fs::write(policy.join("live"), b"+example.test\n").unwrap();
+    let t0 = Instant::now();
+    assert!(w.wait(Some(LIMIT)).unwrap());
+    assert!(t0.elapsed() < Duration::from_secs(1));
+}
