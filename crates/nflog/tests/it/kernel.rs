@@ -1,0 +1,274 @@
+//! End to end against the real kernel: nft `log group 100` rules in a namespace of our own,
+//! real TCP/UDP/ICMP/IPv6 traffic, a subscription opened through `Builder::netns`.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use shield_nflog::{ErrorKind, Subscription};
+
+use crate::lab::{self, Seen, Watcher};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+#[test]
+fn each_prefix_arrives_with_exact_fields() {
+    let ns = lab::shielded();
+    let watcher = Watcher::start(&ns, Subscription::builder()).expect("open subscription");
+
+    // UDP to a BLOCKED destination.
+    let dest: SocketAddr = "203.0.113.9:53".parse().unwrap();
+    let sport = lab::send_udp(&ns, dest);
+    let r = watcher.packet(WAIT);
+    assert_eq!(r.prefix, b"TEROK_SHIELD_BLOCKED: ");
+    assert_eq!(r.seq, Some(0), "first packet of a fresh instance");
+    assert_eq!(r.hook, Some(3), "output hook");
+    assert_eq!(r.family, libc::AF_INET as u8);
+    assert!(!r.has_timestamp, "the kernel gives no timestamp on output");
+    assert!(r.outdev.is_some());
+    assert_eq!(r.outdev_name.as_deref(), Some("up0"));
+    assert_eq!(r.outdev_name_thread, r.outdev_name);
+    let h = r.headers.expect("headers");
+    assert_eq!(h.dest, dest.ip());
+    assert_eq!(h.src, "198.51.100.1".parse::<IpAddr>().unwrap());
+    assert_eq!((h.proto, h.sport, h.dport), (17, Some(sport), Some(53)));
+    assert!(!h.truncated && !h.fragment);
+    let e = r.event.expect("event");
+    assert_eq!(
+        e.to_json_line(),
+        format!(
+            "{{\"ts\":\"ts\",\"source\":\"nflog\",\"action\":\"queued_connection\",\
+             \"container\":\"c1\",\"dest\":\"203.0.113.9\",\"detail\":\"TEROK_SHIELD_BLOCKED:\",\
+             \"port\":53,\"proto\":17,\"extra\":{{\"src\":\"198.51.100.1\",\"sport\":\"{sport}\",\
+             \"outdev\":\"up0\",\"uid\":\"0\",\"gid\":\"0\",\"family\":\"ipv4\",\"hook\":\"output\"}}}}\n"
+        )
+    );
+
+    // TCP SYN to a DENIED destination.
+    let dest: SocketAddr = "192.0.2.10:443".parse().unwrap();
+    let sport = lab::send_tcp_syn(&ns, dest);
+    let r = watcher.packet(WAIT);
+    assert_eq!(r.prefix, b"TEROK_SHIELD_DENIED: ");
+    assert_eq!(r.seq, Some(1));
+    let h = r.headers.expect("headers");
+    assert_eq!(h.dest, dest.ip());
+    assert_eq!((h.proto, h.sport, h.dport), (6, Some(sport), Some(443)));
+    assert_eq!(r.event.expect("event").action, "blocked_connection");
+
+    // ICMP echo to a PRIVATE destination.
+    let ping: Ipv4Addr = "198.51.100.200".parse().unwrap();
+    lab::send_ping(&ns, ping);
+    let r = watcher.packet(WAIT);
+    assert_eq!(r.prefix, b"TEROK_SHIELD_PRIVATE: ");
+    assert_eq!(r.seq, Some(2));
+    let h = r.headers.expect("headers");
+    assert_eq!(
+        (h.dest, h.proto, h.icmp),
+        (IpAddr::V4(ping), 1, Some((8, 0)))
+    );
+    assert_eq!((h.sport, h.dport), (None, None));
+    let e = r.event.expect("event");
+    assert_eq!(
+        (e.action.as_str(), e.port, e.proto),
+        ("private_range", 0, 1)
+    );
+    assert_eq!(e.extra.get("icmp_type"), Some("8"));
+    assert_eq!(e.extra.get("icmp_code"), Some("0"));
+
+    // UDP over IPv6 behind a hop-by-hop header: ALLOWED (accepted, still logged).
+    let dest: SocketAddr = "[2001:db8:a::5]:5353".parse().unwrap();
+    let sport = lab::send_udp6_with_options(&ns, dest, &[libc::IPV6_HOPOPTS]);
+    let r = watcher.packet(WAIT);
+    assert_eq!(r.prefix, b"TEROK_SHIELD_ALLOWED: ");
+    assert_eq!(r.seq, Some(3));
+    assert_eq!(r.family, libc::AF_INET6 as u8);
+    let h = r.headers.expect("headers");
+    assert_eq!(h.dest, dest.ip());
+    assert_eq!((h.proto, h.sport, h.dport), (17, Some(sport), Some(5353)));
+    let e = r.event.expect("event");
+    assert_eq!(
+        (e.action.as_str(), e.port, e.proto),
+        ("allowed_connection", 5353, 17)
+    );
+    assert_eq!(e.dest, "2001:db8:a::5");
+    assert_eq!(e.extra.get("src"), Some("2001:db8:1::1"));
+
+    // Hop-by-hop and destination options both: BYPASS.
+    let dest: SocketAddr = "[2001:db8:b::7]:8443".parse().unwrap();
+    let sport = lab::send_udp6_with_options(&ns, dest, &[libc::IPV6_HOPOPTS, libc::IPV6_DSTOPTS]);
+    let r = watcher.packet(WAIT);
+    assert_eq!(r.prefix, b"TEROK_SHIELD_BYPASS: ");
+    assert_eq!(r.seq, Some(4));
+    let h = r.headers.expect("headers");
+    assert_eq!(
+        (h.dest, h.proto, h.sport, h.dport),
+        (dest.ip(), 17, Some(sport), Some(8443))
+    );
+    assert_eq!(r.event.expect("event").action, "bypass_connection");
+
+    // Traffic that no rule logs yields nothing.
+    lab::send_udp(&ns, "[2001:db8:c::1]:9".parse().unwrap());
+    assert!(watcher.next(Duration::from_millis(300)).is_none());
+    let stats = watcher.finish();
+    assert_eq!((stats.packets, stats.lost, stats.malformed), (5, 0, 0));
+}
+
+#[test]
+fn second_subscriber_is_refused_naming_the_holder() {
+    let ns = lab::shielded();
+    let first = Watcher::start(&ns, Subscription::builder()).expect("first subscriber");
+    let err = match Watcher::start(&ns, Subscription::builder()) {
+        Ok(_) => panic!("a second subscriber on group 100 was accepted"),
+        Err(e) => e,
+    };
+    assert_eq!(
+        err.kind(),
+        ErrorKind::PermissionDenied {
+            group_held_by: Some(first.port_id)
+        }
+    );
+    let text = err.to_string();
+    assert!(text.contains("NFLOG group 100 is already bound"), "{text}");
+    assert!(text.contains(&first.port_id.to_string()), "{text}");
+    // Another group in the same namespace is free.
+    Watcher::start(&ns, Subscription::builder().group(101)).expect("group 101");
+}
+
+#[test]
+fn missing_cap_net_admin_is_told_apart() {
+    let ns = lab::shielded();
+    let path = ns.path();
+    let err = std::thread::spawn(move || {
+        drop_cap_net_admin_on_this_thread();
+        Subscription::builder().netns(Some(path)).open().err()
+    })
+    .join()
+    .unwrap()
+    .expect("bind without CAP_NET_ADMIN succeeded");
+    assert_eq!(
+        err.kind(),
+        ErrorKind::PermissionDenied {
+            group_held_by: None
+        }
+    );
+    assert!(err.to_string().contains("CAP_NET_ADMIN"), "{err}");
+}
+
+#[test]
+fn overrun_reports_the_exact_number_lost() {
+    let ns = lab::shielded();
+    // A buffer far too small for the flood, and no reading until the flood is over.
+    let builder = Subscription::builder().recv_buffer(16 << 10, 16 << 10);
+    let mut watcher = Watcher::start_paused(&ns, builder).expect("open");
+    // The kernel reports twice what was set (its bookkeeping overhead).
+    assert_eq!(watcher.recv_buffer, 32 << 10);
+    const FLOOD: u32 = 2000;
+    lab::flood_udp(&ns, "192.0.2.1:9".parse().unwrap(), FLOOD as usize);
+    watcher.go();
+    let first = watcher.drain(Duration::from_millis(500), Duration::from_secs(20));
+    let received: Vec<u32> = first
+        .iter()
+        .filter_map(|s| match s {
+            Seen::Packet(r) => r.seq,
+            Seen::Lost(_) => None,
+        })
+        .collect();
+    let kept = received.len() as u32;
+    assert!(kept > 0 && kept < FLOOD, "kept {kept} of {FLOOD}");
+    // What stayed in the queue is the flood's beginning, in order.
+    assert_eq!(received, (0..kept).collect::<Vec<_>>());
+    // Once the queue ran dry the overrun was reported, count unknown yet.
+    assert!(
+        matches!(first.last(), Some(Seen::Lost(None))),
+        "last: {:?}",
+        first.last()
+    );
+    // The next packet reveals the gap: exactly the packets the kernel could not queue.
+    lab::send_udp(&ns, "192.0.2.2:9".parse().unwrap());
+    match watcher.next(WAIT) {
+        Some(Seen::Lost(Some(n))) => assert_eq!(n, u64::from(FLOOD - kept)),
+        other => panic!("expected a counted loss, got {other:?}"),
+    }
+    let marker = watcher.packet(WAIT);
+    assert_eq!(marker.seq, Some(FLOOD));
+    let stats = watcher.finish();
+    assert_eq!(stats.lost, u64::from(FLOOD - kept));
+    assert!(stats.overruns >= 1);
+}
+
+#[test]
+fn a_burst_of_20000_is_delivered_or_counted() {
+    let ns = lab::shielded();
+    let watcher = Watcher::start_light(&ns, Subscription::builder()).expect("open");
+    const BURST: usize = 20_000;
+    lab::flood_udp(&ns, "192.0.2.1:9".parse().unwrap(), BURST);
+    let mut delivered = 0u64;
+    let mut lost = 0u64;
+    let count = |seen: Seen, delivered: &mut u64, lost: &mut u64| match seen {
+        Seen::Packet(r) => {
+            let h = r.headers.expect("headers");
+            let marker = h.dest == "192.0.2.2".parse::<IpAddr>().unwrap();
+            *delivered += u64::from(!marker);
+            marker
+        }
+        Seen::Lost(n) => {
+            *lost += n.unwrap_or(0);
+            false
+        }
+    };
+    for seen in watcher.drain(Duration::from_millis(500), Duration::from_secs(60)) {
+        count(seen, &mut delivered, &mut lost);
+    }
+    // A marker once the reader is idle reveals any gap at the burst's end.
+    lab::send_udp(&ns, "192.0.2.2:9".parse().unwrap());
+    loop {
+        let seen = watcher.next(WAIT).expect("the marker arrives");
+        if count(seen, &mut delivered, &mut lost) {
+            break;
+        }
+    }
+    assert_eq!(
+        delivered + lost,
+        BURST as u64,
+        "every packet delivered or counted"
+    );
+    assert!(
+        delivered * 100 >= BURST as u64 * 99,
+        "only {delivered} of {BURST} delivered ({lost} lost)"
+    );
+}
+
+/// Clears CAP_NET_ADMIN from this thread's effective set (capabilities are per thread).
+fn drop_cap_net_admin_on_this_thread() {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    const CAP_NET_ADMIN: u32 = 12;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: header and data match the kernel's capget/capset v3 layout.
+    unsafe {
+        assert_eq!(
+            libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()),
+            0
+        );
+        data[0].effective &= !(1 << CAP_NET_ADMIN);
+        data[0].permitted &= !(1 << CAP_NET_ADMIN);
+        assert_eq!(
+            libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()),
+            0
+        );
+    }
+}
