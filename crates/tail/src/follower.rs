@@ -167,10 +167,10 @@ pub struct Follower {
     name: OsString,
     opts: Options,
     cur: Option<Tracked>,
-    /// Rotated files newer than `cur` that must be read before the path (`name.1` after `name.2`).
-    chain: VecDeque<Tracked>,
-    /// Path identity for which `chain` was last computed.
-    chain_for: Option<Option<(u64, u64)>>,
+    /// Files that came after `cur`, oldest first: every file seen at the path since `cur` left
+    /// it, and rotations we missed (`NAME.1` after `NAME.2`). Held open, so they can be renamed
+    /// or deleted under us and still be read.
+    next: VecDeque<Tracked>,
     lines: LineBuf,
     watch: Option<Watch>,
     stats: Stats,
@@ -210,8 +210,7 @@ impl Follower {
             lines: LineBuf::new(options.max_line),
             opts: options,
             cur: None,
-            chain: VecDeque::new(),
-            chain_for: None,
+            next: VecDeque::new(),
             watch,
             stats: Stats::default(),
             len_at_open: 0,
@@ -276,28 +275,20 @@ impl Follower {
             if at_path.is_some_and(|s| (s.dev, s.ino) == cur_id) {
                 break;
             }
-            // Our file is no longer at the path: it was renamed or deleted.
-            let path_id = at_path.map(|s| (s.dev, s.ino));
-            if self.chain_for != Some(path_id) {
-                self.chain_for = Some(path_id);
-                self.chain = self.newer_rotations(path_id);
-            }
-            if let Some(next) = self.chain.pop_front() {
+            // Our file is no longer at the path: it was renamed or deleted. Collect the files
+            // that came after it, and move on only once one of them has content: until then the
+            // writer may still append to ours (logrotate `create` before the SIGUSR2).
+            self.refresh_successors(at_path)?;
+            if self
+                .next
+                .iter()
+                .any(|t| file_size(&t.file, &self.path).is_ok_and(|s| s > 0))
+            {
+                let next = self.next.pop_front().expect("checked non-empty");
                 self.move_on(next, &mut emit)?;
                 continue;
             }
-            match at_path {
-                // Only once the new file has content do we know the writer left the old one;
-                // until then it may still append there (logrotate `create` before SIGUSR2).
-                Some(s) if s.size > 0 => match self.open_path()? {
-                    Some(t) => {
-                        self.move_on(t, &mut emit)?;
-                        continue;
-                    }
-                    None => break,
-                },
-                _ => break,
-            }
+            break;
         }
         Ok(delivered)
     }
@@ -324,7 +315,12 @@ impl Follower {
             {
                 return Ok(());
             }
-            let file_wd = self.cur.as_ref().and_then(|t| t.wd);
+            let file_wds: Vec<i32> = self
+                .cur
+                .iter()
+                .chain(self.next.iter())
+                .filter_map(|t| t.wd)
+                .collect();
             let (dir_wd, ancestor_wd) = (w.dir_wd, w.ancestor_wd);
             let name = self.name.as_bytes();
             let (mut relevant, mut dir_lost, mut ancestor_changed) = (false, false, false);
@@ -333,7 +329,7 @@ impl Follower {
                     if ev.mask & libc::IN_Q_OVERFLOW != 0 {
                         // Events were dropped: we cannot tell what changed, so look.
                         relevant = true;
-                    } else if Some(ev.wd) == file_wd && file_wd.is_some() {
+                    } else if file_wds.contains(&ev.wd) {
                         relevant = true;
                     } else if Some(ev.wd) == dir_wd && dir_wd.is_some() {
                         if ev.mask & (libc::IN_IGNORED | libc::IN_DELETE_SELF | libc::IN_MOVE_SELF)
@@ -364,7 +360,21 @@ impl Follower {
     }
 
     /// Position just after the last record delivered.
+    ///
+    /// One exception: while the current file is deleted and a newer file is already known, this
+    /// names the start of the newer file. A restart cannot reach a deleted file's rest anyway,
+    /// and the newer file may have been renamed by then; a cursor into it can still find it.
     pub fn cursor(&self) -> Cursor {
+        if let (Some(cur), Some(next)) = (&self.cur, self.next.front()) {
+            if cur.file.metadata().is_ok_and(|m| m.nlink() == 0) {
+                return Cursor {
+                    dev: next.dev,
+                    ino: next.ino,
+                    offset: 0,
+                    fp: Fingerprint::EMPTY,
+                };
+            }
+        }
         match &self.cur {
             Some(t) => Cursor {
                 dev: t.dev,
@@ -539,16 +549,10 @@ impl Follower {
         if discard || (offset > 0 && t.last_byte != Some(b'\n')) {
             self.lines.discard_rest();
         }
-        if let Some(w) = &self.watch {
-            // Watch the inode we hold, not the name: /proc/self/fd/N resolves to exactly it.
-            let fd_path = PathBuf::from(format!("/proc/self/fd/{}", t.file.as_raw_fd()));
-            t.wd = w
-                .ino
-                .add_watch(&fd_path, FILE_MASK)
-                .or_else(|_| w.ino.add_watch(&self.path, FILE_MASK))
-                .ok();
+        if self.watch.is_some() && t.wd.is_none() {
+            t.wd = self.watch_file(&t);
             if t.wd.is_none() {
-                // Out of inotify watches: polling still delivers everything.
+                // Out of inotify watches (or no /proc): polling still delivers everything.
                 self.watch = None;
             }
         }
@@ -601,6 +605,15 @@ impl Follower {
     /// The file next to the path with the cursor's identity and fingerprint, long enough.
     fn find_sibling(&self, c: Cursor) -> Option<Tracked> {
         for entry in std::fs::read_dir(&self.dir).ok()?.flatten() {
+            // Only rotations of our file (`NAME.1`, `NAME-20260331`): an inode number alone
+            // can have been re-used by any file, and a short file's fingerprint is weak.
+            if !entry
+                .file_name()
+                .as_bytes()
+                .starts_with(self.name.as_bytes())
+            {
+                continue;
+            }
             let Ok(m) = entry.metadata() else { continue };
             if m.dev() != c.dev || m.ino() != c.ino || !m.is_file() {
                 continue;
@@ -618,12 +631,64 @@ impl Follower {
         None
     }
 
-    /// When our file has been renamed to `NAME.K` (logrotate's numbering) and we fell behind by
-    /// more than one rotation, `NAME.K-1` ... `NAME.1` hold lines written after ours: read them,
-    /// oldest first, before the file at the path.
-    fn newer_rotations(&self, path_id: Option<(u64, u64)>) -> VecDeque<Tracked> {
-        let mut out = VecDeque::new();
+    /// Brings `next` up to date: adds the file now at the path if it is new to us, and the
+    /// rotations newer than ours that we never saw (we fell behind by more than one rotation:
+    /// logrotate numbering puts them at `NAME.K-1` ... `NAME.1` when ours is `NAME.K`), in
+    /// order: numbered rotations oldest first, then the files we saw, in the order we saw them.
+    fn refresh_successors(&mut self, at_path: Option<PathStat>) -> Result<(), Error> {
+        let Some(cur) = &self.cur else { return Ok(()) };
+        let cur_id = (cur.dev, cur.ino);
+        let known = |next: &VecDeque<Tracked>, id: (u64, u64)| {
+            id == cur_id || next.iter().any(|t| (t.dev, t.ino) == id)
+        };
+        if let Some(s) = at_path {
+            if !known(&self.next, (s.dev, s.ino)) {
+                if let Some(mut t) = self.open_path()? {
+                    if !known(&self.next, (t.dev, t.ino)) {
+                        t.wd = self.watch_file(&t);
+                        self.next.push_back(t);
+                    }
+                }
+            }
+        }
+        let missed = self.newer_rotations();
+        if missed.is_empty() {
+            return Ok(());
+        }
+        let mut ordered = VecDeque::with_capacity(missed.len() + self.next.len());
+        for path in missed {
+            let Ok(Some(t)) = open_tracked(&path) else {
+                continue;
+            };
+            let id = (t.dev, t.ino);
+            if id == cur_id {
+                continue;
+            }
+            match self.next.iter().position(|n| (n.dev, n.ino) == id) {
+                Some(i) => ordered.push_back(self.next.remove(i).expect("index from position")),
+                None => {
+                    let mut t = t;
+                    t.wd = self.watch_file(&t);
+                    ordered.push_back(t);
+                }
+            }
+        }
+        ordered.extend(self.next.drain(..));
+        self.next = ordered;
+        Ok(())
+    }
+
+    /// Paths of the numbered rotations newer than the current file, oldest first.
+    fn newer_rotations(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
         let Some(cur) = &self.cur else { return out };
+        let Ok(cur_meta) = cur.file.metadata() else {
+            return out;
+        };
+        // A deleted file has no name, so no place in a numbering: skip the directory scan.
+        if cur_meta.nlink() == 0 {
+            return out;
+        }
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return out;
         };
@@ -650,26 +715,28 @@ impl Follower {
             }
         }
         let Some(k) = k else { return out };
-        let Ok(cur_meta) = cur.file.metadata() else {
-            return out;
-        };
         let cur_mtime = (cur_meta.mtime(), cur_meta.mtime_nsec());
         for j in (1..k).rev() {
             let mut p = prefix.clone();
             p.extend_from_slice(j.to_string().as_bytes());
             let path = self.dir.join(std::ffi::OsStr::from_bytes(&p));
-            let Ok(Some(t)) = open_tracked(&path) else {
-                continue;
-            };
-            let Ok(m) = t.file.metadata() else { continue };
             // Only files written after ours: a naming scheme that counts the other way must
             // never make us read an old file again.
-            let newer = m.size() > 0 && (m.mtime(), m.mtime_nsec()) >= cur_mtime;
-            if newer && Some((t.dev, t.ino)) != path_id && (t.dev, t.ino) != (cur.dev, cur.ino) {
-                out.push_back(t);
+            if std::fs::metadata(&path).is_ok_and(|m| {
+                m.is_file() && m.size() > 0 && (m.mtime(), m.mtime_nsec()) >= cur_mtime
+            }) {
+                out.push(path);
             }
         }
         out
+    }
+
+    /// An inotify watch on the inode `t` holds, if inotify is in use.
+    fn watch_file(&self, t: &Tracked) -> Option<i32> {
+        let w = self.watch.as_ref()?;
+        // Watch the inode we hold, not the name: /proc/self/fd/N resolves to exactly it.
+        let fd_path = PathBuf::from(format!("/proc/self/fd/{}", t.file.as_raw_fd()));
+        w.ino.add_watch(&fd_path, FILE_MASK).ok()
     }
 
     // ---- waking ----
@@ -729,7 +796,11 @@ impl Follower {
 
     /// Whether `read_available` would find something to do (for stat polling).
     fn poll_pending(&self) -> bool {
-        if !self.chain.is_empty() {
+        if self
+            .next
+            .iter()
+            .any(|t| file_size(&t.file, &self.path).is_ok_and(|s| s > 0))
+        {
             return true;
         }
         let at_path = self.stat_path().ok().flatten();
