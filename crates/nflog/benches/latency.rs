@@ -46,14 +46,12 @@ fn main() {
     throughput(&ns, seconds);
 }
 
+/// A request to the sender thread: the destination port, and where to report the send time.
+type SendRequest = (u16, Option<mpsc::Sender<Instant>>);
+
 /// A sender thread inside the namespace, fed through a channel.
-fn sender(
-    ns: &Netns,
-) -> (
-    mpsc::Sender<(u16, Option<mpsc::Sender<Instant>>)>,
-    std::thread::JoinHandle<()>,
-) {
-    let (tx, rx) = mpsc::channel::<(u16, Option<mpsc::Sender<Instant>>)>();
+fn sender(ns: &Netns) -> (mpsc::Sender<SendRequest>, std::thread::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel::<SendRequest>();
     let file = std::fs::File::open(ns.path()).expect("open netns");
     let handle = std::thread::spawn(move || {
         // SAFETY: valid descriptor; setns only affects this thread.
