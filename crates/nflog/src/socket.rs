@@ -68,7 +68,7 @@ pub struct Stats {
 /// | [`group`](Builder::group) | 100 | the shield's `log group 100` |
 /// | [`netns`](Builder::netns) | current | the container's namespace when given |
 /// | [`copy_range`](Builder::copy_range) | 256 bytes | IPv6 + a chain of extension headers + transport header |
-/// | [`recv_buffer`](Builder::recv_buffer) | 4 MiB, grown to 64 MiB | a burst of several thousand packets fits |
+/// | [`recv_buffer`](Builder::recv_buffer) | 16 MiB, grown to 64 MiB | a burst of ~20 000 logged packets (≈ 840 bytes of kernel memory each) waits even for a starved reader; memory is used only while packets wait |
 /// | [`read_timeout`](Builder::read_timeout) | none | `recv` blocks until a datagram arrives |
 #[derive(Clone, Debug)]
 pub struct Builder {
@@ -86,7 +86,7 @@ impl Default for Builder {
             group: 100,
             netns: None,
             copy_range: 256,
-            recv_initial: 4 << 20,
+            recv_initial: 16 << 20,
             recv_max: 64 << 20,
             read_timeout: None,
         }
@@ -118,7 +118,7 @@ impl Builder {
         self
     }
 
-    /// Receive buffer: `initial` bytes, doubled on every overrun up to `max` (defaults 4 MiB and
+    /// Receive buffer: `initial` bytes, doubled on every overrun up to `max` (defaults 16 MiB and
     /// 64 MiB). As root the limit `net.core.rmem_max` is bypassed with `SO_RCVBUFFORCE`.
     pub fn recv_buffer(mut self, initial: usize, max: usize) -> Builder {
         self.recv_initial = initial;

@@ -157,7 +157,7 @@ fn missing_cap_net_admin_is_told_apart() {
 fn overrun_reports_the_exact_number_lost() {
     let ns = lab::shielded();
     // A buffer far too small for the flood, and no reading until the flood is over.
-    let builder = Subscription::builder().recv_buffer(16 << 10, 16 << 10);
+    let builder = Subscription::builder().recv_buffer(16 << 10, 32 << 10);
     let mut watcher = Watcher::start_paused(&ns, builder).expect("open");
     // The kernel reports twice what was set (its bookkeeping overhead).
     assert_eq!(watcher.recv_buffer, 32 << 10);
@@ -173,6 +173,7 @@ fn overrun_reports_the_exact_number_lost() {
         })
         .collect();
     let kept = received.len() as u32;
+    eprintln!("kept {kept} of {FLOOD} in a 16 KiB buffer");
     assert!(kept > 0 && kept < FLOOD, "kept {kept} of {FLOOD}");
     // What stayed in the queue is the flood's beginning, in order.
     assert_eq!(received, (0..kept).collect::<Vec<_>>());
@@ -193,6 +194,36 @@ fn overrun_reports_the_exact_number_lost() {
     let stats = watcher.finish();
     assert_eq!(stats.lost, u64::from(FLOOD - kept));
     assert!(stats.overruns >= 1);
+    // The overrun doubled the buffer, up to the cap (the kernel reports twice the setting).
+    assert_eq!(stats.recv_buffer, 64 << 10);
+}
+
+#[test]
+fn a_short_copy_range_yields_truncated_headers() {
+    let ns = lab::shielded();
+    // 22 bytes: the IPv4 header and two bytes of UDP, not the destination port.
+    let watcher =
+        Watcher::start(&ns, Subscription::builder().copy_range(22)).expect("open subscription");
+    let dest: SocketAddr = "192.0.2.77:5000".parse().unwrap();
+    let sport = lab::send_udp(&ns, dest);
+    let r = watcher.packet(WAIT);
+    let h = r.headers.expect("the destination is inside the copy");
+    assert_eq!((h.dest, h.proto), (dest.ip(), 17));
+    assert_eq!((h.sport, h.dport), (None, None));
+    assert!(h.truncated);
+    assert_ne!(sport, 0);
+    let e = r.event.expect("event");
+    assert_eq!((e.port, e.proto), (0, 17));
+    assert_eq!(e.extra.get("truncated"), Some("true"));
+    assert_eq!(e.extra.get("sport"), None);
+}
+
+#[test]
+fn subscription_can_move_to_its_own_thread() {
+    fn send<T: Send>() {}
+    fn shared<T: Send + Sync>() {}
+    send::<Subscription>();
+    shared::<shield_nflog::Interfaces>();
 }
 
 #[test]
@@ -226,6 +257,7 @@ fn a_burst_of_20000_is_delivered_or_counted() {
             break;
         }
     }
+    eprintln!("burst: {delivered} delivered, {lost} lost");
     assert_eq!(
         delivered + lost,
         BURST as u64,
