@@ -2,6 +2,7 @@
 
 use std::fs::{self, File};
 use std::net::{IpAddr, SocketAddr};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -204,10 +205,13 @@ impl Dnsmasq {
                 c
             }
         };
+        // Its own process group: a Ctrl-C at the terminal reaches only the lab's owner, which
+        // then stops dnsmasq in order (SIGTERM, reap) instead of finding it already gone.
         let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
+            .process_group(0)
             .spawn()
             .map_err(|e| Error::new(ErrorKind::Spawn, argv.join(" "), e.to_string()))?;
         let mut dnsmasq = Dnsmasq {

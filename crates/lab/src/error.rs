@@ -19,6 +19,8 @@ pub enum ErrorKind {
     InvalidInput,
     /// Any other I/O failure (writing a config, opening a namespace file, `setns`).
     Io,
+    /// The caller asked a wait to stop (see [`crate::Scene::set_interrupt`]).
+    Interrupted,
 }
 
 /// A failed lab step. `Display` names the step and carries the command's stderr.
@@ -60,7 +62,9 @@ impl fmt::Display for Error {
             ErrorKind::Spawn => write!(f, "could not start `{}`", self.what)?,
             ErrorKind::Command => write!(f, "`{}` failed", self.what)?,
             ErrorKind::Timeout => write!(f, "timed out: {}", self.what)?,
-            ErrorKind::InvalidInput | ErrorKind::Io => write!(f, "{}", self.what)?,
+            ErrorKind::InvalidInput | ErrorKind::Io | ErrorKind::Interrupted => {
+                write!(f, "{}", self.what)?
+            }
         }
         if !detail.is_empty() {
             write!(f, ": {detail}")?;

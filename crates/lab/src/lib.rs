@@ -6,6 +6,9 @@
 //! fake "internet" dnsmasq ([`Dnsmasq`]), and a state directory ([`StateDir`]). Everything is real:
 //! `ip netns`, veth, `nft`, `dnsmasq`, `dig`. It needs root; call [`preflight`] first.
 //!
+//! On top of these, [`Scene`] plays a scripted scene on such a container while the real
+//! `shield-watch` follows it: the end-to-end test of the whole product and `cargo xtask demo`.
+//!
 //! **Invariant:** everything the lab creates is owned by a value and removed by its `Drop`,
 //! also when a test panics; [`leftovers`] says what is still there. Only TEST-NET and loopback
 //! addresses are used, inside namespaces the lab made, so nothing leaves the machine.
@@ -37,6 +40,7 @@ mod leftovers;
 mod netns;
 mod preflight;
 mod ruleset;
+mod scene;
 mod statedir;
 
 pub use dig::{dig, dig_status};
@@ -49,4 +53,5 @@ pub use ruleset::{
     Ruleset, Terminal, ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6, PREFIX_ALLOWED, PREFIX_BLOCKED,
     PREFIX_DENIED, PREFIX_PRIVATE, PRIVATE_RANGES, TABLE,
 };
+pub use scene::{normalize, Finish, Scene, Step, StepReport, CONTAINER, RECORDS};
 pub use statedir::StateDir;
