@@ -444,7 +444,7 @@ fn inotify_queue_overflow_still_delivers_everything() {
 fn dir_watcher_reports_changes_within_a_second() {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy");
-    let mut w = DirWatcher::new(&[policy.clone()]).unwrap();
+    let mut w = DirWatcher::new(std::slice::from_ref(&policy)).unwrap();
     let t = std::thread::spawn({
         let policy = policy.clone();
         move || {

@@ -170,7 +170,7 @@ impl Harness {
             Op::Partial(b) => self.write(b, false),
             Op::Rotate => {
                 // logrotate renames the file the daemon writes to (or nothing, if it is gone).
-                if !(self.writer_on_path() || !self.path.exists()) {
+                if !self.writer_on_path() && self.path.exists() {
                     return;
                 }
                 if self.follower.is_none() && !self.cursor_file_present {

@@ -1,0 +1,176 @@
+//! Benchmarks of the follower: write-to-yield latency, throughput of a large file, idle CPU.
+//!
+//! Run: `cargo bench -p shield-tail --bench follow`. Knobs (environment):
+//! `SHIELD_TAIL_BENCH_LINES` (latency samples, default 10000), `SHIELD_TAIL_BENCH_MB` (size of
+//! the throughput file, default 256), `SHIELD_TAIL_BENCH_IDLE_SECS` (idle window, default 60).
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use shield_tail::{Follower, Options, Record, Start};
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// CPU time (user + system) of this process so far.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage only writes the struct we hand it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// A writer thread appends one line per write(2) carrying the time it was written; the
+/// follower (this thread) waits on inotify and measures when each line is yielded.
+fn latency() {
+    let n = env("SHIELD_TAIL_BENCH_LINES", 10_000) as usize;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lat.log");
+    let mut f = Follower::open(&path, Start::End, Options::default()).unwrap();
+    let base = Instant::now();
+    let writer = {
+        let path = path.clone();
+        std::thread::spawn(move || {
+            let mut w = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .unwrap();
+            for _ in 0..n {
+                let line = format!(
+                    "{:020} some padding to look like a log line\n",
+                    base.elapsed().as_nanos()
+                );
+                w.write_all(line.as_bytes()).unwrap();
+                // Spaced out, so each line is its own wake-up rather than a batch.
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })
+    };
+    let mut lat = Vec::with_capacity(n);
+    while lat.len() < n {
+        f.wait(Some(Duration::from_secs(5))).unwrap();
+        f.read_available(&mut |r| {
+            if let Record::Line { bytes, .. } = r {
+                let now = base.elapsed().as_nanos() as u64;
+                let sent: u64 = std::str::from_utf8(&bytes[..20]).unwrap().parse().unwrap();
+                lat.push(Duration::from_nanos(now - sent));
+            }
+        })
+        .unwrap();
+    }
+    writer.join().unwrap();
+    lat.sort();
+    println!(
+        "latency write(2) -> line yielded, {n} lines, writer thread, inotify: p50 {:?}  p99 {:?}  max {:?}",
+        percentile(&lat, 0.50),
+        percentile(&lat, 0.99),
+        lat[lat.len() - 1]
+    );
+}
+
+/// Follows a large file from its beginning: bytes delivered as complete lines per second.
+fn throughput() {
+    let mb = env("SHIELD_TAIL_BENCH_MB", 256);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.log");
+    {
+        let mut w =
+            std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path).unwrap());
+        let line = b"Mar 31 12:00:00 dnsmasq[123]: 4711 127.0.0.1/53124 query[A] some.host.example.test from 127.0.0.1\n";
+        let mut written = 0u64;
+        while written < mb << 20 {
+            w.write_all(line).unwrap();
+            written += line.len() as u64;
+        }
+    }
+    let size = std::fs::metadata(&path).unwrap().len();
+    let mut best = Duration::MAX;
+    let mut lines = 0u64;
+    for _ in 0..3 {
+        let mut f = Follower::open(&path, Start::Beginning, Options::default()).unwrap();
+        let mut count = 0u64;
+        let mut sum = 0u64;
+        let t = Instant::now();
+        f.read_available(&mut |r| {
+            if let Record::Line { bytes, .. } = r {
+                count += 1;
+                sum += bytes.len() as u64;
+            }
+        })
+        .unwrap();
+        let el = t.elapsed();
+        assert!(sum > 0);
+        best = best.min(el);
+        lines = count;
+    }
+    println!(
+        "throughput, {:.0} MiB file in page cache, {lines} lines: {:.2} GB/s ({:.1} M lines/s), best of 3",
+        size as f64 / (1 << 20) as f64,
+        size as f64 / best.as_secs_f64() / 1e9,
+        lines as f64 / best.as_secs_f64() / 1e6
+    );
+}
+
+/// CPU used by a follower of a file nobody writes to.
+fn idle(force_poll: bool, secs: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idle.log");
+    std::fs::write(&path, b"x\n").unwrap();
+    let opts = Options {
+        force_poll,
+        ..Options::default()
+    };
+    let mut f = Follower::open(&path, Start::End, opts).unwrap();
+    f.read_available(&mut |_| {}).unwrap();
+    let window = Duration::from_secs(secs);
+    let before = cpu_time();
+    let t = Instant::now();
+    let mut wakeups = 0u64;
+    while t.elapsed() < window {
+        f.wait(Some(window - t.elapsed())).unwrap();
+        f.read_available(&mut |_| {}).unwrap();
+        wakeups += 1;
+    }
+    let used = cpu_time() - before;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    println!(
+        "idle {secs} s, {}: CPU {:?} ({:.1} ticks at {hz} Hz), wait() returned {wakeups} times",
+        if force_poll {
+            "stat-poll fallback (50 ms)"
+        } else {
+            "inotify"
+        },
+        used,
+        used.as_secs_f64() * hz
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs it with no flag: keep that quick.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    if quick {
+        std::env::set_var("SHIELD_TAIL_BENCH_LINES", "200");
+        std::env::set_var("SHIELD_TAIL_BENCH_MB", "4");
+    }
+    latency();
+    throughput();
+    let secs = if quick {
+        1
+    } else {
+        env("SHIELD_TAIL_BENCH_IDLE_SECS", 60)
+    };
+    idle(false, secs);
+    idle(true, secs.min(10));
+}
