@@ -109,6 +109,8 @@ struct Tracked {
     /// Fingerprint of the first `min(256, read_to)` bytes (can cover more, after a resume).
     fp: Fingerprint,
     wd: Option<i32>,
+    /// When a read last returned data: a copytruncate copy must be younger than this.
+    last_data: Option<std::time::SystemTime>,
 }
 
 /// The identity and size of whatever is at the path right now.
@@ -172,6 +174,9 @@ pub struct Follower {
     /// or deleted under us and still be read.
     next: VecDeque<Tracked>,
     lines: LineBuf,
+    /// Files named like ours that existed when the current content began (at open, rotation or
+    /// truncation): none of them can be a copy of content written since.
+    pre_existing: Vec<(u64, u64)>,
     watch: Option<Watch>,
     stats: Stats,
     len_at_open: u64,
@@ -208,6 +213,7 @@ impl Follower {
             dir,
             name,
             lines: LineBuf::new(options.max_line),
+            pre_existing: Vec::new(),
             opts: options,
             cur: None,
             next: VecDeque::new(),
@@ -257,7 +263,7 @@ impl Follower {
         for _ in 0..64 {
             if self.cur.is_some() {
                 if self.truncated()? {
-                    self.restart_truncated(&mut emit);
+                    self.restart_truncated(&mut emit)?;
                 }
                 self.pump(&mut emit)?;
             }
@@ -433,6 +439,7 @@ impl Follower {
                 cur.fp.extend(&chunk[(fp_len - cur.read_to) as usize..]);
             }
             cur.last_byte = Some(chunk[n - 1]);
+            cur.last_data = Some(std::time::SystemTime::now());
             cur.read_to += n as u64;
             stats.bytes += n as u64;
             let (dev, ino, fp) = (cur.dev, cur.ino, cur.fp);
@@ -468,7 +475,19 @@ impl Follower {
         Ok(false)
     }
 
-    fn restart_truncated(&mut self, emit: &mut dyn FnMut(Record<'_>)) {
+    fn restart_truncated(&mut self, emit: &mut dyn FnMut(Record<'_>)) -> Result<(), Error> {
+        // copytruncate copied the file before truncating it: what we had not read yet is in
+        // the copy. Read it from there, from our offset on, before starting over.
+        if let Some(copy) = self.find_copy() {
+            if let Some(cur) = self.cur.as_mut() {
+                let live = std::mem::replace(&mut cur.file, copy);
+                let r = self.pump(emit);
+                if let Some(cur) = self.cur.as_mut() {
+                    cur.file = live;
+                }
+                r?;
+            }
+        }
         self.finish_partial(emit);
         if let Some(cur) = self.cur.as_mut() {
             cur.read_to = 0;
@@ -477,6 +496,64 @@ impl Follower {
         }
         self.lines.reset(0);
         self.stats.truncations += 1;
+        self.pre_existing = self.sibling_ids();
+        Ok(())
+    }
+
+    /// Device and inode of every regular file next to ours whose name starts with ours.
+    fn sibling_ids(&self) -> Vec<(u64, u64)> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| e.file_name().as_bytes().starts_with(self.name.as_bytes()))
+            .filter_map(|e| e.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| (m.dev(), m.ino()))
+            .collect()
+    }
+
+    /// The copy logrotate's copytruncate made of the current file just before truncating it:
+    /// a file next to ours (named like ours), longer than what we read, that starts with the
+    /// same bytes, has the same byte just before our offset, and was written after our last
+    /// read. The newest such file wins.
+    fn find_copy(&self) -> Option<File> {
+        let cur = self.cur.as_ref()?;
+        let last_byte = cur.last_byte?;
+        let not_before = cur.last_data? - Duration::from_secs(1);
+        let mut best: Option<(std::time::SystemTime, File)> = None;
+        for entry in std::fs::read_dir(&self.dir).ok()?.flatten() {
+            if !entry
+                .file_name()
+                .as_bytes()
+                .starts_with(self.name.as_bytes())
+            {
+                continue;
+            }
+            let Ok(m) = entry.metadata() else { continue };
+            let Ok(mtime) = m.modified() else { continue };
+            if !m.is_file()
+                || (m.dev(), m.ino()) == (cur.dev, cur.ino)
+                || self.pre_existing.contains(&(m.dev(), m.ino()))
+                || m.size() <= cur.read_to
+                || mtime < not_before
+                || best.as_ref().is_some_and(|(t, _)| *t >= mtime)
+            {
+                continue;
+            }
+            let Ok(Some(t)) = open_tracked(&entry.path()) else {
+                continue;
+            };
+            let mut one = [0u8];
+            if matches_fingerprint(&t.file, cur.fp)
+                && pread(&t.file, &mut one, cur.read_to - 1).is_ok_and(|n| n == 1)
+                && one[0] == last_byte
+            {
+                best = Some((mtime, t.file));
+            }
+        }
+        best.map(|(_, f)| f)
     }
 
     /// The current file will not grow any more: deliver its unterminated tail as a line.
@@ -535,6 +612,8 @@ impl Follower {
             let mut one = [0u8];
             t.last_byte =
                 (pread(&t.file, &mut one, offset - 1).map_err(err)? == 1).then_some(one[0]);
+            // The content up to `offset` is as of now, for `find_copy`.
+            t.last_data = Some(std::time::SystemTime::now());
         }
         if t.fp.len == 0 && offset > 0 {
             let mut head = [0u8; FINGERPRINT_MAX];
@@ -543,6 +622,7 @@ impl Follower {
             t.fp = Fingerprint::of(&head[..got]);
         }
         self.lines.reset(offset);
+        self.pre_existing = self.sibling_ids();
         // Resuming just after a byte that is not a line end (a cursor taken after an
         // unterminated line was flushed, or a file that changed): the rest of that line is a
         // fragment we must not deliver as if it were a line.
@@ -898,6 +978,7 @@ fn open_tracked(path: &Path) -> Result<Option<Tracked>, Error> {
         last_byte: None,
         fp: Fingerprint::EMPTY,
         wd: None,
+        last_data: None,
     }))
 }
 

@@ -119,6 +119,39 @@ fn copytruncate_restarts_at_zero() {
 }
 
 #[test]
+fn copytruncate_recovers_unread_lines_from_the_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.log");
+    let mut w = appender(&p);
+    w.write_all(b"a\n").unwrap();
+    let mut f = Follower::open(&p, Start::Beginning, opts()).unwrap();
+    assert_eq!(drain(&mut f), lines(&["a"]));
+    // Written, not read yet, then copied away and truncated (logrotate copytruncate).
+    w.write_all(b"b\nc\npar").unwrap();
+    fs::copy(&p, dir.path().join("a.log.1")).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    w.write_all(b"d\n").unwrap();
+    assert_eq!(drain(&mut f), lines(&["b", "c", "par", "d"]));
+    assert_eq!(f.stats().truncations, 1);
+    // An older copy is never read again: the next truncation finds nothing newer to recover.
+    w.write_all(b"e\n").unwrap();
+    assert_eq!(drain(&mut f), lines(&["e"]));
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    w.write_all(b"f\n").unwrap();
+    assert_eq!(drain(&mut f), lines(&["f"]));
+}
+
+#[test]
 fn truncate_then_regrow() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("a.log");
