@@ -259,6 +259,37 @@ mod tests {
         assert_eq!(out, vec![Out::L(b"new".to_vec(), 116)]);
     }
 
+    proptest::proptest! {
+        /// However the stream is cut into reads, the lines come out the same as splitting it
+        /// whole, and the cursor offsets are the real stream offsets.
+        #[test]
+        fn chunking_never_changes_the_lines(
+            data in proptest::collection::vec(proptest::sample::select(vec![b'a', b'\n', 0u8]), 0..400),
+            cuts in proptest::collection::vec(1usize..50, 1..20),
+            max_line in 1usize..20,
+        ) {
+            let mut lb = LineBuf::new(max_line);
+            let mut out = Vec::new();
+            let mut rest = &data[..];
+            for c in cuts.iter().cycle() {
+                if rest.is_empty() { break; }
+                let n = (*c).min(rest.len());
+                feed(&mut lb, &rest[..n], &mut out);
+                rest = &rest[n..];
+            }
+            let mut want = Vec::new();
+            let mut at = 0u64;
+            let mut parts: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
+            parts.pop();
+            for p in parts {
+                at += p.len() as u64 + 1;
+                want.push(if p.len() > max_line { Out::T(p.len() as u64, at) } else { Out::L(p.to_vec(), at) });
+            }
+            proptest::prop_assert_eq!(out, want);
+            proptest::prop_assert_eq!(lb.consumed(), at);
+        }
+    }
+
     #[test]
     fn nul_and_invalid_utf8_pass_through() {
         let mut lb = LineBuf::new(10);
