@@ -371,8 +371,11 @@ impl Follower {
     /// names the start of the newer file. A restart cannot reach a deleted file's rest anyway,
     /// and the newer file may have been renamed by then; a cursor into it can still find it.
     pub fn cursor(&self) -> Cursor {
-        if let (Some(cur), Some(next)) = (&self.cur, self.next.front()) {
-            if cur.file.metadata().is_ok_and(|m| m.nlink() == 0) {
+        let linked = |t: &Tracked| t.file.metadata().is_ok_and(|m| m.nlink() > 0);
+        // Successors are all still empty (else we would have moved on); deleted ones never
+        // matter again.
+        if let (Some(cur), Some(next)) = (&self.cur, self.next.iter().find(|t| linked(t))) {
+            if !linked(cur) {
                 return Cursor {
                     dev: next.dev,
                     ino: next.ino,
@@ -730,6 +733,20 @@ impl Follower {
                     }
                 }
             }
+        }
+        if self.next.len() > 8 {
+            // Bound the descriptors held: a deleted, still empty successor can be let go.
+            let watch = &self.watch;
+            self.next.retain(|t| {
+                let keep = t
+                    .file
+                    .metadata()
+                    .is_ok_and(|m| m.nlink() > 0 || m.size() > 0);
+                if let (false, Some(w), Some(wd)) = (keep, watch, t.wd) {
+                    w.ino.rm_watch(wd);
+                }
+                keep
+            });
         }
         let missed = self.newer_rotations();
         if missed.is_empty() {
