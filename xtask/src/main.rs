@@ -7,6 +7,8 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context, Result};
 
+mod demo;
+
 /// Debian packages the end-to-end tests use, and the command each one provides.
 const PACKAGES: &[(&str, &str)] = &[
     ("nft", "nftables"),
@@ -16,11 +18,12 @@ const PACKAGES: &[(&str, &str)] = &[
     ("logrotate", "logrotate"),
 ];
 
-const USAGE: &str = "usage: cargo xtask <ci|bench|setup|dist>
+const USAGE: &str = "usage: cargo xtask <ci|bench|setup|dist|demo>
   ci     install what is missing (as root), then fmt, clippy, tests, docs, deny, fuzz check
   bench  run every benchmark (release build); record results in docs/BENCHMARKS.md
   setup  only install what the tests need (apt packages, cargo-deny)
-  dist   generate shell completions and the man page into target/dist/";
+  dist   generate shell completions and the man page into target/dist/
+  demo   (root) a real shielded container, scripted, with shield-watch's stream live";
 
 fn main() -> ExitCode {
     let result = match env::args().nth(1).as_deref() {
@@ -28,6 +31,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(),
         Some("setup") => setup(),
         Some("dist") => dist(&workspace_root().join("target/dist")).map(|_| ()),
+        Some("demo") => demo::run(),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

@@ -48,6 +48,18 @@ impl Error {
         Error::new(ErrorKind::Io, what, err.to_string())
     }
 
+    /// The same error, said to have happened during `context`, with `more` added to its detail.
+    pub(crate) fn within(mut self, context: &str, more: &str) -> Error {
+        self.what = format!("{context}: {}", self.what);
+        if !more.is_empty() {
+            self.detail = match self.detail.trim() {
+                "" => more.to_string(),
+                detail => format!("{detail}; {more}"),
+            };
+        }
+        self
+    }
+
     /// The kind of step that failed.
     pub fn kind(&self) -> ErrorKind {
         self.kind
@@ -85,5 +97,11 @@ mod tests {
         assert_eq!(e.to_string(), "`ip netns add x` failed: File exists");
         let e = Error::new(ErrorKind::Timeout, "dnsmasq did not start within 5s", "");
         assert_eq!(e.to_string(), "timed out: dnsmasq did not start within 5s");
+        let e = e.within("step `x`", "stderr: []");
+        assert_eq!(
+            e.to_string(),
+            "timed out: step `x`: dnsmasq did not start within 5s: stderr: []"
+        );
+        assert_eq!(e.kind(), ErrorKind::Timeout);
     }
 }

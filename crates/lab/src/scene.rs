@@ -313,16 +313,12 @@ impl Scene {
         let mut report = StepReport::default();
         for action in &step.actions {
             self.act(action, on_line, &mut report).map_err(|e| {
-                let so_far = report.lines.len() + report.before_reload.len();
-                Error::new(
-                    e.kind(),
-                    format!("step `{}`: {e}", step.name),
-                    format!(
-                        "{so_far} line(s) seen in this step: {:?}; shield-watch stderr: {:?}",
-                        report.lines,
-                        self.watch.stderr_lines()
-                    ),
-                )
+                let more = format!(
+                    "lines seen in this step: {:?}; shield-watch stderr: {:?}",
+                    report.lines,
+                    self.watch.stderr_lines()
+                );
+                e.within(&format!("step `{}`", step.name), &more)
             })?;
         }
         Ok(report)
