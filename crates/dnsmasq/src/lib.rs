@@ -1,3 +1,43 @@
 //! dnsmasq query-log parser, the shield's allow-list and the address-to-name cache.
 //!
-//! Not written yet: see the dns issue. The crate exists so the workspace has its final shape.
+//! The main type is [`Classifier`]: feed it each line of a dnsmasq
+//! `log-queries` log (dnsmasq 2.90, plain or `log-queries=extra`) together
+//! with the container's [`AllowList`], and it returns a [`BlockedQuery`] for
+//! every lookup the allow-list does not allow, while keeping a bounded
+//! [`DomainCache`] (address → queried name, CNAME-aware) current from the
+//! same pass. [`parse_line`] exposes the underlying parser.
+//!
+//! Invariant: everything except [`AllowList::load`] is pure — no I/O, no
+//! clock — and classifying a line allocates only for a reported name that
+//! is not already lower case, or for an address whose mapping changed.
+//!
+//! ```
+//! use shield_dnsmasq::{AllowList, Classifier, DomainCache};
+//!
+//! let allow = AllowList::from_layout_a("github.com\n", "", "").list;
+//! let mut cache = DomainCache::new(65_536);
+//! let mut classifier = Classifier::new(false);
+//! let log = "Mar 31 12:00:00 dnsmasq[123]: query[A] evil.example.com from 127.0.0.1\n\
+//!            Mar 31 12:00:00 dnsmasq[123]: query[A] api.github.com from 127.0.0.1\n\
+//!            Mar 31 12:00:00 dnsmasq[123]: reply api.github.com is 192.0.2.10\n";
+//! let blocked: Vec<String> = log
+//!     .lines()
+//!     .filter_map(|l| classifier.classify(l.as_bytes(), &allow, Some(&mut cache)))
+//!     .map(|b| format!("{} {}", b.qtype, b.domain))
+//!     .collect();
+//! assert_eq!(blocked, ["A evil.example.com"]);
+//! assert_eq!(cache.lookup("192.0.2.10".parse().unwrap()).unwrap().name, "api.github.com");
+//! ```
+
+mod allow;
+mod cache;
+mod classify;
+mod error;
+mod hash;
+mod line;
+
+pub use allow::{AllowList, Layout, Loaded, Tier};
+pub use cache::{DomainCache, Resolved};
+pub use classify::{BlockedQuery, Classifier};
+pub use error::{Error, ErrorKind};
+pub use line::{parse_line, AnswerSource, AnswerValue, Name, Record};

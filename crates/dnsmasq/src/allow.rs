@@ -1,0 +1,815 @@
+//! The shield's allow-list, read from either state-directory layout, and the lookup.
+//!
+//! Both layouts compile to one table: domain (lower case, no `*.`) → flags
+//! saying which kinds of entry name it. A lookup walks the queried name from
+//! itself towards the root and asks the table once per label, so it costs a
+//! handful of hash probes and never allocates.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, ErrorKind};
+use crate::hash::FastBuild;
+
+/// Flag bits in the table. `PLAIN_*` entries match the name and its
+/// subdomains; `WILD_*` entries (`*.name`) match strict subdomains only.
+const PLAIN_ALLOW: u8 = 1;
+const WILD_ALLOW: u8 = 2;
+const PLAIN_DENY: u8 = 4;
+const WILD_DENY: u8 = 8;
+const PLAIN_OVERRIDE: u8 = 16;
+const WILD_OVERRIDE: u8 = 32;
+const PLAIN_MASK: u8 = PLAIN_ALLOW | PLAIN_DENY | PLAIN_OVERRIDE;
+
+/// Longest name suffix the lookup considers. Entries are valid domains, at
+/// most 253 bytes, so a longer suffix can never match one.
+const MAX_SUFFIX: usize = 256;
+
+/// The layout-A files, in the order their lines are read.
+const LAYOUT_A: [&str; 3] = ["profile.domains", "live.domains", "denied.domains"];
+
+/// The directory of layout B, relative to the state directory.
+const POLICY_DIR: &str = "policy";
+
+/// A tier file of layout B.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Tier {
+    /// `policy/10-override`: break-glass allows, which beat every deny.
+    Override,
+    /// `policy/20-security-deny`: denies.
+    SecurityDeny,
+    /// `policy/30-provider-allow`: provider allows.
+    ProviderAllow,
+    /// `policy/40-project-allow`: project allows.
+    ProjectAllow,
+    /// `policy/live`: runtime allows and denies.
+    Live,
+}
+
+impl Tier {
+    /// Every tier, in file order.
+    pub const ALL: [Tier; 5] = [
+        Tier::Override,
+        Tier::SecurityDeny,
+        Tier::ProviderAllow,
+        Tier::ProjectAllow,
+        Tier::Live,
+    ];
+
+    /// The file name of this tier inside `policy/`.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Tier::Override => "10-override",
+            Tier::SecurityDeny => "20-security-deny",
+            Tier::ProviderAllow => "30-provider-allow",
+            Tier::ProjectAllow => "40-project-allow",
+            Tier::Live => "live",
+        }
+    }
+
+    /// The flag a `+`/`-` domain entry of this tier sets, if the SPEC's formula
+    /// gives it a meaning: override `+`, provider/project/live `+`, security-deny/live `-`.
+    fn flag(self, allow: bool) -> Option<(u8, u8)> {
+        match (self, allow) {
+            (Tier::Override, true) => Some((PLAIN_OVERRIDE, WILD_OVERRIDE)),
+            (Tier::ProviderAllow | Tier::ProjectAllow | Tier::Live, true) => {
+                Some((PLAIN_ALLOW, WILD_ALLOW))
+            }
+            (Tier::SecurityDeny | Tier::Live, false) => Some((PLAIN_DENY, WILD_DENY)),
+            _ => None,
+        }
+    }
+}
+
+/// Which layout an [`AllowList`] was built from; the matching rules differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// `profile.domains`, `live.domains`, `denied.domains`: any entry on the way allows.
+    A,
+    /// `policy/` tier files: the most specific name with an entry decides.
+    B,
+}
+
+/// The allowed domains of one container. Cheap to query, immutable once built.
+#[derive(Clone, Debug)]
+pub struct AllowList {
+    layout: Layout,
+    table: HashMap<Box<[u8]>, u8, FastBuild>,
+}
+
+/// An [`AllowList`] with the lines that were skipped while building it.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    /// The allow-list.
+    pub list: AllowList,
+    /// One message per skipped line: `file:line: why`.
+    pub warnings: Vec<String>,
+}
+
+impl AllowList {
+    /// An allow-list that allows nothing (layout A with no entries).
+    pub fn empty() -> AllowList {
+        AllowList {
+            layout: Layout::A,
+            table: HashMap::with_hasher(FastBuild::new()),
+        }
+    }
+
+    /// The layout this list was built from.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// How many distinct domains have an entry.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// True when no domain has an entry.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// The directories to watch so a change to either layout is noticed:
+    /// the state directory (layout A files, `policy/` appearing) and `policy/`.
+    pub fn watched_paths(state_dir: &Path) -> Vec<PathBuf> {
+        vec![state_dir.to_path_buf(), state_dir.join(POLICY_DIR)]
+    }
+
+    /// Reads the allow-list of a state directory. Layout B is used when
+    /// `policy/` is a directory, layout A otherwise. Missing files are empty;
+    /// a file that exists but cannot be read is an error.
+    pub fn load(state_dir: &Path) -> Result<Loaded, Error> {
+        let policy = state_dir.join(POLICY_DIR);
+        match std::fs::metadata(&policy) {
+            Ok(meta) if meta.is_dir() => {
+                let mut texts = Vec::with_capacity(Tier::ALL.len());
+                for tier in Tier::ALL {
+                    texts.push((tier, read_optional(&policy.join(tier.file_name()))?));
+                }
+                let borrowed: Vec<(Tier, &str)> =
+                    texts.iter().map(|(t, s)| (*t, s.as_str())).collect();
+                Ok(Self::from_policy(&borrowed))
+            }
+            Ok(_) => Err(Error::new(
+                ErrorKind::NotADirectory,
+                policy,
+                std::io::Error::other("policy is not a directory"),
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Reading the state directory itself first turns "no such
+                // directory" / "permission denied" into an error, rather than
+                // into an empty list that silently reports every lookup.
+                std::fs::read_dir(state_dir)
+                    .map_err(|e| Error::new(ErrorKind::Read, state_dir.to_path_buf(), e))?;
+                let [p, l, d] = LAYOUT_A.map(|f| read_optional(&state_dir.join(f)));
+                Ok(Self::from_layout_a(&p?, &l?, &d?))
+            }
+            Err(e) => Err(Error::new(ErrorKind::Read, policy, e)),
+        }
+    }
+
+    /// Builds a layout-A list from the texts of `profile.domains`,
+    /// `live.domains` and `denied.domains`: (profile ∪ live) − denied, where
+    /// a denied entry removes only that exact entry.
+    pub fn from_layout_a(profile: &str, live: &str, denied: &str) -> Loaded {
+        let mut warnings = Vec::new();
+        let mut allowed: Vec<String> = Vec::new();
+        for (file, text) in [(LAYOUT_A[0], profile), (LAYOUT_A[1], live)] {
+            allowed.extend(layout_a_entries(file, text, &mut warnings));
+        }
+        let denied: std::collections::HashSet<String> =
+            layout_a_entries(LAYOUT_A[2], denied, &mut warnings).collect();
+        let mut table = HashMap::with_hasher(FastBuild::new());
+        for entry in allowed.iter().filter(|e| !denied.contains(*e)) {
+            let (key, wild) = split_wildcard(entry);
+            *table.entry(Box::from(key.as_bytes())).or_insert(0) |=
+                if wild { WILD_ALLOW } else { PLAIN_ALLOW };
+        }
+        Loaded {
+            list: AllowList {
+                layout: Layout::A,
+                table,
+            },
+            warnings,
+        }
+    }
+
+    /// Builds a layout-B list from tier texts (a tier may appear several times or not at all).
+    pub fn from_policy(tiers: &[(Tier, &str)]) -> Loaded {
+        let mut warnings = Vec::new();
+        let mut table: HashMap<Box<[u8]>, u8, FastBuild> = HashMap::with_hasher(FastBuild::new());
+        for &(tier, text) in tiers {
+            let file = format!("{POLICY_DIR}/{}", tier.file_name());
+            for (no, raw) in text.lines().enumerate() {
+                let Some((allow, target)) = parse_policy_line(raw, &file, no + 1, &mut warnings)
+                else {
+                    continue;
+                };
+                let Some(target) = target else { continue };
+                let Some((plain, wild)) = tier.flag(allow) else {
+                    warn(
+                        &mut warnings,
+                        &file,
+                        no + 1,
+                        format_args!(
+                            "`{}{target}` has no effect in this tier",
+                            if allow { '+' } else { '-' }
+                        ),
+                    );
+                    continue;
+                };
+                let (key, is_wild) = split_wildcard(&target);
+                *table.entry(Box::from(key.as_bytes())).or_insert(0) |=
+                    if is_wild { wild } else { plain };
+            }
+        }
+        Loaded {
+            list: AllowList {
+                layout: Layout::B,
+                table,
+            },
+            warnings,
+        }
+    }
+
+    /// Whether a lookup of `name` is allowed: case-insensitive, one trailing
+    /// dot ignored, parents and `*.` wildcards as the layout says.
+    pub fn allows(&self, name: &[u8]) -> bool {
+        if self.table.is_empty() {
+            return false;
+        }
+        let name = name.strip_suffix(b".").unwrap_or(name);
+        if name.is_empty() {
+            return false;
+        }
+        // Lower-case the tail of the name on the stack: only suffixes of at
+        // most MAX_SUFFIX bytes can match an entry.
+        let mut buf = [0u8; MAX_SUFFIX];
+        let tail = &name[name.len().saturating_sub(MAX_SUFFIX)..];
+        let buf = &mut buf[..tail.len()];
+        for (d, s) in buf.iter_mut().zip(tail) {
+            *d = s.to_ascii_lowercase();
+        }
+        let truncated = tail.len() < name.len();
+        let buf: &[u8] = buf;
+
+        let mut start = if truncated {
+            // The first suffix inside the buffer that starts at a label.
+            match memchr::memchr(b'.', buf) {
+                Some(dot) => dot + 1,
+                None => return false,
+            }
+        } else {
+            0
+        };
+        let mut first = !truncated;
+        let mut decided: Option<bool> = None;
+        loop {
+            let suffix = &buf[start..];
+            if let Some(&flags) = self.table.get(suffix) {
+                // The full name matches plain entries only; a parent matches both.
+                let flags = if first { flags & PLAIN_MASK } else { flags };
+                if flags != 0 {
+                    match self.layout {
+                        Layout::A => return true,
+                        Layout::B => {
+                            if flags & (PLAIN_OVERRIDE | WILD_OVERRIDE) != 0 {
+                                return true;
+                            }
+                            if decided.is_none() {
+                                let deny = flags & (PLAIN_DENY | WILD_DENY) != 0;
+                                let allow = flags & (PLAIN_ALLOW | WILD_ALLOW) != 0;
+                                if deny || allow {
+                                    decided = Some(!deny);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            first = false;
+            match memchr::memchr(b'.', suffix) {
+                Some(dot) => start += dot + 1,
+                None => break,
+            }
+            if start >= buf.len() {
+                break;
+            }
+        }
+        decided.unwrap_or(false)
+    }
+}
+
+/// Reads a file that may be missing (then it is empty); invalid UTF-8 is replaced, not fatal.
+fn read_optional(path: &Path) -> Result<String, Error> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(match String::from_utf8(bytes) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(Error::new(ErrorKind::Read, path.to_path_buf(), e)),
+    }
+}
+
+fn warn(warnings: &mut Vec<String>, file: &str, line: usize, why: std::fmt::Arguments<'_>) {
+    let mut msg = String::new();
+    let _ = write!(msg, "{file}:{line}: {why}");
+    warnings.push(msg);
+}
+
+/// Valid, lower-cased entries of one layout-A file; invalid ones become warnings.
+fn layout_a_entries<'t>(
+    file: &'t str,
+    text: &'t str,
+    warnings: &'t mut Vec<String>,
+) -> impl Iterator<Item = String> + 't {
+    text.lines().enumerate().filter_map(move |(no, raw)| {
+        let entry = raw.trim().to_ascii_lowercase();
+        if entry.is_empty() {
+            return None;
+        }
+        if is_valid_domain(&entry) {
+            Some(entry)
+        } else {
+            warn(
+                warnings,
+                file,
+                no + 1,
+                format_args!("skipping `{}`: not a valid domain", printable(raw.trim())),
+            );
+            None
+        }
+    })
+}
+
+/// Parses one layout-B line. `None`: nothing to add (blank, comment, or
+/// skipped with a warning). `Some((allow, None))`: a valid non-domain target.
+fn parse_policy_line(
+    raw: &str,
+    file: &str,
+    no: usize,
+    warnings: &mut Vec<String>,
+) -> Option<(bool, Option<String>)> {
+    let line = raw.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return None;
+    }
+    let allow = match line.as_bytes()[0] {
+        b'+' => true,
+        b'-' => false,
+        _ => {
+            warn(
+                warnings,
+                file,
+                no,
+                format_args!("skipping `{}`: must start with + or -", printable(line)),
+            );
+            return None;
+        }
+    };
+    let rest = line[1..].trim_start();
+    // The target ends at white space, a marker or a comment.
+    let end = rest
+        .find(|c: char| c.is_ascii_whitespace() || c == '%' || c == '#')
+        .unwrap_or(rest.len());
+    let target = rest[..end].to_ascii_lowercase();
+    let mut tail = &rest[end..];
+    // What follows: `%key=value` markers, then optionally `# comment`.
+    loop {
+        tail = tail.trim_start();
+        if tail.is_empty() || tail.starts_with('#') {
+            break;
+        }
+        let end = tail
+            .find(|c: char| c.is_ascii_whitespace() || c == '#')
+            .unwrap_or(tail.len());
+        let marker = &tail[..end];
+        let ok = marker
+            .strip_prefix('%')
+            .and_then(|kv| kv.split_once('='))
+            .is_some_and(|(k, _)| !k.is_empty());
+        if !ok {
+            warn(
+                warnings,
+                file,
+                no,
+                format_args!(
+                    "skipping `{}`: `{}` is not a %key=value marker",
+                    printable(line),
+                    printable(marker)
+                ),
+            );
+            return None;
+        }
+        tail = &tail[end..];
+    }
+    if target.is_empty() {
+        warn(
+            warnings,
+            file,
+            no,
+            format_args!("skipping `{}`: no target", printable(line)),
+        );
+        return None;
+    }
+    if is_non_domain_target(&target) {
+        return Some((allow, None));
+    }
+    if !is_valid_domain(&target) {
+        warn(
+            warnings,
+            file,
+            no,
+            format_args!(
+                "skipping `{}`: target is not a domain, address, CIDR or host:port",
+                printable(line)
+            ),
+        );
+        return None;
+    }
+    Some((allow, Some(target)))
+}
+
+/// IP literals, CIDRs, `host:port` and `localhost:PORT`: valid policy targets
+/// that concern the packet filter, not DNS.
+fn is_non_domain_target(t: &str) -> bool {
+    if t.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    if let Some((addr, len)) = t.split_once('/') {
+        return addr.parse::<IpAddr>().is_ok() && len.parse::<u8>().is_ok();
+    }
+    if let Some(addr) = t.strip_prefix('[') {
+        // [2001:db8::1]:443
+        return addr
+            .split_once("]:")
+            .is_some_and(|(a, p)| a.parse::<IpAddr>().is_ok() && p.parse::<u16>().is_ok());
+    }
+    if let Some((host, port)) = t.rsplit_once(':') {
+        return port.parse::<u16>().is_ok()
+            && (host == "localhost" || host.parse::<IpAddr>().is_ok() || is_valid_domain(host));
+    }
+    false
+}
+
+/// The SPEC §2 rule: optional `*.`, then two or more labels of letters,
+/// digits and inner hyphens, the last alphabetic and at least two long.
+/// Expects lower case.
+pub(crate) fn is_valid_domain(d: &str) -> bool {
+    let d = d.strip_prefix("*.").unwrap_or(d);
+    let mut labels = 0;
+    let mut last = "";
+    for label in d.split('.') {
+        let b = label.as_bytes();
+        let ok = !b.is_empty()
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+            && b[0] != b'-'
+            && b[b.len() - 1] != b'-';
+        if !ok {
+            return false;
+        }
+        labels += 1;
+        last = label;
+    }
+    labels >= 2 && last.len() >= 2 && last.bytes().all(|c| c.is_ascii_lowercase())
+}
+
+fn split_wildcard(entry: &str) -> (&str, bool) {
+    match entry.strip_prefix("*.") {
+        Some(rest) => (rest, true),
+        None => (entry, false),
+    }
+}
+
+/// Warnings reach a terminal: keep control bytes out and long lines short.
+fn printable(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .take(80)
+        .map(|c| if (' '..='~').contains(&c) { c } else { '?' })
+        .collect();
+    if s.chars().count() > 80 {
+        out.push_str("...");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(profile: &str, live: &str, denied: &str) -> AllowList {
+        let l = AllowList::from_layout_a(profile, live, denied);
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        l.list
+    }
+
+    fn b(tiers: &[(Tier, &str)]) -> AllowList {
+        let l = AllowList::from_policy(tiers);
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        l.list
+    }
+
+    fn check(list: &AllowList, allowed: &[&str], blocked: &[&str]) {
+        for n in allowed {
+            assert!(list.allows(n.as_bytes()), "{n} should be allowed");
+        }
+        for n in blocked {
+            assert!(!list.allows(n.as_bytes()), "{n} should be blocked");
+        }
+    }
+
+    #[test]
+    fn layout_a_parents_case_and_trailing_dot() {
+        let l = a("github.com\n\n  Example.ORG  \n", "pypi.org\n", "");
+        check(
+            &l,
+            &[
+                "github.com",
+                "api.github.com",
+                "a.b.c.github.com",
+                "GitHub.COM",
+                "github.com.",
+                "API.GITHUB.COM.",
+                "example.org",
+                "www.example.org",
+                "pypi.org",
+                "files.pypi.org",
+            ],
+            &[
+                "evilgithub.com",
+                "github.com.evil.net",
+                "com",
+                "org",
+                "github.com..",
+                "",
+                ".",
+                "github",
+                "xgithub.com",
+            ],
+        );
+    }
+
+    #[test]
+    fn layout_a_denied_removes_only_the_exact_entry() {
+        // A denied subdomain of an allowed domain still resolves through the parent.
+        let l = a(
+            "github.com\ngist.github.com\npypi.org\n",
+            "",
+            "gist.github.com\npypi.org\n",
+        );
+        check(
+            &l,
+            &["github.com", "gist.github.com", "x.gist.github.com"],
+            &["pypi.org", "files.pypi.org"],
+        );
+        // Denied wins over live too, and over an entry listed twice.
+        let l = a("x.example.com\n", "x.example.com\n", "X.Example.Com\n");
+        check(&l, &[], &["x.example.com"]);
+    }
+
+    #[test]
+    fn layout_a_wildcards_allow_strict_subdomains() {
+        let l = a("*.example.com\n", "", "");
+        check(
+            &l,
+            &["a.example.com", "b.a.example.com", "A.EXAMPLE.COM."],
+            &["example.com", "example.com.", "aexample.com", "com"],
+        );
+        // Denying the wildcard removes it; denying the plain name does not.
+        let l = a(
+            "*.example.com\nexample.net\n*.example.net\n",
+            "",
+            "*.example.com\nexample.net\n",
+        );
+        check(&l, &["a.example.net"], &["a.example.com", "example.net"]);
+    }
+
+    #[test]
+    fn layout_a_invalid_entries_are_skipped_with_a_warning() {
+        let profile = "github.com\nlocalhost\n-bad.com\nbad-.com\nexample.c0m\nexample.c\n# comment\n1.2.3.4\n*.*.example.com\nex ample.com\nexa_mple.com\n*example.com\nok-1.example.io\n\u{7}bell.com\n";
+        let l = AllowList::from_layout_a(profile, "", "a..b.com\n");
+        check(
+            &l.list,
+            &["github.com", "ok-1.example.io"],
+            &["localhost", "example.c0m", "example.c"],
+        );
+        assert_eq!(l.list.len(), 2);
+        let w = &l.warnings;
+        assert_eq!(w.len(), 13, "{w:#?}");
+        assert!(
+            w[0].starts_with("profile.domains:2: skipping `localhost`"),
+            "{}",
+            w[0]
+        );
+        assert!(w[7].starts_with("profile.domains:9: "), "{}", w[7]);
+        assert!(
+            w[11].contains("?bell.com"),
+            "control byte escaped: {}",
+            w[11]
+        );
+        assert!(w[12].starts_with("denied.domains:1: "), "{}", w[12]);
+    }
+
+    #[test]
+    fn domain_rule() {
+        for ok in [
+            "a.bc",
+            "*.a.bc",
+            "1.example.com",
+            "x-y.z.example",
+            "a.b.c.d.ef",
+        ] {
+            assert!(is_valid_domain(ok), "{ok}");
+        }
+        for bad in [
+            "abc", "a.b", "a.b1", "*.abc", "a.-b.com", "*.", "", ".a.bc", "a.bc.", "a.BC", "a..bc",
+            "**.a.bc",
+        ] {
+            assert!(!is_valid_domain(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn layout_b_formula_and_grammar() {
+        let l = b(&[
+            (Tier::Override, "# break glass\n+override.example.com %by=ops # why\n"),
+            (Tier::SecurityDeny, "-vault.example.com\n-evil.example.org %source=feed\n"),
+            (Tier::ProviderAllow, "+example.com\n+api.provider.io\n"),
+            (Tier::ProjectAllow, "\n  +pypi.org   %a=1 %b=2\n+203.0.113.5\n+198.51.100.0/24\n+github.com:443\n+localhost:8080\n+2001:db8::1\n"),
+            (Tier::Live, "+live.example.net\n-pypi.org\n"),
+        ]);
+        check(
+            &l,
+            &[
+                "override.example.com",
+                "example.com",
+                "www.example.com",
+                "API.provider.io.",
+                "live.example.net",
+            ],
+            &[
+                "vault.example.com",
+                "x.vault.example.com",
+                "evil.example.org",
+                "pypi.org",
+                "files.pypi.org",
+                "github.com",
+                "localhost",
+                "203.0.113.5",
+                "other.net",
+            ],
+        );
+    }
+
+    #[test]
+    fn layout_b_most_specific_name_decides() {
+        let l = b(&[
+            (Tier::ProviderAllow, "+example.com\n+ok.bad.example.com\n"),
+            (Tier::SecurityDeny, "-bad.example.com\n"),
+        ]);
+        check(
+            &l,
+            &[
+                "example.com",
+                "a.example.com",
+                "ok.bad.example.com",
+                "x.ok.bad.example.com",
+            ],
+            &["bad.example.com", "x.bad.example.com"],
+        );
+    }
+
+    #[test]
+    fn layout_b_deny_beats_allow_at_the_same_name() {
+        let l = b(&[
+            (Tier::ProjectAllow, "+example.com\n"),
+            (Tier::Live, "-example.com\n+example.com\n"),
+        ]);
+        check(&l, &[], &["example.com", "a.example.com"]);
+    }
+
+    #[test]
+    fn layout_b_override_anywhere_on_the_way_wins() {
+        let l = b(&[
+            (Tier::Override, "+example.com\n"),
+            (Tier::SecurityDeny, "-bad.example.com\n-example.com\n"),
+        ]);
+        check(
+            &l,
+            &["example.com", "bad.example.com", "x.bad.example.com"],
+            &["example.org"],
+        );
+    }
+
+    #[test]
+    fn layout_b_no_entry_blocks() {
+        let l = b(&[(Tier::SecurityDeny, "-bad.example\n")]);
+        check(&l, &[], &["good.example", "bad.example", "x.bad.example"]);
+        let l = b(&[]);
+        check(&l, &[], &["anything.example"]);
+    }
+
+    #[test]
+    fn layout_b_wildcards() {
+        let l = b(&[
+            (Tier::ProviderAllow, "+*.example.com\n"),
+            (Tier::SecurityDeny, "-*.bad.example.com\n"),
+        ]);
+        check(
+            &l,
+            &["a.example.com", "bad.example.com"],
+            &["example.com", "x.bad.example.com", "y.x.bad.example.com"],
+        );
+        // A wildcard override covers subdomains, not the name itself.
+        let l = b(&[
+            (Tier::Override, "+*.example.com\n"),
+            (Tier::SecurityDeny, "-example.com\n"),
+        ]);
+        check(&l, &["a.example.com"], &["example.com"]);
+    }
+
+    #[test]
+    fn layout_b_invalid_lines_warn() {
+        let l = AllowList::from_policy(&[
+            (Tier::ProviderAllow, "example.com\n+\n+ok.example %novalue\n+bad_name.example\n*x\n+fine.example # c\n+x.example junk\n"),
+            (Tier::Override, "-nothing.example\n"),
+            (Tier::SecurityDeny, "+nothing.example\n"),
+        ]);
+        check(
+            &l.list,
+            &["fine.example"],
+            &["example.com", "ok.example", "x.example"],
+        );
+        let w = &l.warnings;
+        assert_eq!(w.len(), 8, "{w:#?}");
+        assert!(w[0].starts_with("policy/30-provider-allow:1: "), "{}", w[0]);
+        assert!(w[2].contains("%novalue"), "{}", w[2]);
+        assert!(w[6].starts_with("policy/10-override:1: "), "{}", w[6]);
+        assert!(w[7].contains("no effect"), "{}", w[7]);
+    }
+
+    #[test]
+    fn empty_list_allows_nothing() {
+        check(&AllowList::empty(), &[], &["example.com", ""]);
+    }
+
+    #[test]
+    fn very_long_names_match_on_their_tail_only() {
+        let l = a("example.com\n", "", "");
+        let long = format!("{}.example.com", "a".repeat(1000));
+        assert!(l.allows(long.as_bytes()));
+        let long_label = format!("{}.example.net", "b.".repeat(400));
+        assert!(!l.allows(long_label.as_bytes()));
+        // A truncated tail must not start mid-label: "xexample.com" is not "example.com".
+        let tricky = format!("{}xexample.com", "c".repeat(300));
+        assert!(!l.allows(tricky.as_bytes()));
+    }
+
+    #[test]
+    fn load_detects_layouts_and_reports_unreadable_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        // Nothing there yet: layout A, empty.
+        let l = AllowList::load(dir.path()).unwrap();
+        assert_eq!(l.list.layout(), Layout::A);
+        assert!(l.list.is_empty());
+        std::fs::write(
+            dir.path().join("profile.domains"),
+            "github.com\nnot valid\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("denied.domains"), "github.com\n").unwrap();
+        std::fs::write(dir.path().join("live.domains"), "pypi.org\n").unwrap();
+        let l = AllowList::load(dir.path()).unwrap();
+        check(&l.list, &["pypi.org"], &["github.com"]);
+        assert_eq!(
+            l.warnings,
+            ["profile.domains:2: skipping `not valid`: not a valid domain"]
+        );
+
+        std::fs::create_dir(dir.path().join("policy")).unwrap();
+        std::fs::write(dir.path().join("policy/30-provider-allow"), "+github.com\n").unwrap();
+        let l = AllowList::load(dir.path()).unwrap();
+        assert_eq!(l.list.layout(), Layout::B);
+        check(&l.list, &["api.github.com"], &["pypi.org"]);
+
+        // A tier that is a directory cannot be read: an error naming the file.
+        std::fs::create_dir(dir.path().join("policy/live")).unwrap();
+        let err = AllowList::load(dir.path()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Read);
+        assert!(err.to_string().contains("policy/live"), "{err}");
+
+        let missing = dir.path().join("nope");
+        let err = AllowList::load(&missing).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Read);
+        assert_eq!(
+            AllowList::watched_paths(dir.path()),
+            [dir.path().to_path_buf(), dir.path().join("policy")]
+        );
+    }
+}
