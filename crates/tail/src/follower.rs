@@ -179,6 +179,10 @@ pub struct Follower {
     pre_existing: Vec<(u64, u64)>,
     watch: Option<Watch>,
     stats: Stats,
+    /// Files we finished reading (moved on from), most recent last, at most 64.
+    done: Vec<(u64, u64, Fingerprint)>,
+    /// `read_available` stopped before it was done: the next `wait` returns at once.
+    more: bool,
     len_at_open: u64,
     last: Cursor,
 }
@@ -219,6 +223,8 @@ impl Follower {
             next: VecDeque::new(),
             watch,
             stats: Stats::default(),
+            more: false,
+            done: Vec::new(),
             len_at_open: 0,
             last: Cursor::NONE,
         };
@@ -259,7 +265,9 @@ impl Follower {
         };
         self.ensure_dir_watch();
         // Each pass reads the current file to its end, then decides whether to move on; a
-        // bounded number of passes guards against a path that changes identity endlessly.
+        // bounded number of passes guards against a path that changes identity endlessly
+        // (what is left is picked up by the next call, which `wait` then does not delay).
+        self.more = true;
         for _ in 0..64 {
             if self.cur.is_some() {
                 if self.truncated()? {
@@ -274,11 +282,15 @@ impl Follower {
                         self.install(t, 0, false)?;
                         continue;
                     }
-                    None => break,
+                    None => {
+                        self.more = false;
+                        break;
+                    }
                 }
             };
             let cur_id = (cur.dev, cur.ino);
             if at_path.is_some_and(|s| (s.dev, s.ino) == cur_id) {
+                self.more = false;
                 break;
             }
             // Our file is no longer at the path: it was renamed or deleted. Collect the files
@@ -294,6 +306,7 @@ impl Follower {
                 self.move_on(next, &mut emit)?;
                 continue;
             }
+            self.more = false;
             break;
         }
         Ok(delivered)
@@ -303,6 +316,9 @@ impl Follower {
     /// have changed, or until `timeout` passes. No busy loop: an idle follower uses no CPU.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<(), Error> {
         let deadline = timeout.map(|t| Instant::now() + t);
+        if std::mem::take(&mut self.more) {
+            return Ok(());
+        }
         if self.watch.is_none() {
             return self.poll_wait(deadline);
         }
@@ -573,6 +589,16 @@ impl Follower {
         self.pump(emit)?;
         self.finish_partial(emit);
         self.stats.rotations += 1;
+        if let Some(cur) = &self.cur {
+            // Never read a finished file again, whatever name it has by now. A deleted one
+            // cannot be met again (its inode number can: by a new file, once we let go).
+            if cur.fp.len > 0 && cur.file.metadata().is_ok_and(|m| m.nlink() > 0) {
+                if self.done.len() >= 64 {
+                    self.done.remove(0);
+                }
+                self.done.push((cur.dev, cur.ino, cur.fp));
+            }
+        }
         self.install(next, 0, false)
     }
 
@@ -727,7 +753,7 @@ impl Follower {
         if let Some(s) = at_path {
             if !known(&self.next, (s.dev, s.ino)) {
                 if let Some(mut t) = self.open_path()? {
-                    if !known(&self.next, (t.dev, t.ino)) {
+                    if !known(&self.next, (t.dev, t.ino)) && !self.is_done(&t) {
                         t.wd = self.watch_file(&t);
                         self.next.push_back(t);
                     }
@@ -758,7 +784,7 @@ impl Follower {
                 continue;
             };
             let id = (t.dev, t.ino);
-            if id == cur_id {
+            if id == cur_id || self.is_done(&t) {
                 continue;
             }
             match self.next.iter().position(|n| (n.dev, n.ino) == id) {
@@ -773,6 +799,14 @@ impl Follower {
         ordered.extend(self.next.drain(..));
         self.next = ordered;
         Ok(())
+    }
+
+    /// Whether `t` is a file we already finished: same identity and same first bytes (an
+    /// inode number alone may have been re-used after the file was deleted).
+    fn is_done(&self, t: &Tracked) -> bool {
+        self.done
+            .iter()
+            .any(|&(dev, ino, fp)| (dev, ino) == (t.dev, t.ino) && matches_fingerprint(&t.file, fp))
     }
 
     /// Paths of the numbered rotations newer than the current file, oldest first.
@@ -819,8 +853,14 @@ impl Follower {
             let path = self.dir.join(std::ffi::OsStr::from_bytes(&p));
             // Only files written after ours: a naming scheme that counts the other way must
             // never make us read an old file again.
+            // Files already queued keep their place in the numbering, even while empty.
             if std::fs::metadata(&path).is_ok_and(|m| {
-                m.is_file() && m.size() > 0 && (m.mtime(), m.mtime_nsec()) >= cur_mtime
+                let queued = self
+                    .next
+                    .iter()
+                    .any(|t| (t.dev, t.ino) == (m.dev(), m.ino()));
+                m.is_file()
+                    && (queued || (m.size() > 0 && (m.mtime(), m.mtime_nsec()) >= cur_mtime))
             }) {
                 out.push(path);
             }

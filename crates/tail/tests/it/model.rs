@@ -301,3 +301,55 @@ proptest! {
         h.finish();
     }
 }
+
+/// Histories that once failed, kept as plain tests (proptest's seed file also replays them).
+#[test]
+fn model_regressions() {
+    use Op::*;
+    let histories: Vec<Vec<Op>> = vec![
+        vec![
+            Line(vec![]),
+            Rotate,
+            Reopen,
+            Rotate,
+            Reopen,
+            Rotate,
+            Line(vec![]),
+            Reopen,
+            Line(vec![]),
+        ],
+        vec![
+            Delete,
+            Line(vec![]),
+            Line(vec![]),
+            Delete,
+            Line(vec![b'a']),
+            Rotate,
+        ],
+        vec![
+            Delete,
+            Create,
+            Delete,
+            Reopen,
+            Rotate,
+            Restart,
+            Line(vec![]),
+        ],
+        vec![
+            Line(vec![]),
+            Rotate,
+            Line(vec![]),
+            Reopen,
+            Line(vec![]),
+            CopyTruncate,
+        ],
+    ];
+    for ops in histories {
+        eprintln!("history {ops:?}");
+        let mut h = Harness::new();
+        for op in &ops {
+            h.apply(op);
+        }
+        h.finish();
+    }
+}
