@@ -1,0 +1,5 @@
+//! Integration tests of shield-dnsmasq: properties over generated input, and a live dnsmasq.
+
+mod live;
+mod model;
+mod roundtrip;
