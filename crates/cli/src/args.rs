@@ -132,8 +132,11 @@ mod tests {
 
     #[test]
     fn source_lists_parse() {
-        let args = Args::try_parse_from(["shield-watch", "-s", "d", "--source", "dns,nflog"]).unwrap();
+        let args =
+            Args::try_parse_from(["shield-watch", "-s", "d", "--source", "dns,nflog"]).unwrap();
         assert_eq!(args.source, [SourceName::Dns, SourceName::Nflog]);
-        assert!(Args::try_parse_from(["shield-watch", "-s", "d", "--source", "dns,bogus"]).is_err());
+        assert!(
+            Args::try_parse_from(["shield-watch", "-s", "d", "--source", "dns,bogus"]).is_err()
+        );
     }
 }

@@ -13,6 +13,7 @@ mod text;
 use std::collections::BTreeMap;
 use std::io;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::thread;
 
 use clap::Parser;
@@ -131,6 +132,14 @@ fn run(args: Args) -> Result<(), Failure> {
         None => shield_tail::Start::End,
     };
 
+    let cache = (state.tier.has_dnsmasq()
+        && (selected.contains(&SourceName::Dns) || selected.contains(&SourceName::Nflog)))
+    .then(|| {
+        Arc::new(Mutex::new(shield_dnsmasq::DomainCache::new(
+            args.domain_cache,
+        )))
+    });
+
     for source in &selected {
         match source {
             SourceName::Audit => {
@@ -153,19 +162,69 @@ fn run(args: Args) -> Result<(), Failure> {
                     container: container.clone(),
                     summary: summary.clone(),
                 };
-                let ready = ready_tx.clone();
+                let ready = Some(ready_tx.clone());
                 thread::Builder::new()
                     .name("audit".into())
                     .spawn(move || file.run(ready, handler))
                     .expect("spawning a thread");
             }
-            SourceName::Dns | SourceName::Nflog => {
-                let _ = ready_tx.send(Ready {
-                    source: *source,
-                    result: Err("this source is not built yet".into()),
-                });
+            SourceName::Dns => {} // started below, with the cache it shares
+            SourceName::Nflog => {
+                let nflog = sources::nflog::NflogSource {
+                    group: args.nflog_group,
+                    netns: args.netns.clone(),
+                    container: container.clone(),
+                    cache: cache.clone(),
+                    tx: tx.clone(),
+                    summary: summary.clone(),
+                };
+                let ready = ready_tx.clone();
+                thread::Builder::new()
+                    .name("nflog".into())
+                    .spawn(move || nflog.run(ready))
+                    .expect("spawning a thread");
             }
         }
+    }
+    // The query log is read once, by one thread, whether it reports blocked lookups (the dns
+    // source) or only names addresses for nflog events (the cache), or both.
+    if let Some(cache) = &cache {
+        let emit = selected.contains(&SourceName::Dns);
+        let path = state.dnsmasq_log();
+        if let Err(err) = state::ensure_file(&path) {
+            eprintln!(
+                "shield-watch: dns: cannot create {}: {err}; waiting for it",
+                path.display()
+            );
+        }
+        let start = start_for("dns");
+        let prime_only_existing = matches!(start, shield_tail::Start::End);
+        let file = FileSource {
+            source: SourceName::Dns,
+            path,
+            // Existing content is read for the cache even when events start at the end.
+            start: if prime_only_existing {
+                shield_tail::Start::Beginning
+            } else {
+                start
+            },
+            options: options.clone(),
+            tx: tx.clone(),
+            summary: summary.clone(),
+        };
+        let handler = sources::dns::DnsLines::new(
+            args.all_query_types,
+            sources::dns::SharedAllowList::load_and_watch(&state.dir),
+            cache.clone(),
+            container.clone(),
+            prime_only_existing,
+            emit,
+        );
+        let ready = if emit { Some(ready_tx.clone()) } else { None };
+        thread::Builder::new()
+            .name("dns".into())
+            .spawn(move || file.run(ready, handler))
+            .expect("spawning a thread");
     }
     drop(ready_tx);
 
@@ -255,8 +314,9 @@ fn wait_until_ready(
             recv(writer_done_rx) -> end => return Some(Stop::Writer(end.unwrap_or(WriterEnd::Done))),
         }
     }
-    running.sort();
-    let names: Vec<&str> = running.iter().map(|s| s.as_str()).collect();
+    // Alphabetical, whatever order the sources became ready in: one stable line to wait for.
+    let mut names: Vec<&str> = running.iter().map(|s| s.as_str()).collect();
+    names.sort_unstable();
     eprintln!("shield-watch: ready ({})", names.join(","));
     None
 }

@@ -48,10 +48,16 @@ impl std::fmt::Display for StateError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StateError::NoTier(path, err, content) => {
-                write!(f, "DNS tier not set — container may not be shielded ({}: ", path.display())?;
+                write!(
+                    f,
+                    "DNS tier not set — container may not be shielded ({}: ",
+                    path.display()
+                )?;
                 match (err, content) {
                     (Some(err), _) => write!(f, "{err})"),
-                    (None, Some(content)) => write!(f, "unknown tier {:?})", shield_event::sanitize(content)),
+                    (None, Some(content)) => {
+                        write!(f, "unknown tier {:?})", shield_event::sanitize(content))
+                    }
                     (None, None) => write!(f, "empty)"),
                 }
             }
@@ -80,9 +86,16 @@ impl StateDir {
             .map_err(|e| StateError::NoTier(tier_path.clone(), Some(e), None))?;
         let tier = Tier::parse(&text).ok_or_else(|| {
             let trimmed = text.trim();
-            StateError::NoTier(tier_path, None, (!trimmed.is_empty()).then(|| trimmed.to_string()))
+            StateError::NoTier(
+                tier_path,
+                None,
+                (!trimmed.is_empty()).then(|| trimmed.to_string()),
+            )
         })?;
-        Ok(StateDir { dir: dir.to_path_buf(), tier })
+        Ok(StateDir {
+            dir: dir.to_path_buf(),
+            tier,
+        })
     }
 
     /// The dnsmasq query log.
@@ -108,7 +121,11 @@ impl StateDir {
 /// Creates `path` empty when it does not exist, as the reference does, so writers and we agree
 /// on the file from the start. Failing to create it is not fatal: the follower waits for it.
 pub fn ensure_file(path: &Path) -> io::Result<()> {
-    fs::OpenOptions::new().create(true).append(true).open(path).map(drop)
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map(drop)
 }
 
 #[cfg(test)]

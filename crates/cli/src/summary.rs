@@ -28,7 +28,9 @@ pub struct Counts {
 impl Summary {
     /// Locks the counters; a panic elsewhere never disables the summary.
     pub fn lock(&self) -> MutexGuard<'_, Counts> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Counts one skipped input.
@@ -88,7 +90,9 @@ mod tests {
         summary.skip("audit", "invalid_json");
         {
             let mut counts = summary.lock();
-            counts.events.insert(("dns".into(), "blocked_query".into()), 3);
+            counts
+                .events
+                .insert(("dns".into(), "blocked_query".into()), 3);
             counts.events.insert(("audit".into(), "denied".into()), 1);
             counts.rotations.insert("dns", 1);
             counts.overruns = 1;

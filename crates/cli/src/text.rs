@@ -16,7 +16,9 @@ impl TextStyle {
     pub fn detect() -> TextStyle {
         use std::io::IsTerminal;
         let no_colour = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        TextStyle { colour: io::stdout().is_terminal() && !no_colour }
+        TextStyle {
+            colour: io::stdout().is_terminal() && !no_colour,
+        }
     }
 
     /// Writes `event` as one line.
@@ -85,7 +87,8 @@ fn proto_name(proto: i64) -> String {
 fn colour_for(action: &str) -> Option<&'static str> {
     if action.starts_with("blocked") || action == "denied" || action == "queued_connection" {
         Some("\x1b[1;31m")
-    } else if action.contains("private") || action.contains("overrun") || action.contains("bypass") {
+    } else if action.contains("private") || action.contains("overrun") || action.contains("bypass")
+    {
         Some("\x1b[1;33m")
     } else if action.starts_with("allowed") || action == "setup" || action == "shield_up" {
         Some("\x1b[32m")
@@ -117,7 +120,9 @@ mod tests {
     #[test]
     fn aligned_columns_without_colour() {
         let mut out = Vec::new();
-        TextStyle { colour: false }.write(&sample(), &mut out).unwrap();
+        TextStyle { colour: false }
+            .write(&sample(), &mut out)
+            .unwrap();
         let line = String::from_utf8(out).unwrap();
         assert_eq!(
             line,
@@ -130,8 +135,12 @@ mod tests {
     #[test]
     fn colour_only_when_asked() {
         let mut out = Vec::new();
-        TextStyle { colour: true }.write(&sample(), &mut out).unwrap();
-        assert!(String::from_utf8(out).unwrap().contains("\x1b[1;31mblocked_connection"));
+        TextStyle { colour: true }
+            .write(&sample(), &mut out)
+            .unwrap();
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains("\x1b[1;31mblocked_connection"));
     }
 
     #[test]

@@ -178,8 +178,8 @@ mod tests {
 
     #[test]
     fn mistyped_known_keys_keep_defaults_and_go_to_extra() {
-        let event =
-            parse(r#"{"ts":5,"action":null,"port":"443","proto":"gre","container":["a"]}"#).unwrap();
+        let event = parse(r#"{"ts":5,"action":null,"port":"443","proto":"gre","container":["a"]}"#)
+            .unwrap();
         assert_eq!(event.ts, "NOW");
         assert_eq!(event.action, "unknown");
         assert_eq!(event.container, "ctr");
@@ -188,7 +188,12 @@ mod tests {
         let extra: Vec<_> = event.extra.iter().collect();
         assert_eq!(
             extra,
-            [("ts", "5"), ("port", "443"), ("proto", "gre"), ("container", "[\"a\"]")]
+            [
+                ("ts", "5"),
+                ("port", "443"),
+                ("proto", "gre"),
+                ("container", "[\"a\"]")
+            ]
         );
     }
 

@@ -258,7 +258,10 @@ mod tests {
         event.detail = "say \"hi\" \\ \u{202e}\x1b[2J".into();
         event.extra.insert("k\u{7}ey", "v\nal");
         let line = event.to_json_line();
-        assert!(line.contains("\"detail\":\"say \\\"hi\\\" \\\\   [2J\""), "{line}");
+        assert!(
+            line.contains("\"detail\":\"say \\\"hi\\\" \\\\   [2J\""),
+            "{line}"
+        );
         assert!(line.contains("\"extra\":{\"k ey\":\"v al\"}"), "{line}");
     }
 

@@ -47,7 +47,11 @@ impl fmt::Display for Sanitized<'_> {
         // The cap counts characters of the input, as the reference does; only the rare long value
         // pays for counting them.
         let cut = value.len() > MAX_LEN && value.chars().count() > MAX_LEN;
-        let keep = if cut { MAX_LEN - MARKER.len() } else { usize::MAX };
+        let keep = if cut {
+            MAX_LEN - MARKER.len()
+        } else {
+            usize::MAX
+        };
         let mut run_start = None;
         let mut end = value.len();
         for (written, (index, c)) in value.char_indices().enumerate() {

@@ -42,24 +42,33 @@ pub trait LineHandler {
 impl FileSource {
     /// Opens the file, reports readiness, then follows it until the process ends.
     /// Errors after readiness are reported on stderr and end this source only.
-    pub fn run(self, ready: Sender<Ready>, mut handler: impl LineHandler) {
+    /// `ready` is `None` when nobody waits for this source (the cache-only reading of the query
+    /// log when the dns source itself was not selected).
+    pub fn run(self, ready: Option<Sender<Ready>>, mut handler: impl LineHandler) {
         let name = self.source.as_str();
         let mut follower = match Follower::open(&self.path, self.start, self.options) {
             Ok(follower) => follower,
             Err(err) => {
-                let _ = ready.send(Ready {
-                    source: self.source,
-                    result: Err(format!("cannot follow {}: {err}", self.path.display())),
-                });
+                let reason = format!("cannot follow {}: {err}", self.path.display());
+                match ready {
+                    Some(ready) => {
+                        let _ = ready.send(Ready {
+                            source: self.source,
+                            result: Err(reason),
+                        });
+                    }
+                    None => eprintln!("shield-watch: {name}: {reason}"),
+                }
                 return;
             }
         };
         handler.opened(follower.len_at_open());
-        let _ = ready.send(Ready {
-            source: self.source,
-            result: Ok(()),
-        });
-        drop(ready);
+        if let Some(ready) = ready {
+            let _ = ready.send(Ready {
+                source: self.source,
+                result: Ok(()),
+            });
+        }
 
         let mut warned_long = false;
         let mut last_sent = None;

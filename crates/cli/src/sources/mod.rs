@@ -1,9 +1,11 @@
 //! The source threads: each opens its input, says whether it is ready, then feeds the channel.
 
 pub mod audit;
+pub mod dns;
 pub mod follow;
+pub mod nflog;
 
-use crate::args::SourceName;
+use shield_watch_cli::SourceName;
 
 /// What a source tells main once it has opened its input (or given up).
 #[derive(Debug)]

@@ -8,7 +8,10 @@ fn audit_lines_become_exact_events_in_order() {
     // Content present before start is not replayed (the reference starts at the end).
     state.append("audit.jsonl", b"{\"ts\":\"old\",\"action\":\"setup\"}\n");
     let mut watch = Watch::start(&state, &["--no-nflog", "--container", "ctr"]);
-    assert_eq!(watch.stderr_seen.last().unwrap(), "shield-watch: ready (audit)");
+    assert_eq!(
+        watch.stderr_seen.last().unwrap(),
+        "shield-watch: ready (audit)"
+    );
 
     let bidi_and_controls = format!(
         "{}\\u001b[31m\\u0007{}\u{202e}{}",
@@ -22,7 +25,12 @@ fn audit_lines_become_exact_events_in_order() {
     );
     input.extend_from_slice(b"\n[1,2,3]\n{not json\n\n");
     input.extend_from_slice(b"{\"ts\":\"t2\",\"action\":\"blocked\",\"detail\":\"a\xff\xfeb\",\"proto\":17,\"port\":53}\n");
-    input.extend_from_slice(format!("{{\"ts\":\"t3\",\"action\":\"shield_down\",\"detail\":\"{bidi_and_controls}\"}}\n").as_bytes());
+    input.extend_from_slice(
+        format!(
+            "{{\"ts\":\"t3\",\"action\":\"shield_down\",\"detail\":\"{bidi_and_controls}\"}}\n"
+        )
+        .as_bytes(),
+    );
     input.extend_from_slice(b"{\"action\":\"teardown\"}\n");
     state.append("audit.jsonl", &input);
     // Half a line: nothing may come out until it is finished.
@@ -42,18 +50,28 @@ fn audit_lines_become_exact_events_in_order() {
         r#"{"ts":"t2","source":"audit","action":"blocked","container":"ctr","detail":"a  b","port":53,"proto":17}"#
     );
     // 100 A, ESC, '[31m', BEL, 100 B, RLO, 100 C = 306 characters: cut to 253 + "...".
-    let full = format!("{} [31m {} {}", "A".repeat(100), "B".repeat(100), "C".repeat(100));
+    let full = format!(
+        "{} [31m {} {}",
+        "A".repeat(100),
+        "B".repeat(100),
+        "C".repeat(100)
+    );
     let cut = format!("{}...", &full[..253]);
     assert_eq!(
         lines[2],
-        format!(r#"{{"ts":"t3","source":"audit","action":"shield_down","container":"ctr","detail":"{cut}"}}"#)
+        format!(
+            r#"{{"ts":"t3","source":"audit","action":"shield_down","container":"ctr","detail":"{cut}"}}"#
+        )
     );
     // No ts in the entry: now, in the stream's format.
     let (head, tail) = lines[3].split_at(r#"{"ts":""#.len());
     assert_eq!(head, r#"{"ts":""#);
     let ts = &tail[..32];
     assert!(ts.ends_with("+00:00") && ts.as_bytes()[19] == b'.', "{ts}");
-    assert_eq!(&tail[32..], r#"","source":"audit","action":"teardown","container":"ctr"}"#);
+    assert_eq!(
+        &tail[32..],
+        r#"","source":"audit","action":"teardown","container":"ctr"}"#
+    );
 
     state.append("audit.jsonl", b"ker\"}\n");
     assert_eq!(
@@ -65,7 +83,10 @@ fn audit_lines_become_exact_events_in_order() {
     watch.signal(libc::SIGTERM);
     let (status, stderr) = watch.wait_exit();
     assert_eq!(status.code(), Some(0), "{stderr:#?}");
-    let summary = stderr.iter().find(|l| l.starts_with("shield-watch: summary:")).expect("summary");
+    let summary = stderr
+        .iter()
+        .find(|l| l.starts_with("shield-watch: summary:"))
+        .expect("summary");
     assert!(summary.contains("5 events"), "{summary}");
     assert!(summary.contains("audit/invalid_json=1"), "{summary}");
     assert!(summary.contains("audit/not_an_object=1"), "{summary}");
@@ -75,7 +96,10 @@ fn audit_lines_become_exact_events_in_order() {
 #[test]
 fn from_start_replays_existing_content() {
     let state = State::new(Some("getent"));
-    state.append("audit.jsonl", b"{\"ts\":\"a\",\"action\":\"setup\"}\n{\"ts\":\"b\",\"action\":\"shield_up\"}\n");
+    state.append(
+        "audit.jsonl",
+        b"{\"ts\":\"a\",\"action\":\"setup\"}\n{\"ts\":\"b\",\"action\":\"shield_up\"}\n",
+    );
     let mut watch = Watch::start(&state, &["--no-nflog", "--from-start", "-c", "x"]);
     assert_eq!(
         watch.lines(2),
@@ -93,9 +117,16 @@ fn a_missing_audit_log_is_created_and_followed() {
     let mut watch = Watch::start(&state, &["--no-nflog"]);
     assert!(state.file("audit.jsonl").exists());
     state.append("audit.jsonl", b"{\"ts\":\"a\",\"action\":\"setup\"}\n");
-    let name = state.path().file_name().unwrap().to_string_lossy().into_owned();
+    let name = state
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     assert_eq!(
         watch.lines(1),
-        [format!(r#"{{"ts":"a","source":"audit","action":"setup","container":"{name}"}}"#)]
+        [format!(
+            r#"{{"ts":"a","source":"audit","action":"setup","container":"{name}"}}"#
+        )]
     );
 }

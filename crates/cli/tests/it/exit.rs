@@ -7,10 +7,14 @@ use crate::support::{run_to_exit, State, Watch};
 #[test]
 fn no_tier_exits_1_with_the_message() {
     let state = State::new(None);
-    let (status, stdout, stderr) = run_to_exit(&[OsStr::new("--state-dir"), state.path().as_os_str()]);
+    let (status, stdout, stderr) =
+        run_to_exit(&[OsStr::new("--state-dir"), state.path().as_os_str()]);
     assert_eq!(status.code(), Some(1));
     assert!(stdout.is_empty());
-    assert!(stderr.contains("DNS tier not set — container may not be shielded"), "{stderr}");
+    assert!(
+        stderr.contains("DNS tier not set — container may not be shielded"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -18,12 +22,18 @@ fn unknown_tier_exits_1() {
     let state = State::new(Some("bind9\n"));
     let (status, _, stderr) = run_to_exit(&[OsStr::new("-s"), state.path().as_os_str()]);
     assert_eq!(status.code(), Some(1));
-    assert!(stderr.contains("DNS tier not set") && stderr.contains("bind9"), "{stderr}");
+    assert!(
+        stderr.contains("DNS tier not set") && stderr.contains("bind9"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn missing_state_dir_exits_1() {
-    let (status, _, stderr) = run_to_exit(&[OsStr::new("-s"), OsStr::new("/nonexistent/shield-watch-state")]);
+    let (status, _, stderr) = run_to_exit(&[
+        OsStr::new("-s"),
+        OsStr::new("/nonexistent/shield-watch-state"),
+    ]);
     assert_eq!(status.code(), Some(1));
     assert!(stderr.contains("cannot read state directory"), "{stderr}");
 }
@@ -32,11 +42,30 @@ fn missing_state_dir_exits_1() {
 fn usage_errors_exit_2() {
     let state = State::new(Some("lookup"));
     for args in [
-        vec![OsStr::new("-s"), state.path().as_os_str(), OsStr::new("--bogus")],
+        vec![
+            OsStr::new("-s"),
+            state.path().as_os_str(),
+            OsStr::new("--bogus"),
+        ],
         vec![],
-        vec![OsStr::new("-s"), state.path().as_os_str(), OsStr::new("--format"), OsStr::new("xml")],
-        vec![OsStr::new("-s"), state.path().as_os_str(), OsStr::new("--dedup"), OsStr::new("soon")],
-        vec![OsStr::new("-s"), state.path().as_os_str(), OsStr::new("--source"), OsStr::new("dns,smtp")],
+        vec![
+            OsStr::new("-s"),
+            state.path().as_os_str(),
+            OsStr::new("--format"),
+            OsStr::new("xml"),
+        ],
+        vec![
+            OsStr::new("-s"),
+            state.path().as_os_str(),
+            OsStr::new("--dedup"),
+            OsStr::new("soon"),
+        ],
+        vec![
+            OsStr::new("-s"),
+            state.path().as_os_str(),
+            OsStr::new("--source"),
+            OsStr::new("dns,smtp"),
+        ],
     ] {
         let (status, stdout, stderr) = run_to_exit(&args);
         assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
@@ -50,18 +79,39 @@ fn help_documents_every_flag_with_its_default_and_version_prints() {
     let (status, help, _) = run_to_exit(&[OsStr::new("--help")]);
     assert_eq!(status.code(), Some(0));
     for flag in [
-        "--state-dir", "--container", "--format", "--source", "--action", "--from-start", "--cursor",
-        "--nflog-group", "--no-nflog", "--netns", "--all-query-types", "--dedup", "--domain-cache",
-        "--max-line", "--help", "--version",
+        "--state-dir",
+        "--container",
+        "--format",
+        "--source",
+        "--action",
+        "--from-start",
+        "--cursor",
+        "--nflog-group",
+        "--no-nflog",
+        "--netns",
+        "--all-query-types",
+        "--dedup",
+        "--domain-cache",
+        "--max-line",
+        "--help",
+        "--version",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
-    for default in ["[default: json]", "[default: 100]", "[default: 65536]", "[default: the state dir's basename]"] {
+    for default in [
+        "[default: json]",
+        "[default: 100]",
+        "[default: 65536]",
+        "[default: the state dir's basename]",
+    ] {
         assert!(help.contains(default), "--help lacks {default}:\n{help}");
     }
     let (status, version, _) = run_to_exit(&[OsStr::new("--version")]);
     assert_eq!(status.code(), Some(0));
-    assert_eq!(version.trim(), format!("shield-watch {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        version.trim(),
+        format!("shield-watch {}", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]
@@ -72,7 +122,12 @@ fn sigterm_and_sigint_stop_cleanly_with_a_summary() {
         watch.signal(signal);
         let (status, stderr) = watch.wait_exit();
         assert_eq!(status.code(), Some(0), "{stderr:#?}");
-        assert!(stderr.iter().any(|l| l.starts_with("shield-watch: summary: 0 events")), "{stderr:#?}");
+        assert!(
+            stderr
+                .iter()
+                .any(|l| l.starts_with("shield-watch: summary: 0 events")),
+            "{stderr:#?}"
+        );
     }
 }
 
@@ -99,5 +154,10 @@ fn closed_stdout_ends_quietly_with_0() {
     state.append("audit.jsonl", &line);
     let (status, stderr) = watch.wait_exit();
     assert_eq!(status.code(), Some(0), "{stderr:#?}");
-    assert!(!stderr.iter().any(|l| l.contains("panicked") || l.contains("Broken pipe")), "{stderr:#?}");
+    assert!(
+        !stderr
+            .iter()
+            .any(|l| l.contains("panicked") || l.contains("Broken pipe")),
+        "{stderr:#?}"
+    );
 }

@@ -57,14 +57,20 @@ fn cursor_resumes_with_nothing_lost_and_nothing_twice() {
         ]
     );
     state.append("audit.jsonl", &audit("7", "marker", ""));
-    assert_eq!(watch.lines(1)[0], r#"{"ts":"7","source":"audit","action":"marker","container":"c"}"#);
+    assert_eq!(
+        watch.lines(1)[0],
+        r#"{"ts":"7","source":"audit","action":"marker","container":"c"}"#
+    );
     watch.no_more_lines(Duration::from_millis(300));
 }
 
 #[test]
 fn action_filter_keeps_only_the_listed_actions() {
     let state = State::new(Some("lookup"));
-    let mut watch = Watch::start(&state, &["--no-nflog", "-c", "c", "--action", "denied,marker"]);
+    let mut watch = Watch::start(
+        &state,
+        &["--no-nflog", "-c", "c", "--action", "denied,marker"],
+    );
     let mut input = audit("1", "setup", "");
     input.extend(audit("2", "denied", "192.0.2.1"));
     input.extend(audit("3", "allowed", "192.0.2.2"));
@@ -95,13 +101,21 @@ fn dedup_suppresses_repeats_within_the_window() {
     let ts: Vec<String> = watch
         .lines(4)
         .iter()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["ts"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["ts"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(ts, ["1", "3", "4", "6"]);
     watch.no_more_lines(Duration::from_millis(300));
     watch.signal(libc::SIGTERM);
     let (_, stderr) = watch.wait_exit();
-    assert!(stderr.iter().any(|l| l.contains("suppressed 2")), "{stderr:#?}");
+    assert!(
+        stderr.iter().any(|l| l.contains("suppressed 2")),
+        "{stderr:#?}"
+    );
 }
 
 #[test]
@@ -124,7 +138,10 @@ fn text_format_without_a_terminal_has_no_colour() {
 fn source_list_limits_what_runs() {
     let state = State::new(Some("dnsmasq-live"));
     let mut watch = Watch::start(&state, &["--source", "audit"]);
-    assert_eq!(watch.stderr_seen.last().unwrap(), "shield-watch: ready (audit)");
+    assert_eq!(
+        watch.stderr_seen.last().unwrap(),
+        "shield-watch: ready (audit)"
+    );
     // dnsmasq.log is not touched when the dns source does not run.
     assert!(!state.file("dnsmasq.log").exists());
     state.append("audit.jsonl", &audit("1", "x", ""));

@@ -1,6 +1,9 @@
 //! End-to-end tests of the real `shield-watch` binary, one test binary with a module per area.
 
 mod audit;
+mod dns;
 mod exit;
 mod flags;
+mod nflog;
+mod scene;
 mod support;

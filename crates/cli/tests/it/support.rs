@@ -20,7 +20,10 @@ pub struct State {
 impl State {
     /// A state dir with the given `dns.tier` content (none when `None`).
     pub fn new(tier: Option<&str>) -> State {
-        let dir = tempfile::Builder::new().prefix("shield-watch-it-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("shield-watch-it-")
+            .tempdir()
+            .unwrap();
         if let Some(tier) = tier {
             fs::write(dir.path().join("dns.tier"), tier).unwrap();
         }
@@ -37,7 +40,11 @@ impl State {
 
     /// Appends raw bytes to a file of the state dir, as a writer process would.
     pub fn append(&self, name: &str, bytes: &[u8]) {
-        let mut file = OpenOptions::new().create(true).append(true).open(self.file(name)).unwrap();
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.file(name))
+            .unwrap();
         file.write_all(bytes).unwrap();
     }
 }
@@ -89,7 +96,12 @@ impl Watch {
             .unwrap();
         let stdout = lines_of(child.stdout.take().unwrap());
         let stderr = lines_of(child.stderr.take().unwrap());
-        Watch { child, stdout: Some(stdout), stderr, stderr_seen: Vec::new() }
+        Watch {
+            child,
+            stdout: Some(stdout),
+            stderr,
+            stderr_seen: Vec::new(),
+        }
     }
 
     /// Waits for a stderr line matching `want`; returns it. Panics with everything seen on timeout.
@@ -104,7 +116,10 @@ impl Watch {
                         return line;
                     }
                 }
-                Err(_) => panic!("no expected stderr line; stderr so far: {:#?}", self.stderr_seen),
+                Err(_) => panic!(
+                    "no expected stderr line; stderr so far: {:#?}",
+                    self.stderr_seen
+                ),
             }
         }
     }
@@ -119,10 +134,18 @@ impl Watch {
             match stdout.recv_timeout(left) {
                 Ok(line) => got.push(line),
                 Err(RecvTimeoutError::Timeout) => {
-                    panic!("only {} of {n} lines: {got:#?}; stderr: {:#?}", got.len(), self.drain_stderr())
+                    panic!(
+                        "only {} of {n} lines: {got:#?}; stderr: {:#?}",
+                        got.len(),
+                        self.drain_stderr()
+                    )
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    panic!("stdout ended after {} of {n} lines: {got:#?}; stderr: {:#?}", got.len(), self.drain_stderr())
+                    panic!(
+                        "stdout ended after {} of {n} lines: {got:#?}; stderr: {:#?}",
+                        got.len(),
+                        self.drain_stderr()
+                    )
                 }
             }
         }
@@ -157,7 +180,11 @@ impl Watch {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return (status, self.drain_stderr());
             }
-            assert!(Instant::now() < deadline, "shield-watch did not exit; stderr: {:#?}", self.drain_stderr());
+            assert!(
+                Instant::now() < deadline,
+                "shield-watch did not exit; stderr: {:#?}",
+                self.drain_stderr()
+            );
             thread::sleep(Duration::from_millis(10));
         }
     }

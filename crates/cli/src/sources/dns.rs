@@ -1,0 +1,173 @@
+//! The dns source: dnsmasq query-log lines become `blocked_query` events, and the same single
+//! pass keeps the address → name cache current for the nflog source.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use shield_dnsmasq::{AllowList, Classifier, DomainCache};
+use shield_event::{now_timestamp, Event, Source};
+use shield_tail::{Cursor, DirWatcher};
+
+use crate::sources::follow::LineHandler;
+
+/// The allow-list in force, replaced whole when its files change. Readers check `generation`
+/// (one atomic load per line) and take a new snapshot only when it moved, so the hot path never
+/// locks and never reads a file.
+#[derive(Clone)]
+pub struct SharedAllowList {
+    current: Arc<Mutex<Arc<AllowList>>>,
+    generation: Arc<AtomicU64>,
+}
+
+impl SharedAllowList {
+    /// Loads the allow-list of `state_dir` (warnings to stderr) and starts the thread that
+    /// reloads it within milliseconds of any change to its files.
+    pub fn load_and_watch(state_dir: &Path) -> SharedAllowList {
+        let shared = SharedAllowList {
+            current: Arc::new(Mutex::new(Arc::new(load(state_dir)))),
+            generation: Arc::new(AtomicU64::new(0)),
+        };
+        let dirs = AllowList::watched_paths(state_dir);
+        match DirWatcher::new(&dirs) {
+            Ok(watcher) => {
+                let reloader = shared.clone();
+                let dir = state_dir.to_path_buf();
+                thread::Builder::new()
+                    .name("allow-list".into())
+                    .spawn(move || reloader.reload_loop(watcher, dir))
+                    .expect("spawning a thread");
+            }
+            Err(err) => eprintln!(
+                "shield-watch: dns: cannot watch the allow-list files ({err}); changes will not be picked up"
+            ),
+        }
+        shared
+    }
+
+    fn reload_loop(self, mut watcher: DirWatcher, dir: PathBuf) {
+        loop {
+            match watcher.wait(None) {
+                Ok(true) => {
+                    let list = load(&dir);
+                    *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(list);
+                    self.generation.fetch_add(1, Ordering::Release);
+                }
+                Ok(false) => {}
+                Err(err) => {
+                    eprintln!("shield-watch: dns: stopped watching the allow-list files: {err}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn snapshot(&self) -> (u64, Arc<AllowList>) {
+        let generation = self.generation.load(Ordering::Acquire);
+        let list = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        (generation, list)
+    }
+}
+
+fn load(state_dir: &Path) -> AllowList {
+    match AllowList::load(state_dir) {
+        Ok(loaded) => {
+            for warning in &loaded.warnings {
+                eprintln!("shield-watch: dns: allow-list: {warning}");
+            }
+            loaded.list
+        }
+        Err(err) => {
+            eprintln!("shield-watch: dns: cannot load the allow-list ({err}); every lookup counts as blocked");
+            AllowList::empty()
+        }
+    }
+}
+
+/// Classifies query-log lines for one container.
+pub struct DnsLines {
+    classifier: Classifier,
+    allow: SharedAllowList,
+    snapshot: (u64, Arc<AllowList>),
+    cache: Arc<Mutex<DomainCache>>,
+    container: String,
+    /// Lines ending at or before this offset of the first file only prime the cache: they were
+    /// there before we started and the user asked to start at the end.
+    prime_until: Option<u64>,
+    last_end: u64,
+    /// False when only the cache is wanted (the dns source was not selected).
+    emit: bool,
+}
+
+impl DnsLines {
+    /// A handler; `prime_only_existing` when the user asked to start at the end (we then read
+    /// the existing content for the cache only).
+    pub fn new(
+        all_query_types: bool,
+        allow: SharedAllowList,
+        cache: Arc<Mutex<DomainCache>>,
+        container: String,
+        prime_only_existing: bool,
+        emit: bool,
+    ) -> DnsLines {
+        let snapshot = allow.snapshot();
+        DnsLines {
+            classifier: Classifier::new(all_query_types),
+            allow,
+            snapshot,
+            cache,
+            container,
+            prime_until: prime_only_existing.then_some(0),
+            last_end: 0,
+            emit,
+        }
+    }
+}
+
+impl LineHandler for DnsLines {
+    fn opened(&mut self, len_at_open: u64) {
+        if self.prime_until.is_some() {
+            self.prime_until = Some(len_at_open);
+        }
+    }
+
+    fn line(&mut self, line: &[u8], end: Cursor) -> Option<Event> {
+        if self.allow.generation.load(Ordering::Acquire) != self.snapshot.0 {
+            self.snapshot = self.allow.snapshot();
+        }
+        // Offsets only grow within one file; a smaller one means the follower moved on to a
+        // rotated-in file, whose content is new whatever its offsets.
+        let priming = match self.prime_until {
+            Some(limit) if end.offset() <= limit && end.offset() > self.last_end => {
+                self.last_end = end.offset();
+                true
+            }
+            Some(_) => {
+                self.prime_until = None;
+                false
+            }
+            None => false,
+        };
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let blocked = self
+            .classifier
+            .classify(line, &self.snapshot.1, Some(&mut cache))?;
+        if priming || !self.emit {
+            return None;
+        }
+        let mut event = Event::new(
+            now_timestamp(),
+            Source::Dns,
+            "blocked_query",
+            self.container.as_str(),
+        );
+        event.domain = blocked.domain.into_owned();
+        event.query_type = blocked.qtype.to_string();
+        Some(event)
+    }
+}

@@ -1,0 +1,110 @@
+//! The nflog source: packets the kernel logged to the NFLOG group become `nflog` events, named
+//! from the dns source's cache; lost packets become `watch`/`nflog_overrun` notices.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::Sender;
+use shield_dnsmasq::DomainCache;
+use shield_event::{format_timestamp, now_timestamp};
+use shield_nflog::{lost_event, packet_event, Message, Subscription};
+
+use crate::output::Msg;
+use crate::sources::Ready;
+use crate::summary::Summary;
+use shield_watch_cli::SourceName;
+
+/// How the NFLOG socket is opened.
+pub struct NflogSource {
+    /// `--nflog-group`.
+    pub group: u16,
+    /// `--netns`: entered by this thread only, before the socket is made.
+    pub netns: Option<PathBuf>,
+    /// Name put on events.
+    pub container: String,
+    /// Address → name, kept by the dns source; `None` without one.
+    pub cache: Option<Arc<Mutex<DomainCache>>>,
+    /// Events go here.
+    pub tx: Sender<Msg>,
+    /// Shared counters.
+    pub summary: Summary,
+}
+
+impl NflogSource {
+    /// Binds the group (reporting readiness or the reason it cannot), then forwards packets
+    /// until the process ends. Must run on its own thread: it may enter another namespace.
+    pub fn run(self, ready: Sender<Ready>) {
+        let mut subscription = match Subscription::builder()
+            .group(self.group)
+            .netns(self.netns.clone())
+            .open()
+        {
+            Ok(subscription) => subscription,
+            Err(err) => {
+                let _ = ready.send(Ready {
+                    source: SourceName::Nflog,
+                    result: Err(format!("{err}; packets will not be shown")),
+                });
+                return;
+            }
+        };
+        let _ = ready.send(Ready {
+            source: SourceName::Nflog,
+            result: Ok(()),
+        });
+        drop(ready);
+
+        // Interface indexes are only meaningful in the socket's namespace, which this thread is in.
+        let interfaces = subscription.interfaces();
+        let ifname = |index: u32| interfaces.name(index);
+        loop {
+            let mut closed = false;
+            let result = subscription.recv(&mut |message| {
+                if closed {
+                    return;
+                }
+                let event = match message {
+                    Message::Packet(packet) => {
+                        let ts = packet
+                            .timestamp()
+                            .and_then(|t| jiff::Timestamp::try_from(t).ok())
+                            .map_or_else(now_timestamp, format_timestamp);
+                        let Some(mut event) = packet_event(&packet, &ts, &self.container, &ifname)
+                        else {
+                            self.summary.skip("nflog", "unparsable_packet");
+                            return;
+                        };
+                        if let (Some(cache), Ok(ip)) = (&self.cache, event.dest.parse()) {
+                            let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+                            if let Some(resolved) = cache.lookup(ip) {
+                                event.domain = resolved.name.to_string();
+                                if let Some(cname) = resolved.cname {
+                                    event.extra.insert("cname", cname);
+                                }
+                            }
+                        }
+                        event
+                    }
+                    Message::Lost { count } => {
+                        let mut counts = self.summary.lock();
+                        counts.overruns += 1;
+                        counts.lost += count.unwrap_or(0);
+                        drop(counts);
+                        lost_event(count, &now_timestamp(), &self.container)
+                    }
+                };
+                closed = self.tx.send(Msg::Event(event, None)).is_err();
+            });
+            if closed {
+                return;
+            }
+            if let Err(err) = result {
+                eprintln!(
+                    "shield-watch: nflog: stopped reading NFLOG group {}: {err}",
+                    self.group
+                );
+                return;
+            }
+        }
+    }
+}

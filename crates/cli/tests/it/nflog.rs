@@ -1,0 +1,169 @@
+//! The nflog source end to end: the shield's ruleset in a namespace the test owns, real packets,
+//! the real kernel's NFLOG messages, read by the real binary through `--netns`.
+
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use shield_lab::{Netns, Ruleset};
+
+use crate::support::{State, Watch};
+
+fn shielded_namespace() -> Netns {
+    shield_lab::preflight().expect("the nflog tests need root, ip and nft");
+    let ns = Netns::create("shw-nflog").unwrap();
+    ns.with_uplink().unwrap();
+    Ruleset::shield(100)
+        .deny(&["203.0.113.66".parse().unwrap()])
+        // A TEST-NET range stands in for RFC 1918 so no private address is ever used here.
+        .private_ranges(&["192.0.2.0/24"])
+        .load(&ns)
+        .unwrap();
+    ns
+}
+
+fn tcp_connect(ns: &Netns, to: &str) {
+    let to: SocketAddr = to.parse().unwrap();
+    // Refused or timed out by the ruleset: the failure is the expected outcome.
+    let result = ns
+        .run_in(move || TcpStream::connect_timeout(&to, Duration::from_millis(300)))
+        .unwrap();
+    assert!(result.is_err(), "the shield let {to} through");
+}
+
+fn udp_send(ns: &Netns, to: &str) {
+    let to: SocketAddr = to.parse().unwrap();
+    ns.run_in(move || {
+        let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+        // EPERM from the reject is fine: the packet was logged before it was refused.
+        let _ = socket.send_to(b"probe", to);
+    })
+    .unwrap();
+}
+
+/// The event without its volatile parts: `ts` (checked for shape) and `extra.sport` (checked numeric).
+fn normalised(line: &str) -> Value {
+    let mut value: Value = serde_json::from_str(line).unwrap();
+    let object = value.as_object_mut().unwrap();
+    let ts = object.remove("ts").unwrap();
+    assert_eq!(ts.as_str().unwrap().len(), 32, "{line}");
+    if let Some(extra) = object.get_mut("extra").and_then(Value::as_object_mut) {
+        if let Some(sport) = extra.remove("sport") {
+            assert!(sport.as_str().unwrap().parse::<u16>().is_ok(), "{line}");
+        }
+    }
+    value
+}
+
+fn expected(action: &str, dest: &str, prefix: &str, port: u16, proto: u8) -> Value {
+    json!({
+        "source": "nflog", "action": action, "container": "c", "dest": dest,
+        "detail": prefix, "port": port, "proto": proto,
+        "extra": {
+            "src": "198.51.100.1", "outdev": "up0", "uid": "0", "gid": "0",
+            "family": "ipv4", "hook": "output"
+        }
+    })
+}
+
+#[test]
+fn logged_packets_become_events_with_the_prefix_action() {
+    let ns = shielded_namespace();
+    let state = State::new(Some("lookup"));
+    let netns = ns.path();
+    let mut watch = Watch::start(
+        &state,
+        &[
+            "--source",
+            "nflog",
+            "-c",
+            "c",
+            "--netns",
+            netns.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        watch.stderr_seen.last().unwrap(),
+        "shield-watch: ready (nflog)"
+    );
+
+    tcp_connect(&ns, "203.0.113.50:8080");
+    tcp_connect(&ns, "203.0.113.66:443");
+    udp_send(&ns, "192.0.2.9:5353");
+    let events: Vec<Value> = watch.lines(3).iter().map(|l| normalised(l)).collect();
+    assert_eq!(
+        events,
+        [
+            expected(
+                "queued_connection",
+                "203.0.113.50",
+                "TEROK_SHIELD_BLOCKED:",
+                8080,
+                6
+            ),
+            expected(
+                "blocked_connection",
+                "203.0.113.66",
+                "TEROK_SHIELD_DENIED:",
+                443,
+                6
+            ),
+            expected(
+                "private_range",
+                "192.0.2.9",
+                "TEROK_SHIELD_PRIVATE:",
+                5353,
+                17
+            ),
+        ]
+    );
+}
+
+#[test]
+fn nflog_unavailable_leaves_the_other_sources_running() {
+    let state = State::new(Some("lookup"));
+    let mut watch = Watch::start(&state, &["-c", "c", "--netns", "/nonexistent/netns"]);
+    assert_eq!(
+        watch.stderr_seen.last().unwrap(),
+        "shield-watch: ready (audit)"
+    );
+    let reason = watch
+        .stderr_seen
+        .iter()
+        .find(|l| l.starts_with("shield-watch: nflog: not running:"))
+        .unwrap();
+    assert!(reason.contains("/nonexistent/netns"), "{reason}");
+    state.append("audit.jsonl", b"{\"ts\":\"t\",\"action\":\"setup\"}\n");
+    assert_eq!(
+        watch.lines(1),
+        [r#"{"ts":"t","source":"audit","action":"setup","container":"c"}"#]
+    );
+}
+
+#[test]
+fn a_group_held_by_another_process_is_explained() {
+    let ns = shielded_namespace();
+    let state = State::new(Some("lookup"));
+    let netns = ns.path();
+    let args = [
+        "--source",
+        "nflog,audit",
+        "-c",
+        "c",
+        "--netns",
+        netns.to_str().unwrap(),
+    ];
+    let first = Watch::start(&state, &args);
+    let second = Watch::start(&state, &args);
+    assert_eq!(
+        second.stderr_seen.last().unwrap(),
+        "shield-watch: ready (audit)"
+    );
+    let reason = second
+        .stderr_seen
+        .iter()
+        .find(|l| l.starts_with("shield-watch: nflog: not running:"))
+        .unwrap();
+    assert!(reason.contains("group 100 is already bound"), "{reason}");
+    drop(first);
+}
