@@ -56,7 +56,12 @@ pub(crate) fn run() -> Result<()> {
 
 fn play(binary: &std::path::Path, prefix: &str, interrupted: &Arc<AtomicBool>) -> Result<()> {
     let text = std::io::stdout().is_terminal();
-    let format: &[&str] = if text { &["--format", "text"] } else { &[] };
+    // shield-watch's stdout is a pipe to the scene, so colour has to be asked for.
+    let format: &[&str] = if text {
+        &["--format", "text", "--color", "always"]
+    } else {
+        &[]
+    };
     narrate("building a shielded container: namespace, nftables shield, two dnsmasqs, state dir");
     let mut scene = Scene::start(binary, format, prefix).context("cannot set the scene up")?;
     scene.set_interrupt(Arc::clone(interrupted));

@@ -22,6 +22,10 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Format::Json)]
     pub format: Format,
 
+    /// Colour in the text format: auto (only on a terminal, and not when NO_COLOR is set), always, never.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
+    pub color: ColorChoice,
+
     /// Comma list of sources to run: dns,audit,nflog [default: all that apply].
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_enum)]
     pub source: Vec<SourceName>,
@@ -74,6 +78,17 @@ pub enum Format {
     Json,
     /// Aligned columns for people.
     Text,
+}
+
+/// When `--format text` uses colour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    /// On a terminal, unless `NO_COLOR` is set.
+    Auto,
+    /// Always (e.g. when a pager or the demo shows the stream).
+    Always,
+    /// Never.
+    Never,
 }
 
 /// The event sources that can be selected.

@@ -97,7 +97,7 @@ fn run(args: Args) -> Result<(), Failure> {
     let writer_config = WriterConfig {
         format: args.format,
         style: match args.format {
-            Format::Text => TextStyle::detect(),
+            Format::Text => TextStyle::detect(args.color),
             Format::Json => TextStyle::default(),
         },
         actions: args.action.clone(),

@@ -3,6 +3,7 @@
 use std::io::{self, Write};
 
 use shield_event::{Event, Sanitized};
+use shield_watch_cli::ColorChoice;
 
 /// Whether and how to colour the text view.
 #[derive(Clone, Copy, Debug, Default)]
@@ -12,13 +13,19 @@ pub struct TextStyle {
 }
 
 impl TextStyle {
-    /// Colour when stdout is a terminal, unless `NO_COLOR` is set to anything non-empty.
-    pub fn detect() -> TextStyle {
+    /// `auto`: colour when stdout is a terminal, unless `NO_COLOR` is set to anything non-empty
+    /// (<https://no-color.org>); `always` and `never` decide alone.
+    pub fn detect(choice: ColorChoice) -> TextStyle {
         use std::io::IsTerminal;
-        let no_colour = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        TextStyle {
-            colour: io::stdout().is_terminal() && !no_colour,
-        }
+        let colour = match choice {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                let no_colour = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+                io::stdout().is_terminal() && !no_colour
+            }
+        };
+        TextStyle { colour }
     }
 
     /// Writes `event` as one line.

@@ -147,3 +147,25 @@ fn source_list_limits_what_runs() {
     state.append("audit.jsonl", &audit("1", "x", ""));
     assert_eq!(watch.lines(1).len(), 1);
 }
+
+#[test]
+fn colour_is_only_used_when_asked_or_on_a_terminal() {
+    let entry = b"{\"ts\":\"t\",\"action\":\"denied\",\"dest\":\"192.0.2.7\"}\n";
+    for (args, coloured) in [
+        (&["--format", "text"][..], false),
+        (&["--format", "text", "--color", "always"][..], true),
+        (&["--format", "text", "--color", "never"][..], false),
+    ] {
+        let state = State::new(Some("lookup"));
+        let mut all = vec!["--no-nflog"];
+        all.extend_from_slice(args);
+        let mut watch = Watch::start(&state, &all);
+        state.append("audit.jsonl", entry);
+        let line = &watch.lines(1)[0];
+        assert_eq!(
+            line.contains("\x1b[1;31mdenied"),
+            coloured,
+            "{args:?}: {line:?}"
+        );
+    }
+}
