@@ -81,6 +81,7 @@ fn help_documents_every_flag_with_its_default_and_version_prints() {
     for flag in [
         "--state-dir",
         "--container",
+        "--color",
         "--format",
         "--source",
         "--action",
