@@ -162,7 +162,19 @@ struct Watch {
 ///   any, is then delivered as a line of its own;
 /// - in-place truncation is noticed by the size going below what we read, by the byte before
 ///   our offset changing, or by the fingerprint of the first bytes changing; reading restarts at 0;
-/// - a file is identified by device, inode and fingerprint, so a re-used inode is a new file.
+/// - a file is identified by device, inode and fingerprint, so a re-used inode is a new file;
+/// - files seen at the path after ours are held open in order, so a second rotation before the
+///   writer moved over loses nothing; rotations we missed (while down, or two between two
+///   reads) are found by logrotate's numbering (`NAME.K-1` ... `NAME.1` after `NAME.K`);
+/// - after copytruncate, lines we had not read yet are read from the copy (a file named like
+///   ours, written after our last read, with our first bytes).
+///
+/// Limits, by nature of the inputs: copytruncate loses what the writer wrote between the copy
+/// and the truncate (logrotate documents this); a truncate-and-regrow past our offset that
+/// keeps the first 256 bytes and the byte before our offset is indistinguishable from growth;
+/// rotated files moved to another directory (`olddir`) or compressed are not read after a
+/// restart; lines a writer appends to a file after we moved on from it (the writer had already
+/// written to a newer one) are not read.
 pub struct Follower {
     path: PathBuf,
     dir: PathBuf,
