@@ -2,16 +2,16 @@
 //!
 //! Both layouts compile to one table: domain (lower case, no `*.`) → flags
 //! saying which kinds of entry name it. A lookup walks the queried name from
-//! itself towards the root and asks the table once per label, so it costs a
-//! handful of hash probes and never allocates.
+//! the root towards the full name and probes the table once per label (see
+//! `suffix.rs`), so it costs a handful of probes and never allocates.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, ErrorKind};
-use crate::hash::FastBuild;
+use crate::suffix::SuffixTable;
 
 /// Flag bits in the table. `PLAIN_*` entries match the name and its
 /// subdomains; `WILD_*` entries (`*.name`) match strict subdomains only.
@@ -22,10 +22,6 @@ const WILD_DENY: u8 = 8;
 const PLAIN_OVERRIDE: u8 = 16;
 const WILD_OVERRIDE: u8 = 32;
 const PLAIN_MASK: u8 = PLAIN_ALLOW | PLAIN_DENY | PLAIN_OVERRIDE;
-
-/// Longest name suffix the lookup considers. Entries are valid domains, at
-/// most 253 bytes, so a longer suffix can never match one.
-const MAX_SUFFIX: usize = 256;
 
 /// The layout-A files, in the order their lines are read.
 const LAYOUT_A: [&str; 3] = ["profile.domains", "live.domains", "denied.domains"];
@@ -96,7 +92,7 @@ pub enum Layout {
 #[derive(Clone, Debug)]
 pub struct AllowList {
     layout: Layout,
-    table: HashMap<Box<[u8]>, u8, FastBuild>,
+    table: SuffixTable,
 }
 
 /// An [`AllowList`] with the lines that were skipped while building it.
@@ -113,7 +109,7 @@ impl AllowList {
     pub fn empty() -> AllowList {
         AllowList {
             layout: Layout::A,
-            table: HashMap::with_hasher(FastBuild::new()),
+            table: SuffixTable::new(),
         }
     }
 
@@ -129,7 +125,7 @@ impl AllowList {
 
     /// True when no domain has an entry.
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.table.len() == 0
     }
 
     /// The directories to watch so a change to either layout is noticed:
@@ -182,11 +178,10 @@ impl AllowList {
         }
         let denied: std::collections::HashSet<String> =
             layout_a_entries(LAYOUT_A[2], denied, &mut warnings).collect();
-        let mut table = HashMap::with_hasher(FastBuild::new());
+        let mut table = SuffixTable::new();
         for entry in allowed.iter().filter(|e| !denied.contains(*e)) {
             let (key, wild) = split_wildcard(entry);
-            *table.entry(Box::from(key.as_bytes())).or_insert(0) |=
-                if wild { WILD_ALLOW } else { PLAIN_ALLOW };
+            table.add(key.as_bytes(), if wild { WILD_ALLOW } else { PLAIN_ALLOW });
         }
         Loaded {
             list: AllowList {
@@ -200,7 +195,7 @@ impl AllowList {
     /// Builds a layout-B list from tier texts (a tier may appear several times or not at all).
     pub fn from_policy(tiers: &[(Tier, &str)]) -> Loaded {
         let mut warnings = Vec::new();
-        let mut table: HashMap<Box<[u8]>, u8, FastBuild> = HashMap::with_hasher(FastBuild::new());
+        let mut table = SuffixTable::new();
         for &(tier, text) in tiers {
             let file = format!("{POLICY_DIR}/{}", tier.file_name());
             for (no, raw) in text.lines().enumerate() {
@@ -222,8 +217,7 @@ impl AllowList {
                     continue;
                 };
                 let (key, is_wild) = split_wildcard(&target);
-                *table.entry(Box::from(key.as_bytes())).or_insert(0) |=
-                    if is_wild { wild } else { plain };
+                table.add(key.as_bytes(), if is_wild { wild } else { plain });
             }
         }
         Loaded {
@@ -238,68 +232,43 @@ impl AllowList {
     /// Whether a lookup of `name` is allowed: case-insensitive, one trailing
     /// dot ignored, parents and `*.` wildcards as the layout says.
     pub fn allows(&self, name: &[u8]) -> bool {
-        if self.table.is_empty() {
+        if self.table.len() == 0 {
             return false;
         }
         let name = name.strip_suffix(b".").unwrap_or(name);
-        if name.is_empty() {
-            return false;
-        }
-        // Lower-case the tail of the name on the stack: only suffixes of at
-        // most MAX_SUFFIX bytes can match an entry.
-        let mut buf = [0u8; MAX_SUFFIX];
-        let tail = &name[name.len().saturating_sub(MAX_SUFFIX)..];
-        let buf = &mut buf[..tail.len()];
-        for (d, s) in buf.iter_mut().zip(tail) {
-            *d = s.to_ascii_lowercase();
-        }
-        let truncated = tail.len() < name.len();
-        let buf: &[u8] = buf;
-
-        let mut start = if truncated {
-            // The first suffix inside the buffer that starts at a label.
-            match memchr::memchr(b'.', buf) {
-                Some(dot) => dot + 1,
-                None => return false,
-            }
-        } else {
-            0
-        };
-        let mut first = !truncated;
-        let mut decided: Option<bool> = None;
-        loop {
-            let suffix = &buf[start..];
-            if let Some(&flags) = self.table.get(suffix) {
-                // The full name matches plain entries only; a parent matches both.
-                let flags = if first { flags & PLAIN_MASK } else { flags };
-                if flags != 0 {
-                    match self.layout {
-                        Layout::A => return true,
-                        Layout::B => {
-                            if flags & (PLAIN_OVERRIDE | WILD_OVERRIDE) != 0 {
-                                return true;
-                            }
-                            if decided.is_none() {
-                                let deny = flags & (PLAIN_DENY | WILD_DENY) != 0;
-                                let allow = flags & (PLAIN_ALLOW | WILD_ALLOW) != 0;
-                                if deny || allow {
-                                    decided = Some(!deny);
-                                }
-                            }
-                        }
+        match self.layout {
+            // Any applicable entry on the way allows.
+            Layout::A => self
+                .table
+                .walk(name, |flags, whole| {
+                    // The full name matches plain entries only; a parent matches both.
+                    let flags = if whole { flags & PLAIN_MASK } else { flags };
+                    if flags != 0 {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
                     }
-                }
-            }
-            first = false;
-            match memchr::memchr(b'.', suffix) {
-                Some(dot) => start += dot + 1,
-                None => break,
-            }
-            if start >= buf.len() {
-                break;
+                })
+                .is_some(),
+            // Root first, so the last decision seen is the most specific one;
+            // an override anywhere settles it at once.
+            Layout::B => {
+                let mut decided = false;
+                let overridden = self.table.walk(name, |flags, whole| {
+                    let flags = if whole { flags & PLAIN_MASK } else { flags };
+                    if flags & (PLAIN_OVERRIDE | WILD_OVERRIDE) != 0 {
+                        return ControlFlow::Break(());
+                    }
+                    if flags & (PLAIN_DENY | WILD_DENY) != 0 {
+                        decided = false;
+                    } else if flags & (PLAIN_ALLOW | WILD_ALLOW) != 0 {
+                        decided = true;
+                    }
+                    ControlFlow::Continue(())
+                });
+                overridden.is_some() || decided
             }
         }
-        decided.unwrap_or(false)
     }
 }
 

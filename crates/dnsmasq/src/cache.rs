@@ -1,8 +1,10 @@
 //! The bounded address → name map (LRU) that names NFLOG destinations.
 //!
-//! A `HashMap` from address to slot plus an intrusive doubly-linked list
-//! threaded through a `Vec` of slots: lookup, insert, touch and eviction are
-//! all O(1), and memory is bounded by the capacity given at construction.
+//! A `HashMap` from address to slot plus a doubly-linked recency list kept
+//! by index: lookup, insert, touch and eviction are all O(1), and memory is
+//! bounded by the capacity given at construction. The list links live in
+//! their own compact array (8 bytes an entry), apart from the names, so
+//! reordering on every use touches little memory.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -10,6 +12,39 @@ use std::net::IpAddr;
 use crate::hash::FastBuild;
 
 const NIL: u32 = u32::MAX;
+
+/// The map key: the address bits and the family. Hashes as one `u128` (two
+/// folds), where `IpAddr`'s derived `Hash` goes through the byte-slice path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Key {
+    bits: u128,
+    v4: bool,
+}
+
+impl Key {
+    #[inline]
+    fn of(ip: IpAddr) -> Key {
+        match ip {
+            IpAddr::V4(a) => Key {
+                bits: u128::from(a.to_bits()),
+                v4: true,
+            },
+            IpAddr::V6(a) => Key {
+                bits: a.to_bits(),
+                v4: false,
+            },
+        }
+    }
+}
+
+impl std::hash::Hash for Key {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // The family is left out of the hash: 192.0.2.1 and ::c000:201 may
+        // share a bucket, and `Eq` tells them apart.
+        state.write_u128(self.bits);
+    }
+}
 
 /// What an address was resolved from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,6 +60,11 @@ struct Slot {
     ip: IpAddr,
     name: Box<str>,
     cname: Option<Box<str>>,
+}
+
+/// Neighbours in the recency list; `NIL` at the ends.
+#[derive(Clone, Copy, Debug)]
+struct Link {
     prev: u32,
     next: u32,
 }
@@ -33,8 +73,9 @@ struct Slot {
 #[derive(Debug)]
 pub struct DomainCache {
     capacity: usize,
-    index: HashMap<IpAddr, u32, FastBuild>,
+    index: HashMap<Key, u32, FastBuild>,
     slots: Vec<Slot>,
+    links: Vec<Link>,
     /// Most recently used.
     head: u32,
     /// Least recently used: evicted first.
@@ -50,6 +91,7 @@ impl DomainCache {
             capacity,
             index: HashMap::with_hasher(FastBuild::new()),
             slots: Vec::new(),
+            links: Vec::new(),
             head: NIL,
             tail: NIL,
         }
@@ -72,14 +114,14 @@ impl DomainCache {
 
     /// The name `ip` was last resolved from, marking the entry as recently used.
     pub fn lookup(&mut self, ip: IpAddr) -> Option<Resolved<'_>> {
-        let i = *self.index.get(&ip)?;
+        let i = *self.index.get(&Key::of(ip))?;
         self.touch(i);
         Some(self.resolved(i))
     }
 
     /// Like [`lookup`](Self::lookup) without changing the eviction order.
     pub fn peek(&self, ip: IpAddr) -> Option<Resolved<'_>> {
-        self.index.get(&ip).map(|&i| self.resolved(i))
+        self.index.get(&Key::of(ip)).map(|&i| self.resolved(i))
     }
 
     /// Maps `ip` to `name` (and its CNAME target), evicting the least recently
@@ -94,7 +136,8 @@ impl DomainCache {
         if self.capacity == 0 {
             return;
         }
-        if let Some(&i) = self.index.get(&ip) {
+        let key = Key::of(ip);
+        if let Some(&i) = self.index.get(&key) {
             let slot = &mut self.slots[i as usize];
             if !same_name(&slot.name, name) {
                 slot.name = normalize(name).into();
@@ -113,10 +156,8 @@ impl DomainCache {
         let name: Box<str> = normalize(name).into();
         let cname: Option<Box<str>> = cname.map(|c| normalize(c).into());
         let i = if self.slots.len() < self.capacity {
-            self.slots.push(Slot {
-                ip,
-                name,
-                cname,
+            self.slots.push(Slot { ip, name, cname });
+            self.links.push(Link {
                 prev: NIL,
                 next: NIL,
             });
@@ -126,13 +167,13 @@ impl DomainCache {
             let i = self.tail;
             self.unlink(i);
             let slot = &mut self.slots[i as usize];
-            self.index.remove(&slot.ip);
+            self.index.remove(&Key::of(slot.ip));
             slot.ip = ip;
             slot.name = name;
             slot.cname = cname;
             i
         };
-        self.index.insert(ip, i);
+        self.index.insert(key, i);
         self.push_front(i);
     }
 
@@ -152,33 +193,29 @@ impl DomainCache {
     }
 
     fn unlink(&mut self, i: u32) {
-        let (prev, next) = {
-            let s = &self.slots[i as usize];
-            (s.prev, s.next)
-        };
+        let Link { prev, next } = self.links[i as usize];
         if prev == NIL {
             self.head = next;
         } else {
-            self.slots[prev as usize].next = next;
+            self.links[prev as usize].next = next;
         }
         if next == NIL {
             self.tail = prev;
         } else {
-            self.slots[next as usize].prev = prev;
+            self.links[next as usize].prev = prev;
         }
     }
 
     fn push_front(&mut self, i: u32) {
         let old = self.head;
-        {
-            let s = &mut self.slots[i as usize];
-            s.prev = NIL;
-            s.next = old;
-        }
+        self.links[i as usize] = Link {
+            prev: NIL,
+            next: old,
+        };
         if old == NIL {
             self.tail = i;
         } else {
-            self.slots[old as usize].prev = i;
+            self.links[old as usize].prev = i;
         }
         self.head = i;
     }
@@ -196,13 +233,13 @@ pub(crate) fn normalize(name: &[u8]) -> std::borrow::Cow<'_, str> {
 }
 
 /// Whether `normalize(raw) == stored`, without allocating.
+#[inline]
 fn same_name(stored: &str, raw: &[u8]) -> bool {
     let raw = raw.strip_suffix(b".").unwrap_or(raw);
+    // dnsmasq logs names as asked, which is almost always lower case already:
+    // try the plain (vectorised) comparison first.
     stored.len() == raw.len()
-        && stored
-            .bytes()
-            .zip(raw)
-            .all(|(s, r)| s == r.to_ascii_lowercase())
+        && (stored.as_bytes() == raw || stored.as_bytes().eq_ignore_ascii_case(raw))
 }
 
 #[cfg(test)]

@@ -4,7 +4,9 @@ use std::borrow::Cow;
 
 use crate::allow::AllowList;
 use crate::cache::{normalize, DomainCache};
-use crate::line::{parse_with_serial, AnswerValue, Name, Record};
+use crate::line::{
+    parse_body, parse_query, parse_with_serial, split_body, AnswerValue, Name, Record,
+};
 
 /// A lookup the allow-list does not allow: one `blocked_query` event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,7 +58,16 @@ impl Classifier {
         allow: &AllowList,
         cache: Option<&mut DomainCache>,
     ) -> Option<BlockedQuery<'l>> {
-        let (serial, record) = parse_with_serial(line);
+        let (serial, body) = split_body(line)?;
+        // Without a cache only query lines matter: skip parsing the rest.
+        let record = if body.starts_with(b"query[") {
+            parse_query(body).unwrap_or(Record::Other)
+        } else if cache.is_none() {
+            self.chain.active = false;
+            return None;
+        } else {
+            parse_body(body)
+        };
         match record {
             Record::Query { qtype, name, .. } => {
                 self.chain.active = false;
@@ -152,12 +163,20 @@ impl Classifier {
             }
             // A reverse answer can carry an address-looking PTR target as
             // its "name"; an address is never a name worth mapping to.
-            AnswerValue::Ip(ip) if crate::line::parse_ip(name).is_none() => {
+            AnswerValue::Ip(ip) if !looks_like_address(name) => {
                 cache.insert_raw(ip, name, None);
             }
             _ => {}
         }
     }
+}
+
+/// Whether `name` is an address: an address ends in a hex digit or a colon,
+/// so most names are ruled out by their last byte without a parse.
+fn looks_like_address(name: &[u8]) -> bool {
+    name.last()
+        .is_some_and(|b| b.is_ascii_hexdigit() || *b == b':')
+        && crate::line::parse_ip(name).is_some()
 }
 
 #[cfg(test)]

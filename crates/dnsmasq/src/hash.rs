@@ -18,15 +18,19 @@ pub(crate) struct FastBuild {
     k1: u64,
 }
 
+/// A fresh random 64-bit key from std's per-process random state.
+pub(crate) fn random_key() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(M0);
+    h.finish()
+}
+
 impl FastBuild {
     pub(crate) fn new() -> Self {
-        let seed = std::collections::hash_map::RandomState::new();
-        let mut h = seed.build_hasher();
-        h.write_u64(M0);
-        let k0 = h.finish();
-        h.write_u64(M1);
-        let k1 = h.finish() | 1;
-        FastBuild { k0, k1 }
+        FastBuild {
+            k0: random_key(),
+            k1: random_key() | 1,
+        }
     }
 }
 

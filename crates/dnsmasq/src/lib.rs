@@ -35,6 +35,7 @@ mod classify;
 mod error;
 mod hash;
 mod line;
+mod suffix;
 
 pub use allow::{AllowList, Layout, Loaded, Tier};
 pub use cache::{DomainCache, Resolved};
