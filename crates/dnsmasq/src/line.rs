@@ -112,6 +112,8 @@ pub enum AnswerSource {
     Hosts,
     /// `DHCP`: answered from a DHCP lease name.
     Dhcp,
+    /// `auth`: answered from one of dnsmasq's authoritative zones.
+    Auth,
 }
 
 /// The value of an answer line.
@@ -150,7 +152,8 @@ pub(crate) fn parse_with_serial(line: &[u8]) -> (Option<u64>, Record<'_>) {
 #[inline]
 pub(crate) fn split_body(line: &[u8]) -> Option<(Option<u64>, &[u8])> {
     let body = strip_prefix(trim_newline(line))?;
-    Some(strip_extra(body))
+    let (serial, body) = strip_extra(body);
+    Some((serial, strip_note(body)))
 }
 
 /// Parses a message part as [`split_body`] returns it.
@@ -187,7 +190,9 @@ fn strip_prefix(line: &[u8]) -> Option<&[u8]> {
     rest.strip_prefix(b": ")
 }
 
-/// Drops the `SERIAL CLIENT/PORT ` pair `log-queries=extra` puts before the message.
+/// Drops the `SERIAL CLIENT/PORT ` pair `log-queries=extra` puts before the
+/// message, or the bare `SERIAL ` of the lines dnsmasq logs without a client
+/// (its own DNSSEC queries and retries).
 fn strip_extra(body: &[u8]) -> (Option<u64>, &[u8]) {
     if !body.first().is_some_and(u8::is_ascii_digit) {
         return (None, body);
@@ -200,10 +205,32 @@ fn strip_extra(body: &[u8]) -> (Option<u64>, &[u8]) {
     };
     let rest = &body[sp + 1..];
     match find(rest, b' ') {
-        // The client field is `ADDR/PORT`; requiring the slash keeps an ordinary
-        // message that happens to start with a number from being mangled.
-        Some(sp2) if find(&rest[..sp2], b'/').is_some() => (Some(serial), &rest[sp2 + 1..]),
-        _ => (None, body),
+        Some(sp2) if is_client_field(&rest[..sp2]) => (Some(serial), &rest[sp2 + 1..]),
+        _ => (Some(serial), rest),
+    }
+}
+
+/// `ADDR/PORT` as `log-queries=extra` writes the client: not a hosts-file
+/// path (which starts with `/`), and digits after the last slash.
+fn is_client_field(f: &[u8]) -> bool {
+    match rfind(f, b'/') {
+        Some(slash) => {
+            f[0] != b'/' && slash + 1 < f.len() && f[slash + 1..].iter().all(u8::is_ascii_digit)
+        }
+        None => false,
+    }
+}
+
+/// Drops the note dnsmasq may append after the last field: ` (DNSSEC signed)`
+/// with `log-queries=extra` and DNSSEC, ` (EDE: ...)` after an error code.
+/// Only a line ending in `)` has one, and no address, client or server does.
+fn strip_note(body: &[u8]) -> &[u8] {
+    if body.last() != Some(&b')') {
+        return body;
+    }
+    match rfind(body, b'(') {
+        Some(open) if open > 0 && body[open - 1] == b' ' => &body[..open - 1],
+        _ => body,
     }
 }
 
@@ -240,6 +267,7 @@ fn parse_other(body: &[u8]) -> Record<'_> {
             }
         }
         Some(b'D') => answer(body, b"DHCP ", AnswerSource::Dhcp),
+        Some(b'a') => answer(body, b"auth ", AnswerSource::Auth),
         Some(b'/') => match find(body, b' ') {
             Some(sp) => parse_answer(&body[sp + 1..], AnswerSource::Hosts),
             None => Record::Other,
@@ -757,9 +785,17 @@ mod tests {
         assert_eq!(rec(NFTSET, "nftset add 4"), Record::Other);
         assert_eq!(rec(NFTSET_EXTRA, "nftset add 6"), Record::Other);
         assert_eq!(rec(NODATA, "cleared cache"), Record::Other);
-        // `config error is REFUSED (EDE: not ready)` from the upstream's own log.
+        // `config error is REFUSED (EDE: not ready)` from the upstream's own log:
+        // the note goes, and REFUSED is not an address.
         let line = b"Nov 27 15:08:33 dnsmasq[6486]: config error is REFUSED (EDE: not ready)";
-        assert_eq!(parse_line(line), Record::Other);
+        assert_eq!(
+            parse_line(line),
+            Record::Answer {
+                source: AnswerSource::Config,
+                name: plain("error"),
+                value: AnswerValue::Other
+            }
+        );
     }
 
     #[test]
@@ -788,6 +824,88 @@ mod tests {
                     assert!(matches!(r, Record::Forwarded { .. }), "{line}");
                 }
             }
+        }
+    }
+
+    /// Shapes taken from dnsmasq's `log_query()` format strings that the
+    /// fixtures do not show (they need DNSSEC validation or an auth zone).
+    #[test]
+    fn notes_bare_serials_and_auth() {
+        let p = "Nov 27 15:21:23 dnsmasq[7]: ";
+        let cases = [
+            (
+                "12 127.0.0.1/4000 reply a.example is 192.0.2.1 (DNSSEC signed)",
+                Some(12),
+                Record::Answer {
+                    source: AnswerSource::Reply,
+                    name: plain("a.example"),
+                    value: ip("192.0.2.1"),
+                },
+            ),
+            (
+                "reply error is SERVFAIL (EDE: DNSSEC bogus)",
+                None,
+                Record::Answer {
+                    source: AnswerSource::Reply,
+                    name: plain("error"),
+                    value: AnswerValue::Other,
+                },
+            ),
+            (
+                "13 dnssec-retry[DNSKEY] example.com to 127.0.0.1",
+                Some(13),
+                Record::Other,
+            ),
+            (
+                "14 cached b.example is 2001:db8::2",
+                Some(14),
+                Record::Answer {
+                    source: AnswerSource::Cached,
+                    name: plain("b.example"),
+                    value: ip("2001:db8::2"),
+                },
+            ),
+            (
+                "auth c.example is 198.51.100.3",
+                None,
+                Record::Answer {
+                    source: AnswerSource::Auth,
+                    name: plain("c.example"),
+                    value: ip("198.51.100.3"),
+                },
+            ),
+            (
+                "cached-stale d.example is 203.0.113.4",
+                None,
+                Record::Answer {
+                    source: AnswerSource::CachedStale,
+                    name: plain("d.example"),
+                    value: ip("203.0.113.4"),
+                },
+            ),
+            (
+                "DHCP e.lan is 192.0.2.5",
+                None,
+                Record::Answer {
+                    source: AnswerSource::Dhcp,
+                    name: plain("e.lan"),
+                    value: ip("192.0.2.5"),
+                },
+            ),
+            ("reply t.example is (text in parens)", None, Record::Other),
+            (
+                "query[A] x (y).example from 192.0.2.9",
+                None,
+                Record::Query {
+                    qtype: "A",
+                    name: plain("x (y).example"),
+                    client: b"192.0.2.9",
+                },
+            ),
+        ];
+        for (body, serial, want) in cases {
+            let line = format!("{p}{body}");
+            assert_eq!(parse_with_serial(line.as_bytes()), (serial, want), "{body}");
         }
     }
 

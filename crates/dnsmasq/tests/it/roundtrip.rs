@@ -80,6 +80,7 @@ fn spec() -> impl Strategy<Value = Spec> {
         Just(AnswerSource::Config),
         Just(AnswerSource::Hosts),
         Just(AnswerSource::Dhcp),
+        Just(AnswerSource::Auth),
     ];
     prop_oneof![
         (qtype, name(true), ip()).prop_map(|(qtype, name, c)| Spec::Query {
@@ -104,7 +105,11 @@ fn spec() -> impl Strategy<Value = Spec> {
     ]
 }
 
-fn render(spec: &Spec, extra: Option<(u32, IpAddr, u16)>) -> String {
+/// `(serial, client)` of `log-queries=extra` (client absent on lines dnsmasq
+/// logs for itself), and whether a ` (DNSSEC signed)` note follows.
+type Extra = (Option<(u32, Option<(IpAddr, u16)>)>, bool);
+
+fn render(spec: &Spec, (extra, note): Extra) -> String {
     let n = |n: &Option<String>| n.clone().unwrap_or_else(|| "<name unprintable>".to_owned());
     let body = match spec {
         Spec::Query {
@@ -126,6 +131,7 @@ fn render(spec: &Spec, extra: Option<(u32, IpAddr, u16)>) -> String {
                 AnswerSource::Config => "config",
                 AnswerSource::Hosts => path,
                 AnswerSource::Dhcp => "DHCP",
+                AnswerSource::Auth => "auth",
                 _ => unreachable!(),
             };
             let v = match value {
@@ -135,11 +141,13 @@ fn render(spec: &Spec, extra: Option<(u32, IpAddr, u16)>) -> String {
             format!("{word} {} is {v}", n(name))
         }
     };
+    let note = if note { " (DNSSEC signed)" } else { "" };
     match extra {
-        Some((serial, addr, port)) => {
-            format!("Mar 31 12:00:00 dnsmasq[123]: {serial} {addr}/{port} {body}\n")
+        Some((serial, Some((addr, port)))) => {
+            format!("Mar 31 12:00:00 dnsmasq[123]: {serial} {addr}/{port} {body}{note}\n")
         }
-        None => format!("Mar 31 12:00:00 dnsmasq[123]: {body}\n"),
+        Some((serial, None)) => format!("Mar 31 12:00:00 dnsmasq[123]: {serial} {body}{note}\n"),
+        None => format!("Mar 31 12:00:00 dnsmasq[123]: {body}{note}\n"),
     }
 }
 
@@ -155,8 +163,10 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
     #[test]
-    fn generated_lines_parse_back(spec in spec(), extra in proptest::option::of((any::<u32>(), ip(), any::<u16>()))) {
-        let line = render(&spec, extra);
+    fn generated_lines_parse_back(spec in spec(),
+                                  extra in proptest::option::of((any::<u32>(), proptest::option::of((ip(), any::<u16>())))),
+                                  note in any::<bool>()) {
+        let line = render(&spec, (extra, note));
         let got = parse_line(line.as_bytes());
         let client_text;
         let want = match &spec {
