@@ -15,6 +15,9 @@ use crate::text::TextStyle;
 use shield_watch_cli::Format;
 
 /// What the source threads send to the writer.
+// Nearly every message is an event, so its size is paid anyway; boxing it would only add an
+// allocation per event.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Msg {
     /// An event, and the read position just after the input that produced it.
@@ -115,8 +118,7 @@ fn write_loop(
             Msg::Shutdown => break,
         };
         if let Some(event) = event {
-            let admitted = (config.actions.is_empty()
-                || config.actions.iter().any(|a| *a == event.action))
+            let admitted = (config.actions.is_empty() || config.actions.contains(&event.action))
                 && dedup
                     .as_mut()
                     .is_none_or(|d| d.admit(&event, Instant::now()));

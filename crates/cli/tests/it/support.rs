@@ -195,10 +195,6 @@ impl Watch {
         }
         self.stderr_seen.clone()
     }
-
-    pub fn take_stdout(&mut self) -> Option<Receiver<String>> {
-        self.stdout.take()
-    }
 }
 
 impl Drop for Watch {
