@@ -146,11 +146,14 @@ fn ci() -> Result<()> {
 
     // The end-to-end tests create namespaces and start dnsmasq processes; each must remove
     // what it made, even when it fails. What is new after the run was left behind.
-    let before = system_objects();
+    let before = shield_lab::snapshot();
     let mut test = cargo();
     test.args(["test", "--workspace"]);
     let tested = run(test);
-    let left: Vec<String> = system_objects().difference(&before).cloned().collect();
+    let left: Vec<String> = shield_lab::snapshot()
+        .difference(&before)
+        .cloned()
+        .collect();
     tested?;
     if !left.is_empty() {
         bail!("the tests left these behind: {}", left.join(", "));
@@ -178,43 +181,6 @@ fn ci() -> Result<()> {
 
     eprintln!("xtask: ci passed");
     Ok(())
-}
-
-/// Network namespaces, dnsmasq processes and lab directories that exist right now.
-fn system_objects() -> std::collections::BTreeSet<String> {
-    let names = |dir: &str| -> Vec<String> {
-        std::fs::read_dir(dir)
-            .map(|entries| {
-                entries
-                    .filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let mut found = std::collections::BTreeSet::new();
-    found.extend(
-        names("/run/netns")
-            .into_iter()
-            .map(|n| format!("netns {n}")),
-    );
-    found.extend(
-        names("/tmp/shield-lab")
-            .into_iter()
-            .map(|n| format!("lab dir /tmp/shield-lab/{n}")),
-    );
-    for pid in names("/proc")
-        .into_iter()
-        .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
-    {
-        let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
-            continue;
-        };
-        if comm.trim() == "dnsmasq" {
-            found.insert(format!("dnsmasq pid {pid}"));
-        }
-    }
-    found
 }
 
 /// Runs every benchmark binary in release mode.

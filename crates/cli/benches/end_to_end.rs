@@ -50,6 +50,26 @@ fn start(state: &Path, extra: &[&str]) -> (Child, BufReader<std::process::ChildS
     (child, stdout)
 }
 
+/// Starts shield-watch with `args` and times it from start until `expected` lines came out.
+fn replay(state: &Path, args: &[&str], expected: usize) -> Duration {
+    let started = Instant::now();
+    let (mut child, mut stdout) = start(state, args);
+    let mut count = 0usize;
+    let mut buf = String::new();
+    while count < expected {
+        buf.clear();
+        if stdout.read_line(&mut buf).unwrap() == 0 {
+            break;
+        }
+        count += 1;
+    }
+    let elapsed = started.elapsed();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(count, expected);
+    elapsed
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index]
@@ -105,21 +125,7 @@ fn main() {
         .unwrap();
     }
     fs::write(dir.join("audit.jsonl"), &big).unwrap();
-    let started = Instant::now();
-    let (mut child, mut stdout) = start(&dir, &["--from-start"]);
-    let mut count = 0usize;
-    let mut buf = String::new();
-    while count < lines {
-        buf.clear();
-        if stdout.read_line(&mut buf).unwrap() == 0 {
-            break;
-        }
-        count += 1;
-    }
-    let elapsed = started.elapsed();
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert_eq!(count, lines);
+    let elapsed = replay(&dir, &["--from-start"], lines);
     println!(
         "throughput: {lines} audit lines ({:.1} MB) parsed and written in {:?}: {:.0} lines/s, {:.1} MB/s",
         big.len() as f64 / 1e6,
@@ -168,20 +174,7 @@ fn main() {
         .unwrap();
     }
     fs::write(dir.join("dnsmasq.log"), &log).unwrap();
-    let started = Instant::now();
-    let (mut child, mut stdout) = start(&dir, &["--from-start", "--source", "dns"]);
-    let mut count = 0usize;
-    while count < blocked {
-        buf.clear();
-        if stdout.read_line(&mut buf).unwrap() == 0 {
-            break;
-        }
-        count += 1;
-    }
-    let elapsed = started.elapsed();
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert_eq!(count, blocked);
+    let elapsed = replay(&dir, &["--from-start", "--source", "dns"], blocked);
     let lines = queries * 3;
     println!(
         "dns: {lines} query-log lines ({:.1} MB, {blocked} blocked queries) classified and written in {:?}: {:.2} M lines/s, {:.1} MB/s",

@@ -1,5 +1,6 @@
 //! Finding what the lab left behind: namespaces, dnsmasq processes, config dirs, nft tables.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 
@@ -53,6 +54,35 @@ pub fn leftovers(prefix: &str) -> Vec<String> {
         .filter(|n| mine(n))
     {
         found.push(format!("dir {CONF_ROOT}/{dir}"));
+    }
+    found
+}
+
+/// Every network namespace, dnsmasq process and lab directory on the machine right now, whoever
+/// made them. `cargo xtask ci` takes one before and one after the tests: what is new was left
+/// behind, whatever prefix (or none) the test used.
+pub fn snapshot() -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    found.extend(
+        names_in(Path::new("/run/netns"))
+            .into_iter()
+            .map(|n| format!("netns {n}")),
+    );
+    found.extend(
+        names_in(Path::new(CONF_ROOT))
+            .into_iter()
+            .map(|n| format!("dir {CONF_ROOT}/{n}")),
+    );
+    for pid in names_in(Path::new("/proc"))
+        .into_iter()
+        .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        let Ok(comm) = fs::read_to_string(format!("/proc/{pid}/comm")) else {
+            continue;
+        };
+        if comm.trim() == "dnsmasq" {
+            found.insert(format!("dnsmasq pid {pid}"));
+        }
     }
     found
 }

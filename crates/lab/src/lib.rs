@@ -46,7 +46,7 @@ mod statedir;
 pub use dig::{dig, dig_status};
 pub use dnsmasq::{Dnsmasq, ShieldedOptions};
 pub use error::{Error, ErrorKind};
-pub use leftovers::leftovers;
+pub use leftovers::{leftovers, snapshot};
 pub use netns::Netns;
 pub use preflight::preflight;
 pub use ruleset::{

@@ -54,6 +54,16 @@ pub fn binary() -> Command {
     Command::new(env!("CARGO_BIN_EXE_shield-watch"))
 }
 
+/// Starts `command` with no stdin and both outputs piped to us.
+fn spawn_piped(mut command: Command) -> Child {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// A running shield-watch with its stdout and stderr read line by line on their own threads.
 pub struct Watch {
     pub child: Child,
@@ -85,15 +95,9 @@ impl Watch {
 
     /// Starts it without waiting.
     pub fn spawn(state: &State, args: &[&str]) -> Watch {
-        let mut child = binary()
-            .arg("--state-dir")
-            .arg(state.path())
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut command = binary();
+        command.arg("--state-dir").arg(state.path()).args(args);
+        let mut child = spawn_piped(command);
         let stdout = lines_of(child.stdout.take().unwrap());
         let stderr = lines_of(child.stderr.take().unwrap());
         Watch {
@@ -206,13 +210,9 @@ impl Drop for Watch {
 
 /// Runs the binary to completion with a deadline (for the quick exit-code cases).
 pub fn run_to_exit(args: &[&std::ffi::OsStr]) -> (ExitStatus, String, String) {
-    let mut child = binary()
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut command = binary();
+    command.args(args);
+    let mut child = spawn_piped(command);
     let stdout: ChildStdout = child.stdout.take().unwrap();
     let out = lines_of(stdout);
     let err = lines_of(child.stderr.take().unwrap());
