@@ -154,12 +154,15 @@ impl LineHandler for DnsLines {
             None => false,
         };
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if priming || !self.emit {
+            // Only the cache wants this line: skip the allow-list work.
+            self.classifier.observe(line, &mut cache);
+            return None;
+        }
         let blocked = self
             .classifier
             .classify(line, &self.snapshot.1, Some(&mut cache))?;
-        if priming || !self.emit {
-            return None;
-        }
+        drop(cache);
         let mut event = Event::new(
             now_timestamp(),
             Source::Dns,

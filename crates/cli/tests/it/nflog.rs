@@ -5,7 +5,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use shield_lab::{Netns, Ruleset};
+use shield_lab::{dig, Dnsmasq, Netns, Ruleset, StateDir};
 
 use crate::support::{State, Watch};
 
@@ -166,4 +166,44 @@ fn a_group_held_by_another_process_is_explained() {
         .unwrap();
     assert!(reason.contains("group 100 is already bound"), "{reason}");
     drop(first);
+}
+
+#[test]
+fn a_connection_to_an_address_resolved_before_the_start_is_named() {
+    let ns = shielded_namespace();
+    let state = State::new(None);
+    let internet = Dnsmasq::upstream(
+        Some(&ns),
+        "127.0.0.2".parse().unwrap(),
+        5353,
+        &[("tracker.example", "203.0.113.13".parse().unwrap())],
+    )
+    .unwrap();
+    StateDir::layout_a(state.path(), "dnsmasq-live", &["allowed.example"], &[]).unwrap();
+    let resolver =
+        Dnsmasq::shielded(&ns, state.path(), internet.addr(), &["allowed.example"]).unwrap();
+    // Resolved (and logged) before shield-watch starts: no dns event for it, but the cache is
+    // primed from the existing log, so the connection is still named.
+    let answer = dig(&ns, resolver.addr(), "tracker.example", "A").unwrap();
+    assert_eq!(answer.trim(), "203.0.113.13");
+
+    let netns = ns.path();
+    let mut watch = Watch::start(&state, &["-c", "c", "--netns", netns.to_str().unwrap()]);
+    assert_eq!(
+        watch.stderr_seen.last().unwrap(),
+        "shield-watch: ready (audit,dns,nflog)"
+    );
+    tcp_connect(&ns, "203.0.113.13:443");
+    let event = normalised(&watch.lines(1)[0]);
+    let mut want = expected(
+        "queued_connection",
+        "203.0.113.13",
+        "TEROK_SHIELD_BLOCKED:",
+        443,
+        6,
+    );
+    want.as_object_mut()
+        .unwrap()
+        .insert("domain".into(), json!("tracker.example"));
+    assert_eq!(event, want);
 }
