@@ -140,6 +140,9 @@ fn run(args: Args) -> Result<(), Failure> {
         )))
     });
 
+    // How many ready reports main waits for: one per selected source, plus the cache-only
+    // reading of the query log when it runs without the dns source.
+    let mut expected = selected.len();
     for source in &selected {
         match source {
             SourceName::Audit => {
@@ -172,6 +175,7 @@ fn run(args: Args) -> Result<(), Failure> {
             SourceName::Nflog => {
                 let nflog = sources::nflog::NflogSource {
                     group: args.nflog_group,
+                    buffer: usize::try_from(args.nflog_buffer).unwrap_or(usize::MAX),
                     netns: args.netns.clone(),
                     container: container.clone(),
                     cache: cache.clone(),
@@ -220,7 +224,12 @@ fn run(args: Args) -> Result<(), Failure> {
             prime_only_existing,
             emit,
         );
-        let ready = if emit { Some(ready_tx.clone()) } else { None };
+        // Even when only the cache is wanted, nflog events must not come out before the cache
+        // is primed: main waits for this thread too, and lists it only when selected.
+        let ready = Some(ready_tx.clone());
+        if !emit {
+            expected += 1;
+        }
         thread::Builder::new()
             .name("dns".into())
             .spawn(move || file.run(ready, handler))
@@ -228,7 +237,14 @@ fn run(args: Args) -> Result<(), Failure> {
     }
     drop(ready_tx);
 
-    let stop = wait_until_ready(&selected, &ready_rx, &signal_rx, &writer_done_rx, &summary);
+    let stop = wait_until_ready(
+        expected,
+        &selected,
+        &ready_rx,
+        &signal_rx,
+        &writer_done_rx,
+        &summary,
+    );
     let stop = match stop {
         Some(stop) => stop,
         None => wait_for_stop(&signal_rx, &writer_done_rx, &summary),
@@ -284,9 +300,11 @@ enum Stop {
     Writer(WriterEnd),
 }
 
-/// Waits for every selected source to report, then prints the one ready line. Returns early
+/// Waits for `expected` ready reports, then prints the one ready line naming the selected
+/// sources that run. Returns early
 /// with a stop reason when a signal or the writer ends things first.
 fn wait_until_ready(
+    expected: usize,
     selected: &[SourceName],
     ready_rx: &Receiver<Ready>,
     signal_rx: &Receiver<i32>,
@@ -294,14 +312,15 @@ fn wait_until_ready(
     summary: &Summary,
 ) -> Option<Stop> {
     let mut running = Vec::new();
-    let mut pending = selected.len();
+    let mut pending = expected;
     while pending > 0 {
         select! {
             recv(ready_rx) -> ready => match ready {
                 Ok(ready) => {
                     pending -= 1;
                     match ready.result {
-                        Ok(()) => running.push(ready.source),
+                        Ok(()) if selected.contains(&ready.source) => running.push(ready.source),
+                        Ok(()) => {}
                         Err(reason) => eprintln!("shield-watch: {}: not running: {reason}", ready.source.as_str()),
                     }
                 }

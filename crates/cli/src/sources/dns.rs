@@ -136,6 +136,11 @@ impl LineHandler for DnsLines {
         }
     }
 
+    fn read_before_ready(&self) -> bool {
+        // An nflog event must not miss a name that was in the log before we started.
+        self.prime_until.is_some()
+    }
+
     fn line(&mut self, line: &[u8], end: Cursor) -> Option<Event> {
         if self.allow.generation.load(Ordering::Acquire) != self.snapshot.0 {
             self.snapshot = self.allow.snapshot();

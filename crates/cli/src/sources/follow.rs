@@ -32,11 +32,13 @@ pub trait LineHandler {
     /// had then, so a handler can treat older content differently (priming a cache).
     fn opened(&mut self, _len_at_open: u64) {}
 
+    /// Whether the content present at open must be read before the source reports ready.
+    fn read_before_ready(&self) -> bool {
+        false
+    }
+
     /// Handles one line ending at `end`; returns the event it produced, if any.
     fn line(&mut self, line: &[u8], end: Cursor) -> Option<shield_event::Event>;
-
-    /// Called after each batch of lines, before waiting for more.
-    fn batch_done(&mut self) {}
 }
 
 impl FileSource {
@@ -63,11 +65,11 @@ impl FileSource {
             }
         };
         handler.opened(follower.len_at_open());
-        if let Some(ready) = ready {
-            let _ = ready.send(Ready {
-                source: self.source,
-                result: Ok(()),
-            });
+        // Positioning may include reading what is already there (priming the domain cache):
+        // then the source is ready only after its first batch.
+        let mut ready = ready;
+        if !handler.read_before_ready() {
+            report_ready(self.source, ready.take(), Ok(()));
         }
 
         let mut warned_long = false;
@@ -98,12 +100,12 @@ impl FileSource {
                     last_sent = Some(end);
                 }
             });
-            handler.batch_done();
             if let Err(err) = result {
                 eprintln!(
                     "shield-watch: {name}: stopped following {}: {err}",
                     self.path.display()
                 );
+                report_ready(self.source, ready.take(), Err(err.to_string()));
                 return;
             }
             if closed {
@@ -124,6 +126,7 @@ impl FileSource {
                 name,
                 follower.stats().rotations + follower.stats().truncations,
             );
+            report_ready(self.source, ready.take(), Ok(()));
             if let Err(err) = follower.wait(None) {
                 eprintln!(
                     "shield-watch: {name}: stopped following {}: {err}",
@@ -132,5 +135,12 @@ impl FileSource {
                 return;
             }
         }
+    }
+}
+
+/// Tells main this source is positioned and running (once; `None` when already told).
+fn report_ready(source: SourceName, ready: Option<Sender<Ready>>, result: Result<(), String>) {
+    if let Some(ready) = ready {
+        let _ = ready.send(Ready { source, result });
     }
 }

@@ -14,10 +14,15 @@ use crate::sources::Ready;
 use crate::summary::Summary;
 use shield_watch_cli::SourceName;
 
+/// The receive buffer grows on overrun up to this (or `--nflog-buffer`, if larger).
+const MAX_BUFFER: usize = 64 << 20;
+
 /// How the NFLOG socket is opened.
 pub struct NflogSource {
     /// `--nflog-group`.
     pub group: u16,
+    /// `--nflog-buffer`: the initial receive buffer.
+    pub buffer: usize,
     /// `--netns`: entered by this thread only, before the socket is made.
     pub netns: Option<PathBuf>,
     /// Name put on events.
@@ -37,6 +42,7 @@ impl NflogSource {
         let mut subscription = match Subscription::builder()
             .group(self.group)
             .netns(self.netns.clone())
+            .recv_buffer(self.buffer, self.buffer.max(MAX_BUFFER))
             .open()
         {
             Ok(subscription) => subscription,

@@ -89,6 +89,7 @@ fn help_documents_every_flag_with_its_default_and_version_prints() {
         "--cursor",
         "--nflog-group",
         "--no-nflog",
+        "--nflog-buffer",
         "--netns",
         "--all-query-types",
         "--dedup",

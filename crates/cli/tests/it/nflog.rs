@@ -207,3 +207,80 @@ fn a_connection_to_an_address_resolved_before_the_start_is_named() {
         .insert("domain".into(), json!("tracker.example"));
     assert_eq!(event, want);
 }
+
+#[test]
+fn an_overrun_is_reported_with_the_count_and_nothing_is_lost_silently() {
+    let ns = shielded_namespace();
+    let state = State::new(Some("lookup"));
+    let netns = ns.path();
+    let mut watch = Watch::start(
+        &state,
+        &[
+            "--source",
+            "nflog",
+            "-c",
+            "c",
+            "--netns",
+            netns.to_str().unwrap(),
+            "--nflog-buffer",
+            "4096",
+        ],
+    );
+    // Starve the reader while the kernel queues far more than the small buffer holds.
+    watch.signal(libc::SIGSTOP);
+    const FLOOD: usize = 2000;
+    ns.run_in(|| {
+        let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+        for _ in 0..FLOOD {
+            // Refused by the shield: the error is expected, the packet was logged first.
+            let _ = socket.send_to(b"flood", "203.0.113.50:9");
+        }
+    })
+    .unwrap();
+    watch.signal(libc::SIGCONT);
+    // The reader drains what the kernel kept, then notices the overrun.
+    let mut lines = watch.lines_until(|l| l.contains("\"action\":\"nflog_overrun\""));
+    // A packet after the flood, sent once the queue has room again: its sequence number tells
+    // how many were lost before it.
+    tcp_connect(&ns, "203.0.113.51:7");
+    lines.extend(watch.lines_until(|l| l.contains("\"dest\":\"203.0.113.51\"")));
+    let events: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let delivered = events
+        .iter()
+        .filter(|e| e["dest"] == "203.0.113.50")
+        .count();
+    let overruns: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["action"] == "nflog_overrun")
+        .collect();
+    assert!(!overruns.is_empty(), "no overrun reported: {lines:#?}");
+    for overrun in &overruns {
+        assert_eq!(overrun["source"], "watch");
+    }
+    let lost: usize = overruns
+        .iter()
+        .filter_map(|e| e["extra"]["lost"].as_str())
+        .map(|n| n.parse::<usize>().unwrap())
+        .sum();
+    assert!(
+        lost > 0 && delivered < FLOOD,
+        "delivered {delivered}, lost {lost}"
+    );
+    assert_eq!(
+        delivered + lost,
+        FLOOD,
+        "every packet is either shown or counted"
+    );
+
+    watch.signal(libc::SIGTERM);
+    let (status, stderr) = watch.wait_exit();
+    assert_eq!(status.code(), Some(0));
+    let summary = stderr
+        .iter()
+        .find(|l| l.starts_with("shield-watch: summary:"))
+        .unwrap();
+    assert!(summary.contains(&format!("(lost {lost})")), "{summary}");
+}

@@ -156,6 +156,31 @@ impl Watch {
         got
     }
 
+    /// Stdout lines up to and including the first one matching `last`, within the deadline.
+    pub fn lines_until(&mut self, last: impl Fn(&str) -> bool) -> Vec<String> {
+        let stdout = self.stdout.as_ref().expect("stdout was closed");
+        let deadline = Instant::now() + DEADLINE;
+        let mut got = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match stdout.recv_timeout(left) {
+                Ok(line) => {
+                    let done = last(&line);
+                    got.push(line);
+                    if done {
+                        return got;
+                    }
+                }
+                Err(_) => panic!(
+                    "no matching line after {} lines (last: {:?}); stderr: {:#?}",
+                    got.len(),
+                    got.last(),
+                    self.drain_stderr()
+                ),
+            }
+        }
+    }
+
     /// Asserts nothing more arrives on stdout within `quiet`. Only used after a marker line that
     /// was written after the input under test, so a pass does not depend on timing.
     pub fn no_more_lines(&mut self, quiet: Duration) {
