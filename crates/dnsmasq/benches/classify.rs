@@ -2,7 +2,8 @@
 //!
 //! Run: `cargo bench -p shield-dnsmasq --bench classify` (optional argument:
 //! MiB of unique log to generate, default 256; the pass runs over it 4 times;
-//! `classify-only` skips the allow-list and cache micro-benchmarks, for profiling).
+//! `classify-only` skips the allow-list and cache micro-benchmarks, for profiling;
+//! `hot` or `churn` runs only that log).
 //!
 //! The log is generated in memory (256 MiB of distinct lines, passed over
 //! 4 times = 1 GiB classified): names under 2 000 domains, of which 30 % of
@@ -149,7 +150,14 @@ fn main() {
         .collect();
     let allow = AllowList::from_layout_a(&profile, "", "").list;
 
+    // `hot` or `churn` as an argument runs only that log (for profiling).
+    let only: Option<String> = std::env::args()
+        .skip(1)
+        .find(|a| a == "hot" || a == "churn");
     for (label, names) in [("hot", 5_000u64), ("churn", 100_000)] {
+        if only.as_deref().is_some_and(|o| o != label) {
+            continue;
+        }
         let t = Instant::now();
         let (buf, lines, queries) = generate(mib << 20, names);
         println!(
