@@ -1,22 +1,38 @@
 //! The bounded address → name map (LRU) that names NFLOG destinations.
 //!
-//! A `HashMap` from address to slot plus a doubly-linked recency list kept
-//! by index: lookup, insert, touch and eviction are all O(1), and memory is
-//! bounded by the capacity given at construction. The list links live in
-//! their own compact array (8 bytes an entry), apart from the names, so
-//! reordering on every use touches little memory.
+//! Lookup, insert, touch and eviction are all O(1), and memory is bounded by
+//! the capacity given at construction. The layout is chosen so that an
+//! answer re-confirming a known mapping (most answers) costs two cache
+//! misses at most:
+//!
+//! - the index is an open-addressing table (linear probing, at most half
+//!   full, backward-shift deletion) of 8-byte buckets holding 32 bits of the
+//!   keyed hash and the slot number, so it stays small enough for the CPU
+//!   caches and a probe rarely has to look at a slot that is not the one;
+//! - a slot is one 64-byte cache line holding the address and, for names up
+//!   to 41 bytes (name and CNAME target together), the text itself, so the
+//!   address check and the name comparison read the same line; longer text
+//!   lives in a side array and costs one more read;
+//! - the recency list links live in their own compact array (8 bytes an
+//!   entry), so reordering on every use touches little memory.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 
 use crate::hash::FastBuild;
 
 const NIL: u32 = u32::MAX;
 
-/// The map key: the address bits and the family. Two `u64` halves rather
-/// than a `u128` keep it at 24 bytes (8-byte aligned), so an index entry is
-/// 32 bytes, not 48; it hashes as two words (two folds), where `IpAddr`'s
-/// derived `Hash` goes through the byte-slice path.
+/// Text bytes (name and CNAME target together) kept in the slot itself:
+/// what is left of a 64-byte line after the address and the lengths.
+const INLINE: usize = 41;
+
+/// `Slot::inline_len` when the text is in `DomainCache::long`.
+const ON_HEAP: u8 = u8::MAX;
+
+/// The index key: the address bits and the family. Two `u64` halves hash as
+/// two words (two folds), where `IpAddr`'s derived `Hash` goes through the
+/// byte-slice path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Key {
     hi: u64,
@@ -58,11 +74,40 @@ pub struct Resolved<'a> {
     pub cname: Option<&'a str>,
 }
 
-#[derive(Debug)]
+/// One index bucket: empty when `slot` is `NIL`. The home bucket of an
+/// entry is `hash & mask`, which backward-shift deletion needs.
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    hash: u32,
+    slot: u32,
+}
+
+const EMPTY: Bucket = Bucket { hash: 0, slot: NIL };
+
+/// One cached address and what it resolved from, in one cache line. The
+/// text is the normalised name followed by the normalised CNAME target.
+#[derive(Clone, Debug)]
+#[repr(align(64))]
 struct Slot {
-    ip: IpAddr,
-    name: Box<str>,
-    cname: Option<Box<str>>,
+    hi: u64,
+    lo: u64,
+    /// Bytes of the text that are the name; the rest is the CNAME target.
+    name_len: u32,
+    /// Bytes of `inline` in use, or `ON_HEAP`.
+    inline_len: u8,
+    v4: bool,
+    has_cname: bool,
+    inline: [u8; INLINE],
+}
+
+impl Slot {
+    fn key(&self) -> Key {
+        Key {
+            hi: self.hi,
+            lo: self.lo,
+            v4: self.v4,
+        }
+    }
 }
 
 /// Neighbours in the recency list; `NIL` at the ends.
@@ -76,8 +121,12 @@ struct Link {
 #[derive(Debug)]
 pub struct DomainCache {
     capacity: usize,
-    index: HashMap<Key, u32, FastBuild>,
+    hasher: FastBuild,
+    /// A power of two long (or empty), never more than half full.
+    buckets: Vec<Bucket>,
     slots: Vec<Slot>,
+    /// The text of slots whose text does not fit inline (empty otherwise).
+    long: Vec<Box<str>>,
     links: Vec<Link>,
     /// Most recently used.
     head: u32,
@@ -92,8 +141,10 @@ impl DomainCache {
         let capacity = capacity.min(NIL as usize - 1);
         DomainCache {
             capacity,
-            index: HashMap::with_hasher(FastBuild::new()),
+            hasher: FastBuild::new(),
+            buckets: Vec::new(),
             slots: Vec::new(),
+            long: Vec::new(),
             links: Vec::new(),
             head: NIL,
             tail: NIL,
@@ -117,14 +168,17 @@ impl DomainCache {
 
     /// The name `ip` was last resolved from, marking the entry as recently used.
     pub fn lookup(&mut self, ip: IpAddr) -> Option<Resolved<'_>> {
-        let i = *self.index.get(&Key::of(ip))?;
+        let key = Key::of(ip);
+        let (_, i) = self.find(&key, self.hash(&key))?;
         self.touch(i);
         Some(self.resolved(i))
     }
 
     /// Like [`lookup`](Self::lookup) without changing the eviction order.
     pub fn peek(&self, ip: IpAddr) -> Option<Resolved<'_>> {
-        self.index.get(&Key::of(ip)).map(|&i| self.resolved(i))
+        let key = Key::of(ip);
+        self.find(&key, self.hash(&key))
+            .map(|(_, i)| self.resolved(i))
     }
 
     /// Maps `ip` to `name` (and its CNAME target), evicting the least recently
@@ -134,32 +188,35 @@ impl DomainCache {
     }
 
     /// [`insert`](Self::insert) from log bytes: allocates only when the
-    /// mapping changes, so a log full of repeated answers costs one probe each.
+    /// mapping changes to a long one, so a log full of repeated answers
+    /// costs one probe each.
     pub(crate) fn insert_raw(&mut self, ip: IpAddr, name: &[u8], cname: Option<&[u8]>) {
         if self.capacity == 0 {
             return;
         }
         let key = Key::of(ip);
-        if let Some(&i) = self.index.get(&key) {
-            let slot = &mut self.slots[i as usize];
-            if !same_name(&slot.name, name) {
-                slot.name = normalize(name).into();
-            }
-            let same_cname = match (&slot.cname, cname) {
-                (Some(old), Some(new)) => same_name(old, new),
-                (None, None) => true,
-                _ => false,
-            };
-            if !same_cname {
-                slot.cname = cname.map(|c| normalize(c).into());
+        let hash = self.hash(&key);
+        if let Some((_, i)) = self.find(&key, hash) {
+            if !self.same_text(i, name, cname) {
+                self.set_text(i, name, cname);
             }
             self.touch(i);
             return;
         }
-        let name: Box<str> = normalize(name).into();
-        let cname: Option<Box<str>> = cname.map(|c| normalize(c).into());
         let i = if self.slots.len() < self.capacity {
-            self.slots.push(Slot { ip, name, cname });
+            if (self.slots.len() + 1) * 2 > self.buckets.len() {
+                self.grow();
+            }
+            self.slots.push(Slot {
+                hi: key.hi,
+                lo: key.lo,
+                name_len: 0,
+                inline_len: 0,
+                v4: key.v4,
+                has_cname: false,
+                inline: [0; INLINE],
+            });
+            self.long.push(Box::default());
             self.links.push(Link {
                 prev: NIL,
                 next: NIL,
@@ -169,22 +226,151 @@ impl DomainCache {
             // Reuse the least recently used slot.
             let i = self.tail;
             self.unlink(i);
+            let old = self.slots[i as usize].key();
+            if let Some((at, _)) = self.find(&old, self.hash(&old)) {
+                self.remove_at(at);
+            }
             let slot = &mut self.slots[i as usize];
-            self.index.remove(&Key::of(slot.ip));
-            slot.ip = ip;
-            slot.name = name;
-            slot.cname = cname;
+            slot.hi = key.hi;
+            slot.lo = key.lo;
+            slot.v4 = key.v4;
             i
         };
-        self.index.insert(key, i);
+        self.set_text(i, name, cname);
+        self.place(hash, i);
         self.push_front(i);
+    }
+
+    #[inline]
+    fn hash(&self, key: &Key) -> u32 {
+        self.hasher.hash_one(key) as u32
+    }
+
+    /// The bucket position and slot of `key`.
+    #[inline]
+    fn find(&self, key: &Key, hash: u32) -> Option<(usize, u32)> {
+        if self.buckets.is_empty() {
+            return None;
+        }
+        let mask = self.buckets.len() - 1;
+        let mut at = hash as usize & mask;
+        // Terminates: the table is never more than half full.
+        loop {
+            let b = self.buckets[at];
+            if b.slot == NIL {
+                return None;
+            }
+            if b.hash == hash && self.slots[b.slot as usize].key() == *key {
+                return Some((at, b.slot));
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    /// Puts slot `i` into the index (its key must not be there yet).
+    fn place(&mut self, hash: u32, i: u32) {
+        let mask = self.buckets.len() - 1;
+        let mut at = hash as usize & mask;
+        while self.buckets[at].slot != NIL {
+            at = (at + 1) & mask;
+        }
+        self.buckets[at] = Bucket { hash, slot: i };
+    }
+
+    /// Empties bucket `at`, moving later entries of the same run back so
+    /// that every entry stays reachable from its home bucket.
+    fn remove_at(&mut self, mut at: usize) {
+        let mask = self.buckets.len() - 1;
+        let mut next = at;
+        loop {
+            next = (next + 1) & mask;
+            let b = self.buckets[next];
+            if b.slot == NIL {
+                self.buckets[at] = EMPTY;
+                return;
+            }
+            let home = b.hash as usize & mask;
+            // `b` may move back to `at` when `at` lies between its home and
+            // where it is now (cyclically).
+            if next.wrapping_sub(home) & mask >= next.wrapping_sub(at) & mask {
+                self.buckets[at] = b;
+                at = next;
+            }
+        }
+    }
+
+    /// Doubles the index (amortised O(1) per insert).
+    fn grow(&mut self) {
+        let size = (self.buckets.len() * 2).max(16);
+        self.buckets = vec![EMPTY; size];
+        for i in 0..self.slots.len() {
+            let hash = self.hash(&self.slots[i].key());
+            self.place(hash, i as u32);
+        }
+    }
+
+    /// The stored text of slot `i`.
+    #[inline]
+    fn text(&self, i: u32) -> &[u8] {
+        let s = &self.slots[i as usize];
+        if s.inline_len == ON_HEAP {
+            self.long[i as usize].as_bytes()
+        } else {
+            &s.inline[..usize::from(s.inline_len)]
+        }
+    }
+
+    /// Whether slot `i` already holds `normalize(name)` and `normalize(cname)`.
+    #[inline]
+    fn same_text(&self, i: u32, name: &[u8], cname: Option<&[u8]>) -> bool {
+        let s = &self.slots[i as usize];
+        let Some((old_name, old_cname)) = self.text(i).split_at_checked(s.name_len as usize) else {
+            return false;
+        };
+        same_name(old_name, name)
+            && match (s.has_cname, cname) {
+                (true, Some(new)) => same_name(old_cname, new),
+                (false, None) => true,
+                _ => false,
+            }
+    }
+
+    fn set_text(&mut self, i: u32, name: &[u8], cname: Option<&[u8]>) {
+        let name = normalize(name);
+        let cname = cname.map(normalize);
+        let (n, c) = (name.len(), cname.as_deref().map_or(0, str::len));
+        let total = n + c;
+        let i = i as usize;
+        let slot = &mut self.slots[i];
+        slot.name_len = n as u32;
+        slot.has_cname = cname.is_some();
+        if total <= INLINE {
+            slot.inline[..n].copy_from_slice(name.as_bytes());
+            if let Some(cname) = &cname {
+                slot.inline[n..total].copy_from_slice(cname.as_bytes());
+            }
+            slot.inline_len = total as u8;
+            if !self.long[i].is_empty() {
+                self.long[i] = Box::default();
+            }
+        } else {
+            let mut text = String::with_capacity(total);
+            text.push_str(&name);
+            text.push_str(cname.as_deref().unwrap_or(""));
+            self.long[i] = text.into_boxed_str();
+            slot.inline_len = ON_HEAP;
+        }
     }
 
     fn resolved(&self, i: u32) -> Resolved<'_> {
         let s = &self.slots[i as usize];
+        // Always valid UTF-8 split at a character boundary: it was built
+        // from two `str`s. The fallbacks only keep this panic-free.
+        let text = std::str::from_utf8(self.text(i)).unwrap_or("");
+        let at = s.name_len as usize;
         Resolved {
-            name: &s.name,
-            cname: s.cname.as_deref(),
+            name: text.get(..at).unwrap_or(text),
+            cname: s.has_cname.then(|| text.get(at..).unwrap_or("")),
         }
     }
 
@@ -237,12 +423,11 @@ pub(crate) fn normalize(name: &[u8]) -> std::borrow::Cow<'_, str> {
 
 /// Whether `normalize(raw) == stored`, without allocating.
 #[inline]
-fn same_name(stored: &str, raw: &[u8]) -> bool {
+fn same_name(stored: &[u8], raw: &[u8]) -> bool {
     let raw = raw.strip_suffix(b".").unwrap_or(raw);
     // dnsmasq logs names as asked, which is almost always lower case already:
     // try the plain (vectorised) comparison first.
-    stored.len() == raw.len()
-        && (stored.as_bytes() == raw || stored.as_bytes().eq_ignore_ascii_case(raw))
+    stored.len() == raw.len() && (stored == raw || stored.eq_ignore_ascii_case(raw))
 }
 
 #[cfg(test)]
@@ -347,6 +532,168 @@ mod tests {
         assert_eq!(c.len(), 1);
         assert!(c.peek(ip("192.0.2.1")).is_none());
         assert_eq!(c.lookup(ip("192.0.2.2")).unwrap().name, "b.example");
+    }
+
+    #[test]
+    fn slot_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Slot>(), 64);
+        assert_eq!(std::mem::size_of::<Bucket>(), 8);
+    }
+
+    #[test]
+    fn long_text_moves_between_slot_and_heap() {
+        let long = format!("{}.example", "a".repeat(60));
+        let mut c = DomainCache::new(2);
+        // Exactly INLINE bytes of text stay inline; one more goes to the heap.
+        let fits = "n".repeat(20);
+        let target = "t".repeat(INLINE - 20);
+        c.insert(ip("192.0.2.1"), &fits, Some(&target));
+        assert_eq!(c.slots[0].inline_len as usize, INLINE);
+        let target = "t".repeat(INLINE - 19);
+        c.insert(ip("192.0.2.1"), &fits, Some(&target));
+        assert_eq!(c.slots[0].inline_len, ON_HEAP);
+        assert_eq!(
+            c.peek(ip("192.0.2.1")),
+            Some(Resolved {
+                name: &fits,
+                cname: Some(&target)
+            })
+        );
+        c.insert(ip("192.0.2.1"), &long.to_uppercase(), None);
+        assert_eq!(c.peek(ip("192.0.2.1")).unwrap().name, long);
+        assert_eq!(c.peek(ip("192.0.2.1")).unwrap().cname, None);
+        // Back to a short name: the long text is released.
+        c.insert(ip("192.0.2.1"), "short.example", Some(""));
+        assert!(c.long[0].is_empty());
+        assert_eq!(
+            c.peek(ip("192.0.2.1")),
+            Some(Resolved {
+                name: "short.example",
+                cname: Some("")
+            })
+        );
+        // An evicted slot's long text is replaced as well.
+        c.insert(ip("192.0.2.2"), &long, None);
+        c.insert(ip("192.0.2.3"), "x.example", None);
+        assert!(c.peek(ip("192.0.2.1")).is_none());
+        assert_eq!(c.peek(ip("192.0.2.2")).unwrap().name, long);
+        assert_eq!(c.peek(ip("192.0.2.3")).unwrap().name, "x.example");
+    }
+
+    #[test]
+    fn index_stays_at_most_half_full_and_consistent() {
+        // Many evictions through a small table exercise backward-shift
+        // deletion over wrapped runs; every held address stays findable.
+        let mut c = DomainCache::new(37);
+        let mut rng = 0x2545_F491_4F6C_DD1Du64;
+        let mut held = std::collections::VecDeque::new();
+        for _ in 0..20_000 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let a = IpAddr::from(((rng % 200) as u32 | 0xc000_0200).to_be_bytes());
+            c.insert(a, "n.example", None);
+            held.retain(|x| *x != a);
+            held.push_back(a);
+            if held.len() > 37 {
+                held.pop_front();
+            }
+            assert!(c.buckets.len() >= 2 * c.len());
+            assert_eq!(c.buckets.iter().filter(|b| b.slot != NIL).count(), c.len());
+        }
+        for a in &held {
+            assert!(c.peek(*a).is_some(), "{a}");
+        }
+        assert_eq!(c.len(), 37);
+    }
+
+    /// What the cache must behave like: a list, most recent first.
+    #[derive(Default)]
+    struct Model {
+        cap: usize,
+        entries: Vec<(IpAddr, String, Option<String>)>,
+    }
+
+    impl Model {
+        fn insert(&mut self, ip: IpAddr, name: &str, cname: Option<&str>) {
+            if self.cap == 0 {
+                return;
+            }
+            let norm = |s: &str| normalize(s.as_bytes()).into_owned();
+            self.entries.retain(|e| e.0 != ip);
+            self.entries.insert(0, (ip, norm(name), cname.map(norm)));
+            self.entries.truncate(self.cap);
+        }
+        fn lookup(&mut self, ip: IpAddr) -> Option<(String, Option<String>)> {
+            let at = self.entries.iter().position(|e| e.0 == ip)?;
+            let e = self.entries.remove(at);
+            self.entries.insert(0, e.clone());
+            Some((e.1, e.2))
+        }
+        fn peek(&self, ip: IpAddr) -> Option<(String, Option<String>)> {
+            let e = self.entries.iter().find(|e| e.0 == ip)?;
+            Some((e.1.clone(), e.2.clone()))
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Insert(u8, usize, Option<usize>),
+        Lookup(u8),
+        Peek(u8),
+    }
+
+    fn addr(n: u8) -> IpAddr {
+        // IPv4 and IPv6 forms of the same bits, so families must not mix up.
+        if n % 2 == 0 {
+            IpAddr::from([192, 0, 2, n / 2])
+        } else {
+            let mut b = [0u8; 16];
+            b[12..].copy_from_slice(&[192, 0, 2, n / 2]);
+            IpAddr::from(b)
+        }
+    }
+
+    const NAMES: [&str; 5] = [
+        "a.example",
+        "A.EXAMPLE.",
+        "b.example",
+        "a-name-long-enough-to-need-the-heap.example.com",
+        "",
+    ];
+
+    use proptest::prelude::*;
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0u8..24, 0..NAMES.len(), proptest::option::of(0..NAMES.len()))
+                .prop_map(|(a, n, c)| Op::Insert(a, n, c)),
+            1 => (0u8..24).prop_map(Op::Lookup),
+            1 => (0u8..24).prop_map(Op::Peek),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn behaves_like_an_lru_list(cap in 0usize..9, ops in proptest::collection::vec(op(), 0..300)) {
+            let mut c = DomainCache::new(cap);
+            let mut m = Model { cap, ..Model::default() };
+            let own = |r: Resolved<'_>| (r.name.to_owned(), r.cname.map(str::to_owned));
+            for op in ops {
+                match op {
+                    Op::Insert(a, n, cn) => {
+                        c.insert(addr(a), NAMES[n], cn.map(|i| NAMES[i]));
+                        m.insert(addr(a), NAMES[n], cn.map(|i| NAMES[i]));
+                    }
+                    Op::Lookup(a) => prop_assert_eq!(c.lookup(addr(a)).map(own), m.lookup(addr(a))),
+                    Op::Peek(a) => prop_assert_eq!(c.peek(addr(a)).map(own), m.peek(addr(a))),
+                }
+                prop_assert_eq!(c.len(), m.entries.len());
+            }
+            for a in 0u8..24 {
+                prop_assert_eq!(c.peek(addr(a)).map(own), m.peek(addr(a)));
+            }
+        }
     }
 
     #[test]
