@@ -427,7 +427,11 @@ fn same_name(stored: &[u8], raw: &[u8]) -> bool {
     let raw = raw.strip_suffix(b".").unwrap_or(raw);
     // dnsmasq logs names as asked, which is almost always lower case already:
     // try the plain (vectorised) comparison first.
-    stored.len() == raw.len() && (stored == raw || stored.eq_ignore_ascii_case(raw))
+    // `stored` is lower case, so ignoring case can only help when `raw` has
+    // an upper-case letter; a name that merely differs skips that pass.
+    stored.len() == raw.len()
+        && (stored == raw
+            || (raw.iter().any(u8::is_ascii_uppercase) && stored.eq_ignore_ascii_case(raw)))
 }
 
 #[cfg(test)]

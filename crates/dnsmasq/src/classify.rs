@@ -65,6 +65,10 @@ impl Classifier {
         } else if cache.is_none() {
             self.chain.active = false;
             return None;
+        } else if !self.chain.active && body.starts_with(b"forwarded ") {
+            // A `forwarded` line only ends a CNAME chain: with none open,
+            // whatever it parses to changes nothing.
+            return None;
         } else {
             parse_body(body)
         };
