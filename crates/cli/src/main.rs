@@ -12,12 +12,14 @@ mod text;
 
 use std::collections::BTreeMap;
 use std::io;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::thread;
 
 use clap::Parser;
-use crossbeam_channel::{bounded, select, unbounded, Receiver};
+use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
+use shield_dnsmasq::DomainCache;
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
@@ -80,16 +82,13 @@ fn run(args: Args) -> Result<(), Failure> {
         .map_err(|e| Failure::State(format!("cannot install signal handlers: {e}")))?;
     let signal_handle = signals.handle();
     let (signal_tx, signal_rx) = unbounded();
-    thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            for signal in signals.forever() {
-                if signal_tx.send(signal).is_err() {
-                    break;
-                }
+    spawn("signals", move || {
+        for signal in signals.forever() {
+            if signal_tx.send(signal).is_err() {
+                break;
             }
-        })
-        .expect("spawning a thread");
+        }
+    });
 
     let summary = Summary::default();
     let (tx, rx) = bounded::<Msg>(CHANNEL_CAPACITY);
@@ -107,135 +106,28 @@ fn run(args: Args) -> Result<(), Failure> {
     };
     let writer = {
         let summary = summary.clone();
-        thread::Builder::new()
-            .name("writer".into())
-            .spawn(move || {
-                run_writer(
-                    rx,
-                    io::stdout().lock(),
-                    writer_config,
-                    summary,
-                    writer_done_tx,
-                )
-            })
-            .expect("spawning a thread")
+        spawn("writer", move || {
+            run_writer(
+                rx,
+                io::stdout().lock(),
+                writer_config,
+                summary,
+                writer_done_tx,
+            )
+        })
     };
 
     let (ready_tx, ready_rx) = unbounded::<Ready>();
-    let options = shield_tail::Options {
-        max_line: usize::try_from(args.max_line).unwrap_or(usize::MAX),
-        ..shield_tail::Options::default()
+    let launcher = Launcher {
+        args: &args,
+        state: &state,
+        container,
+        saved_cursors,
+        tx: tx.clone(),
+        ready: ready_tx,
+        summary: summary.clone(),
     };
-    let start_for = |name: &str| match saved_cursors.get(name) {
-        Some(cursor) => shield_tail::Start::Cursor(*cursor),
-        None if args.from_start => shield_tail::Start::Beginning,
-        None => shield_tail::Start::End,
-    };
-
-    let cache = (state.tier.has_dnsmasq()
-        && (selected.contains(&SourceName::Dns) || selected.contains(&SourceName::Nflog)))
-    .then(|| {
-        Arc::new(Mutex::new(shield_dnsmasq::DomainCache::new(
-            args.domain_cache,
-        )))
-    });
-
-    // How many ready reports main waits for: one per selected source, plus the cache-only
-    // reading of the query log when it runs without the dns source.
-    let mut expected = selected.len();
-    for source in &selected {
-        match source {
-            SourceName::Audit => {
-                let path = state.audit_log();
-                if let Err(err) = state::ensure_file(&path) {
-                    eprintln!(
-                        "shield-watch: audit: cannot create {}: {err}; waiting for it",
-                        path.display()
-                    );
-                }
-                let file = FileSource {
-                    source: SourceName::Audit,
-                    path,
-                    start: start_for("audit"),
-                    options: options.clone(),
-                    tx: tx.clone(),
-                    summary: summary.clone(),
-                };
-                let handler = sources::audit::AuditLines {
-                    container: container.clone(),
-                    summary: summary.clone(),
-                };
-                let ready = Some(ready_tx.clone());
-                thread::Builder::new()
-                    .name("audit".into())
-                    .spawn(move || file.run(ready, handler))
-                    .expect("spawning a thread");
-            }
-            SourceName::Dns => {} // started below, with the cache it shares
-            SourceName::Nflog => {
-                let nflog = sources::nflog::NflogSource {
-                    group: args.nflog_group,
-                    buffer: usize::try_from(args.nflog_buffer).unwrap_or(usize::MAX),
-                    netns: args.netns.clone(),
-                    container: container.clone(),
-                    cache: cache.clone(),
-                    tx: tx.clone(),
-                    summary: summary.clone(),
-                };
-                let ready = ready_tx.clone();
-                thread::Builder::new()
-                    .name("nflog".into())
-                    .spawn(move || nflog.run(ready))
-                    .expect("spawning a thread");
-            }
-        }
-    }
-    // The query log is read once, by one thread, whether it reports blocked lookups (the dns
-    // source) or only names addresses for nflog events (the cache), or both.
-    if let Some(cache) = &cache {
-        let emit = selected.contains(&SourceName::Dns);
-        let path = state.dnsmasq_log();
-        if let Err(err) = state::ensure_file(&path) {
-            eprintln!(
-                "shield-watch: dns: cannot create {}: {err}; waiting for it",
-                path.display()
-            );
-        }
-        let start = start_for("dns");
-        let prime_only_existing = matches!(start, shield_tail::Start::End);
-        let file = FileSource {
-            source: SourceName::Dns,
-            path,
-            // Existing content is read for the cache even when events start at the end.
-            start: if prime_only_existing {
-                shield_tail::Start::Beginning
-            } else {
-                start
-            },
-            options: options.clone(),
-            tx: tx.clone(),
-            summary: summary.clone(),
-        };
-        let handler = sources::dns::DnsLines::new(
-            args.all_query_types,
-            sources::dns::SharedAllowList::load_and_watch(&state.dir),
-            cache.clone(),
-            container.clone(),
-            prime_only_existing,
-            emit,
-        );
-        // Even when only the cache is wanted, nflog events must not come out before the cache
-        // is primed: main waits for this thread too, and lists it only when selected.
-        let ready = Some(ready_tx.clone());
-        if !emit {
-            expected += 1;
-        }
-        thread::Builder::new()
-            .name("dns".into())
-            .spawn(move || file.run(ready, handler))
-            .expect("spawning a thread");
-    }
-    drop(ready_tx);
+    let expected = launcher.start(&selected);
 
     let stop = wait_until_ready(
         expected,
@@ -271,6 +163,142 @@ fn run(args: Args) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// What every source thread is started with.
+struct Launcher<'a> {
+    args: &'a Args,
+    state: &'a StateDir,
+    container: String,
+    saved_cursors: BTreeMap<String, shield_tail::Cursor>,
+    tx: Sender<Msg>,
+    ready: Sender<Ready>,
+    summary: Summary,
+}
+
+impl Launcher<'_> {
+    /// Starts a thread per selected source; returns how many ready reports main must wait for.
+    fn start(self, selected: &[SourceName]) -> usize {
+        // The query log is read once, by one thread, whether it reports blocked lookups (the
+        // dns source), only names addresses for nflog events (the cache), or both.
+        let cache = (self.state.tier.has_dnsmasq()
+            && (selected.contains(&SourceName::Dns) || selected.contains(&SourceName::Nflog)))
+        .then(|| Arc::new(Mutex::new(DomainCache::new(self.args.domain_cache))));
+        let mut expected = selected.len();
+        if selected.contains(&SourceName::Audit) {
+            self.audit();
+        }
+        if selected.contains(&SourceName::Nflog) {
+            self.nflog(cache.clone());
+        }
+        if let Some(cache) = cache {
+            let emit = selected.contains(&SourceName::Dns);
+            // Even when only the cache is wanted, nflog events must not come out before it is
+            // primed: main waits for this thread too, and lists it only when selected.
+            if !emit {
+                expected += 1;
+            }
+            self.query_log(cache, emit);
+        }
+        expected
+    }
+
+    fn options(&self) -> shield_tail::Options {
+        shield_tail::Options {
+            max_line: usize::try_from(self.args.max_line).unwrap_or(usize::MAX),
+            ..shield_tail::Options::default()
+        }
+    }
+
+    /// Where a file source starts: its saved cursor, else the start or the end of the file.
+    fn start_for(&self, name: &str) -> shield_tail::Start {
+        match self.saved_cursors.get(name) {
+            Some(cursor) => shield_tail::Start::Cursor(*cursor),
+            None if self.args.from_start => shield_tail::Start::Beginning,
+            None => shield_tail::Start::End,
+        }
+    }
+
+    fn file_source(
+        &self,
+        source: SourceName,
+        path: PathBuf,
+        start: shield_tail::Start,
+    ) -> FileSource {
+        if let Err(err) = state::ensure_file(&path) {
+            eprintln!(
+                "shield-watch: {}: cannot create {}: {err}; waiting for it",
+                source.as_str(),
+                path.display()
+            );
+        }
+        FileSource {
+            source,
+            path,
+            start,
+            options: self.options(),
+            tx: self.tx.clone(),
+            summary: self.summary.clone(),
+        }
+    }
+
+    fn audit(&self) {
+        let file = self.file_source(
+            SourceName::Audit,
+            self.state.audit_log(),
+            self.start_for("audit"),
+        );
+        let handler = sources::audit::AuditLines {
+            container: self.container.clone(),
+            summary: self.summary.clone(),
+        };
+        let ready = Some(self.ready.clone());
+        spawn("audit", move || file.run(ready, handler));
+    }
+
+    fn nflog(&self, cache: Option<Arc<Mutex<DomainCache>>>) {
+        let nflog = sources::nflog::NflogSource {
+            group: self.args.nflog_group,
+            buffer: usize::try_from(self.args.nflog_buffer).unwrap_or(usize::MAX),
+            netns: self.args.netns.clone(),
+            container: self.container.clone(),
+            cache,
+            tx: self.tx.clone(),
+            summary: self.summary.clone(),
+        };
+        let ready = self.ready.clone();
+        spawn("nflog", move || nflog.run(ready));
+    }
+
+    fn query_log(&self, cache: Arc<Mutex<DomainCache>>, emit: bool) {
+        let start = self.start_for("dns");
+        // Existing content is read for the cache even when events start at the end.
+        let prime_only_existing = matches!(start, shield_tail::Start::End);
+        let start = if prime_only_existing {
+            shield_tail::Start::Beginning
+        } else {
+            start
+        };
+        let file = self.file_source(SourceName::Dns, self.state.dnsmasq_log(), start);
+        let handler = sources::dns::DnsLines::new(
+            self.args.all_query_types,
+            sources::dns::SharedAllowList::load_and_watch(&self.state.dir),
+            cache,
+            self.container.clone(),
+            prime_only_existing,
+            emit,
+        );
+        let ready = Some(self.ready.clone());
+        spawn("dns", move || file.run(ready, handler));
+    }
+}
+
+/// Starts a named thread; failing to is not something the process can recover from.
+fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> thread::JoinHandle<()> {
+    thread::Builder::new()
+        .name(name.into())
+        .spawn(body)
+        .expect("spawning a thread")
 }
 
 /// The sources to run: `--source`, or every one that applies to this container.
