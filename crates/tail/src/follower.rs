@@ -554,15 +554,7 @@ impl Follower {
         let last_byte = cur.last_byte?;
         let not_before = cur.last_data? - Duration::from_secs(1);
         let mut best: Option<(std::time::SystemTime, File)> = None;
-        for entry in std::fs::read_dir(&self.dir).ok()?.flatten() {
-            if !entry
-                .file_name()
-                .as_bytes()
-                .starts_with(self.name.as_bytes())
-            {
-                continue;
-            }
-            let Ok(m) = entry.metadata() else { continue };
+        for (entry, m) in self.rotation_candidates()? {
             let Ok(mtime) = m.modified() else { continue };
             if !m.is_file()
                 || (m.dev(), m.ino()) == (cur.dev, cur.ino)
@@ -723,19 +715,22 @@ impl Follower {
         Ok(())
     }
 
+    /// The entries of our directory that may be rotations of our file (`NAME.1`,
+    /// `NAME-20260331`), with their metadata. Only those: an inode number alone can have been
+    /// re-used by any file, and a short file's fingerprint is weak.
+    fn rotation_candidates(&self) -> Option<Vec<(std::fs::DirEntry, std::fs::Metadata)>> {
+        let entries = std::fs::read_dir(&self.dir).ok()?.flatten();
+        Some(
+            entries
+                .filter(|e| e.file_name().as_bytes().starts_with(self.name.as_bytes()))
+                .filter_map(|e| e.metadata().ok().map(|m| (e, m)))
+                .collect(),
+        )
+    }
+
     /// The file next to the path with the cursor's identity and fingerprint, long enough.
     fn find_sibling(&self, c: Cursor) -> Option<Tracked> {
-        for entry in std::fs::read_dir(&self.dir).ok()?.flatten() {
-            // Only rotations of our file (`NAME.1`, `NAME-20260331`): an inode number alone
-            // can have been re-used by any file, and a short file's fingerprint is weak.
-            if !entry
-                .file_name()
-                .as_bytes()
-                .starts_with(self.name.as_bytes())
-            {
-                continue;
-            }
-            let Ok(m) = entry.metadata() else { continue };
+        for (entry, m) in self.rotation_candidates()? {
             if m.dev() != c.dev || m.ino() != c.ino || !m.is_file() {
                 continue;
             }

@@ -22,6 +22,21 @@ fn shielded_namespace() -> Netns {
     ns
 }
 
+/// shield-watch with only the nflog source, reading the group inside `ns`.
+fn watch_nflog(state: &State, ns: &Netns, extra: &[&str]) -> Watch {
+    let netns = ns.path();
+    let mut args = vec![
+        "--source",
+        "nflog",
+        "-c",
+        "c",
+        "--netns",
+        netns.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Watch::start(state, &args)
+}
+
 fn tcp_connect(ns: &Netns, to: &str) {
     let to: SocketAddr = to.parse().unwrap();
     // Refused or timed out by the ruleset: the failure is the expected outcome.
@@ -70,18 +85,7 @@ fn expected(action: &str, dest: &str, prefix: &str, port: u16, proto: u8) -> Val
 fn logged_packets_become_events_with_the_prefix_action() {
     let ns = shielded_namespace();
     let state = State::new(Some("lookup"));
-    let netns = ns.path();
-    let mut watch = Watch::start(
-        &state,
-        &[
-            "--source",
-            "nflog",
-            "-c",
-            "c",
-            "--netns",
-            netns.to_str().unwrap(),
-        ],
-    );
+    let mut watch = watch_nflog(&state, &ns, &[]);
     assert_eq!(
         watch.stderr_seen.last().unwrap(),
         "shield-watch: ready (nflog)"
@@ -212,20 +216,7 @@ fn a_connection_to_an_address_resolved_before_the_start_is_named() {
 fn an_overrun_is_reported_with_the_count_and_nothing_is_lost_silently() {
     let ns = shielded_namespace();
     let state = State::new(Some("lookup"));
-    let netns = ns.path();
-    let mut watch = Watch::start(
-        &state,
-        &[
-            "--source",
-            "nflog",
-            "-c",
-            "c",
-            "--netns",
-            netns.to_str().unwrap(),
-            "--nflog-buffer",
-            "4096",
-        ],
-    );
+    let mut watch = watch_nflog(&state, &ns, &["--nflog-buffer", "4096"]);
     // Starve the reader while the kernel queues far more than the small buffer holds.
     watch.signal(libc::SIGSTOP);
     const FLOOD: usize = 2000;
