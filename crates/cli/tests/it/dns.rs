@@ -18,6 +18,13 @@ struct Resolver {
 
 impl Resolver {
     fn start(state: &State, allowed: &[&str], denied: &[&str]) -> Resolver {
+        StateDir::layout_a(state.path(), "dnsmasq-live", allowed, denied).unwrap();
+        Resolver::start_on(state, allowed)
+    }
+
+    /// A resolver on a state dir that is already written; `allowed` feeds dnsmasq's nftset
+    /// lines only (what shield-watch allows comes from the state dir).
+    fn start_on(state: &State, allowed: &[&str]) -> Resolver {
         shield_lab::preflight().expect("the dns tests need root, dnsmasq and dig");
         let ns = Netns::create("shw-dns").unwrap();
         let records = [
@@ -29,7 +36,6 @@ impl Resolver {
         ];
         let internet =
             Dnsmasq::upstream(Some(&ns), "127.0.0.2".parse().unwrap(), 5353, &records).unwrap();
-        StateDir::layout_a(state.path(), "dnsmasq-live", allowed, denied).unwrap();
         let resolver = Dnsmasq::shielded(&ns, state.path(), internet.addr(), allowed).unwrap();
         Resolver {
             ns,
@@ -186,4 +192,70 @@ fn unprintable_names_are_reported_verbatim() {
             blocked("marker.example", "A")
         ]
     );
+}
+
+#[test]
+fn policy_layout_most_specific_entry_decides() {
+    let state = State::new(None);
+    StateDir::layout_b(
+        state.path(),
+        "dnsmasq-live",
+        &[
+            (
+                "10-override",
+                "+ok.bad.allowed.example # operator exception\n",
+            ),
+            ("20-security-deny", "-bad.allowed.example %reason=malware\n"),
+            (
+                "30-provider-allow",
+                "+allowed.example\n+*.wild.example\n+192.0.2.0/24\n",
+            ),
+            ("40-project-allow", "# nothing yet\n"),
+            ("live", ""),
+        ],
+    )
+    .unwrap();
+    let resolver = Resolver::start_on(&state, &["allowed.example", "wild.example"]);
+    let mut watch = Watch::start(&state, &["--no-nflog", "-c", "c"]);
+
+    for (name, qtype) in [
+        ("allowed.example", "A"),
+        ("api.allowed.example", "A"),
+        ("x.wild.example", "AAAA"),
+        ("bad.allowed.example", "A"),
+        ("deep.bad.allowed.example", "A"),
+        ("ok.bad.allowed.example", "A"),
+        ("wild.example", "A"),
+        ("marker.example", "A"),
+    ] {
+        resolver.lookup(name, qtype);
+    }
+    let lines: Vec<String> = watch.lines(4).iter().map(|l| without_ts(l)).collect();
+    assert_eq!(
+        lines,
+        [
+            blocked("bad.allowed.example", "A"),
+            blocked("deep.bad.allowed.example", "A"),
+            // `*.wild.example` allows the subdomains, not the name itself.
+            blocked("wild.example", "A"),
+            blocked("marker.example", "A"),
+        ]
+    );
+
+    // A live deny of an allowed name applies within the reload.
+    fs::write(state.path().join("policy/live"), "-allowed.example\n").unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        resolver.lookup("api.allowed.example", "A");
+        resolver.lookup("m2.example", "A");
+        let first = without_ts(&watch.lines(1)[0]);
+        if first == blocked("api.allowed.example", "A") {
+            break;
+        }
+        assert_eq!(first, blocked("m2.example", "A"));
+        assert!(
+            Instant::now() < deadline,
+            "the live deny was never picked up"
+        );
+    }
 }
