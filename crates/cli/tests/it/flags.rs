@@ -169,3 +169,34 @@ fn colour_is_only_used_when_asked_or_on_a_terminal() {
         );
     }
 }
+
+#[test]
+fn lines_over_max_line_are_skipped_counted_and_warned_about_once() {
+    let state = State::new(Some("lookup"));
+    let mut watch = Watch::start(&state, &["--no-nflog", "-c", "c", "--max-line", "1024"]);
+    let long = format!(
+        "{{\"action\":\"x\",\"detail\":\"{}\"}}\n",
+        "y".repeat(100_000)
+    );
+    state.append("audit.jsonl", long.as_bytes());
+    state.append("audit.jsonl", long.as_bytes());
+    state.append("audit.jsonl", &audit("1", "after", ""));
+    // The stream stays in sync: the next line is whole and correct.
+    assert_eq!(
+        watch.lines(1),
+        [r#"{"ts":"1","source":"audit","action":"after","container":"c"}"#]
+    );
+    watch.signal(libc::SIGTERM);
+    let (status, stderr) = watch.wait_exit();
+    assert_eq!(status.code(), Some(0));
+    let warnings = stderr
+        .iter()
+        .filter(|l| l.contains("over --max-line"))
+        .count();
+    assert_eq!(warnings, 1, "{stderr:#?}");
+    let summary = stderr
+        .iter()
+        .find(|l| l.starts_with("shield-watch: summary:"))
+        .unwrap();
+    assert!(summary.contains("audit/too_long=2"), "{summary}");
+}
