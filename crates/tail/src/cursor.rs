@@ -19,11 +19,16 @@ pub(crate) const FINGERPRINT_MAX: usize = 256;
 /// one) from the file the cursor was taken in: it is the length (at most 256) and a 64-bit
 /// FNV-1a hash of the file's first bytes, as far as they had been read.
 ///
-/// The text form (`Display`/`FromStr`) is one line: `v1:DEV:INO:OFFSET:FPLEN:FPHASH`.
+/// The text form (`Display`/`FromStr`) is one line: `v2:DEV:INO:BIRTH:OFFSET:FPLEN:FPHASH`
+/// (`v1:DEV:INO:OFFSET:FPLEN:FPHASH`, without the birth time, is still read).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cursor {
     pub(crate) dev: u64,
     pub(crate) ino: u64,
+    /// The file's birth time in nanoseconds (statx `btime`), 0 where the filesystem does not
+    /// record one. With the inode number it tells a file deleted and re-created while we were
+    /// down (same inode, maybe the same first bytes) from the file the cursor was taken in.
+    pub(crate) birth: u64,
     pub(crate) offset: u64,
     pub(crate) fp: Fingerprint,
 }
@@ -38,6 +43,7 @@ impl Cursor {
     pub(crate) const NONE: Cursor = Cursor {
         dev: 0,
         ino: 0,
+        birth: 0,
         offset: 0,
         fp: Fingerprint::EMPTY,
     };
@@ -45,14 +51,21 @@ impl Cursor {
     pub(crate) fn names_a_file(&self) -> bool {
         self.dev != 0 || self.ino != 0
     }
+
+    /// Whether a file with this identity is the one the cursor was taken in, as far as the
+    /// identity tells (the caller still checks the fingerprint). A birth time of 0 on either
+    /// side is unknown, not different.
+    pub(crate) fn same_identity(&self, dev: u64, ino: u64, birth: u64) -> bool {
+        (self.dev, self.ino) == (dev, ino) && (self.birth == 0 || birth == 0 || self.birth == birth)
+    }
 }
 
 impl fmt::Display for Cursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "v1:{}:{}:{}:{}:{:016x}",
-            self.dev, self.ino, self.offset, self.fp.len, self.fp.hash
+            "v2:{}:{}:{}:{}:{}:{:016x}",
+            self.dev, self.ino, self.birth, self.offset, self.fp.len, self.fp.hash
         )
     }
 }
@@ -63,7 +76,8 @@ impl FromStr for Cursor {
     fn from_str(s: &str) -> Result<Cursor, Error> {
         let bad = || Error::new(ErrorKind::BadCursor, format!("{s:?}"));
         let mut it = s.trim().split(':');
-        if it.next() != Some("v1") {
+        let version = it.next();
+        if version != Some("v1") && version != Some("v2") {
             return Err(bad());
         }
         let mut num = |radix: u32| -> Result<u64, Error> {
@@ -72,6 +86,7 @@ impl FromStr for Cursor {
         };
         let dev = num(10)?;
         let ino = num(10)?;
+        let birth = if version == Some("v2") { num(10)? } else { 0 };
         let offset = num(10)?;
         let len = num(10)?;
         let hash = num(16)?;
@@ -81,6 +96,7 @@ impl FromStr for Cursor {
         Ok(Cursor {
             dev,
             ino,
+            birth,
             offset,
             fp: Fingerprint {
                 len: len as u16,
@@ -250,12 +266,29 @@ mod tests {
         let c = Cursor {
             dev: 2049,
             ino: 131_073,
+            birth: 1_790_000_000_123_456_789,
             offset: 4096,
             fp: Fingerprint::of(b"hello\n"),
         };
         let s = c.to_string();
-        assert!(s.starts_with("v1:2049:131073:4096:6:"), "{s}");
+        assert!(
+            s.starts_with("v2:2049:131073:1790000000123456789:4096:6:"),
+            "{s}"
+        );
         assert_eq!(s.parse::<Cursor>().unwrap(), c);
+    }
+
+    #[test]
+    fn version_1_cursors_are_still_read_with_an_unknown_birth_time() {
+        let c: Cursor = "v1:2049:131073:4096:6:0000000000000001".parse().unwrap();
+        assert_eq!((c.dev, c.ino, c.birth, c.offset), (2049, 131_073, 0, 4096));
+        // Unknown is not different.
+        assert!(c.same_identity(2049, 131_073, 42));
+        let born: Cursor = "v2:2049:131073:7:4096:6:0000000000000001".parse().unwrap();
+        assert!(born.same_identity(2049, 131_073, 7));
+        assert!(born.same_identity(2049, 131_073, 0));
+        assert!(!born.same_identity(2049, 131_073, 8));
+        assert!(!born.same_identity(2049, 131_074, 7));
     }
 
     #[test]
@@ -263,6 +296,7 @@ mod tests {
         for s in [
             "",
             "v1",
+            "v3:1:2:3:0:0",
             "v2:1:2:3:0:0",
             "v1:1:2:3:0",
             "v1:1:2:3:999:0",
@@ -300,6 +334,7 @@ mod tests {
             Cursor {
                 dev: 1,
                 ino: 2,
+                birth: 4,
                 offset: 3,
                 fp: Fingerprint::of(b"abc"),
             },

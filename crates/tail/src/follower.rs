@@ -102,6 +102,8 @@ struct Tracked {
     file: File,
     dev: u64,
     ino: u64,
+    /// Birth time in nanoseconds, 0 when unknown (see [`Cursor`]).
+    birth: u64,
     /// Bytes read so far (the next read starts here).
     read_to: u64,
     /// The byte at `read_to - 1`, to notice a truncate-then-regrow that went past `read_to`.
@@ -192,7 +194,7 @@ pub struct Follower {
     watch: Option<Watch>,
     stats: Stats,
     /// Files we finished reading (moved on from), most recent last, at most 64.
-    done: Vec<(u64, u64, Fingerprint)>,
+    done: Vec<(u64, u64, u64, Fingerprint)>,
     /// `read_available` stopped before it was done: the next `wait` returns at once.
     more: bool,
     len_at_open: u64,
@@ -407,6 +409,7 @@ impl Follower {
                 return Cursor {
                     dev: next.dev,
                     ino: next.ino,
+                    birth: next.birth,
                     offset: 0,
                     fp: Fingerprint::EMPTY,
                 };
@@ -416,6 +419,7 @@ impl Follower {
             Some(t) => Cursor {
                 dev: t.dev,
                 ino: t.ino,
+                birth: t.birth,
                 offset: self.lines.consumed(),
                 fp: t.fp,
             },
@@ -473,9 +477,9 @@ impl Follower {
             cur.last_data = Some(std::time::SystemTime::now());
             cur.read_to += n as u64;
             stats.bytes += n as u64;
-            let (dev, ino, fp) = (cur.dev, cur.ino, cur.fp);
+            let (id, fp) = ((cur.dev, cur.ino, cur.birth), cur.fp);
             self.lines
-                .filled(n, &mut |p| deliver(p, dev, ino, fp, stats, emit));
+                .filled(n, &mut |p| deliver(p, id, fp, stats, emit));
         }
     }
 
@@ -582,10 +586,9 @@ impl Follower {
     /// The current file will not grow any more: deliver its unterminated tail as a line.
     fn finish_partial(&mut self, emit: &mut dyn FnMut(Record<'_>)) {
         let Some(cur) = &self.cur else { return };
-        let (dev, ino, fp) = (cur.dev, cur.ino, cur.fp);
+        let (id, fp) = ((cur.dev, cur.ino, cur.birth), cur.fp);
         let stats = &mut self.stats;
-        self.lines
-            .finish(&mut |p| deliver(p, dev, ino, fp, stats, emit));
+        self.lines.finish(&mut |p| deliver(p, id, fp, stats, emit));
     }
 
     /// Leaves the current file for `next` (read from 0) after a last read of the current one.
@@ -600,7 +603,7 @@ impl Follower {
                 if self.done.len() >= 64 {
                     self.done.remove(0);
                 }
-                self.done.push((cur.dev, cur.ino, cur.fp));
+                self.done.push((cur.dev, cur.ino, cur.birth, cur.fp));
             }
         }
         self.install(next, 0, false)
@@ -632,6 +635,7 @@ impl Follower {
             self.last = Cursor {
                 dev: old.dev,
                 ino: old.ino,
+                birth: old.birth,
                 offset: self.lines.consumed(),
                 fp: old.fp,
             };
@@ -687,7 +691,7 @@ impl Follower {
             return Ok(());
         }
         if let Some(mut t) = at_path {
-            if (t.dev, t.ino) == (c.dev, c.ino) {
+            if c.same_identity(t.dev, t.ino, t.birth) {
                 let size = file_size(&t.file, &self.path)?;
                 if matches_fingerprint(&t.file, c.fp) {
                     if size >= c.offset {
@@ -737,7 +741,7 @@ impl Follower {
             let Ok(Some(t)) = open_tracked(&entry.path()) else {
                 continue;
             };
-            if (t.dev, t.ino) == (c.dev, c.ino)
+            if c.same_identity(t.dev, t.ino, t.birth)
                 && matches_fingerprint(&t.file, c.fp)
                 && file_size(&t.file, &self.path).is_ok_and(|s| s >= c.offset)
             {
@@ -811,9 +815,11 @@ impl Follower {
     /// Whether `t` is a file we already finished: same identity and same first bytes (an
     /// inode number alone may have been re-used after the file was deleted).
     fn is_done(&self, t: &Tracked) -> bool {
-        self.done
-            .iter()
-            .any(|&(dev, ino, fp)| (dev, ino) == (t.dev, t.ino) && matches_fingerprint(&t.file, fp))
+        self.done.iter().any(|&(dev, ino, birth, fp)| {
+            (dev, ino) == (t.dev, t.ino)
+                && (birth == 0 || t.birth == 0 || birth == t.birth)
+                && matches_fingerprint(&t.file, fp)
+        })
     }
 
     /// Paths of the numbered rotations newer than the current file, oldest first.
@@ -983,8 +989,7 @@ impl Follower {
 
 fn deliver(
     p: Piece<'_>,
-    dev: u64,
-    ino: u64,
+    (dev, ino, birth): (u64, u64, u64),
     fp: Fingerprint,
     stats: &mut Stats,
     emit: &mut dyn FnMut(Record<'_>),
@@ -992,6 +997,7 @@ fn deliver(
     let cursor = |offset| Cursor {
         dev,
         ino,
+        birth,
         offset,
         fp,
     };
@@ -1034,10 +1040,12 @@ fn open_tracked(path: &Path) -> Result<Option<Tracked>, Error> {
             path.display().to_string(),
         ));
     }
+    let birth = birth_time(&file);
     Ok(Some(Tracked {
         file,
         dev: m.dev(),
         ino: m.ino(),
+        birth,
         read_to: 0,
         last_byte: None,
         fp: Fingerprint::EMPTY,
@@ -1050,6 +1058,29 @@ fn file_size(file: &File, path: &Path) -> Result<u64, Error> {
     file.metadata()
         .map(|m| m.size())
         .map_err(|e| Error::io("stat", path, e))
+}
+
+/// The file's birth time in nanoseconds (statx `btime`), 0 where the filesystem has none.
+fn birth_time(file: &File) -> u64 {
+    // SAFETY: statx on a descriptor we own with AT_EMPTY_PATH and an empty C string, writing
+    // into a zeroed struct we own.
+    let mut buf: libc::statx = unsafe { std::mem::zeroed() };
+    let rc = unsafe {
+        libc::statx(
+            file.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_BTIME,
+            &mut buf,
+        )
+    };
+    if rc != 0 || buf.stx_mask & libc::STATX_BTIME == 0 {
+        return 0;
+    }
+    let seconds = u64::try_from(buf.stx_btime.tv_sec).unwrap_or(0);
+    seconds
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(buf.stx_btime.tv_nsec))
 }
 
 fn matches_fingerprint(file: &File, fp: Fingerprint) -> bool {
