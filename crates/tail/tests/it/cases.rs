@@ -111,12 +111,7 @@ fn copytruncate_restarts_at_zero() {
     let mut f = Follower::open(&p, Start::Beginning, opts()).unwrap();
     assert_eq!(drain(&mut f), lines(&["line one", "line two"]));
     fs::copy(&p, dir.path().join("a.log.1")).unwrap();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&p)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    truncate(&p);
     append(&p, b"x\n");
     assert_eq!(collect_n(&mut f, 1, LIMIT), lines(&["x"]));
     assert_eq!(f.stats().truncations, 1);
@@ -133,24 +128,14 @@ fn copytruncate_recovers_unread_lines_from_the_copy() {
     // Written, not read yet, then copied away and truncated (logrotate copytruncate).
     w.write_all(b"b\nc\npar").unwrap();
     fs::copy(&p, dir.path().join("a.log.1")).unwrap();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&p)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    truncate(&p);
     w.write_all(b"d\n").unwrap();
     assert_eq!(drain(&mut f), lines(&["b", "c", "par", "d"]));
     assert_eq!(f.stats().truncations, 1);
     // An older copy is never read again: the next truncation finds nothing newer to recover.
     w.write_all(b"e\n").unwrap();
     assert_eq!(drain(&mut f), lines(&["e"]));
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&p)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    truncate(&p);
     w.write_all(b"f\n").unwrap();
     assert_eq!(drain(&mut f), lines(&["f"]));
 }
@@ -164,22 +149,12 @@ fn truncate_then_regrow() {
     assert_eq!(drain(&mut f), lines(&["first", "second"]));
     // Truncated and regrown past our offset (13) before we look: reading on at 13 would
     // start mid-line in the new content.
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&p)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    truncate(&p);
     append(&p, b"a much longer first line\nnew\n");
     assert_eq!(drain(&mut f), lines(&["a much longer first line", "new"]));
     assert_eq!(f.stats().truncations, 1);
     // Same size and the same byte before the offset: the fingerprint tells them apart.
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&p)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    truncate(&p);
     append(&p, b"A MUCH LONGER FIRST LINE\nnew\n");
     assert_eq!(drain(&mut f), lines(&["A MUCH LONGER FIRST LINE", "new"]));
     assert_eq!(f.stats().truncations, 2);
@@ -528,4 +503,14 @@ fn recreated_file_with_same_inode_and_bytes_is_read_from_its_start() {
     let recreated: shield_tail::Cursor = other.join(":").parse().unwrap();
     let mut f = Follower::open(&p, Start::Cursor(recreated), opts()).unwrap();
     assert_eq!(drain(&mut f), lines(&["same"]));
+}
+
+/// Truncates the file in place, as copytruncate does.
+fn truncate(p: &std::path::Path) {
+    fs::OpenOptions::new()
+        .write(true)
+        .open(p)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
 }
