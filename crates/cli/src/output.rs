@@ -129,11 +129,9 @@ fn write_loop(
                     Format::Text => config.style.write(&event, &mut line)?,
                 }
                 out.write_all(&line)?;
-                *summary
+                summary
                     .lock()
-                    .events
-                    .entry((event.source.as_str().to_string(), event.action.clone()))
-                    .or_default() += 1;
+                    .count_event(event.source.as_str(), &event.action);
             } else {
                 summary.lock().suppressed += 1;
             }

@@ -12,7 +12,8 @@ pub struct Summary(Arc<Mutex<Counts>>);
 #[derive(Debug, Default)]
 pub struct Counts {
     /// Events written, by (source, action).
-    pub events: BTreeMap<(String, String), u64>,
+    /// Keyed by source, then action, so counting an event allocates only for a new action.
+    pub events: BTreeMap<&'static str, BTreeMap<String, u64>>,
     /// Events filtered out by --action or --dedup.
     pub suppressed: u64,
     /// Input lines or packets that produced nothing, by (source, reason).
@@ -39,15 +40,32 @@ impl Summary {
     }
 }
 
+impl Counts {
+    /// Counts one event written.
+    pub fn count_event(&mut self, source: &'static str, action: &str) {
+        let actions = self.events.entry(source).or_default();
+        match actions.get_mut(action) {
+            Some(n) => *n += 1,
+            None => {
+                actions.insert(action.to_string(), 1);
+            }
+        }
+    }
+}
+
 impl fmt::Display for Counts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let total: u64 = self.events.values().sum();
+        let total: u64 = self.events.values().flat_map(|a| a.values()).sum();
         write!(f, "shield-watch: summary: {total} events")?;
         if !self.events.is_empty() {
             let parts: Vec<String> = self
                 .events
                 .iter()
-                .map(|((source, action), n)| format!("{source}/{action}={n}"))
+                .flat_map(|(source, actions)| {
+                    actions
+                        .iter()
+                        .map(move |(action, n)| format!("{source}/{action}={n}"))
+                })
                 .collect();
             write!(f, " ({})", parts.join(" "))?;
         }
@@ -90,10 +108,10 @@ mod tests {
         summary.skip("audit", "invalid_json");
         {
             let mut counts = summary.lock();
-            counts
-                .events
-                .insert(("dns".into(), "blocked_query".into()), 3);
-            counts.events.insert(("audit".into(), "denied".into()), 1);
+            for _ in 0..3 {
+                counts.count_event("dns", "blocked_query");
+            }
+            counts.count_event("audit", "denied");
             counts.rotations.insert("dns", 1);
             counts.overruns = 1;
             counts.lost = 7;
