@@ -66,46 +66,38 @@ pub fn parse_audit_line(
     let mut event = Event::new(String::new(), Source::Audit, "unknown", default_container);
     let mut ts = None;
     for (key, value) in entry {
-        let taken = match (key.as_str(), value) {
-            ("ts", Value::String(s)) => {
+        let leftover = match value {
+            Value::String(s) if key == "ts" => {
                 ts = Some(s);
                 None
             }
-            ("action", Value::String(s)) => {
-                event.action = s;
-                None
-            }
-            ("container", Value::String(s)) => {
-                event.container = s;
-                None
-            }
-            ("dest", Value::String(s)) => {
-                event.dest = s;
-                None
-            }
-            ("detail", Value::String(s)) => {
-                event.detail = s;
-                None
-            }
-            ("domain", Value::String(s)) => {
-                event.domain = s;
-                None
-            }
-            ("port", Value::Number(n)) if n.as_i64().is_some() => {
-                event.port = n.as_i64().unwrap_or_default();
-                None
-            }
-            ("proto", Value::Number(n)) if n.as_i64().is_some() => {
-                event.proto = n.as_i64().unwrap_or_default();
-                None
-            }
-            ("proto", Value::String(s)) if protocol_number(&s).is_some() => {
-                event.proto = protocol_number(&s).unwrap_or_default();
-                None
-            }
-            (_, value) => Some(value),
+            Value::String(s) => match text_field(&mut event, &key) {
+                Some(field) => {
+                    *field = s;
+                    None
+                }
+                None => match (key.as_str(), protocol_number(&s)) {
+                    ("proto", Some(number)) => {
+                        event.proto = number;
+                        None
+                    }
+                    _ => Some(Value::String(s)),
+                },
+            },
+            Value::Number(n) => match (key.as_str(), n.as_i64()) {
+                ("port", Some(port)) => {
+                    event.port = port;
+                    None
+                }
+                ("proto", Some(proto)) => {
+                    event.proto = proto;
+                    None
+                }
+                _ => Some(Value::Number(n)),
+            },
+            other => Some(other),
         };
-        if let Some(value) = taken {
+        if let Some(value) = leftover {
             flatten_into(&mut event.extra, key, value);
         }
     }
@@ -113,17 +105,33 @@ pub fn parse_audit_line(
     Ok(event)
 }
 
-/// The protocol numbers the audit writers use by name.
-fn protocol_number(name: &str) -> Option<i64> {
-    match name.to_ascii_lowercase().as_str() {
-        "tcp" => Some(6),
-        "udp" => Some(17),
-        "icmp" => Some(1),
-        "icmpv6" | "ipv6-icmp" => Some(58),
-        "sctp" => Some(132),
-        "udplite" => Some(136),
+/// The event's string field an entry key fills, if any (`ts` is handled apart: it has a default).
+fn text_field<'e>(event: &'e mut Event, key: &str) -> Option<&'e mut String> {
+    match key {
+        "action" => Some(&mut event.action),
+        "container" => Some(&mut event.container),
+        "dest" => Some(&mut event.dest),
+        "detail" => Some(&mut event.detail),
+        "domain" => Some(&mut event.domain),
         _ => None,
     }
+}
+
+/// The protocol numbers the audit writers use by name (any case).
+fn protocol_number(name: &str) -> Option<i64> {
+    const NAMES: [(&str, i64); 7] = [
+        ("tcp", 6),
+        ("udp", 17),
+        ("icmp", 1),
+        ("icmpv6", 58),
+        ("ipv6-icmp", 58),
+        ("sctp", 132),
+        ("udplite", 136),
+    ];
+    NAMES
+        .iter()
+        .find(|(known, _)| known.eq_ignore_ascii_case(name))
+        .map(|&(_, number)| number)
 }
 
 fn flatten_into(extra: &mut Extra, key: String, value: Value) {
