@@ -48,15 +48,41 @@ impl Cursor {
         fp: Fingerprint::EMPTY,
     };
 
-    pub(crate) fn names_a_file(&self) -> bool {
-        self.dev != 0 || self.ino != 0
+    /// A position in the file `id`.
+    pub(crate) fn at(id: crate::file::FileId, offset: u64, fp: Fingerprint) -> Cursor {
+        Cursor {
+            dev: id.dev,
+            ino: id.ino,
+            birth: id.birth,
+            offset,
+            fp,
+        }
     }
 
-    /// Whether a file with this identity is the one the cursor was taken in, as far as the
-    /// identity tells (the caller still checks the fingerprint). A birth time of 0 on either
-    /// side is unknown, not different.
-    pub(crate) fn same_identity(&self, dev: u64, ino: u64, birth: u64) -> bool {
-        (self.dev, self.ino) == (dev, ino) && (self.birth == 0 || birth == 0 || self.birth == birth)
+    /// The identity of the file this cursor was taken in.
+    pub(crate) fn file_id(&self) -> crate::file::FileId {
+        crate::file::FileId {
+            dev: self.dev,
+            ino: self.ino,
+            birth: self.birth,
+        }
+    }
+
+    /// A cursor that names no file, only a moment: resuming from it reads every file born
+    /// after it. (Backed off by 10 ms: birth times come from the kernel's coarse clock.)
+    pub(crate) fn since(t: std::time::SystemTime) -> Cursor {
+        let nanos = t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            .saturating_sub(10_000_000);
+        Cursor {
+            birth: nanos,
+            ..Cursor::NONE
+        }
+    }
+
+    pub(crate) fn names_a_file(&self) -> bool {
+        self.dev != 0 || self.ino != 0
     }
 }
 
@@ -283,12 +309,32 @@ mod tests {
         let c: Cursor = "v1:2049:131073:4096:6:0000000000000001".parse().unwrap();
         assert_eq!((c.dev, c.ino, c.birth, c.offset), (2049, 131_073, 0, 4096));
         // Unknown is not different.
-        assert!(c.same_identity(2049, 131_073, 42));
+        assert!(c.file_id().same_file(&crate::file::FileId {
+            dev: 2049,
+            ino: 131_073,
+            birth: 42
+        }));
         let born: Cursor = "v2:2049:131073:7:4096:6:0000000000000001".parse().unwrap();
-        assert!(born.same_identity(2049, 131_073, 7));
-        assert!(born.same_identity(2049, 131_073, 0));
-        assert!(!born.same_identity(2049, 131_073, 8));
-        assert!(!born.same_identity(2049, 131_074, 7));
+        assert!(born.file_id().same_file(&crate::file::FileId {
+            dev: 2049,
+            ino: 131_073,
+            birth: 7
+        }));
+        assert!(born.file_id().same_file(&crate::file::FileId {
+            dev: 2049,
+            ino: 131_073,
+            birth: 0
+        }));
+        assert!(!born.file_id().same_file(&crate::file::FileId {
+            dev: 2049,
+            ino: 131_073,
+            birth: 8
+        }));
+        assert!(!born.file_id().same_file(&crate::file::FileId {
+            dev: 2049,
+            ino: 131_074,
+            birth: 7
+        }));
     }
 
     #[test]

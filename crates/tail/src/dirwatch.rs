@@ -4,19 +4,21 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use rustix::fs::inotify::{ReadFlags, WatchFlags};
+
 use crate::error::Error;
 use crate::inotify::Inotify;
 
-const MASK: u32 = libc::IN_CREATE
-    | libc::IN_DELETE
-    | libc::IN_MODIFY
-    | libc::IN_CLOSE_WRITE
-    | libc::IN_MOVED_FROM
-    | libc::IN_MOVED_TO
-    | libc::IN_ATTRIB
-    | libc::IN_DELETE_SELF
-    | libc::IN_MOVE_SELF
-    | libc::IN_ONLYDIR;
+const MASK: WatchFlags = WatchFlags::CREATE
+    .union(WatchFlags::DELETE)
+    .union(WatchFlags::MODIFY)
+    .union(WatchFlags::CLOSE_WRITE)
+    .union(WatchFlags::MOVED_FROM)
+    .union(WatchFlags::MOVED_TO)
+    .union(WatchFlags::ATTRIB)
+    .union(WatchFlags::DELETE_SELF)
+    .union(WatchFlags::MOVE_SELF)
+    .union(WatchFlags::ONLYDIR);
 
 /// How often a missing directory (or, without inotify, every directory) is looked at: well
 /// within the one second the allow-list reload is allowed.
@@ -28,7 +30,7 @@ const POLL: Duration = Duration::from_millis(200);
 /// Without inotify every directory is polled (names, inodes, sizes and mtimes of its entries).
 pub struct DirWatcher {
     dirs: Vec<PathBuf>,
-    ino: Option<Inotify>,
+    inotify: Option<Inotify>,
     wds: Vec<Option<i32>>,
     snapshot: Vec<Snapshot>,
 }
@@ -36,17 +38,18 @@ pub struct DirWatcher {
 type Snapshot = Option<Vec<(std::ffi::OsString, u64, u64, i64, i64)>>;
 
 impl DirWatcher {
-    /// Starts watching `dirs`; they may not exist yet.
-    pub fn new(dirs: &[PathBuf]) -> Result<DirWatcher, Error> {
+    /// Starts watching `dirs`; they may not exist yet. Without inotify (none left, or none on
+    /// this system) it polls.
+    pub fn new(dirs: &[PathBuf]) -> DirWatcher {
         let mut w = DirWatcher {
             dirs: dirs.to_vec(),
-            ino: Inotify::new().ok(),
+            inotify: Inotify::new().ok(),
             wds: vec![None; dirs.len()],
             snapshot: Vec::new(),
         };
         w.add_missing_watches();
         w.snapshot = w.dirs.iter().map(|d| snapshot(d)).collect();
-        Ok(w)
+        w
     }
 
     /// Blocks until something in one of the directories changed (true) or `timeout` passed
@@ -57,22 +60,22 @@ impl DirWatcher {
             if self.add_missing_watches() {
                 return Ok(true);
             }
-            let all_watched = self.ino.is_some() && self.wds.iter().all(Option::is_some);
+            let all_watched = self.inotify.is_some() && self.wds.iter().all(Option::is_some);
             let now = Instant::now();
             let slice = if all_watched {
                 deadline
             } else {
                 Some(deadline.map_or(now + POLL, |d| d.min(now + POLL)))
             };
-            if let Some(ino) = &mut self.ino {
-                if ino.poll(slice)? {
+            if let Some(inotify) = &mut self.inotify {
+                if inotify.poll(slice)? {
                     let mut changed = false;
                     let mut lost = Vec::new();
-                    ino.drain(&mut |ev| {
+                    inotify.drain(&mut |ev| {
                         changed = true;
-                        if ev.mask & (libc::IN_IGNORED | libc::IN_DELETE_SELF | libc::IN_MOVE_SELF)
-                            != 0
-                        {
+                        if ev.mask.intersects(
+                            ReadFlags::IGNORED | ReadFlags::DELETE_SELF | ReadFlags::MOVE_SELF,
+                        ) {
                             lost.push(ev.wd);
                         }
                     })?;
@@ -80,7 +83,7 @@ impl DirWatcher {
                         for slot in &mut self.wds {
                             if *slot == Some(wd) {
                                 *slot = None;
-                                ino.rm_watch(wd);
+                                inotify.rm_watch(wd);
                             }
                         }
                     }
@@ -106,11 +109,13 @@ impl DirWatcher {
 
     /// Adds watches for directories that now exist; true if any was added.
     fn add_missing_watches(&mut self) -> bool {
-        let Some(ino) = &self.ino else { return false };
+        let Some(inotify) = &self.inotify else {
+            return false;
+        };
         let mut added = false;
         for (dir, slot) in self.dirs.iter().zip(self.wds.iter_mut()) {
             if slot.is_none() {
-                if let Ok(wd) = ino.add_watch(dir, MASK) {
+                if let Ok(wd) = inotify.add_watch(dir, MASK) {
                     *slot = Some(wd);
                     added = true;
                 }
@@ -143,7 +148,7 @@ mod tests {
         let a = tmp.path().join("a");
         std::fs::create_dir(&a).unwrap();
         let late = tmp.path().join("late");
-        let mut w = DirWatcher::new(&[a.clone(), late.clone()]).unwrap();
+        let mut w = DirWatcher::new(&[a.clone(), late.clone()]);
         assert!(!w.wait(Some(Duration::from_millis(10))).unwrap());
         std::fs::write(a.join("f"), b"x").unwrap();
         assert!(w.wait(Some(Duration::from_secs(5))).unwrap());

@@ -16,6 +16,9 @@ pub enum ErrorKind {
     BadCursor,
     /// A cursor file is not in the format [`crate::CursorFile::save`] writes.
     BadCursorFile,
+    /// A name in the followed directory is a symbolic link that leads out of it (or, on a
+    /// kernel without `openat2`, any symbolic link): it is refused, never followed.
+    Escapes,
 }
 
 /// A failed follower operation. `Display` names the operation, the path and the OS error.
@@ -75,6 +78,11 @@ impl fmt::Display for Error {
             ErrorKind::NotRegularFile => write!(f, "not a regular file: {}", self.what)?,
             ErrorKind::BadCursor => write!(f, "bad cursor: {}", self.what)?,
             ErrorKind::BadCursorFile => write!(f, "bad cursor file: {}", self.what)?,
+            ErrorKind::Escapes => write!(
+                f,
+                "refused {}: a symbolic link out of its directory",
+                self.what
+            )?,
         }
         if let Some(err) = &self.source {
             write!(f, ": {err}")?;

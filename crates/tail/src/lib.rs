@@ -33,11 +33,16 @@
 mod cursor;
 mod dirwatch;
 mod error;
+mod file;
 mod follower;
 mod inotify;
 mod lines;
+mod set;
+mod watches;
 
 pub use cursor::{Cursor, CursorFile};
 pub use dirwatch::DirWatcher;
 pub use error::{Error, ErrorKind};
+pub use file::open_beneath;
 pub use follower::{Follower, Options, Record, Start, Stats};
+pub use set::{FollowSet, Key};

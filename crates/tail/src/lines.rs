@@ -99,6 +99,18 @@ impl LineBuf {
         &mut self.buf[self.end..]
     }
 
+    /// Gives back a large buffer while only a short partial line (or none) is pending.
+    pub(crate) fn shrink(&mut self) {
+        let pending = self.end - self.start;
+        if self.buf.capacity() > 4096 && pending <= 1024 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.start = 0;
+            self.end = pending;
+            self.buf.truncate(pending);
+            self.buf.shrink_to(pending);
+        }
+    }
+
     /// Accounts for `n` bytes written into [`LineBuf::spare`] and reports every line they
     /// complete, in order.
     pub(crate) fn filled(&mut self, n: usize, emit: &mut dyn FnMut(Piece<'_>)) {

@@ -1,7 +1,6 @@
 //! The audit source: `audit.jsonl` lines become `audit` events.
 
 use shield_event::{now_timestamp, parse_audit_line, Event};
-use shield_tail::Cursor;
 
 use crate::sources::follow::LineHandler;
 use crate::summary::Summary;
@@ -15,7 +14,7 @@ pub struct AuditLines {
 }
 
 impl LineHandler for AuditLines {
-    fn line(&mut self, line: &[u8], _end: Cursor) -> Option<Event> {
+    fn line(&mut self, line: &[u8], _existing: bool) -> Option<Event> {
         match parse_audit_line(line, &self.container, now_timestamp) {
             Ok(event) => Some(event),
             Err(skip) => {

@@ -8,7 +8,7 @@ use std::thread;
 
 use shield_dnsmasq::{AllowList, Classifier, DomainCache};
 use shield_event::{now_timestamp, Event, Source};
-use shield_tail::{Cursor, DirWatcher};
+use shield_tail::DirWatcher;
 
 use crate::sources::follow::LineHandler;
 
@@ -30,19 +30,13 @@ impl SharedAllowList {
             generation: Arc::new(AtomicU64::new(0)),
         };
         let dirs = AllowList::watched_paths(state_dir);
-        match DirWatcher::new(&dirs) {
-            Ok(watcher) => {
-                let reloader = shared.clone();
-                let dir = state_dir.to_path_buf();
-                thread::Builder::new()
-                    .name("allow-list".into())
-                    .spawn(move || reloader.reload_loop(watcher, dir))
-                    .expect("spawning a thread");
-            }
-            Err(err) => eprintln!(
-                "shield-watch: dns: cannot watch the allow-list files ({err}); changes will not be picked up"
-            ),
-        }
+        let watcher = DirWatcher::new(&dirs);
+        let reloader = shared.clone();
+        let dir = state_dir.to_path_buf();
+        thread::Builder::new()
+            .name("allow-list".into())
+            .spawn(move || reloader.reload_loop(watcher, dir))
+            .expect("spawning a thread");
         shared
     }
 
@@ -96,10 +90,9 @@ pub struct DnsLines {
     snapshot: (u64, Arc<AllowList>),
     cache: Arc<Mutex<DomainCache>>,
     container: String,
-    /// Lines ending at or before this offset of the first file only prime the cache: they were
-    /// there before we started and the user asked to start at the end.
-    prime_until: Option<u64>,
-    last_end: u64,
+    /// Lines already in the log when we opened it only prime the cache: the user asked to
+    /// start at the end.
+    prime_existing: bool,
     /// False when only the cache is wanted (the dns source was not selected).
     emit: bool,
 }
@@ -122,42 +115,23 @@ impl DnsLines {
             snapshot,
             cache,
             container,
-            prime_until: prime_only_existing.then_some(0),
-            last_end: 0,
+            prime_existing: prime_only_existing,
             emit,
         }
     }
 }
 
 impl LineHandler for DnsLines {
-    fn opened(&mut self, len_at_open: u64) {
-        if self.prime_until.is_some() {
-            self.prime_until = Some(len_at_open);
-        }
-    }
-
     fn read_before_ready(&self) -> bool {
         // An nflog event must not miss a name that was in the log before we started.
-        self.prime_until.is_some()
+        self.prime_existing
     }
 
-    fn line(&mut self, line: &[u8], end: Cursor) -> Option<Event> {
+    fn line(&mut self, line: &[u8], existing: bool) -> Option<Event> {
         if self.allow.generation.load(Ordering::Acquire) != self.snapshot.0 {
             self.snapshot = self.allow.snapshot();
         }
-        // Offsets only grow within one file; a smaller one means the follower moved on to a
-        // rotated-in file, whose content is new whatever its offsets.
-        let priming = match self.prime_until {
-            Some(limit) if end.offset() <= limit && end.offset() > self.last_end => {
-                self.last_end = end.offset();
-                true
-            }
-            Some(_) => {
-                self.prime_until = None;
-                false
-            }
-            None => false,
-        };
+        let priming = self.prime_existing && existing;
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if priming || !self.emit {
             // Only the cache wants this line: skip the allow-list work.

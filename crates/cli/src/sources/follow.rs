@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crossbeam_channel::Sender;
-use shield_tail::{Cursor, Follower, Options, Record, Start};
+use shield_tail::{Follower, Options, Record, Start};
 
 use crate::output::{Checkpoint, Msg};
 use crate::sources::Ready;
@@ -28,17 +28,15 @@ pub struct FileSource {
 
 /// What a parser does with one complete line: maybe an event to send.
 pub trait LineHandler {
-    /// Called once the follower is open, before any line: `len_at_open` is the length the file
-    /// had then, so a handler can treat older content differently (priming a cache).
-    fn opened(&mut self, _len_at_open: u64) {}
-
     /// Whether the content present at open must be read before the source reports ready.
     fn read_before_ready(&self) -> bool {
         false
     }
 
-    /// Handles one line ending at `end`; returns the event it produced, if any.
-    fn line(&mut self, line: &[u8], end: Cursor) -> Option<shield_event::Event>;
+    /// Handles one line; `existing` when it was already in the file when the follower opened
+    /// it (a handler may treat older content differently: priming a cache). Returns the event
+    /// it produced, if any.
+    fn line(&mut self, line: &[u8], existing: bool) -> Option<shield_event::Event>;
 }
 
 impl FileSource {
@@ -64,7 +62,6 @@ impl FileSource {
                 return;
             }
         };
-        handler.opened(follower.len_at_open());
         // Positioning may include reading what is already there (priming the domain cache):
         // then the source is ready only after its first batch.
         let mut ready = ready;
@@ -81,8 +78,12 @@ impl FileSource {
                     return;
                 }
                 let (event, end) = match record {
-                    Record::Line { bytes, end } => (handler.line(bytes, end), end),
-                    Record::TooLong { len, end } => {
+                    Record::Line {
+                        bytes,
+                        end,
+                        existing,
+                    } => (handler.line(bytes, existing), end),
+                    Record::TooLong { len, end, .. } => {
                         if !warned_long {
                             eprintln!(
                                 "shield-watch: {name}: skipped a line of {len} bytes in {} (over --max-line; further ones are counted in the summary)",
@@ -100,6 +101,9 @@ impl FileSource {
                     last_sent = Some(end);
                 }
             });
+            for notice in follower.take_notices() {
+                eprintln!("shield-watch: {name}: {notice}");
+            }
             if let Err(err) = result {
                 eprintln!(
                     "shield-watch: {name}: stopped following {}: {err}",

@@ -87,7 +87,12 @@ fn unterminated_last_line_at_rotation() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("a.log");
     append(&p, b"a\npart");
-    let mut f = Follower::open(&p, Start::Beginning, opts()).unwrap();
+    // No rotate-wait: the old file is finished the moment the follower moves on.
+    let opts = Options {
+        rotate_wait: Duration::ZERO,
+        ..opts()
+    };
+    let mut f = Follower::open(&p, Start::Beginning, opts).unwrap();
     assert_eq!(drain(&mut f), lines(&["a"]));
     fs::rename(&p, dir.path().join("a.log.1")).unwrap();
     assert_eq!(
@@ -369,7 +374,6 @@ fn directory_appearing_late() {
     );
     assert!(t0.elapsed() < Duration::from_secs(20));
     t.join().unwrap();
-    assert_eq!(f.len_at_open(), 0);
 }
 
 #[test]
@@ -452,7 +456,7 @@ fn inotify_queue_overflow_still_delivers_everything() {
 fn dir_watcher_reports_changes_within_a_second() {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy");
-    let mut w = DirWatcher::new(std::slice::from_ref(&policy)).unwrap();
+    let mut w = DirWatcher::new(std::slice::from_ref(&policy));
     let t = std::thread::spawn({
         let policy = policy.clone();
         move || {

@@ -1,0 +1,383 @@
+//! Many followers (and watched directories) on one thread and one inotify instance.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use rustix::fs::inotify::WatchFlags;
+
+use crate::error::Error;
+use crate::follower::{earliest, Follower, Options, Start};
+use crate::watches::{Owner, Role, Watches};
+
+/// Names one member of a [`FollowSet`]: a followed file, or a group of watched directories.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key(usize);
+
+/// Any change in a directory (allow-list reloads).
+const ANY_CHANGE_MASK: WatchFlags = WatchFlags::CREATE
+    .union(WatchFlags::DELETE)
+    .union(WatchFlags::MODIFY)
+    .union(WatchFlags::CLOSE_WRITE)
+    .union(WatchFlags::MOVED_FROM)
+    .union(WatchFlags::MOVED_TO)
+    .union(WatchFlags::ATTRIB)
+    .union(WatchFlags::DELETE_SELF)
+    .union(WatchFlags::MOVE_SELF)
+    .union(WatchFlags::ONLYDIR);
+
+/// Directories watched for any change; a missing one is watched through its parent.
+struct Dirs {
+    dirs: Vec<PathBuf>,
+    wds: Vec<Option<i32>>,
+    /// Watches on the parents of missing directories.
+    parents: Vec<i32>,
+}
+
+enum Member {
+    File(Box<Follower>),
+    Dirs(Dirs),
+}
+
+/// Follows many files with one inotify instance on one thread, whatever their number (the
+/// default limit is 128 inotify instances per user; a host has many more followed files).
+///
+/// Add files with [`FollowSet::add`] and directories to watch with [`FollowSet::watch_dirs`];
+/// then loop: [`FollowSet::wait`] names the members that may have something new, and
+/// [`FollowSet::follower`] gives each one's [`Follower`] to call `read_available` on.
+///
+/// ```
+/// use shield_tail::{FollowSet, Options, Record, Start};
+///
+/// let dir = tempfile::tempdir()?;
+/// let mut set = FollowSet::new(Options::default());
+/// let a = set.add(dir.path().join("a.log"), Start::Beginning)?;
+/// let b = set.add(dir.path().join("b.log"), Start::Beginning)?;
+/// std::fs::write(dir.path().join("b.log"), b"hello\n")?;
+/// let mut ready = Vec::new();
+/// set.wait(Some(std::time::Duration::from_secs(5)), &mut ready)?;
+/// assert_eq!(ready, [b]);
+/// let mut lines = 0;
+/// set.follower(b).unwrap().read_available(&mut |_| lines += 1)?;
+/// assert_eq!(lines, 1);
+/// # let _ = a;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct FollowSet {
+    reg: Option<Arc<Mutex<Watches>>>,
+    members: Vec<Option<Member>>,
+    free: Vec<usize>,
+    opts: Options,
+    /// Members read since the last wait: their buffers are shrunk before blocking again.
+    touched: Vec<Key>,
+}
+
+impl FollowSet {
+    /// An empty set. Without inotify (none left, or `options.force_poll`) it polls.
+    pub fn new(options: Options) -> FollowSet {
+        let reg = if options.force_poll {
+            None
+        } else {
+            Watches::new().ok().map(|w| Arc::new(Mutex::new(w)))
+        };
+        FollowSet {
+            reg,
+            members: Vec::new(),
+            free: Vec::new(),
+            opts: options,
+            touched: Vec::new(),
+        }
+    }
+
+    fn slot(&mut self) -> usize {
+        self.free.pop().unwrap_or_else(|| {
+            self.members.push(None);
+            self.members.len() - 1
+        })
+    }
+
+    /// Follows `path` from `start` (see [`Follower::open`]).
+    pub fn add(&mut self, path: impl AsRef<Path>, start: Start) -> Result<Key, Error> {
+        let slot = self.slot();
+        match Follower::open_in(
+            self.reg.clone(),
+            slot as Owner,
+            path.as_ref(),
+            start,
+            self.opts.clone(),
+        ) {
+            Ok(f) => {
+                self.members[slot] = Some(Member::File(Box::new(f)));
+                Ok(Key(slot))
+            }
+            Err(e) => {
+                self.free.push(slot);
+                Err(e)
+            }
+        }
+    }
+
+    /// Watches `dirs` (which need not exist yet) for any change: [`FollowSet::wait`] names the
+    /// returned key when something in one of them changed.
+    pub fn watch_dirs(&mut self, dirs: &[PathBuf]) -> Key {
+        let slot = self.slot();
+        let mut d = Dirs {
+            dirs: dirs.to_vec(),
+            wds: vec![None; dirs.len()],
+            parents: Vec::new(),
+        };
+        add_dir_watches(self.reg.as_ref(), slot, &mut d);
+        self.members[slot] = Some(Member::Dirs(d));
+        Key(slot)
+    }
+
+    /// Stops following (closing files and watches).
+    pub fn remove(&mut self, key: Key) {
+        if let Some(slot) = self.members.get_mut(key.0) {
+            if slot.take().is_some() {
+                if let Some(reg) = &self.reg {
+                    reg.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .forget(key.0);
+                }
+                self.free.push(key.0);
+            }
+        }
+    }
+
+    /// The follower behind `key` (`None` for a directory watch or a removed key).
+    pub fn follower(&mut self, key: Key) -> Option<&mut Follower> {
+        match self.members.get_mut(key.0)? {
+            Some(Member::File(f)) => {
+                if !self.touched.contains(&key) {
+                    self.touched.push(key);
+                }
+                Some(f)
+            }
+            _ => None,
+        }
+    }
+
+    /// How many members the set holds.
+    pub fn len(&self) -> usize {
+        self.members.iter().filter(|m| m.is_some()).count()
+    }
+
+    /// Whether the set holds no member.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the set is driven by inotify (false: stat polling).
+    pub fn uses_inotify(&self) -> bool {
+        self.reg.is_some()
+    }
+
+    /// Queue overflows of the shared inotify instance so far.
+    pub fn overflows(&self) -> u64 {
+        self.reg.as_ref().map_or(0, |r| {
+            r.lock().unwrap_or_else(PoisonError::into_inner).overflows
+        })
+    }
+
+    /// Blocks until some members may have something new, or `timeout` passes; fills `ready`
+    /// with them (cleared first). Followers whose last read stopped early, or whose rotate-wait
+    /// ends, are ready without an event. No CPU is used while nothing happens.
+    pub fn wait(&mut self, timeout: Option<Duration>, ready: &mut Vec<Key>) -> Result<(), Error> {
+        ready.clear();
+        for key in std::mem::take(&mut self.touched) {
+            if let Some(Some(Member::File(f))) = self.members.get_mut(key.0) {
+                f.shrink();
+            }
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let now = Instant::now();
+            let mut next_deadline = deadline;
+            let mut any_missing_dir = false;
+            for (i, m) in self.members.iter().enumerate() {
+                match m {
+                    Some(Member::File(f)) => {
+                        if f.due(now) {
+                            ready.push(Key(i));
+                        }
+                        next_deadline = earliest(next_deadline, f.deadline());
+                    }
+                    Some(Member::Dirs(d)) => {
+                        any_missing_dir |=
+                            d.wds.iter().any(Option::is_none) && d.parents.is_empty();
+                    }
+                    None => {}
+                }
+            }
+            let Some(reg) = self.reg.clone() else {
+                return self.poll_once(next_deadline, ready);
+            };
+            if !ready.is_empty() {
+                // Still sort any queued events, without blocking, so nothing waits a round.
+                let all = self.owners();
+                reg.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .drain(&all)
+                    .map_err(|e| Error::io("read inotify", Path::new("-"), e))?;
+                self.collect_woken(&reg, ready);
+                ready.sort_unstable();
+                ready.dedup();
+                return Ok(());
+            }
+            if any_missing_dir {
+                // A directory with no existing parent: look again within a second.
+                next_deadline = earliest(next_deadline, Some(now + Duration::from_secs(1)));
+            }
+            let all = self.owners();
+            let arrived = reg
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .wait(next_deadline, &all)
+                .map_err(|e| Error::io("wait on inotify", Path::new("-"), e))?;
+            if arrived {
+                self.collect_woken(&reg, ready);
+            }
+            if any_missing_dir {
+                self.retry_missing_dirs(ready);
+            }
+            ready.sort_unstable();
+            ready.dedup();
+            if !ready.is_empty() || deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if self
+                .members
+                .iter()
+                .any(|m| matches!(m, Some(Member::File(f)) if f.due(now)))
+            {
+                continue;
+            }
+        }
+    }
+
+    fn owners(&self) -> Vec<Owner> {
+        self.members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.is_some())
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    fn collect_woken(&mut self, reg: &Arc<Mutex<Watches>>, ready: &mut Vec<Key>) {
+        let woken: Vec<Owner> = reg
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .woken()
+            .collect();
+        for owner in woken {
+            match self.members.get_mut(owner) {
+                Some(Some(Member::File(f))) => {
+                    if f.take_wake() {
+                        ready.push(Key(owner));
+                    }
+                }
+                Some(Some(Member::Dirs(d))) => {
+                    let wake = reg
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .take_wake(owner);
+                    if wake.dir_lost {
+                        // Which one went is not said: watch them all again.
+                        let mut r = reg.lock().unwrap_or_else(PoisonError::into_inner);
+                        for wd in d.wds.iter_mut().filter_map(Option::take) {
+                            r.remove(owner, wd);
+                        }
+                    }
+                    add_dir_watches(Some(reg), owner, d);
+                    ready.push(Key(owner));
+                }
+                _ => {
+                    reg.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .take_wake(owner);
+                }
+            }
+        }
+    }
+
+    fn retry_missing_dirs(&mut self, ready: &mut Vec<Key>) {
+        let reg = self.reg.clone();
+        for (i, m) in self.members.iter_mut().enumerate() {
+            if let Some(Member::Dirs(d)) = m {
+                let missing = d.wds.iter().filter(|w| w.is_none()).count();
+                add_dir_watches(reg.as_ref(), i, d);
+                if d.wds.iter().filter(|w| w.is_none()).count() < missing {
+                    ready.push(Key(i));
+                }
+            }
+        }
+    }
+
+    /// Without inotify: one poll round (sleeping at most the poll interval).
+    fn poll_once(&mut self, deadline: Option<Instant>, ready: &mut Vec<Key>) -> Result<(), Error> {
+        loop {
+            for (i, m) in self.members.iter().enumerate() {
+                match m {
+                    Some(Member::File(f)) if f.poll_pending() => ready.push(Key(i)),
+                    // Directories cannot be compared cheaply without inotify: say "maybe".
+                    Some(Member::Dirs(_)) => ready.push(Key(i)),
+                    _ => {}
+                }
+            }
+            ready.sort_unstable();
+            ready.dedup();
+            if ready
+                .iter()
+                .any(|k| matches!(self.members[k.0], Some(Member::File(_))))
+            {
+                return Ok(());
+            }
+            ready.clear();
+            let mut nap = self.opts.poll_interval;
+            if let Some(d) = deadline {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(());
+                }
+                nap = nap.min(left);
+            }
+            std::thread::sleep(nap);
+        }
+    }
+}
+
+/// Watches every directory of `d` that exists now, and the parent of each that does not.
+fn add_dir_watches(reg: Option<&Arc<Mutex<Watches>>>, owner: Owner, d: &mut Dirs) {
+    let Some(reg) = reg else { return };
+    let mut r = reg.lock().unwrap_or_else(PoisonError::into_inner);
+    for wd in d.parents.drain(..) {
+        if !d.wds.contains(&Some(wd)) {
+            r.remove(owner, wd);
+        }
+    }
+    for (dir, slot) in d.dirs.iter().zip(d.wds.iter_mut()) {
+        if slot.is_none() {
+            *slot = r.add(owner, Role::AnyChange, dir, ANY_CHANGE_MASK).ok();
+        }
+    }
+    // Parents are watched by the same role as the directories, so that a missing directory's
+    // creation wakes the owner too; already watched parents (the state dir of `policy/`)
+    // simply share the watch.
+    let missing: Vec<PathBuf> = d
+        .dirs
+        .iter()
+        .zip(&d.wds)
+        .filter(|(_, w)| w.is_none())
+        .filter_map(|(dir, _)| dir.parent().map(Path::to_path_buf))
+        .collect();
+    for parent in missing {
+        if let Ok(wd) = r.add(owner, Role::AnyChange, &parent, ANY_CHANGE_MASK) {
+            if !d.wds.contains(&Some(wd)) && !d.parents.contains(&wd) {
+                d.parents.push(wd);
+            }
+        }
+    }
+}
