@@ -31,7 +31,7 @@ const USAGE: &str = "usage: cargo xtask <ci|bench|setup|dist|deb|demo>
   dist   generate shell completions and the man page into target/dist/
   deb    build target/debian/shield-watch_<version>_<arch>.deb (binary, man page,
          completions, systemd units); with --check (root), also CI's check of it: install,
-         run the installed binary, systemd-analyze verify the units, remove
+         run the installed binary, check the units with systemd-analyze, remove
   demo   (root) a real shielded container, scripted, with shield-watch's stream live";
 
 fn main() -> ExitCode {

@@ -146,6 +146,10 @@ fn build(workspace: &Workspace) -> Result<PathBuf> {
 /// units with `systemd-analyze verify` and `security`, and remove the package again, also when a
 /// check fails.
 pub fn check() -> Result<()> {
+    ensure!(
+        crate::is_root(),
+        "checking the package installs it with dpkg: run as root"
+    );
     if let Some(status) = package_status()? {
         bail!(
             "{PACKAGE} is already on this machine ({status}); CI installs and removes its own \
