@@ -1,5 +1,6 @@
 //! Project automation: `cargo xtask ci` runs exactly what CI runs; `cargo xtask bench` runs the
-//! benchmarks whose numbers go into docs/BENCHMARKS.md.
+//! benchmarks whose numbers go into docs/BENCHMARKS.md; `cargo xtask deb` builds the Debian
+//! package.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{bail, Context, Result};
 
 mod demo;
+mod package;
 
 /// Debian packages the end-to-end tests use, and the command each one provides.
 const PACKAGES: &[(&str, &str)] = &[
@@ -16,13 +18,20 @@ const PACKAGES: &[(&str, &str)] = &[
     ("dig", "dnsutils"),
     ("ip", "iproute2"),
     ("logrotate", "logrotate"),
+    // CI's check of the Debian package: its units verified, their Documentation= man page found.
+    ("systemd-analyze", "systemd"),
+    ("man", "man-db"),
 ];
 
-const USAGE: &str = "usage: cargo xtask <ci|bench|setup|dist|demo>
-  ci     install what is missing (as root), then fmt, clippy, tests, docs, deny, fuzz check
+const USAGE: &str = "usage: cargo xtask <ci|bench|setup|dist|deb|demo>
+  ci     install what is missing (as root), then fmt, clippy, tests, the Debian package
+         (built, installed, run, units verified, removed), docs, deny, fuzz check
   bench  run every benchmark (release build); record results in docs/BENCHMARKS.md
-  setup  only install what the tests need (apt packages, cargo-deny)
+  setup  only install what the tests need (apt packages, cargo-deny, cargo-deb)
   dist   generate shell completions and the man page into target/dist/
+  deb    build target/debian/shield-watch_<version>_<arch>.deb (binary, man page,
+         completions, systemd units); with --check (root), also CI's check of it: install,
+         run the installed binary, check the units with systemd-analyze, remove
   demo   (root) a real shielded container, scripted, with shield-watch's stream live";
 
 fn main() -> ExitCode {
@@ -31,6 +40,8 @@ fn main() -> ExitCode {
         Some("bench") => bench(),
         Some("setup") => setup(),
         Some("dist") => dist(&workspace_root().join("target/dist")).map(|_| ()),
+        Some("deb") if env::args().nth(2).as_deref() == Some("--check") => package::check(),
+        Some("deb") => package::deb().map(|_| ()),
         Some("demo") => demo::run(),
         _ => {
             eprintln!("{USAGE}");
@@ -85,8 +96,8 @@ fn is_root() -> bool {
         .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
 }
 
-/// Installs what the tests need and a fresh machine lacks: the Debian packages (as root) and
-/// cargo-deny. Without root, says exactly what to install and fails.
+/// Installs what the tests need and a fresh machine lacks: the Debian packages (as root),
+/// cargo-deny and cargo-deb. Without root, says exactly what to install and fails.
 fn setup() -> Result<()> {
     let missing: Vec<&str> = PACKAGES
         .iter()
@@ -111,19 +122,22 @@ fn setup() -> Result<()> {
             .env("DEBIAN_FRONTEND", "noninteractive");
         run(install)?;
     }
-    if !cargo_has("deny") {
+    cargo_tool("deny", "cargo-deny")?;
+    cargo_tool("deb", "cargo-deb")
+}
+
+/// Installs the crate that provides `cargo <subcommand>` unless the subcommand already works.
+fn cargo_tool(subcommand: &str, krate: &str) -> Result<()> {
+    let works = cargo()
+        .args([subcommand, "--version"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !works {
         let mut install = cargo();
-        install.args(["install", "--locked", "cargo-deny"]);
+        install.args(["install", "--locked", krate]);
         run(install)?;
     }
     Ok(())
-}
-
-fn cargo_has(subcommand: &str) -> bool {
-    cargo()
-        .args([subcommand, "--version"])
-        .output()
-        .is_ok_and(|out| out.status.success())
 }
 
 /// Everything CI checks, in order of cost.
@@ -159,6 +173,9 @@ fn ci() -> Result<()> {
         bail!("the tests left these behind: {}", left.join(", "));
     }
     eprintln!("xtask: the tests left no namespace, dnsmasq or lab directory behind");
+
+    // What an operator installs: built, installed with dpkg, run, its units verified, removed.
+    package::check()?;
 
     let mut doc = cargo();
     doc.args(["doc", "--workspace", "--no-deps"])
