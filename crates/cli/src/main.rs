@@ -132,6 +132,7 @@ fn run(args: Args) -> Result<(), Failure> {
     let stop = wait_until_ready(
         expected,
         &selected,
+        &tx,
         &ready_rx,
         &signal_rx,
         &writer_done_rx,
@@ -334,6 +335,7 @@ enum Stop {
 fn wait_until_ready(
     expected: usize,
     selected: &[SourceName],
+    tx: &Sender<Msg>,
     ready_rx: &Receiver<Ready>,
     signal_rx: &Receiver<i32>,
     writer_done_rx: &Receiver<WriterEnd>,
@@ -358,6 +360,17 @@ fn wait_until_ready(
                 Ok(SIGUSR1) => eprintln!("{}", *summary.lock()),
                 _ => return Some(Stop::Signal),
             },
+            recv(writer_done_rx) -> end => return Some(Stop::Writer(end.unwrap_or(WriterEnd::Done))),
+        }
+    }
+    // The sources' starting positions are on disk before anyone is told we are ready: a
+    // restart after that (even a kill -9) resumes from them, never from "the start" again,
+    // which would take the files rotated meanwhile for history.
+    let (synced_tx, synced_rx) = crossbeam_channel::bounded(1);
+    if tx.send(Msg::Sync(synced_tx)).is_ok() {
+        select! {
+            recv(synced_rx) -> _ => {},
+            recv(signal_rx) -> _ => return Some(Stop::Signal),
             recv(writer_done_rx) -> end => return Some(Stop::Writer(end.unwrap_or(WriterEnd::Done))),
         }
     }

@@ -24,6 +24,9 @@ pub enum Msg {
     Event(Event, Option<Checkpoint>),
     /// A read position reached without an event (lines that produced nothing).
     Checkpoint(Checkpoint),
+    /// Write what came before and save positions now, then say so (before the ready line, so
+    /// that a restart after it always has a cursor to resume from).
+    Sync(crossbeam_channel::Sender<()>),
     /// Stop: write what came before, save positions, return.
     Shutdown,
 }
@@ -115,6 +118,12 @@ fn write_loop(
         let (event, checkpoint) = match msg {
             Msg::Event(event, checkpoint) => (Some(event), checkpoint),
             Msg::Checkpoint(checkpoint) => (None, Some(checkpoint)),
+            Msg::Sync(done) => {
+                out.flush()?;
+                cursors.save();
+                let _ = done.send(());
+                continue;
+            }
             Msg::Shutdown => break,
         };
         if let Some(event) = event {

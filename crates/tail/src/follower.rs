@@ -138,8 +138,12 @@ const MAX_DRAINING: usize = 16;
 struct Watch {
     reg: Arc<Mutex<Watches>>,
     owner: Owner,
+    /// The directory of the file.
     dir_wd: Option<i32>,
-    ancestor_wd: Option<i32>,
+    /// Above it: its parent (for the directory's own name), or while the parent is missing,
+    /// the nearest existing ancestor (`far`).
+    above_wd: Option<i32>,
+    far: bool,
 }
 
 /// Follows one path and yields its complete lines, losing none across rotation.
@@ -256,7 +260,8 @@ impl Follower {
                 reg,
                 owner,
                 dir_wd: None,
-                ancestor_wd: None,
+                above_wd: None,
+                far: false,
             }),
             stats: Stats::default(),
             more: false,
@@ -396,16 +401,20 @@ impl Follower {
             self.stats.overflows += 1;
         }
         let mut relevant = wake.relevant || wake.overflow;
-        if wake.dir_lost {
-            if let Some(w) = self.watch.as_mut() {
+        if let Some(w) = self.watch.as_mut() {
+            let mut reg = w.reg.lock().unwrap_or_else(PoisonError::into_inner);
+            if wake.dir_lost {
+                // Removed or created again: watch whatever is at the name now.
                 if let Some(wd) = w.dir_wd.take() {
-                    w.reg
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .remove(w.owner, wd);
+                    reg.remove(w.owner, wd);
+                }
+                relevant = true;
+            }
+            if wake.ancestor_changed {
+                if let Some(wd) = w.above_wd.take() {
+                    reg.remove(w.owner, wd);
                 }
             }
-            relevant = true;
         }
         if (wake.dir_lost || wake.ancestor_changed) && self.ensure_dir_watch() {
             relevant = true;
@@ -965,76 +974,66 @@ impl Follower {
 
     // ---- waking ----
 
-    /// Watches the directory, or while it is missing its nearest existing ancestor. Returns
-    /// true when the directory watch was just established (the caller should look).
+    /// Watches the directory's parent (for the directory's own name; while the parent is
+    /// missing, its nearest existing ancestor), then the directory itself. Returns true when
+    /// the directory watch was just established (the caller should look).
     fn ensure_dir_watch(&mut self) -> bool {
         let Some(w) = self.watch.as_mut() else {
             return false;
         };
-        if w.dir_wd.is_some() {
+        if w.dir_wd.is_some() && w.above_wd.is_some() && !w.far {
             return false;
         }
-        let prefix: Box<[u8]> = self.name.as_bytes().into();
-        for _ in 0..2 {
-            let added = w.reg.lock().unwrap_or_else(PoisonError::into_inner).add(
-                w.owner,
-                Role::Dir(prefix.clone()),
-                &self.dir,
-                DIR_MASK,
-            );
-            match added {
-                Ok(wd) => {
-                    w.dir_wd = Some(wd);
-                    if let Some(a) = w.ancestor_wd.take() {
-                        if a != wd {
-                            w.reg
-                                .lock()
-                                .unwrap_or_else(PoisonError::into_inner)
-                                .remove(w.owner, a);
-                        }
-                    }
-                    return true;
-                }
-                Err(e) if gone(&e) => {}
-                Err(_) => {
-                    // Out of watches or similar: fall back to polling, which still works.
-                    self.drop_watch();
-                    return false;
-                }
-            }
-            let mut p = self.dir.parent();
-            while let Some(a) = p {
-                let added = w.reg.lock().unwrap_or_else(PoisonError::into_inner).add(
-                    w.owner,
-                    Role::Ancestor,
-                    a,
-                    ANCESTOR_MASK,
-                );
-                match added {
+        let reg = Arc::clone(&w.reg);
+        let mut reg = reg.lock().unwrap_or_else(PoisonError::into_inner);
+        // Above first, so that the directory appearing in between is still seen.
+        if w.above_wd.is_none() || w.far {
+            let name: Box<[u8]> = self
+                .dir
+                .file_name()
+                .map_or_else(Default::default, |n| n.as_bytes().into());
+            let mut at = self.dir.parent();
+            let mut role = Role::Entry(name);
+            while let Some(a) = at {
+                match reg.add(w.owner, role.clone(), a, ANCESTOR_MASK) {
                     Ok(wd) => {
-                        if let Some(old) = w.ancestor_wd.replace(wd) {
+                        if let Some(old) = w.above_wd.replace(wd) {
                             if old != wd {
-                                w.reg
-                                    .lock()
-                                    .unwrap_or_else(PoisonError::into_inner)
-                                    .remove(w.owner, old);
+                                reg.remove(w.owner, old);
                             }
                         }
+                        w.far = role == Role::Ancestor;
                         break;
                     }
-                    Err(e) if gone(&e) => p = a.parent(),
+                    Err(e) if gone(&e) => {
+                        at = a.parent();
+                        role = Role::Ancestor;
+                    }
                     Err(_) => {
+                        drop(reg);
+                        // Out of watches or similar: fall back to polling, which still works.
                         self.drop_watch();
                         return false;
                     }
                 }
             }
-            // The directory may have been created between the two attempts: try once more.
-            if !self.dir.is_dir() {
-                break;
+        }
+        if w.dir_wd.is_some() {
+            return false;
+        }
+        let prefix: Box<[u8]> = self.name.as_bytes().into();
+        match reg.add(w.owner, Role::Dir(prefix), &self.dir, DIR_MASK) {
+            Ok(wd) => {
+                w.dir_wd = Some(wd);
+                true
+            }
+            Err(e) if gone(&e) => false,
+            Err(_) => {
+                drop(reg);
+                self.drop_watch();
+                false
             }
         }
-        false
     }
 
     /// Whether `read_available` would find something to do (for stat polling).

@@ -25,7 +25,11 @@ pub(crate) type Owner = usize;
 pub(crate) enum Role {
     /// The directory of a followed file: events on names starting with the prefix matter.
     Dir(Box<[u8]>),
-    /// The nearest existing ancestor of a directory that does not exist yet.
+    /// The parent of a followed file's directory: events on the directory's own name matter
+    /// (it was removed, or created again). Its inode can outlive its removal (an open file in
+    /// it pins it), so the parent is what tells.
+    Entry(Box<[u8]>),
+    /// The nearest existing ancestor of a directory whose parent does not exist yet.
     Ancestor,
     /// A file we hold open.
     File,
@@ -66,6 +70,8 @@ pub(crate) const DIR_MASK: WatchFlags = WatchFlags::CREATE
     .union(WatchFlags::ONLYDIR);
 pub(crate) const ANCESTOR_MASK: WatchFlags = WatchFlags::CREATE
     .union(WatchFlags::MOVED_TO)
+    .union(WatchFlags::DELETE)
+    .union(WatchFlags::MOVED_FROM)
     .union(WatchFlags::DELETE_SELF)
     .union(WatchFlags::MOVE_SELF)
     .union(WatchFlags::ONLYDIR);
@@ -176,6 +182,14 @@ impl Watches {
                         wake.dir_lost |= lost;
                     }
                     Role::Ancestor => wake.ancestor_changed = true,
+                    Role::Entry(name) => {
+                        if lost {
+                            wake.ancestor_changed = true;
+                        } else if ev.name.as_bytes() == &name[..] {
+                            wake.dir_lost = true;
+                            wake.relevant = true;
+                        }
+                    }
                     Role::Dir(prefix) => {
                         if lost {
                             wake.dir_lost = true;

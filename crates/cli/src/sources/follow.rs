@@ -66,6 +66,15 @@ impl FileSource {
         // then the source is ready only after its first batch.
         let mut ready = ready;
         if !handler.read_before_ready() {
+            // Where we start is saved before the ready line (see main), so a restart right
+            // after it resumes here.
+            let checkpoint = Checkpoint {
+                name,
+                cursor: follower.cursor(),
+            };
+            if self.tx.send(Msg::Checkpoint(checkpoint)).is_err() {
+                return;
+            }
             report_ready(self.source, ready.take(), Ok(()));
         }
 

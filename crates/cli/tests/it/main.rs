@@ -5,5 +5,6 @@ mod dns;
 mod exit;
 mod flags;
 mod nflog;
+mod rotation;
 mod scene;
 mod support;

@@ -95,16 +95,37 @@ impl Watch {
 
     /// Starts it without waiting.
     pub fn spawn(state: &State, args: &[&str]) -> Watch {
+        let mut watch = Watch::spawn_unread(state, args);
+        watch.start_reading();
+        watch
+    }
+
+    /// Starts it and waits for the ready line, but nobody reads its stdout until
+    /// [`Watch::start_reading`]: once the pipe is full, its writes block, as behind a stopped
+    /// pager.
+    pub fn start_unread(state: &State, args: &[&str]) -> Watch {
+        let mut watch = Watch::spawn_unread(state, args);
+        watch.wait_stderr(|line| line.starts_with("shield-watch: ready ("));
+        watch
+    }
+
+    fn spawn_unread(state: &State, args: &[&str]) -> Watch {
         let mut command = binary();
         command.arg("--state-dir").arg(state.path()).args(args);
         let mut child = spawn_piped(command);
-        let stdout = lines_of(child.stdout.take().unwrap());
         let stderr = lines_of(child.stderr.take().unwrap());
         Watch {
             child,
-            stdout: Some(stdout),
+            stdout: None,
             stderr,
             stderr_seen: Vec::new(),
+        }
+    }
+
+    /// Starts reading its stdout (see [`Watch::start_unread`]).
+    pub fn start_reading(&mut self) {
+        if let Some(stdout) = self.child.stdout.take() {
+            self.stdout = Some(lines_of(stdout));
         }
     }
 
@@ -156,6 +177,21 @@ impl Watch {
         got
     }
 
+    /// Up to `n` stdout lines, as many as arrive within `limit`.
+    pub fn lines_within(&mut self, n: usize, limit: Duration) -> Vec<String> {
+        let stdout = self.stdout.as_ref().expect("stdout was closed");
+        let deadline = Instant::now() + limit;
+        let mut got = Vec::new();
+        while got.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match stdout.recv_timeout(left) {
+                Ok(line) => got.push(line),
+                Err(_) => break,
+            }
+        }
+        got
+    }
+
     /// Stdout lines up to and including the first one matching `last`, within the deadline.
     pub fn lines_until(&mut self, last: impl Fn(&str) -> bool) -> Vec<String> {
         let stdout = self.stdout.as_ref().expect("stdout was closed");
@@ -177,6 +213,23 @@ impl Watch {
                     got.last(),
                     self.drain_stderr()
                 ),
+            }
+        }
+    }
+
+    /// Every stdout line until the stream ends (after the process died), within the deadline.
+    pub fn rest(&mut self) -> Vec<String> {
+        let Some(stdout) = self.stdout.as_ref() else {
+            return Vec::new();
+        };
+        let deadline = Instant::now() + DEADLINE;
+        let mut got = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match stdout.recv_timeout(left) {
+                Ok(line) => got.push(line),
+                Err(RecvTimeoutError::Disconnected) => return got,
+                Err(RecvTimeoutError::Timeout) => panic!("stdout did not end"),
             }
         }
     }
