@@ -9,9 +9,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use shield_event::Event;
 use shield_lab::Netns;
-use shield_nflog::{packet_event, Builder, Headers, Message, Stats, Subscription};
+use shield_nflog::{Builder, Headers, Message, Stats, Subscription};
 
 /// The shield's table, one logging rule per prefix it uses, over TEST-NET destinations.
 pub const RULESET: &str = r#"
@@ -59,7 +58,8 @@ pub struct Record {
     /// The same, resolved by the free `ifname` on the subscriber's own thread.
     pub outdev_name_thread: Option<String>,
     pub headers: Option<Headers>,
-    pub event: Option<Event>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
 }
 
 /// A thread that enters the namespace, opens a subscription and forwards what it receives.
@@ -129,23 +129,22 @@ impl Watcher {
                             outdev_name: None,
                             outdev_name_thread: None,
                             headers: p.headers(),
-                            event: None,
+                            uid: None,
+                            gid: None,
                         })),
-                        Message::Packet(p) => {
-                            let lookup = |i| names.name(i);
-                            Seen::Packet(Box::new(Record {
-                                prefix: p.prefix().to_vec(),
-                                seq: p.seq(),
-                                hook: p.hook(),
-                                family: p.family(),
-                                has_timestamp: p.timestamp().is_some(),
-                                outdev: p.outdev(),
-                                outdev_name: p.outdev().and_then(|i| names.name(i)),
-                                outdev_name_thread: p.outdev().and_then(shield_nflog::ifname),
-                                headers: p.headers(),
-                                event: packet_event(&p, "ts", "c1", &lookup),
-                            }))
-                        }
+                        Message::Packet(p) => Seen::Packet(Box::new(Record {
+                            prefix: p.prefix().to_vec(),
+                            seq: p.seq(),
+                            hook: p.hook(),
+                            family: p.family(),
+                            has_timestamp: p.timestamp().is_some(),
+                            outdev: p.outdev(),
+                            outdev_name: p.outdev().and_then(|i| names.name(i)),
+                            outdev_name_thread: p.outdev().and_then(shield_nflog::ifname),
+                            headers: p.headers(),
+                            uid: p.uid(),
+                            gid: p.gid(),
+                        })),
                         Message::Lost { count } => Seen::Lost(count),
                     };
                     let _ = tx.send(seen);
