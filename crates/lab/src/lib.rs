@@ -39,6 +39,7 @@ mod error;
 mod leftovers;
 mod netns;
 mod preflight;
+mod probe;
 mod ruleset;
 mod scene;
 mod statedir;
@@ -47,8 +48,9 @@ pub use dig::{dig, dig_status};
 pub use dnsmasq::{Dnsmasq, ShieldedOptions};
 pub use error::{Error, ErrorKind};
 pub use leftovers::{leftovers, snapshot};
-pub use netns::Netns;
+pub use netns::{enter_netns, Netns};
 pub use preflight::preflight;
+pub use probe::{send_one_syn, send_ping};
 pub use ruleset::{
     Ruleset, Terminal, ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6, PREFIX_ALLOWED, PREFIX_BLOCKED,
     PREFIX_DENIED, PREFIX_PRIVATE, PRIVATE_RANGES, TABLE,

@@ -11,7 +11,6 @@
 
 use std::io::Write;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -54,13 +53,9 @@ type SendRequest = (u16, Option<mpsc::Sender<Instant>>);
 /// A sender thread inside the namespace, fed through a channel.
 fn sender(ns: &Netns) -> (mpsc::Sender<SendRequest>, std::thread::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel::<SendRequest>();
-    let file = std::fs::File::open(ns.path()).expect("open netns");
+    let path = ns.path();
     let handle = std::thread::spawn(move || {
-        // SAFETY: valid descriptor; setns only affects this thread.
-        assert_eq!(
-            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
-            0
-        );
+        shield_lab::enter_netns(&path).expect("setns");
         let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
         for (port, reply) in rx {
             let dest = SocketAddr::from(([192, 0, 2, 1], port));
@@ -183,13 +178,9 @@ fn run_rate(ns: &Netns, rate: u64, seconds: f64) -> (u64, u64, u64, Duration) {
         }
     });
     ready_rx.recv().unwrap();
-    let file = std::fs::File::open(ns.path()).unwrap();
+    let path = ns.path();
     let (sent, elapsed) = std::thread::spawn(move || {
-        // SAFETY: valid descriptor; setns only affects this thread.
-        assert_eq!(
-            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
-            0
-        );
+        shield_lab::enter_netns(&path).expect("setns");
         let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
         let dest = SocketAddr::from(([192, 0, 2, 1], 9));
         let start = Instant::now();

@@ -245,36 +245,9 @@ fn a_burst_of_20000_is_delivered_or_counted() {
 
 /// Clears CAP_NET_ADMIN from this thread's effective set (capabilities are per thread).
 fn drop_cap_net_admin_on_this_thread() {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy, Default)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    const VERSION_3: u32 = 0x2008_0522;
-    const CAP_NET_ADMIN: u32 = 12;
-    let mut header = Header {
-        version: VERSION_3,
-        pid: 0,
-    };
-    let mut data = [Data::default(); 2];
-    // SAFETY: header and data match the kernel's capget/capset v3 layout.
-    unsafe {
-        assert_eq!(
-            libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()),
-            0
-        );
-        data[0].effective &= !(1 << CAP_NET_ADMIN);
-        data[0].permitted &= !(1 << CAP_NET_ADMIN);
-        assert_eq!(
-            libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()),
-            0
-        );
-    }
+    use rustix::thread::{capabilities, set_capabilities, CapabilitySet};
+    let mut sets = capabilities(None).expect("capget");
+    sets.effective.remove(CapabilitySet::NET_ADMIN);
+    sets.permitted.remove(CapabilitySet::NET_ADMIN);
+    set_capabilities(None, sets).expect("capset");
 }
