@@ -33,7 +33,6 @@ mod allow;
 mod cache;
 mod classify;
 mod error;
-mod hash;
 mod line;
 mod suffix;
 
