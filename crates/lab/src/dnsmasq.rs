@@ -29,7 +29,7 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 /// |---|---|
 /// | `listen` | `127.0.0.1:53` |
 /// | `log_extra` | `false` (`log-queries`; `true` gives `log-queries=extra`: serial and client before `query`) |
-/// | `sinkholed` | none (domains answered NXDOMAIN locally, as layout B's denied domains are) |
+/// | `sinkholed` | none (domains answered NXDOMAIN locally, as the policy directory's denied domains are) |
 #[derive(Debug, Clone)]
 pub struct ShieldedOptions<'a> {
     /// Address and port the resolver listens on inside the namespace.

@@ -24,7 +24,7 @@
 //! Ruleset::shield(100).load(&ns)?; // table inet terok_shield, default deny, NFLOG group 100
 //! let internet = Dnsmasq::upstream(Some(&ns), "127.0.0.2".parse()?, 5353, &[("api.github.com", "203.0.113.10".parse()?)])?;
 //! let state = std::path::Path::new("/tmp/demo-state");
-//! StateDir::layout_a(state, "dnsmasq-live", &["github.com"], &[])?;
+//! StateDir::domain_files(state, "dnsmasq-live", &["github.com"], &[])?;
 //! let resolver = Dnsmasq::shielded(&ns, state, internet.addr(), &["github.com"])?;
 //! assert_eq!(dig(&ns, resolver.addr(), "api.github.com", "A")?.trim(), "203.0.113.10");
 //! // 203.0.113.10 is now in `nft list set inet terok_shield allow_v4`, and the query in

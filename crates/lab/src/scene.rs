@@ -14,7 +14,7 @@
 //! | ruleset | [`crate::Ruleset::shield`] group 100; deny set `203.0.113.250`; `192.0.2.0/24` plays a private range |
 //! | "the internet" | dnsmasq on `127.0.0.2:5353` in the namespace ([`RECORDS`]) |
 //! | the shield's resolver | dnsmasq on `127.0.0.1:53`, nftset for `github.com`, log in the state dir |
-//! | state dir | `/tmp/shield-lab/NAMESPACE-state/demo` (layout A, tier `dnsmasq-live`) |
+//! | state dir | `/tmp/shield-lab/NAMESPACE-state/demo` (domain files, tier `dnsmasq-live`) |
 //! | shield-watch | `--state-dir DIR --netns /run/netns/NAMESPACE --container demo` + the caller's args |
 
 use std::fs::{self, OpenOptions};
@@ -51,7 +51,7 @@ pub const RECORDS: &[(&str, &str)] = &[
     ("tracker.example.net", "203.0.113.77"),
 ];
 
-/// The container's allow list (layout A `profile.domains`, and the resolver's nftset domains).
+/// The container's allow list (`profile.domains` of the domain-files layout, and the resolver's nftset domains).
 const ALLOWED: &[&str] = &["github.com"];
 /// The container's `denied.domains`; the deny set holds its address.
 const DENIED: &[&str] = &["ads.example.com"];
@@ -198,7 +198,7 @@ impl Scene {
 
         let dir = SceneDir::create(&ns)?;
         let state = dir.path.join(CONTAINER);
-        StateDir::layout_a(&state, "dnsmasq-live", ALLOWED, DENIED)
+        StateDir::domain_files(&state, "dnsmasq-live", ALLOWED, DENIED)
             .map_err(|e| Error::io(format!("writing the state dir {}", state.display()), e))?;
 
         let records = RECORDS

@@ -1,4 +1,4 @@
-//! Exit codes and the way the process ends (SPEC §6).
+//! Exit codes and the way the process ends (`docs/CONTRACT.md` §6).
 
 use std::ffi::OsStr;
 

@@ -184,7 +184,7 @@ fn a_connection_to_an_address_resolved_before_the_start_is_named() {
         &[("tracker.example", "203.0.113.13".parse().unwrap())],
     )
     .unwrap();
-    StateDir::layout_a(state.path(), "dnsmasq-live", &["allowed.example"], &[]).unwrap();
+    StateDir::domain_files(state.path(), "dnsmasq-live", &["allowed.example"], &[]).unwrap();
     let resolver =
         Dnsmasq::shielded(&ns, state.path(), internet.addr(), &["allowed.example"]).unwrap();
     // Resolved (and logged) before shield-watch starts: no dns event for it, but the cache is
