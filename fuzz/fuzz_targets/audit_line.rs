@@ -4,8 +4,12 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(event) = shield_event::parse_audit_line(data, "fuzz", || "now".to_string()) {
+    if let Ok(event) =
+        shield_event::map::audit::parse_audit_line(data, "fuzz", || "now".to_string())
+    {
         let line = event.to_json_line();
-        assert!(line.bytes().all(|b| b == b'\n' || (0x20..=0x7e).contains(&b)));
+        assert!(line
+            .bytes()
+            .all(|b| b == b'\n' || (0x20..=0x7e).contains(&b)));
     }
 });

@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    let allow = AllowList::from_layout_a("example.com\n*.example.org\n", "", "").list;
+    let allow = AllowList::from_domain_files("example.com\n*.example.org\n", "", "").list;
     let mut cache = DomainCache::new(8);
     let mut classifier = Classifier::new(mode & 1 == 1);
     for line in rest.split(|&b| b == b'\n') {

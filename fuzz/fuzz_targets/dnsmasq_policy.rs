@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shield_dnsmasq::{AllowList, Tier};
+use shield_dnsmasq::{AllowList, PolicyTier};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
@@ -11,8 +11,8 @@ fuzz_target!(|data: &[u8]| {
     let files: Vec<&str> = (0..5).map(|_| parts.next().unwrap_or("")).collect();
     let names: Vec<&str> = parts.collect();
 
-    let a = AllowList::from_layout_a(files[0], files[1], files[2]);
-    let tiers: Vec<(Tier, &str)> = Tier::ALL
+    let a = AllowList::from_domain_files(files[0], files[1], files[2]);
+    let tiers: Vec<(PolicyTier, &str)> = PolicyTier::ALL
         .iter()
         .copied()
         .zip(files.iter().copied())

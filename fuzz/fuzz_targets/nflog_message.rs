@@ -2,13 +2,14 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shield_nflog::{frames, packet_event, Config, Frame, Headers};
+use shield_nflog::codec::{frames, Config, Frame};
+use shield_nflog::Headers;
 
 fuzz_target!(|data: &[u8]| {
     for frame in frames(data) {
         if let Ok(Frame::Packet(p)) = frame {
             let _ = (p.prefix(), p.payload(), p.timestamp(), p.vlan(), p.hwaddr());
-            let _ = packet_event(&p, "ts", "fuzz", &|_| None);
+            let _ = p.headers();
         }
     }
     let _ = Headers::parse(data);

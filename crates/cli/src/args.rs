@@ -1,9 +1,11 @@
-//! The command line (SPEC §7), parsed by clap.
+//! The command line (`docs/CONTRACT.md` §7), parsed by clap.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Parser, ValueEnum};
+use shield_event::Source;
 
 /// A live JSON-lines stream of everything a container's firewall refused: blocked DNS lookups,
 /// shield audit entries and packets logged to NFLOG.
@@ -27,8 +29,8 @@ pub struct Args {
     pub color: ColorChoice,
 
     /// Comma list of sources to run: dns,audit,nflog [default: all that apply].
-    #[arg(long, value_name = "LIST", value_delimiter = ',', value_enum)]
-    pub source: Vec<SourceName>,
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = source_parser())]
+    pub source: Vec<Source>,
 
     /// Only emit events with these actions (comma list, e.g. blocked_query,blocked_connection).
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
@@ -96,26 +98,20 @@ pub enum ColorChoice {
     Never,
 }
 
-/// The event sources that can be selected.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, ValueEnum)]
-pub enum SourceName {
-    /// The dnsmasq query log.
-    Dns,
-    /// The audit log.
-    Audit,
-    /// The kernel's NFLOG group.
-    Nflog,
-}
-
-impl SourceName {
-    /// The name used on the command line, in the ready line and in events.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SourceName::Dns => "dns",
-            SourceName::Audit => "audit",
-            SourceName::Nflog => "nflog",
-        }
-    }
+/// `--source` values: the sources that read an input, each with its help line.
+fn source_parser() -> impl TypedValueParser<Value = Source> {
+    let help = |source: Source| match source {
+        Source::Dns => "The dnsmasq query log",
+        Source::Audit => "The audit log",
+        Source::Nflog => "The kernel's NFLOG group",
+        Source::Watch => "",
+    };
+    // Listed in the order the help has always shown them.
+    let selectable = [Source::Dns, Source::Audit, Source::Nflog];
+    PossibleValuesParser::new(
+        selectable.map(|source| PossibleValue::new(source.as_str()).help(help(source))),
+    )
+    .try_map(|name| Source::from_name(&name).ok_or("not a source"))
 }
 
 /// Parses `30s`, `500ms`, `2m`, `1h 30m`, ISO 8601 `PT30S`, or a bare number of seconds.
@@ -154,9 +150,12 @@ mod tests {
     fn source_lists_parse() {
         let args =
             Args::try_parse_from(["shield-watch", "-s", "d", "--source", "dns,nflog"]).unwrap();
-        assert_eq!(args.source, [SourceName::Dns, SourceName::Nflog]);
-        assert!(
-            Args::try_parse_from(["shield-watch", "-s", "d", "--source", "dns,bogus"]).is_err()
-        );
+        assert_eq!(args.source, [Source::Dns, Source::Nflog]);
+        for refused in ["dns,bogus", "watch", "DNS"] {
+            assert!(
+                Args::try_parse_from(["shield-watch", "-s", "d", "--source", refused]).is_err(),
+                "{refused}"
+            );
+        }
     }
 }

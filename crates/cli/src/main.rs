@@ -8,7 +8,6 @@ mod output;
 mod sources;
 mod state;
 mod summary;
-mod text;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -23,13 +22,13 @@ use shield_dnsmasq::DomainCache;
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
-use output::{run_writer, Msg, WriterConfig, WriterEnd};
-use shield_watch_cli::{Args, Format, SourceName};
+use output::{run_writer, text_style, Msg, WriterConfig, WriterEnd};
+use shield_event::{Source, TextStyle};
+use shield_watch_cli::{Args, Format};
 use sources::follow::FileSource;
 use sources::Ready;
 use state::StateDir;
 use summary::Summary;
-use text::TextStyle;
 
 /// Capacity of the event channel: enough to ride out a burst while the writer catches up,
 /// small enough that a stalled reader of stdout applies back-pressure instead of eating memory.
@@ -96,7 +95,7 @@ fn run(args: Args) -> Result<(), Failure> {
     let writer_config = WriterConfig {
         format: args.format,
         style: match args.format {
-            Format::Text => TextStyle::detect(args.color),
+            Format::Text => text_style(args.color),
             Format::Json => TextStyle::default(),
         },
         actions: args.action.clone(),
@@ -179,21 +178,21 @@ struct Launcher<'a> {
 
 impl Launcher<'_> {
     /// Starts a thread per selected source; returns how many ready reports main must wait for.
-    fn start(self, selected: &[SourceName]) -> usize {
+    fn start(self, selected: &[Source]) -> usize {
         // The query log is read once, by one thread, whether it reports blocked lookups (the
         // dns source), only names addresses for nflog events (the cache), or both.
         let cache = (self.state.tier.has_dnsmasq()
-            && (selected.contains(&SourceName::Dns) || selected.contains(&SourceName::Nflog)))
+            && (selected.contains(&Source::Dns) || selected.contains(&Source::Nflog)))
         .then(|| Arc::new(Mutex::new(DomainCache::new(self.args.domain_cache))));
         let mut expected = selected.len();
-        if selected.contains(&SourceName::Audit) {
+        if selected.contains(&Source::Audit) {
             self.audit();
         }
-        if selected.contains(&SourceName::Nflog) {
+        if selected.contains(&Source::Nflog) {
             self.nflog(cache.clone());
         }
         if let Some(cache) = cache {
-            let emit = selected.contains(&SourceName::Dns);
+            let emit = selected.contains(&Source::Dns);
             // Even when only the cache is wanted, nflog events must not come out before it is
             // primed: main waits for this thread too, and lists it only when selected.
             if !emit {
@@ -212,20 +211,15 @@ impl Launcher<'_> {
     }
 
     /// Where a file source starts: its saved cursor, else the start or the end of the file.
-    fn start_for(&self, name: &str) -> shield_tail::Start {
-        match self.saved_cursors.get(name) {
+    fn start_for(&self, source: Source) -> shield_tail::Start {
+        match self.saved_cursors.get(source.as_str()) {
             Some(cursor) => shield_tail::Start::Cursor(*cursor),
             None if self.args.from_start => shield_tail::Start::Beginning,
             None => shield_tail::Start::End,
         }
     }
 
-    fn file_source(
-        &self,
-        source: SourceName,
-        path: PathBuf,
-        start: shield_tail::Start,
-    ) -> FileSource {
+    fn file_source(&self, source: Source, path: PathBuf, start: shield_tail::Start) -> FileSource {
         if let Err(err) = state::ensure_file(&path) {
             eprintln!(
                 "shield-watch: {}: cannot create {}: {err}; waiting for it",
@@ -245,9 +239,9 @@ impl Launcher<'_> {
 
     fn audit(&self) {
         let file = self.file_source(
-            SourceName::Audit,
+            Source::Audit,
             self.state.audit_log(),
-            self.start_for("audit"),
+            self.start_for(Source::Audit),
         );
         let handler = sources::audit::AuditLines {
             container: self.container.clone(),
@@ -272,7 +266,7 @@ impl Launcher<'_> {
     }
 
     fn query_log(&self, cache: Arc<Mutex<DomainCache>>, emit: bool) {
-        let start = self.start_for("dns");
+        let start = self.start_for(Source::Dns);
         // Existing content is read for the cache even when events start at the end.
         let prime_only_existing = matches!(start, shield_tail::Start::End);
         let start = if prime_only_existing {
@@ -280,14 +274,17 @@ impl Launcher<'_> {
         } else {
             start
         };
-        let file = self.file_source(SourceName::Dns, self.state.dnsmasq_log(), start);
+        let file = self.file_source(Source::Dns, self.state.dnsmasq_log(), start);
+        let options = sources::dns::DnsOptions {
+            all_query_types: self.args.all_query_types,
+            prime_only_existing,
+            emit,
+        };
         let handler = sources::dns::DnsLines::new(
-            self.args.all_query_types,
+            options,
             sources::dns::SharedAllowList::load_and_watch(&self.state.dir),
             cache,
             self.container.clone(),
-            prime_only_existing,
-            emit,
         );
         let ready = Some(self.ready.clone());
         spawn("dns", move || file.run(ready, handler));
@@ -303,20 +300,20 @@ fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> thread::JoinHandle
 }
 
 /// The sources to run: `--source`, or every one that applies to this container.
-fn select_sources(args: &Args, state: &StateDir) -> Vec<SourceName> {
-    let mut wanted: Vec<SourceName> = if args.source.is_empty() {
-        vec![SourceName::Dns, SourceName::Audit, SourceName::Nflog]
+fn select_sources(args: &Args, state: &StateDir) -> Vec<Source> {
+    let mut wanted: Vec<Source> = if args.source.is_empty() {
+        Source::INPUTS.to_vec()
     } else {
         args.source.clone()
     };
     wanted.sort();
     wanted.dedup();
-    if !state.tier.has_dnsmasq() && wanted.contains(&SourceName::Dns) {
+    if !state.tier.has_dnsmasq() && wanted.contains(&Source::Dns) {
         eprintln!("shield-watch: the DNS tier runs no dnsmasq: no dns source, events carry IP addresses only");
-        wanted.retain(|s| *s != SourceName::Dns);
+        wanted.retain(|s| *s != Source::Dns);
     }
     if args.no_nflog {
-        wanted.retain(|s| *s != SourceName::Nflog);
+        wanted.retain(|s| *s != Source::Nflog);
     }
     wanted
 }
@@ -334,7 +331,7 @@ enum Stop {
 /// with a stop reason when a signal or the writer ends things first.
 fn wait_until_ready(
     expected: usize,
-    selected: &[SourceName],
+    selected: &[Source],
     tx: &Sender<Msg>,
     ready_rx: &Receiver<Ready>,
     signal_rx: &Receiver<i32>,

@@ -7,12 +7,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use shield_event::{Event, Source};
+use shield_event::{Event, Source, TextStyle};
 use shield_tail::{Cursor, CursorFile};
 
 use crate::summary::Summary;
-use crate::text::TextStyle;
-use shield_watch_cli::Format;
+use shield_watch_cli::{ColorChoice, Format};
 
 /// What the source threads send to the writer.
 // Nearly every message is an event, so its size is paid anyway; boxing it would only add an
@@ -34,8 +33,8 @@ pub enum Msg {
 /// A read position of one followed file.
 #[derive(Clone, Copy, Debug)]
 pub struct Checkpoint {
-    /// The cursor-file key: `dns` or `audit`.
-    pub name: &'static str,
+    /// Whose position: its name is the cursor-file key (`dns`, `audit`).
+    pub source: Source,
     /// Just after the last line handled.
     pub cursor: Cursor,
 }
@@ -65,6 +64,21 @@ pub struct WriterConfig {
     pub cursor_file: Option<PathBuf>,
     /// Positions loaded at start: kept for sources that do not report again.
     pub cursors: BTreeMap<String, Cursor>,
+}
+
+/// The text style for `--color`: `auto` colours when stdout is a terminal, unless `NO_COLOR` is
+/// set to anything non-empty (<https://no-color.org>); `always` and `never` decide alone.
+pub fn text_style(choice: ColorChoice) -> TextStyle {
+    use std::io::IsTerminal;
+    let colour = match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            let no_colour = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+            io::stdout().is_terminal() && !no_colour
+        }
+    };
+    TextStyle { colour }
 }
 
 /// How often read positions are written to the cursor file while busy.
@@ -135,12 +149,10 @@ fn write_loop(
                 line.clear();
                 match config.format {
                     Format::Json => event.write_json(&mut line)?,
-                    Format::Text => config.style.write(&event, &mut line)?,
+                    Format::Text => event.write_text(config.style, &mut line)?,
                 }
                 out.write_all(&line)?;
-                summary
-                    .lock()
-                    .count_event(event.source.as_str(), &event.action);
+                summary.lock().count_event(event.source, &event.action);
             } else {
                 summary.lock().suppressed += 1;
             }
@@ -170,7 +182,7 @@ impl Cursors {
     fn update(&mut self, checkpoint: Checkpoint) {
         if self.file.is_some() {
             self.current
-                .insert(checkpoint.name.to_string(), checkpoint.cursor);
+                .insert(checkpoint.source.as_str().to_string(), checkpoint.cursor);
             self.dirty = true;
         }
     }

@@ -4,9 +4,9 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// The DNS tier a container was started with (`dns.tier`).
+/// The DNS tier a container was started with (`dns.tier`; `docs/CONTRACT.md` §2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Tier {
+pub enum DnsTier {
     /// A per-container dnsmasq that updates the nft allow sets live (`dnsmasq-live`, retired `dnsmasq`).
     DnsmasqLive,
     /// A per-container dnsmasq with a static set (`dnsmasq-static`).
@@ -17,48 +17,64 @@ pub enum Tier {
     Getent,
 }
 
-impl Tier {
+impl DnsTier {
     /// Reads the tier name, accepting the retired names. `None` for anything unknown.
-    pub fn parse(text: &str) -> Option<Tier> {
+    pub fn parse(text: &str) -> Option<DnsTier> {
         match text.trim() {
-            "dnsmasq-live" | "dnsmasq" => Some(Tier::DnsmasqLive),
-            "dnsmasq-static" => Some(Tier::DnsmasqStatic),
-            "lookup" | "dig" => Some(Tier::Lookup),
-            "getent" => Some(Tier::Getent),
+            "dnsmasq-live" | "dnsmasq" => Some(DnsTier::DnsmasqLive),
+            "dnsmasq-static" => Some(DnsTier::DnsmasqStatic),
+            "lookup" | "dig" => Some(DnsTier::Lookup),
+            "getent" => Some(DnsTier::Getent),
             _ => None,
         }
     }
 
     /// Whether the container runs a dnsmasq, i.e. whether there is a query log to follow.
     pub fn has_dnsmasq(self) -> bool {
-        matches!(self, Tier::DnsmasqLive | Tier::DnsmasqStatic)
+        matches!(self, DnsTier::DnsmasqLive | DnsTier::DnsmasqStatic)
     }
 }
 
 /// Why the state directory cannot be used (exit 1).
 #[derive(Debug)]
 pub enum StateError {
-    /// `dns.tier` missing, unreadable or unknown.
-    NoTier(PathBuf, Option<io::Error>, Option<String>),
+    /// `dns.tier` does not name a tier: the container may not be shielded.
+    NoTier {
+        /// The `dns.tier` file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: TierProblem,
+    },
     /// The directory itself cannot be read.
     Unreadable(PathBuf, io::Error),
+}
+
+/// What is wrong with a `dns.tier` file.
+#[derive(Debug)]
+pub enum TierProblem {
+    /// It cannot be read (missing, permissions, ...).
+    Unreadable(io::Error),
+    /// It holds nothing but white space.
+    Empty,
+    /// It names no tier shield-watch knows (the trimmed content).
+    Unknown(String),
 }
 
 impl std::fmt::Display for StateError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            StateError::NoTier(path, err, content) => {
+            StateError::NoTier { path, problem } => {
                 write!(
                     f,
                     "DNS tier not set — container may not be shielded ({}: ",
                     path.display()
                 )?;
-                match (err, content) {
-                    (Some(err), _) => write!(f, "{err})"),
-                    (None, Some(content)) => {
+                match problem {
+                    TierProblem::Unreadable(err) => write!(f, "{err})"),
+                    TierProblem::Unknown(content) => {
                         write!(f, "unknown tier {:?})", shield_event::sanitize(content))
                     }
-                    (None, None) => write!(f, "empty)"),
+                    TierProblem::Empty => write!(f, "empty)"),
                 }
             }
             StateError::Unreadable(path, err) => {
@@ -74,24 +90,28 @@ pub struct StateDir {
     /// The directory.
     pub dir: PathBuf,
     /// Its DNS tier.
-    pub tier: Tier,
+    pub tier: DnsTier,
 }
 
 impl StateDir {
     /// Checks the directory is readable and reads its tier.
     pub fn open(dir: &Path) -> Result<StateDir, StateError> {
         fs::read_dir(dir).map_err(|e| StateError::Unreadable(dir.to_path_buf(), e))?;
-        let tier_path = dir.join("dns.tier");
-        let text = fs::read_to_string(&tier_path)
-            .map_err(|e| StateError::NoTier(tier_path.clone(), Some(e), None))?;
-        let tier = Tier::parse(&text).ok_or_else(|| {
-            let trimmed = text.trim();
-            StateError::NoTier(
-                tier_path,
-                None,
-                (!trimmed.is_empty()).then(|| trimmed.to_string()),
-            )
-        })?;
+        let path = dir.join("dns.tier");
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(err) => {
+                let problem = TierProblem::Unreadable(err);
+                return Err(StateError::NoTier { path, problem });
+            }
+        };
+        let Some(tier) = DnsTier::parse(&text) else {
+            let problem = match text.trim() {
+                "" => TierProblem::Empty,
+                trimmed => TierProblem::Unknown(trimmed.to_string()),
+            };
+            return Err(StateError::NoTier { path, problem });
+        };
         Ok(StateDir {
             dir: dir.to_path_buf(),
             tier,
@@ -134,15 +154,45 @@ mod tests {
 
     #[test]
     fn tiers_and_retired_names() {
-        assert_eq!(Tier::parse("dnsmasq-live\n"), Some(Tier::DnsmasqLive));
-        assert_eq!(Tier::parse("dnsmasq"), Some(Tier::DnsmasqLive));
-        assert_eq!(Tier::parse("dnsmasq-static"), Some(Tier::DnsmasqStatic));
-        assert_eq!(Tier::parse(" lookup "), Some(Tier::Lookup));
-        assert_eq!(Tier::parse("dig"), Some(Tier::Lookup));
-        assert_eq!(Tier::parse("getent"), Some(Tier::Getent));
-        assert_eq!(Tier::parse("bind9"), None);
-        assert_eq!(Tier::parse(""), None);
-        assert!(Tier::DnsmasqStatic.has_dnsmasq());
-        assert!(!Tier::Getent.has_dnsmasq());
+        assert_eq!(DnsTier::parse("dnsmasq-live\n"), Some(DnsTier::DnsmasqLive));
+        assert_eq!(DnsTier::parse("dnsmasq"), Some(DnsTier::DnsmasqLive));
+        assert_eq!(
+            DnsTier::parse("dnsmasq-static"),
+            Some(DnsTier::DnsmasqStatic)
+        );
+        assert_eq!(DnsTier::parse(" lookup "), Some(DnsTier::Lookup));
+        assert_eq!(DnsTier::parse("dig"), Some(DnsTier::Lookup));
+        assert_eq!(DnsTier::parse("getent"), Some(DnsTier::Getent));
+        assert_eq!(DnsTier::parse("bind9"), None);
+        assert_eq!(DnsTier::parse(""), None);
+        assert!(DnsTier::DnsmasqStatic.has_dnsmasq());
+        assert!(!DnsTier::Getent.has_dnsmasq());
+    }
+
+    #[test]
+    fn a_missing_empty_or_unknown_tier_says_which() {
+        let dir = tempfile::tempdir().unwrap();
+        let message = |content: Option<&str>| {
+            let path = dir.path().join("dns.tier");
+            match content {
+                Some(text) => fs::write(&path, text).unwrap(),
+                None => {
+                    let _ = fs::remove_file(&path);
+                }
+            }
+            let err = StateDir::open(dir.path()).unwrap_err().to_string();
+            let prefix = format!(
+                "DNS tier not set — container may not be shielded ({}: ",
+                path.display()
+            );
+            err.strip_prefix(&prefix).unwrap_or(&err).to_string()
+        };
+        assert!(
+            message(None).starts_with("No such file"),
+            "{}",
+            message(None)
+        );
+        assert_eq!(message(Some(" \n")), "empty)");
+        assert_eq!(message(Some("bind9\x1b\n")), "unknown tier \"bind9 \")");
     }
 }

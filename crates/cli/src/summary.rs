@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use shield_event::Source;
+
 /// What the process did so far, shared by the source threads and the writer.
 #[derive(Clone, Debug, Default)]
 pub struct Summary(Arc<Mutex<Counts>>);
@@ -13,17 +15,18 @@ pub struct Summary(Arc<Mutex<Counts>>);
 pub struct Counts {
     /// Events written, by (source, action).
     /// Keyed by source, then action, so counting an event allocates only for a new action.
-    pub events: BTreeMap<&'static str, BTreeMap<String, u64>>,
+    /// `Source` orders by name, so the summary lists sources alphabetically.
+    pub events: BTreeMap<Source, BTreeMap<String, u64>>,
     /// Events filtered out by --action or --dedup.
     pub suppressed: u64,
     /// Input lines or packets that produced nothing, by (source, reason).
-    pub skipped: BTreeMap<(&'static str, &'static str), u64>,
+    pub skipped: BTreeMap<(Source, &'static str), u64>,
     /// NFLOG overruns noticed, and packets known lost.
     pub overruns: u64,
     /// Packets known to be lost in the kernel.
     pub lost: u64,
     /// Rotations (rename, truncation, re-creation) followed, by source.
-    pub rotations: BTreeMap<&'static str, u64>,
+    pub rotations: BTreeMap<Source, u64>,
 }
 
 impl Summary {
@@ -35,14 +38,14 @@ impl Summary {
     }
 
     /// Counts one skipped input.
-    pub fn skip(&self, source: &'static str, reason: &'static str) {
+    pub fn skip(&self, source: Source, reason: &'static str) {
         *self.lock().skipped.entry((source, reason)).or_default() += 1;
     }
 }
 
 impl Counts {
     /// Counts one event written.
-    pub fn count_event(&mut self, source: &'static str, action: &str) {
+    pub fn count_event(&mut self, source: Source, action: &str) {
         let actions = self.events.entry(source).or_default();
         match actions.get_mut(action) {
             Some(n) => *n += 1,
@@ -64,7 +67,7 @@ impl fmt::Display for Counts {
                 .flat_map(|(source, actions)| {
                     actions
                         .iter()
-                        .map(move |(action, n)| format!("{source}/{action}={n}"))
+                        .map(move |(action, n)| format!("{}/{action}={n}", source.as_str()))
                 })
                 .collect();
             write!(f, " ({})", parts.join(" "))?;
@@ -78,7 +81,7 @@ impl fmt::Display for Counts {
             let parts: Vec<String> = self
                 .skipped
                 .iter()
-                .map(|((source, reason), n)| format!("{source}/{reason}={n}"))
+                .map(|((source, reason), n)| format!("{}/{reason}={n}", source.as_str()))
                 .collect();
             write!(f, " ({})", parts.join(" "))?;
         }
@@ -89,7 +92,7 @@ impl fmt::Display for Counts {
             let parts: Vec<String> = self
                 .rotations
                 .iter()
-                .map(|(source, n)| format!("{source}={n}"))
+                .map(|(source, n)| format!("{}={n}", source.as_str()))
                 .collect();
             write!(f, " ({})", parts.join(" "))?;
         }
@@ -104,15 +107,15 @@ mod tests {
     #[test]
     fn one_line_with_every_counter() {
         let summary = Summary::default();
-        summary.skip("audit", "invalid_json");
-        summary.skip("audit", "invalid_json");
+        summary.skip(Source::Audit, "invalid_json");
+        summary.skip(Source::Audit, "invalid_json");
         {
             let mut counts = summary.lock();
             for _ in 0..3 {
-                counts.count_event("dns", "blocked_query");
+                counts.count_event(Source::Dns, "blocked_query");
             }
-            counts.count_event("audit", "denied");
-            counts.rotations.insert("dns", 1);
+            counts.count_event(Source::Audit, "denied");
+            counts.rotations.insert(Source::Dns, 1);
             counts.overruns = 1;
             counts.lost = 7;
         }

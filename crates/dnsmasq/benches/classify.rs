@@ -148,7 +148,7 @@ fn main() {
         .map(|d| format!("{}\n", domain(d)))
         .chain(std::iter::once("*.cdn.example.org\n".to_owned()))
         .collect();
-    let allow = AllowList::from_layout_a(&profile, "", "").list;
+    let allow = AllowList::from_domain_files(&profile, "", "").list;
 
     // `hot` or `churn` as an argument runs only that log (for profiling).
     let only: Option<String> = std::env::args()

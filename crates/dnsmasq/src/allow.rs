@@ -23,15 +23,16 @@ const PLAIN_OVERRIDE: u8 = 16;
 const WILD_OVERRIDE: u8 = 32;
 const PLAIN_MASK: u8 = PLAIN_ALLOW | PLAIN_DENY | PLAIN_OVERRIDE;
 
-/// The layout-A files, in the order their lines are read.
-const LAYOUT_A: [&str; 3] = ["profile.domains", "live.domains", "denied.domains"];
+/// The files of the domain-files layout, in the order their lines are read.
+const DOMAIN_FILES: [&str; 3] = ["profile.domains", "live.domains", "denied.domains"];
 
-/// The directory of layout B, relative to the state directory.
+/// The directory of the policy-directory layout, relative to the state directory.
 const POLICY_DIR: &str = "policy";
 
-/// A tier file of layout B.
+/// A tier file of the policy directory (`policy/10-override`, ...). Not the container's DNS
+/// tier (`dns.tier`), which the CLI reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Tier {
+pub enum PolicyTier {
     /// `policy/10-override`: break-glass allows, which beat every deny.
     Override,
     /// `policy/20-security-deny`: denies.
@@ -44,36 +45,36 @@ pub enum Tier {
     Live,
 }
 
-impl Tier {
+impl PolicyTier {
     /// Every tier, in file order.
-    pub const ALL: [Tier; 5] = [
-        Tier::Override,
-        Tier::SecurityDeny,
-        Tier::ProviderAllow,
-        Tier::ProjectAllow,
-        Tier::Live,
+    pub const ALL: [PolicyTier; 5] = [
+        PolicyTier::Override,
+        PolicyTier::SecurityDeny,
+        PolicyTier::ProviderAllow,
+        PolicyTier::ProjectAllow,
+        PolicyTier::Live,
     ];
 
     /// The file name of this tier inside `policy/`.
     pub fn file_name(self) -> &'static str {
         match self {
-            Tier::Override => "10-override",
-            Tier::SecurityDeny => "20-security-deny",
-            Tier::ProviderAllow => "30-provider-allow",
-            Tier::ProjectAllow => "40-project-allow",
-            Tier::Live => "live",
+            PolicyTier::Override => "10-override",
+            PolicyTier::SecurityDeny => "20-security-deny",
+            PolicyTier::ProviderAllow => "30-provider-allow",
+            PolicyTier::ProjectAllow => "40-project-allow",
+            PolicyTier::Live => "live",
         }
     }
 
-    /// The flag a `+`/`-` domain entry of this tier sets, if the SPEC's formula
-    /// gives it a meaning: override `+`, provider/project/live `+`, security-deny/live `-`.
+    /// The flag a `+`/`-` domain entry of this tier sets, if the contract's formula
+    /// (`docs/CONTRACT.md` §2) gives it a meaning: override `+`, provider/project/live `+`, security-deny/live `-`.
     fn flag(self, allow: bool) -> Option<(u8, u8)> {
         match (self, allow) {
-            (Tier::Override, true) => Some((PLAIN_OVERRIDE, WILD_OVERRIDE)),
-            (Tier::ProviderAllow | Tier::ProjectAllow | Tier::Live, true) => {
+            (PolicyTier::Override, true) => Some((PLAIN_OVERRIDE, WILD_OVERRIDE)),
+            (PolicyTier::ProviderAllow | PolicyTier::ProjectAllow | PolicyTier::Live, true) => {
                 Some((PLAIN_ALLOW, WILD_ALLOW))
             }
-            (Tier::SecurityDeny | Tier::Live, false) => Some((PLAIN_DENY, WILD_DENY)),
+            (PolicyTier::SecurityDeny | PolicyTier::Live, false) => Some((PLAIN_DENY, WILD_DENY)),
             _ => None,
         }
     }
@@ -82,10 +83,12 @@ impl Tier {
 /// Which layout an [`AllowList`] was built from; the matching rules differ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {
-    /// `profile.domains`, `live.domains`, `denied.domains`: any entry on the way allows.
-    A,
-    /// `policy/` tier files: the most specific name with an entry decides.
-    B,
+    /// `profile.domains`, `live.domains`, `denied.domains` (terok-shield v14, "layout A"):
+    /// any entry on the way allows.
+    DomainFiles,
+    /// `policy/` tier files (terok-shield v15, "layout B"): the most specific name with an
+    /// entry decides.
+    PolicyDir,
 }
 
 /// The allowed domains of one container. Cheap to query, immutable once built.
@@ -105,10 +108,10 @@ pub struct Loaded {
 }
 
 impl AllowList {
-    /// An allow-list that allows nothing (layout A with no entries).
+    /// An allow-list that allows nothing (domain files with no entries).
     pub fn empty() -> AllowList {
         AllowList {
-            layout: Layout::A,
+            layout: Layout::DomainFiles,
             table: SuffixTable::new(),
         }
     }
@@ -129,23 +132,23 @@ impl AllowList {
     }
 
     /// The directories to watch so a change to either layout is noticed:
-    /// the state directory (layout A files, `policy/` appearing) and `policy/`.
+    /// the state directory (the domain files, `policy/` appearing) and `policy/`.
     pub fn watched_paths(state_dir: &Path) -> Vec<PathBuf> {
         vec![state_dir.to_path_buf(), state_dir.join(POLICY_DIR)]
     }
 
-    /// Reads the allow-list of a state directory. Layout B is used when
-    /// `policy/` is a directory, layout A otherwise. Missing files are empty;
+    /// Reads the allow-list of a state directory. The policy directory is used
+    /// when `policy/` is a directory, the domain files otherwise. Missing files are empty;
     /// a file that exists but cannot be read is an error.
     pub fn load(state_dir: &Path) -> Result<Loaded, Error> {
         let policy = state_dir.join(POLICY_DIR);
         match std::fs::metadata(&policy) {
             Ok(meta) if meta.is_dir() => {
-                let mut texts = Vec::with_capacity(Tier::ALL.len());
-                for tier in Tier::ALL {
+                let mut texts = Vec::with_capacity(PolicyTier::ALL.len());
+                for tier in PolicyTier::ALL {
                     texts.push((tier, read_optional(&policy.join(tier.file_name()))?));
                 }
-                let borrowed: Vec<(Tier, &str)> =
+                let borrowed: Vec<(PolicyTier, &str)> =
                     texts.iter().map(|(t, s)| (*t, s.as_str())).collect();
                 Ok(Self::from_policy(&borrowed))
             }
@@ -160,24 +163,24 @@ impl AllowList {
                 // into an empty list that silently reports every lookup.
                 std::fs::read_dir(state_dir)
                     .map_err(|e| Error::new(ErrorKind::Read, state_dir.to_path_buf(), e))?;
-                let [p, l, d] = LAYOUT_A.map(|f| read_optional(&state_dir.join(f)));
-                Ok(Self::from_layout_a(&p?, &l?, &d?))
+                let [p, l, d] = DOMAIN_FILES.map(|f| read_optional(&state_dir.join(f)));
+                Ok(Self::from_domain_files(&p?, &l?, &d?))
             }
             Err(e) => Err(Error::new(ErrorKind::Read, policy, e)),
         }
     }
 
-    /// Builds a layout-A list from the texts of `profile.domains`,
+    /// Builds a domain-files list from the texts of `profile.domains`,
     /// `live.domains` and `denied.domains`: (profile ∪ live) − denied, where
     /// a denied entry removes only that exact entry.
-    pub fn from_layout_a(profile: &str, live: &str, denied: &str) -> Loaded {
+    pub fn from_domain_files(profile: &str, live: &str, denied: &str) -> Loaded {
         let mut warnings = Vec::new();
         let mut allowed: Vec<String> = Vec::new();
-        for (file, text) in [(LAYOUT_A[0], profile), (LAYOUT_A[1], live)] {
-            allowed.extend(layout_a_entries(file, text, &mut warnings));
+        for (file, text) in [(DOMAIN_FILES[0], profile), (DOMAIN_FILES[1], live)] {
+            allowed.extend(domain_file_entries(file, text, &mut warnings));
         }
         let denied: std::collections::HashSet<String> =
-            layout_a_entries(LAYOUT_A[2], denied, &mut warnings).collect();
+            domain_file_entries(DOMAIN_FILES[2], denied, &mut warnings).collect();
         let mut table = SuffixTable::new();
         for entry in allowed.iter().filter(|e| !denied.contains(*e)) {
             let (key, wild) = split_wildcard(entry);
@@ -185,15 +188,15 @@ impl AllowList {
         }
         Loaded {
             list: AllowList {
-                layout: Layout::A,
+                layout: Layout::DomainFiles,
                 table,
             },
             warnings,
         }
     }
 
-    /// Builds a layout-B list from tier texts (a tier may appear several times or not at all).
-    pub fn from_policy(tiers: &[(Tier, &str)]) -> Loaded {
+    /// Builds a policy-directory list from tier texts (a tier may appear several times or not at all).
+    pub fn from_policy(tiers: &[(PolicyTier, &str)]) -> Loaded {
         let mut warnings = Vec::new();
         let mut table = SuffixTable::new();
         for &(tier, text) in tiers {
@@ -222,7 +225,7 @@ impl AllowList {
         }
         Loaded {
             list: AllowList {
-                layout: Layout::B,
+                layout: Layout::PolicyDir,
                 table,
             },
             warnings,
@@ -238,7 +241,7 @@ impl AllowList {
         let name = name.strip_suffix(b".").unwrap_or(name);
         match self.layout {
             // Any applicable entry on the way allows.
-            Layout::A => self
+            Layout::DomainFiles => self
                 .table
                 .walk(name, |flags, whole| {
                     // The full name matches plain entries only; a parent matches both.
@@ -252,7 +255,7 @@ impl AllowList {
                 .is_some(),
             // Root first, so the last decision seen is the most specific one;
             // an override anywhere settles it at once.
-            Layout::B => {
+            Layout::PolicyDir => {
                 let mut decided = false;
                 let overridden = self.table.walk(name, |flags, whole| {
                     let flags = if whole { flags & PLAIN_MASK } else { flags };
@@ -290,8 +293,8 @@ fn warn(warnings: &mut Vec<String>, file: &str, line: usize, why: std::fmt::Argu
     warnings.push(msg);
 }
 
-/// Valid, lower-cased entries of one layout-A file; invalid ones become warnings.
-fn layout_a_entries<'t>(
+/// Valid, lower-cased entries of one domain file; invalid ones become warnings.
+fn domain_file_entries<'t>(
     file: &'t str,
     text: &'t str,
     warnings: &'t mut Vec<String>,
@@ -315,7 +318,7 @@ fn layout_a_entries<'t>(
     })
 }
 
-/// Parses one layout-B line. `None`: nothing to add (blank, comment, or
+/// Parses one policy line. `None`: nothing to add (blank, comment, or
 /// skipped with a warning). `Some((allow, None))`: a valid non-domain target.
 fn parse_policy_line(
     raw: &str,
@@ -425,7 +428,7 @@ fn is_non_domain_target(t: &str) -> bool {
     false
 }
 
-/// The SPEC §2 rule: optional `*.`, then two or more labels of letters,
+/// The contract's rule (`docs/CONTRACT.md` §2): optional `*.`, then two or more labels of letters,
 /// digits and inner hyphens, the last alphabetic and at least two long.
 /// Expects lower case.
 pub(crate) fn is_valid_domain(d: &str) -> bool {
@@ -473,12 +476,12 @@ mod tests {
     use super::*;
 
     fn a(profile: &str, live: &str, denied: &str) -> AllowList {
-        let l = AllowList::from_layout_a(profile, live, denied);
+        let l = AllowList::from_domain_files(profile, live, denied);
         assert!(l.warnings.is_empty(), "{:?}", l.warnings);
         l.list
     }
 
-    fn b(tiers: &[(Tier, &str)]) -> AllowList {
+    fn b(tiers: &[(PolicyTier, &str)]) -> AllowList {
         let l = AllowList::from_policy(tiers);
         assert!(l.warnings.is_empty(), "{:?}", l.warnings);
         l.list
@@ -494,7 +497,7 @@ mod tests {
     }
 
     #[test]
-    fn layout_a_parents_case_and_trailing_dot() {
+    fn domain_files_parents_case_and_trailing_dot() {
         let l = a("github.com\n\n  Example.ORG  \n", "pypi.org\n", "");
         check(
             &l,
@@ -525,7 +528,7 @@ mod tests {
     }
 
     #[test]
-    fn layout_a_denied_removes_only_the_exact_entry() {
+    fn domain_files_denied_removes_only_the_exact_entry() {
         // A denied subdomain of an allowed domain still resolves through the parent.
         let l = a(
             "github.com\ngist.github.com\npypi.org\n",
@@ -543,7 +546,7 @@ mod tests {
     }
 
     #[test]
-    fn layout_a_wildcards_allow_strict_subdomains() {
+    fn domain_files_wildcards_allow_strict_subdomains() {
         let l = a("*.example.com\n", "", "");
         check(
             &l,
@@ -560,9 +563,9 @@ mod tests {
     }
 
     #[test]
-    fn layout_a_invalid_entries_are_skipped_with_a_warning() {
+    fn domain_files_invalid_entries_are_skipped_with_a_warning() {
         let profile = "github.com\nlocalhost\n-bad.com\nbad-.com\nexample.c0m\nexample.c\n# comment\n1.2.3.4\n*.*.example.com\nex ample.com\nexa_mple.com\n*example.com\nok-1.example.io\n\u{7}bell.com\n";
-        let l = AllowList::from_layout_a(profile, "", "a..b.com\n");
+        let l = AllowList::from_domain_files(profile, "", "a..b.com\n");
         check(
             &l.list,
             &["github.com", "ok-1.example.io"],
@@ -605,13 +608,13 @@ mod tests {
     }
 
     #[test]
-    fn layout_b_formula_and_grammar() {
+    fn policy_dir_formula_and_grammar() {
         let l = b(&[
-            (Tier::Override, "# break glass\n+override.example.com %by=ops # why\n"),
-            (Tier::SecurityDeny, "-vault.example.com\n-evil.example.org %source=feed\n"),
-            (Tier::ProviderAllow, "+example.com\n+api.provider.io\n"),
-            (Tier::ProjectAllow, "\n  +pypi.org   %a=1 %b=2\n+203.0.113.5\n+198.51.100.0/24\n+github.com:443\n+localhost:8080\n+2001:db8::1\n"),
-            (Tier::Live, "+live.example.net\n-pypi.org\n"),
+            (PolicyTier::Override, "# break glass\n+override.example.com %by=ops # why\n"),
+            (PolicyTier::SecurityDeny, "-vault.example.com\n-evil.example.org %source=feed\n"),
+            (PolicyTier::ProviderAllow, "+example.com\n+api.provider.io\n"),
+            (PolicyTier::ProjectAllow, "\n  +pypi.org   %a=1 %b=2\n+203.0.113.5\n+198.51.100.0/24\n+github.com:443\n+localhost:8080\n+2001:db8::1\n"),
+            (PolicyTier::Live, "+live.example.net\n-pypi.org\n"),
         ]);
         check(
             &l,
@@ -637,10 +640,13 @@ mod tests {
     }
 
     #[test]
-    fn layout_b_most_specific_name_decides() {
+    fn policy_dir_most_specific_name_decides() {
         let l = b(&[
-            (Tier::ProviderAllow, "+example.com\n+ok.bad.example.com\n"),
-            (Tier::SecurityDeny, "-bad.example.com\n"),
+            (
+                PolicyTier::ProviderAllow,
+                "+example.com\n+ok.bad.example.com\n",
+            ),
+            (PolicyTier::SecurityDeny, "-bad.example.com\n"),
         ]);
         check(
             &l,
@@ -655,19 +661,19 @@ mod tests {
     }
 
     #[test]
-    fn layout_b_deny_beats_allow_at_the_same_name() {
+    fn policy_dir_deny_beats_allow_at_the_same_name() {
         let l = b(&[
-            (Tier::ProjectAllow, "+example.com\n"),
-            (Tier::Live, "-example.com\n+example.com\n"),
+            (PolicyTier::ProjectAllow, "+example.com\n"),
+            (PolicyTier::Live, "-example.com\n+example.com\n"),
         ]);
         check(&l, &[], &["example.com", "a.example.com"]);
     }
 
     #[test]
-    fn layout_b_override_anywhere_on_the_way_wins() {
+    fn policy_dir_override_anywhere_on_the_way_wins() {
         let l = b(&[
-            (Tier::Override, "+example.com\n"),
-            (Tier::SecurityDeny, "-bad.example.com\n-example.com\n"),
+            (PolicyTier::Override, "+example.com\n"),
+            (PolicyTier::SecurityDeny, "-bad.example.com\n-example.com\n"),
         ]);
         check(
             &l,
@@ -677,18 +683,18 @@ mod tests {
     }
 
     #[test]
-    fn layout_b_no_entry_blocks() {
-        let l = b(&[(Tier::SecurityDeny, "-bad.example\n")]);
+    fn policy_dir_no_entry_blocks() {
+        let l = b(&[(PolicyTier::SecurityDeny, "-bad.example\n")]);
         check(&l, &[], &["good.example", "bad.example", "x.bad.example"]);
         let l = b(&[]);
         check(&l, &[], &["anything.example"]);
     }
 
     #[test]
-    fn layout_b_wildcards() {
+    fn policy_dir_wildcards() {
         let l = b(&[
-            (Tier::ProviderAllow, "+*.example.com\n"),
-            (Tier::SecurityDeny, "-*.bad.example.com\n"),
+            (PolicyTier::ProviderAllow, "+*.example.com\n"),
+            (PolicyTier::SecurityDeny, "-*.bad.example.com\n"),
         ]);
         check(
             &l,
@@ -697,18 +703,18 @@ mod tests {
         );
         // A wildcard override covers subdomains, not the name itself.
         let l = b(&[
-            (Tier::Override, "+*.example.com\n"),
-            (Tier::SecurityDeny, "-example.com\n"),
+            (PolicyTier::Override, "+*.example.com\n"),
+            (PolicyTier::SecurityDeny, "-example.com\n"),
         ]);
         check(&l, &["a.example.com"], &["example.com"]);
     }
 
     #[test]
-    fn layout_b_invalid_lines_warn() {
+    fn policy_dir_invalid_lines_warn() {
         let l = AllowList::from_policy(&[
-            (Tier::ProviderAllow, "example.com\n+\n+ok.example %novalue\n+bad_name.example\n*x\n+fine.example # c\n+x.example junk\n"),
-            (Tier::Override, "-nothing.example\n"),
-            (Tier::SecurityDeny, "+nothing.example\n"),
+            (PolicyTier::ProviderAllow, "example.com\n+\n+ok.example %novalue\n+bad_name.example\n*x\n+fine.example # c\n+x.example junk\n"),
+            (PolicyTier::Override, "-nothing.example\n"),
+            (PolicyTier::SecurityDeny, "+nothing.example\n"),
         ]);
         check(
             &l.list,
@@ -743,9 +749,9 @@ mod tests {
     #[test]
     fn load_detects_layouts_and_reports_unreadable_dirs() {
         let dir = tempfile::tempdir().unwrap();
-        // Nothing there yet: layout A, empty.
+        // Nothing there yet: domain files, empty.
         let l = AllowList::load(dir.path()).unwrap();
-        assert_eq!(l.list.layout(), Layout::A);
+        assert_eq!(l.list.layout(), Layout::DomainFiles);
         assert!(l.list.is_empty());
         std::fs::write(
             dir.path().join("profile.domains"),
@@ -764,7 +770,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("policy")).unwrap();
         std::fs::write(dir.path().join("policy/30-provider-allow"), "+github.com\n").unwrap();
         let l = AllowList::load(dir.path()).unwrap();
-        assert_eq!(l.list.layout(), Layout::B);
+        assert_eq!(l.list.layout(), Layout::PolicyDir);
         check(&l.list, &["api.github.com"], &["pypi.org"]);
 
         // A tier that is a directory cannot be read: an error naming the file.

@@ -31,7 +31,7 @@
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 
-use crate::hash::FastBuild;
+use foldhash::fast::RandomState;
 
 const NIL: u32 = u32::MAX;
 
@@ -42,9 +42,9 @@ const INLINE: usize = 41;
 /// `Slot::inline_len` when the text is in `DomainCache::long`.
 const ON_HEAP: u8 = u8::MAX;
 
-/// The index key: the address bits and the family. Two `u64` halves hash as
-/// two words (two folds), where `IpAddr`'s derived `Hash` goes through the
-/// byte-slice path.
+/// The index key: the address bits and the family. The 128 bits hash as one
+/// word (one folded multiply in foldhash), where `IpAddr`'s derived `Hash`
+/// goes through the byte-slice path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Key {
     hi: u64,
@@ -72,8 +72,7 @@ impl std::hash::Hash for Key {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         // The family is left out of the hash: 192.0.2.1 and ::c000:201 may
         // share a bucket, and `Eq` tells them apart.
-        state.write_u64(self.hi);
-        state.write_u64(self.lo);
+        state.write_u128(u128::from(self.hi) << 64 | u128::from(self.lo));
     }
 }
 
@@ -137,7 +136,7 @@ struct Link {
 #[derive(Debug)]
 pub struct DomainCache {
     capacity: usize,
-    hasher: FastBuild,
+    hasher: RandomState,
     /// A power of two long (or empty), never more than a quarter full.
     buckets: Vec<Bucket>,
     slots: Vec<Slot>,
@@ -162,7 +161,7 @@ impl DomainCache {
         let capacity = capacity.min(NIL as usize - 1);
         DomainCache {
             capacity,
-            hasher: FastBuild::new(),
+            hasher: RandomState::default(),
             buckets: Vec::new(),
             slots: Vec::new(),
             long: Vec::new(),
@@ -470,6 +469,22 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn index_hashes_spread_addresses_that_share_their_low_bits() {
+        // Addresses that differ only in high bits must not share a bucket (the
+        // weakness of an unkeyed multiply hash), and two caches hash apart.
+        let cache = DomainCache::new(16);
+        let mut buckets = std::collections::HashSet::new();
+        for i in 0u128..1024 {
+            let key = Key::of(IpAddr::V6((i << 100).into()));
+            buckets.insert(cache.hash(&key) & 0x3ff);
+        }
+        assert!(buckets.len() > 500, "{}", buckets.len());
+        let other = DomainCache::new(16);
+        let key = Key::of(ip("192.0.2.1"));
+        assert_ne!(cache.hash(&key), other.hash(&key));
     }
 
     #[test]

@@ -186,7 +186,7 @@ fn looks_like_address(name: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::allow::Tier;
+    use crate::allow::PolicyTier;
     use std::net::IpAddr;
 
     const FORMS: &str = include_str!("../tests/fixtures/forms.log");
@@ -197,7 +197,7 @@ mod tests {
     const NODATA_EXTRA: &str = include_str!("../tests/fixtures/nodata-extra.log");
 
     fn allow(domains: &str) -> AllowList {
-        AllowList::from_layout_a(domains, "", "").list
+        AllowList::from_domain_files(domains, "", "").list
     }
 
     fn blocked(fx: &str, all: bool, allow: &AllowList) -> Vec<(String, String)> {
@@ -300,10 +300,10 @@ mod tests {
     }
 
     #[test]
-    fn layout_b_classification() {
+    fn policy_dir_classification() {
         let list = AllowList::from_policy(&[
-            (Tier::ProviderAllow, "+example.com\n"),
-            (Tier::SecurityDeny, "-alias.example.com\n"),
+            (PolicyTier::ProviderAllow, "+example.com\n"),
+            (PolicyTier::SecurityDeny, "-alias.example.com\n"),
         ])
         .list;
         let got = blocked(FORMS, false, &list);

@@ -14,7 +14,7 @@
 //! ```
 //! use shield_dnsmasq::{AllowList, Classifier, DomainCache};
 //!
-//! let allow = AllowList::from_layout_a("github.com\n", "", "").list;
+//! let allow = AllowList::from_domain_files("github.com\n", "", "").list;
 //! let mut cache = DomainCache::new(65_536);
 //! let mut classifier = Classifier::new(false);
 //! let log = "Mar 31 12:00:00 dnsmasq[123]: query[A] evil.example.com from 127.0.0.1\n\
@@ -33,11 +33,10 @@ mod allow;
 mod cache;
 mod classify;
 mod error;
-mod hash;
 mod line;
 mod suffix;
 
-pub use allow::{AllowList, Layout, Loaded, Tier};
+pub use allow::{AllowList, Layout, Loaded, PolicyTier};
 pub use cache::{DomainCache, Resolved};
 pub use classify::{BlockedQuery, Classifier};
 pub use error::{Error, ErrorKind};

@@ -8,13 +8,17 @@ use serde::Serialize;
 
 use crate::sanitize::Sanitized;
 
-/// Where an event came from.
+/// Where an event came from: the one name of a source across the workspace (events, the
+/// command line's `--source`, the summary's counters, the cursor file's keys).
+///
+/// Variants are declared in alphabetical order of their names, so `Ord` sorts sources by name
+/// and maps keyed by source list them alphabetically (the summary line relies on it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Source {
-    /// A blocked lookup in the container's dnsmasq query log.
-    Dns,
     /// An entry of the container's `audit.jsonl`.
     Audit,
+    /// A blocked lookup in the container's dnsmasq query log.
+    Dns,
     /// A packet the kernel logged to the NFLOG group.
     Nflog,
     /// shield-watch's own notices (for example lost packets).
@@ -22,14 +26,24 @@ pub enum Source {
 }
 
 impl Source {
-    /// The name used in the stream and on the command line.
+    /// The sources that read an input (every one but [`Source::Watch`]), in name order.
+    pub const INPUTS: [Source; 3] = [Source::Audit, Source::Dns, Source::Nflog];
+
+    /// The name used in the stream, on the command line and in the cursor file.
     pub fn as_str(self) -> &'static str {
         match self {
-            Source::Dns => "dns",
             Source::Audit => "audit",
+            Source::Dns => "dns",
             Source::Nflog => "nflog",
             Source::Watch => "watch",
         }
+    }
+
+    /// The source of a name written by [`Source::as_str`].
+    pub fn from_name(name: &str) -> Option<Source> {
+        [Source::Audit, Source::Dns, Source::Nflog, Source::Watch]
+            .into_iter()
+            .find(|source| source.as_str() == name)
     }
 }
 
@@ -274,6 +288,20 @@ mod tests {
         assert_eq!(extra.iter().collect::<Vec<_>>(), [("b", "3"), ("a", "2")]);
         assert_eq!(extra.get("a"), Some("2"));
         assert_eq!(extra.len(), 2);
+    }
+
+    #[test]
+    fn sources_order_by_name_and_names_round_trip() {
+        let all = [Source::Audit, Source::Dns, Source::Nflog, Source::Watch];
+        let mut by_name = all;
+        by_name.sort_by_key(|s| s.as_str());
+        let mut by_ord = all;
+        by_ord.sort();
+        assert_eq!(by_ord, by_name);
+        for source in all {
+            assert_eq!(Source::from_name(source.as_str()), Some(source));
+        }
+        assert_eq!(Source::from_name("DNS"), None);
     }
 
     #[test]

@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use rustix::process::{kill_process, Pid, Signal};
+
 use crate::error::{Error, ErrorKind};
 use crate::netns::Netns;
 use crate::ruleset::{ALLOW_V4, ALLOW_V6};
@@ -27,7 +29,7 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 /// |---|---|
 /// | `listen` | `127.0.0.1:53` |
 /// | `log_extra` | `false` (`log-queries`; `true` gives `log-queries=extra`: serial and client before `query`) |
-/// | `sinkholed` | none (domains answered NXDOMAIN locally, as layout B's denied domains are) |
+/// | `sinkholed` | none (domains answered NXDOMAIN locally, as the policy directory's denied domains are) |
 #[derive(Debug, Clone)]
 pub struct ShieldedOptions<'a> {
     /// Address and port the resolver listens on inside the namespace.
@@ -171,13 +173,12 @@ impl Dnsmasq {
 
     /// Asks dnsmasq to reopen its log file (SIGUSR2), as logrotate's postrotate does.
     pub fn reopen_log(&self) {
-        self.signal(libc::SIGUSR2);
+        self.signal(Signal::USR2);
     }
 
-    fn signal(&self, signal: libc::c_int) {
-        // SAFETY: kill has no memory-safety preconditions; the child is not reaped before drop,
-        // so the pid cannot have been reused.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+    fn signal(&self, signal: Signal) {
+        // The child is not reaped before drop, so the pid cannot have been reused.
+        let _ = kill_process(Pid::from_child(&self.child), signal);
     }
 
     fn start(
@@ -265,7 +266,7 @@ impl Dnsmasq {
 impl Drop for Dnsmasq {
     fn drop(&mut self) {
         // SIGTERM first so dnsmasq flushes its log; SIGKILL if it has not gone within the deadline.
-        self.signal(libc::SIGTERM);
+        self.signal(Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(3);
         while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));

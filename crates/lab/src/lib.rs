@@ -24,7 +24,7 @@
 //! Ruleset::shield(100).load(&ns)?; // table inet terok_shield, default deny, NFLOG group 100
 //! let internet = Dnsmasq::upstream(Some(&ns), "127.0.0.2".parse()?, 5353, &[("api.github.com", "203.0.113.10".parse()?)])?;
 //! let state = std::path::Path::new("/tmp/demo-state");
-//! StateDir::layout_a(state, "dnsmasq-live", &["github.com"], &[])?;
+//! StateDir::domain_files(state, "dnsmasq-live", &["github.com"], &[])?;
 //! let resolver = Dnsmasq::shielded(&ns, state, internet.addr(), &["github.com"])?;
 //! assert_eq!(dig(&ns, resolver.addr(), "api.github.com", "A")?.trim(), "203.0.113.10");
 //! // 203.0.113.10 is now in `nft list set inet terok_shield allow_v4`, and the query in
@@ -39,6 +39,7 @@ mod error;
 mod leftovers;
 mod netns;
 mod preflight;
+mod probe;
 mod ruleset;
 mod scene;
 mod statedir;
@@ -47,8 +48,9 @@ pub use dig::{dig, dig_status};
 pub use dnsmasq::{Dnsmasq, ShieldedOptions};
 pub use error::{Error, ErrorKind};
 pub use leftovers::{leftovers, snapshot};
-pub use netns::Netns;
+pub use netns::{enter_netns, Netns};
 pub use preflight::preflight;
+pub use probe::{send_one_syn, send_ping};
 pub use ruleset::{
     Ruleset, Terminal, ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6, PREFIX_ALLOWED, PREFIX_BLOCKED,
     PREFIX_DENIED, PREFIX_PRIVATE, PRIVATE_RANGES, TABLE,

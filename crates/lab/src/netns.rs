@@ -1,12 +1,14 @@
 //! A named network namespace owned by this process, and running things inside it.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+use rustix::process::{kill_process, Pid, Signal};
+use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
 
 use crate::cmd;
 use crate::error::{Error, ErrorKind};
@@ -162,12 +164,7 @@ impl Netns {
         let file =
             File::open(&path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
         let handle = std::thread::spawn(move || -> Result<T, Error> {
-            // SAFETY: the fd is open for the duration of the call; setns only affects this thread.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            if rc != 0 {
-                let what = format!("setns into {}", path.display());
-                return Err(Error::io(what, std::io::Error::last_os_error()));
-            }
+            enter_file(&file, &path)?;
             drop(file);
             Ok(f())
         });
@@ -217,8 +214,10 @@ impl Drop for Netns {
                 break;
             }
             for pid in pids {
-                // SAFETY: kill has no memory-safety preconditions; a stale pid just yields ESRCH.
-                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                // A stale pid just yields ESRCH.
+                if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
+                    let _ = kill_process(pid, Signal::KILL);
+                }
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -226,6 +225,20 @@ impl Drop for Netns {
             eprintln!("shield-lab: {e}");
         }
     }
+}
+
+/// Moves **the calling thread** into the network namespace at `path` (`/run/netns/NAME`,
+/// `/proc/PID/ns/net`) for good: for a thread dedicated to work inside it, such as a sender that
+/// lives as long as a benchmark. [`Netns::run_in`] is the scoped form.
+pub fn enter_netns(path: &Path) -> Result<(), Error> {
+    let file = File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    enter_file(&file, path)
+}
+
+fn enter_file(file: &File, path: &Path) -> Result<(), Error> {
+    use std::os::fd::AsFd;
+    move_into_link_name_space(file.as_fd(), Some(LinkNameSpaceType::Network))
+        .map_err(|e| Error::io(format!("setns into {}", path.display()), e.into()))
 }
 
 /// A killed child that nobody has waited for yet still lists the namespace, but is harmless.

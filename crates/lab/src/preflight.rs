@@ -18,8 +18,7 @@ const TOOLS: &[(&str, &str)] = &[
 /// The error names exactly what is missing and the apt packages that provide it, so a test that
 /// cannot run says why instead of failing somewhere deep in a namespace setup.
 pub fn preflight() -> Result<(), Error> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = rustix::process::geteuid().is_root();
     let path = std::env::var_os("PATH").unwrap_or_default();
     let dirs: Vec<_> = std::env::split_paths(&path).collect();
     // Tools in sbin are found even when a minimal PATH leaves sbin out.

@@ -14,13 +14,12 @@
 //! | ruleset | [`crate::Ruleset::shield`] group 100; deny set `203.0.113.250`; `192.0.2.0/24` plays a private range |
 //! | "the internet" | dnsmasq on `127.0.0.2:5353` in the namespace ([`RECORDS`]) |
 //! | the shield's resolver | dnsmasq on `127.0.0.1:53`, nftset for `github.com`, log in the state dir |
-//! | state dir | `/tmp/shield-lab/NAMESPACE-state/demo` (layout A, tier `dnsmasq-live`) |
+//! | state dir | `/tmp/shield-lab/NAMESPACE-state/demo` (domain files, tier `dnsmasq-live`) |
 //! | shield-watch | `--state-dir DIR --netns /run/netns/NAMESPACE --container demo` + the caller's args |
 
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -29,6 +28,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rustix::process::{kill_process, Pid, Signal};
 
 use crate::dig::dig;
 use crate::dnsmasq::{Dnsmasq, CONF_ROOT};
@@ -50,7 +51,7 @@ pub const RECORDS: &[(&str, &str)] = &[
     ("tracker.example.net", "203.0.113.77"),
 ];
 
-/// The container's allow list (layout A `profile.domains`, and the resolver's nftset domains).
+/// The container's allow list (`profile.domains` of the domain-files layout, and the resolver's nftset domains).
 const ALLOWED: &[&str] = &["github.com"];
 /// The container's `denied.domains`; the deny set holds its address.
 const DENIED: &[&str] = &["ads.example.com"];
@@ -89,7 +90,7 @@ enum Action {
         qtype: &'static str,
         events: usize,
     },
-    /// One TCP SYN to this address from inside the container (see [`send_one_syn`]).
+    /// One TCP SYN to this address from inside the container (see [`crate::probe::send_one_syn`]).
     Connect { dest: &'static str, events: usize },
     /// The operator appends a domain to `live.domains` (no event by itself).
     AllowLive(&'static str),
@@ -197,7 +198,7 @@ impl Scene {
 
         let dir = SceneDir::create(&ns)?;
         let state = dir.path.join(CONTAINER);
-        StateDir::layout_a(&state, "dnsmasq-live", ALLOWED, DENIED)
+        StateDir::domain_files(&state, "dnsmasq-live", ALLOWED, DENIED)
             .map_err(|e| Error::io(format!("writing the state dir {}", state.display()), e))?;
 
         let records = RECORDS
@@ -348,7 +349,7 @@ impl Scene {
     /// Stops shield-watch with SIGINT, as a person would, and collects what it wrote after the
     /// last step and on stderr. The rest of the scene is torn down when `self` drops.
     pub fn finish(mut self) -> Result<Finish, Error> {
-        self.watch.signal(libc::SIGINT);
+        self.watch.signal(Signal::INT);
         let deadline = Instant::now() + DEADLINE;
         let mut rest = Vec::new();
         // stdout reaches its end when the process exits: nothing can be missed after that.
@@ -390,7 +391,7 @@ impl Scene {
                     Error::new(ErrorKind::InvalidInput, format!("bad address {dest}"), "")
                 })?;
                 self.ns
-                    .run_in(move || send_one_syn(dest))?
+                    .run_in(move || crate::probe::send_one_syn(dest))?
                     .map_err(|e| Error::io(format!("connecting to {dest}"), e))?;
             }
             Action::AllowLive(domain) => {
@@ -549,76 +550,6 @@ fn mentions(line: &str, domain: &str) -> bool {
     line.contains(&format!("\"domain\":\"{domain}\"")) || line.split(' ').any(|w| w == domain)
 }
 
-/// Sends exactly one TCP SYN to `dest` from the calling thread's namespace: a non-blocking
-/// connect, then close. A blocking connect would not do: the shield's reject reaches the socket
-/// while `connect` still holds it, the kernel keeps the error as a soft one and retransmits the
-/// SYN after a second, and every attempt would be logged twice.
-fn send_one_syn(dest: SocketAddr) -> std::io::Result<()> {
-    // SAFETY: plain socket(2); the result is checked before use.
-    let fd = unsafe {
-        libc::socket(
-            if dest.is_ipv4() {
-                libc::AF_INET
-            } else {
-                libc::AF_INET6
-            },
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh socket nobody else owns; OwnedFd closes it on every path.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let rc = match dest {
-        SocketAddr::V4(v4) => {
-            let addr = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: v4.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from(*v4.ip()).to_be(),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: addr is a valid sockaddr_in and its exact size is passed.
-            unsafe {
-                libc::connect(
-                    fd.as_raw_fd(),
-                    (&addr as *const libc::sockaddr_in).cast(),
-                    size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                )
-            }
-        }
-        SocketAddr::V6(v6) => {
-            let addr = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: v6.port().to_be(),
-                sin6_flowinfo: 0,
-                sin6_addr: libc::in6_addr {
-                    s6_addr: v6.ip().octets(),
-                },
-                sin6_scope_id: 0,
-            };
-            // SAFETY: addr is a valid sockaddr_in6 and its exact size is passed.
-            unsafe {
-                libc::connect(
-                    fd.as_raw_fd(),
-                    (&addr as *const libc::sockaddr_in6).cast(),
-                    size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-                )
-            }
-        }
-    };
-    let err = std::io::Error::last_os_error();
-    // EINPROGRESS: the SYN went through the output hook (judged, logged, sent or rejected).
-    if rc == 0 || err.raw_os_error() == Some(libc::EINPROGRESS) {
-        Ok(())
-    } else {
-        Err(err)
-    }
-}
-
 fn append(path: &Path, text: &str) -> std::io::Result<()> {
     OpenOptions::new()
         .append(true)
@@ -754,10 +685,9 @@ impl Watch {
         self.stderr_seen.clone()
     }
 
-    fn signal(&self, signal: libc::c_int) {
-        // SAFETY: kill has no memory-safety preconditions; the child is not reaped before drop,
-        // so the pid cannot have been reused.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+    fn signal(&self, signal: Signal) {
+        // The child is not reaped before drop, so the pid cannot have been reused.
+        let _ = kill_process(Pid::from_child(&self.child), signal);
     }
 
     fn wait(&mut self, deadline: Instant) -> Result<ExitStatus, Error> {

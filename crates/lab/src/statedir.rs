@@ -4,7 +4,7 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Write as _};
 use std::path::Path;
 
-/// Writes the two state-directory layouts of SPEC §2 and the shield's audit entries.
+/// Writes the two state-directory layouts (`docs/CONTRACT.md` §2) and the shield's audit entries.
 ///
 /// Both layouts also start `audit.jsonl` with the entries the shield writes when it sets a
 /// container up: one `setup`, then one `allowed` per allowed and one `denied` per denied target.
@@ -13,9 +13,14 @@ use std::path::Path;
 pub struct StateDir;
 
 impl StateDir {
-    /// Layout A: `dns.tier`, `profile.domains` (the allowed domains), an empty `live.domains`,
-    /// and `denied.domains`, one domain per line.
-    pub fn layout_a(dir: &Path, tier: &str, allowed: &[&str], denied: &[&str]) -> io::Result<()> {
+    /// The domain-files layout (terok-shield v14, "layout A"): `dns.tier`, `profile.domains`
+    /// (the allowed domains), an empty `live.domains`, and `denied.domains`, one domain a line.
+    pub fn domain_files(
+        dir: &Path,
+        tier: &str,
+        allowed: &[&str],
+        denied: &[&str],
+    ) -> io::Result<()> {
         write_tier(dir, tier)?;
         fs::write(dir.join("profile.domains"), lines(allowed))?;
         fs::write(dir.join("live.domains"), "")?;
@@ -28,9 +33,10 @@ impl StateDir {
         write_setup_audit(dir, tier, &entries)
     }
 
-    /// Layout B: `dns.tier` and `policy/<file>` for each `(file, content)` (e.g.
-    /// `("40-project-allow", "+github.com\n")`), written verbatim.
-    pub fn layout_b(dir: &Path, tier: &str, tiers: &[(&str, &str)]) -> io::Result<()> {
+    /// The policy-directory layout (terok-shield v15, "layout B"): `dns.tier` and
+    /// `policy/<file>` for each `(file, content)` (e.g. `("40-project-allow", "+github.com\n")`),
+    /// written verbatim.
+    pub fn policy_dir(dir: &Path, tier: &str, tiers: &[(&str, &str)]) -> io::Result<()> {
         write_tier(dir, tier)?;
         let policy = dir.join("policy");
         fs::create_dir_all(&policy)?;
@@ -145,7 +151,7 @@ mod tests {
     fn layouts_write_real_files() {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("ctr-a");
-        StateDir::layout_a(
+        StateDir::domain_files(
             &a,
             "dnsmasq-live",
             &["github.com", "*.example.org"],
@@ -180,7 +186,7 @@ mod tests {
         assert!(audit.contains("\"container\":\"ctr-a\""));
 
         let b = dir.path().join("ctr-b");
-        StateDir::layout_b(
+        StateDir::policy_dir(
             &b,
             "dnsmasq",
             &[

@@ -4,12 +4,15 @@
 //! group (default 100) on a `NETLINK_NETFILTER` socket, optionally inside another network
 //! namespace, and [`Subscription::recv`] hands out each logged [`Packet`] or a
 //! [`Message::Lost`] when the kernel dropped packets. [`Packet::headers`] reads addresses,
-//! protocol, ports and ICMP type from the copied bytes; [`packet_event`] turns a packet into the
-//! shield-watch [`shield_event::Event`].
+//! protocol, ports and ICMP type from the copied bytes.
 //!
-//! **Invariant:** the codec ([`frames`], [`Config`]) and the packet parser ([`Headers::parse`])
-//! are pure functions over byte slices that never panic, whatever the bytes; only the
-//! subscription does I/O, and only on Linux.
+//! A protocol crate: it knows the kernel's messages and IP headers, not what shield-watch makes
+//! of them (the prefix-to-action table and the event live in `shield_event::map::nflog`).
+//!
+//! **Invariant:** the codec ([`codec`]) and the packet parser ([`Headers::parse`]) are pure
+//! functions over byte slices that never panic, whatever the bytes; only the subscription does
+//! I/O, and only on Linux. Callers see [`Subscription`], [`Packet`], [`Headers`] and [`Error`],
+//! never byte offsets.
 //!
 //! ```no_run
 //! use shield_nflog::{Message, Subscription};
@@ -30,17 +33,24 @@
 
 mod error;
 mod headers;
-mod report;
 #[cfg(target_os = "linux")]
 mod socket;
 mod wire;
 
 pub use error::{Error, ErrorKind};
 pub use headers::Headers;
-pub use report::{action_for_prefix, detail_for_prefix, lost_event, packet_event};
 #[cfg(target_os = "linux")]
 pub use socket::{ifname, Builder, Interfaces, Message, Stats, Subscription};
-pub use wire::{
-    frames, Command, Config, CopyMode, Frame, Frames, Packet, Vlan, FLAG_CONNTRACK, FLAG_SEQ,
-    FLAG_SEQ_GLOBAL,
-};
+pub use wire::{Packet, Vlan};
+
+/// The nfnetlink_log wire codec itself: configuration requests encoded and decoded, datagrams
+/// split into messages.
+///
+/// **For this crate's property tests and the fuzz targets**, which drive the codec with bytes of
+/// their own, and for tools that speak the protocol over a socket of their own. Reading packets
+/// needs none of it: [`Subscription`] encodes its bind request and decodes what the kernel sends.
+pub mod codec {
+    pub use crate::wire::{
+        frames, Command, Config, CopyMode, Frame, Frames, FLAG_CONNTRACK, FLAG_SEQ, FLAG_SEQ_GLOBAL,
+    };
+}

@@ -8,12 +8,15 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
+use rustix::net::sockopt::{self, Timeout};
+use rustix::net::{AddressFamily, SocketFlags, SocketType};
+use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
 
 use crate::error::{Error, ErrorKind};
 use crate::wire::{frames, Command, Config, CopyMode, Frame, Packet, FLAG_SEQ};
@@ -403,28 +406,23 @@ impl Subscription {
     }
 
     fn set_timeout(&self, timeout: Option<Duration>) -> Result<(), Error> {
-        let tv = match timeout {
-            Some(d) => libc::timeval {
-                tv_sec: d.as_secs() as libc::time_t,
-                tv_usec: libc::suseconds_t::from(d.subsec_micros()),
-            },
-            None => libc::timeval {
-                tv_sec: 0,
-                tv_usec: 0,
-            },
-        };
-        setsockopt(self.socket.as_raw_fd(), libc::SO_RCVTIMEO, &tv)
-            .map_err(|e| Error::io(ErrorKind::Io, "setting the socket read timeout", e))
+        sockopt::set_socket_timeout(&self.socket, Timeout::Recv, timeout).map_err(|e| {
+            Error::io(
+                ErrorKind::Io,
+                "setting the socket read timeout",
+                io::Error::from(e),
+            )
+        })
     }
 
     /// Sets the receive buffer, bypassing `rmem_max` when we may (`SO_RCVBUFFORCE` needs
     /// CAP_NET_ADMIN), else as large as the system allows.
     fn set_recv_buffer(&mut self, bytes: usize) {
-        let fd = self.socket.as_raw_fd();
-        let value = bytes.min(i32::MAX as usize / 2) as libc::c_int;
-        if setsockopt(fd, libc::SO_RCVBUFFORCE, &value).is_err() {
+        // The kernel takes an int and doubles it; stay where doubling cannot overflow.
+        let value = bytes.min(i32::MAX as usize / 2);
+        if sockopt::set_socket_recv_buffer_size_force(&self.socket, value).is_err() {
             // Best effort: a smaller buffer only means earlier (reported) overruns.
-            let _ = setsockopt(fd, libc::SO_RCVBUF, &value);
+            let _ = sockopt::set_socket_recv_buffer_size(&self.socket, value);
         }
         self.stats.recv_buffer = self.socket.get_rx_buf_sz().unwrap_or(0);
     }
@@ -440,8 +438,7 @@ impl Subscription {
 
 impl AsFd for Subscription {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        // SAFETY: the socket owns this descriptor and outlives the borrow.
-        unsafe { BorrowedFd::borrow_raw(self.socket.as_raw_fd()) }
+        self.socket.as_fd()
     }
 }
 
@@ -460,67 +457,38 @@ pub struct Interfaces {
     socket: Arc<OwnedFd>,
 }
 
-/// `struct ifreq` with the `ifr_ifindex` member of its union (40 bytes on Linux).
-#[repr(C)]
-struct IfreqIndex {
-    name: [libc::c_char; libc::IFNAMSIZ],
-    index: libc::c_int,
-    _rest: [u8; 20],
-}
-
 impl Interfaces {
     fn new() -> Result<Interfaces, Error> {
-        // SAFETY: socket(2) has no memory preconditions; the result is checked.
-        let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        if fd < 0 {
-            return Err(Error::io(
+        let socket = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::DGRAM,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(|e| {
+            Error::io(
                 ErrorKind::Io,
                 "opening a socket for interface names",
-                io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: fd is a fresh descriptor that nothing else owns.
-        let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+                io::Error::from(e),
+            )
+        })?;
         Ok(Interfaces {
             socket: Arc::new(socket),
         })
     }
 
-    /// The name of interface `index`, `None` when there is no such interface.
+    /// The name of interface `index`, `None` when there is no such interface (or its name is
+    /// not UTF-8: then callers show the index).
     pub fn name(&self, index: u32) -> Option<String> {
-        let mut req = IfreqIndex {
-            name: [0; libc::IFNAMSIZ],
-            index: libc::c_int::try_from(index).ok()?,
-            _rest: [0; 20],
-        };
-        // SAFETY: req is a properly sized, writable struct ifreq for SIOCGIFNAME.
-        let rc = unsafe {
-            libc::ioctl(
-                self.socket.as_raw_fd(),
-                libc::SIOCGIFNAME,
-                &mut req as *mut IfreqIndex,
-            )
-        };
-        (rc == 0).then(|| c_name(&req.name))
+        rustix::net::netdevice::index_to_name(&*self.socket, index).ok()
     }
 }
 
-/// Name of interface `index` in the calling thread's network namespace (`if_indextoname(3)`).
-/// After [`Builder::netns`] that is the subscription's namespace, on the thread that opened it.
+/// Name of interface `index` in the calling thread's network namespace (what `if_indextoname(3)`
+/// answers). After [`Builder::netns`] that is the subscription's namespace, on the thread that
+/// opened it.
 pub fn ifname(index: u32) -> Option<String> {
-    let mut name = [0 as libc::c_char; libc::IFNAMSIZ];
-    // SAFETY: name has IFNAMSIZ bytes, as if_indextoname requires.
-    let p = unsafe { libc::if_indextoname(index, name.as_mut_ptr()) };
-    (!p.is_null()).then(|| c_name(&name))
-}
-
-fn c_name(name: &[libc::c_char]) -> String {
-    let bytes: Vec<u8> = name
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as u8)
-        .collect();
-    String::from_utf8_lossy(&bytes).into_owned()
+    Interfaces::new().ok()?.name(index)
 }
 
 fn enter_netns(path: &Path) -> Result<(), Error> {
@@ -531,15 +499,13 @@ fn enter_netns(path: &Path) -> Result<(), Error> {
             e,
         )
     })?;
-    // SAFETY: the descriptor is valid for the call; setns only changes this thread.
-    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(Error::io(
+    move_into_link_name_space(file.as_fd(), Some(LinkNameSpaceType::Network)).map_err(|e| {
+        Error::io(
             ErrorKind::Netns,
             format!("entering network namespace {}", path.display()),
-            io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
+            io::Error::from(e),
+        )
+    })
 }
 
 /// The port id bound to `group` in the calling thread's namespace, from
@@ -558,24 +524,6 @@ fn parse_group_holder(text: &str, group: u16) -> Option<u32> {
         let port: u32 = fields.next()?.parse().ok()?;
         (g == group).then_some(port)
     })
-}
-
-fn setsockopt<T>(fd: RawFd, option: libc::c_int, value: &T) -> io::Result<()> {
-    // SAFETY: value points to a live T of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            option,
-            (value as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }
 
 #[cfg(test)]

@@ -19,8 +19,9 @@ fn env(name: &str, default: u64) -> u64 {
 
 /// CPU time (user + system) of this process so far.
 fn cpu_time() -> Duration {
-    // SAFETY: getrusage only writes the struct we hand it.
+    // SAFETY: rusage is plain integers, for which all-zero bytes are a valid value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage only writes the struct we hand it.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     tv(ru.ru_utime) + tv(ru.ru_stime)

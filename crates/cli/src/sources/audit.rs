@@ -1,6 +1,7 @@
 //! The audit source: `audit.jsonl` lines become `audit` events.
 
-use shield_event::{now_timestamp, parse_audit_line, Event};
+use shield_event::map::audit::parse_audit_line;
+use shield_event::{now_timestamp, Event, Source};
 
 use crate::sources::follow::LineHandler;
 use crate::summary::Summary;
@@ -18,7 +19,7 @@ impl LineHandler for AuditLines {
         match parse_audit_line(line, &self.container, now_timestamp) {
             Ok(event) => Some(event),
             Err(skip) => {
-                self.summary.skip("audit", skip.as_str());
+                self.summary.skip(Source::Audit, skip.as_str());
                 None
             }
         }

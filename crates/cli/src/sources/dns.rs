@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use shield_dnsmasq::{AllowList, Classifier, DomainCache};
-use shield_event::{now_timestamp, Event, Source};
+use shield_event::{map, now_timestamp, Event};
 use shield_tail::DirWatcher;
 
 use crate::sources::follow::LineHandler;
@@ -83,6 +83,17 @@ fn load(state_dir: &Path) -> AllowList {
     }
 }
 
+/// How the query log is read.
+#[derive(Clone, Copy, Debug)]
+pub struct DnsOptions {
+    /// `--all-query-types`: report refused lookups of every type, not only A/AAAA.
+    pub all_query_types: bool,
+    /// The user asked to start at the end: the existing content only fills the cache.
+    pub prime_only_existing: bool,
+    /// False when only the cache is wanted (the dns source was not selected).
+    pub emit: bool,
+}
+
 /// Classifies query-log lines for one container.
 pub struct DnsLines {
     classifier: Classifier,
@@ -98,25 +109,22 @@ pub struct DnsLines {
 }
 
 impl DnsLines {
-    /// A handler; `prime_only_existing` when the user asked to start at the end (we then read
-    /// the existing content for the cache only).
+    /// A handler for one container's query log.
     pub fn new(
-        all_query_types: bool,
+        options: DnsOptions,
         allow: SharedAllowList,
         cache: Arc<Mutex<DomainCache>>,
         container: String,
-        prime_only_existing: bool,
-        emit: bool,
     ) -> DnsLines {
         let snapshot = allow.snapshot();
         DnsLines {
-            classifier: Classifier::new(all_query_types),
+            classifier: Classifier::new(options.all_query_types),
             allow,
             snapshot,
             cache,
             container,
-            prime_existing: prime_only_existing,
-            emit,
+            prime_existing: options.prime_only_existing,
+            emit: options.emit,
         }
     }
 }
@@ -142,14 +150,11 @@ impl LineHandler for DnsLines {
             .classifier
             .classify(line, &self.snapshot.1, Some(&mut cache))?;
         drop(cache);
-        let mut event = Event::new(
+        Some(map::dns::blocked_query(
             now_timestamp(),
-            Source::Dns,
-            "blocked_query",
-            self.container.as_str(),
-        );
-        event.domain = blocked.domain.into_owned();
-        event.query_type = blocked.qtype.to_string();
-        Some(event)
+            &self.container,
+            blocked.domain,
+            blocked.qtype,
+        ))
     }
 }

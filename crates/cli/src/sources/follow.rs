@@ -8,12 +8,12 @@ use shield_tail::{Follower, Options, Record, Start};
 use crate::output::{Checkpoint, Msg};
 use crate::sources::Ready;
 use crate::summary::Summary;
-use shield_watch_cli::SourceName;
+use shield_event::Source;
 
 /// One followed file and where its lines go.
 pub struct FileSource {
     /// Which source this is (names the cursor and the counters).
-    pub source: SourceName,
+    pub source: Source,
     /// The file.
     pub path: PathBuf,
     /// Where to start.
@@ -69,7 +69,7 @@ impl FileSource {
             // Where we start is saved before the ready line (see main), so a restart right
             // after it resumes here.
             let checkpoint = Checkpoint {
-                name,
+                source: self.source,
                 cursor: follower.cursor(),
             };
             if self.tx.send(Msg::Checkpoint(checkpoint)).is_err() {
@@ -100,12 +100,15 @@ impl FileSource {
                             );
                             warned_long = true;
                         }
-                        self.summary.skip(name, "too_long");
+                        self.summary.skip(self.source, "too_long");
                         (None, end)
                     }
                 };
                 if let Some(event) = event {
-                    let checkpoint = Checkpoint { name, cursor: end };
+                    let checkpoint = Checkpoint {
+                        source: self.source,
+                        cursor: end,
+                    };
                     closed = self.tx.send(Msg::Event(event, Some(checkpoint))).is_err();
                     last_sent = Some(end);
                 }
@@ -128,7 +131,10 @@ impl FileSource {
             if last_sent != Some(cursor) {
                 if self
                     .tx
-                    .send(Msg::Checkpoint(Checkpoint { name, cursor }))
+                    .send(Msg::Checkpoint(Checkpoint {
+                        source: self.source,
+                        cursor,
+                    }))
                     .is_err()
                 {
                     return;
@@ -136,7 +142,7 @@ impl FileSource {
                 last_sent = Some(cursor);
             }
             self.summary.lock().rotations.insert(
-                name,
+                self.source,
                 follower.stats().rotations + follower.stats().truncations,
             );
             report_ready(self.source, ready.take(), Ok(()));
@@ -152,7 +158,7 @@ impl FileSource {
 }
 
 /// Tells main this source is positioned and running (once; `None` when already told).
-fn report_ready(source: SourceName, ready: Option<Sender<Ready>>, result: Result<(), String>) {
+fn report_ready(source: Source, ready: Option<Sender<Ready>>, result: Result<(), String>) {
     if let Some(ready) = ready {
         let _ = ready.send(Ready { source, result });
     }

@@ -5,13 +5,13 @@ pub mod dns;
 pub mod follow;
 pub mod nflog;
 
-use shield_watch_cli::SourceName;
+use shield_event::Source;
 
 /// What a source tells main once it has opened its input (or given up).
 #[derive(Debug)]
 pub struct Ready {
     /// Which source.
-    pub source: SourceName,
+    pub source: Source,
     /// `Err` carries the one-line reason it will not run.
     pub result: Result<(), String>,
 }

@@ -6,13 +6,13 @@ use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::Sender;
 use shield_dnsmasq::DomainCache;
-use shield_event::{format_timestamp, now_timestamp};
-use shield_nflog::{lost_event, packet_event, Message, Subscription};
+use shield_event::map::nflog::{lost_packets, name_destination, packet_event, LoggedPacket};
+use shield_event::{format_timestamp, now_timestamp, Source};
+use shield_nflog::{Headers, Message, Packet, Subscription};
 
 use crate::output::Msg;
 use crate::sources::Ready;
 use crate::summary::Summary;
-use shield_watch_cli::SourceName;
 
 /// The receive buffer grows on overrun up to this (or `--nflog-buffer`, if larger).
 const MAX_BUFFER: usize = 64 << 20;
@@ -48,14 +48,14 @@ impl NflogSource {
             Ok(subscription) => subscription,
             Err(err) => {
                 let _ = ready.send(Ready {
-                    source: SourceName::Nflog,
+                    source: Source::Nflog,
                     result: Err(format!("{err}; packets will not be shown")),
                 });
                 return;
             }
         };
         let _ = ready.send(Ready {
-            source: SourceName::Nflog,
+            source: Source::Nflog,
             result: Ok(()),
         });
         drop(ready);
@@ -75,18 +75,16 @@ impl NflogSource {
                             .timestamp()
                             .and_then(|t| jiff::Timestamp::try_from(t).ok())
                             .map_or_else(now_timestamp, format_timestamp);
-                        let Some(mut event) = packet_event(&packet, &ts, &self.container, &ifname)
-                        else {
-                            self.summary.skip("nflog", "unparsable_packet");
+                        let Some(headers) = packet.headers() else {
+                            self.summary.skip(Source::Nflog, "unparsable_packet");
                             return;
                         };
-                        if let (Some(cache), Ok(ip)) = (&self.cache, event.dest.parse()) {
+                        let logged = logged_packet(&packet, &headers);
+                        let mut event = packet_event(&logged, &ts, &self.container, &ifname);
+                        if let Some(cache) = &self.cache {
                             let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
-                            if let Some(resolved) = cache.lookup(ip) {
-                                event.domain = resolved.name.to_string();
-                                if let Some(cname) = resolved.cname {
-                                    event.extra.insert("cname", cname);
-                                }
+                            if let Some(resolved) = cache.lookup(headers.dest) {
+                                name_destination(&mut event, resolved.name, resolved.cname);
                             }
                         }
                         event
@@ -96,7 +94,7 @@ impl NflogSource {
                         counts.overruns += 1;
                         counts.lost += count.unwrap_or(0);
                         drop(counts);
-                        lost_event(count, &now_timestamp(), &self.container)
+                        lost_packets(count, &now_timestamp(), &self.container)
                     }
                 };
                 closed = self.tx.send(Msg::Event(event, None)).is_err();
@@ -112,5 +110,26 @@ impl NflogSource {
                 return;
             }
         }
+    }
+}
+
+/// What the event mapping needs of a packet, read from the kernel's metadata and the headers.
+fn logged_packet<'a>(packet: &Packet<'a>, headers: &Headers) -> LoggedPacket<'a> {
+    LoggedPacket {
+        prefix: packet.prefix(),
+        src: headers.src,
+        dest: headers.dest,
+        proto: headers.proto,
+        sport: headers.sport,
+        dport: headers.dport,
+        icmp: headers.icmp,
+        fragment: headers.fragment,
+        truncated: headers.truncated,
+        indev: packet.indev(),
+        outdev: packet.outdev(),
+        uid: packet.uid(),
+        gid: packet.gid(),
+        mark: packet.mark(),
+        hook: packet.hook(),
     }
 }

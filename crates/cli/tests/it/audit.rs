@@ -1,5 +1,7 @@
 //! The audit source end to end: lines appended to a real file come out as exact JSON lines.
 
+use rustix::process::Signal;
+
 use crate::support::{State, Watch};
 
 #[test]
@@ -80,7 +82,7 @@ fn audit_lines_become_exact_events_in_order() {
     );
     watch.no_more_lines(std::time::Duration::from_millis(300));
 
-    watch.signal(libc::SIGTERM);
+    watch.signal(Signal::TERM);
     let (status, stderr) = watch.wait_exit();
     assert_eq!(status.code(), Some(0), "{stderr:#?}");
     let summary = stderr

@@ -18,7 +18,7 @@ struct Resolver {
 
 impl Resolver {
     fn start(state: &State, allowed: &[&str], denied: &[&str]) -> Resolver {
-        StateDir::layout_a(state.path(), "dnsmasq-live", allowed, denied).unwrap();
+        StateDir::domain_files(state.path(), "dnsmasq-live", allowed, denied).unwrap();
         Resolver::start_on(state, allowed)
     }
 
@@ -157,7 +157,7 @@ fn allow_list_changes_apply_while_running() {
     let picked_up = changed.elapsed();
     eprintln!("allow-list change picked up after {picked_up:?}");
 
-    // Denied again (layout A: denied removes the exact entry).
+    // Denied again (domain files: denied removes the exact entry).
     fs::write(state.file("denied.domains"), "later.example\n").unwrap();
     let deadline = Instant::now() + DEADLINE;
     loop {
@@ -197,7 +197,7 @@ fn unprintable_names_are_reported_verbatim() {
 #[test]
 fn policy_layout_most_specific_entry_decides() {
     let state = State::new(None);
-    StateDir::layout_b(
+    StateDir::policy_dir(
         state.path(),
         "dnsmasq-live",
         &[

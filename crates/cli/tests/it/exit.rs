@@ -1,6 +1,8 @@
-//! Exit codes and the way the process ends (SPEC §6).
+//! Exit codes and the way the process ends (`docs/CONTRACT.md` §6).
 
 use std::ffi::OsStr;
+
+use rustix::process::Signal;
 
 use crate::support::{run_to_exit, State, Watch};
 
@@ -118,7 +120,7 @@ fn help_documents_every_flag_with_its_default_and_version_prints() {
 
 #[test]
 fn sigterm_and_sigint_stop_cleanly_with_a_summary() {
-    for signal in [libc::SIGTERM, libc::SIGINT] {
+    for signal in [Signal::TERM, Signal::INT] {
         let state = State::new(Some("lookup"));
         let mut watch = Watch::start(&state, &["--no-nflog"]);
         watch.signal(signal);
@@ -139,7 +141,7 @@ fn sigusr1_prints_a_summary_and_keeps_going() {
     let mut watch = Watch::start(&state, &["--no-nflog"]);
     state.append("audit.jsonl", b"{\"ts\":\"a\",\"action\":\"setup\"}\n");
     watch.lines(1);
-    watch.signal(libc::SIGUSR1);
+    watch.signal(Signal::USR1);
     let line = watch.wait_stderr(|l| l.starts_with("shield-watch: summary:"));
     assert!(line.contains("1 events (audit/setup=1)"), "{line}");
     state.append("audit.jsonl", b"{\"ts\":\"b\",\"action\":\"teardown\"}\n");

@@ -3,6 +3,8 @@
 use std::fs;
 use std::time::Duration;
 
+use rustix::process::Signal;
+
 use crate::support::{State, Watch};
 
 fn audit(ts: &str, action: &str, dest: &str) -> Vec<u8> {
@@ -10,7 +12,7 @@ fn audit(ts: &str, action: &str, dest: &str) -> Vec<u8> {
 }
 
 fn stop(mut watch: Watch) {
-    watch.signal(libc::SIGTERM);
+    watch.signal(Signal::TERM);
     let (status, stderr) = watch.wait_exit();
     assert_eq!(status.code(), Some(0), "{stderr:#?}");
 }
@@ -110,7 +112,7 @@ fn dedup_suppresses_repeats_within_the_window() {
         .collect();
     assert_eq!(ts, ["1", "3", "4", "6"]);
     watch.no_more_lines(Duration::from_millis(300));
-    watch.signal(libc::SIGTERM);
+    watch.signal(Signal::TERM);
     let (_, stderr) = watch.wait_exit();
     assert!(
         stderr.iter().any(|l| l.contains("suppressed 2")),
@@ -186,7 +188,7 @@ fn lines_over_max_line_are_skipped_counted_and_warned_about_once() {
         watch.lines(1),
         [r#"{"ts":"1","source":"audit","action":"after","container":"c"}"#]
     );
-    watch.signal(libc::SIGTERM);
+    watch.signal(Signal::TERM);
     let (status, stderr) = watch.wait_exit();
     assert_eq!(status.code(), Some(0));
     let warnings = stderr

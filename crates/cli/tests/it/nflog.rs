@@ -4,6 +4,7 @@
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
+use rustix::process::Signal;
 use serde_json::{json, Value};
 use shield_lab::{dig, Dnsmasq, Netns, Ruleset, StateDir};
 
@@ -183,7 +184,7 @@ fn a_connection_to_an_address_resolved_before_the_start_is_named() {
         &[("tracker.example", "203.0.113.13".parse().unwrap())],
     )
     .unwrap();
-    StateDir::layout_a(state.path(), "dnsmasq-live", &["allowed.example"], &[]).unwrap();
+    StateDir::domain_files(state.path(), "dnsmasq-live", &["allowed.example"], &[]).unwrap();
     let resolver =
         Dnsmasq::shielded(&ns, state.path(), internet.addr(), &["allowed.example"]).unwrap();
     // Resolved (and logged) before shield-watch starts: no dns event for it, but the cache is
@@ -218,7 +219,7 @@ fn an_overrun_is_reported_with_the_count_and_nothing_is_lost_silently() {
     let state = State::new(Some("lookup"));
     let mut watch = watch_nflog(&state, &ns, &["--nflog-buffer", "4096"]);
     // Starve the reader while the kernel queues far more than the small buffer holds.
-    watch.signal(libc::SIGSTOP);
+    watch.signal(Signal::STOP);
     const FLOOD: usize = 2000;
     ns.run_in(|| {
         let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
@@ -228,7 +229,7 @@ fn an_overrun_is_reported_with_the_count_and_nothing_is_lost_silently() {
         }
     })
     .unwrap();
-    watch.signal(libc::SIGCONT);
+    watch.signal(Signal::CONT);
     // The reader drains what the kernel kept, then notices the overrun.
     let mut lines = watch.lines_until(|l| l.contains("\"action\":\"nflog_overrun\""));
     // A packet after the flood, sent once the queue has room again: its sequence number tells
@@ -266,7 +267,7 @@ fn an_overrun_is_reported_with_the_count_and_nothing_is_lost_silently() {
         "every packet is either shown or counted"
     );
 
-    watch.signal(libc::SIGTERM);
+    watch.signal(Signal::TERM);
     let (status, stderr) = watch.wait_exit();
     assert_eq!(status.code(), Some(0));
     let summary = stderr

@@ -9,6 +9,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
+use rustix::process::Signal;
+
 use crate::support::{State, Watch};
 
 const AUDIT: &str = "audit.jsonl";
@@ -55,14 +57,14 @@ fn a_stopped_watcher_misses_no_dateext_rotation() {
     append(&state, 1);
     append(&state, 2);
     assert_eq!(seqs(&watch.lines(2)), [1, 2]);
-    watch.signal(libc::SIGSTOP);
+    watch.signal(Signal::STOP);
     rotate_to(&state, &dateext(&state, 1));
     append(&state, 3);
     append(&state, 4);
     rotate_to(&state, &dateext(&state, 2));
     append(&state, 5);
     append(&state, 6);
-    watch.signal(libc::SIGCONT);
+    watch.signal(Signal::CONT);
     // The middle file was born and rotated away while the watcher could not look.
     assert_eq!(seqs(&watch.lines(4)), [3, 4, 5, 6]);
 }
@@ -288,7 +290,7 @@ fn real_logrotate_with_dateext_and_seconds_twice_while_the_watcher_is_stopped() 
     let mut watch = Watch::start(&state, &audit_only());
     append(&state, 1);
     assert_eq!(seqs(&watch.lines(1)), [1]);
-    watch.signal(libc::SIGSTOP);
+    watch.signal(Signal::STOP);
     append(&state, 2);
     logrotate();
     append(&state, 3);
@@ -324,7 +326,7 @@ fn real_logrotate_with_dateext_and_seconds_twice_while_the_watcher_is_stopped() 
         .filter(|e| e.file_name().to_string_lossy().starts_with("audit.jsonl-"))
         .count();
     assert_eq!(rotated, 2, "logrotate made two dateext rotations");
-    watch.signal(libc::SIGCONT);
+    watch.signal(Signal::CONT);
     assert_eq!(seqs(&watch.lines(3)), [2, 3, 4], "every line exactly once");
     append(&state, 5);
     assert_eq!(seqs(&watch.lines(1)), [5]);

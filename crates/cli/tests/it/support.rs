@@ -8,6 +8,8 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use rustix::process::{kill_process, Pid, Signal};
+
 /// How long any single expected thing may take before a test fails. Generous: the machines are
 /// shared and slow; a passing test never waits for it.
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -248,11 +250,9 @@ impl Watch {
         self.stdout = None;
     }
 
-    /// Sends a signal.
-    pub fn signal(&self, signal: i32) {
-        let pid = i32::try_from(self.child.id()).unwrap();
-        // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
-        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    /// Sends a signal (to a pid we spawned and have not reaped, so it cannot have been reused).
+    pub fn signal(&self, signal: Signal) {
+        kill_process(Pid::from_child(&self.child), signal).expect("kill");
     }
 
     /// Waits for the process to exit within the deadline; returns its status and remaining stderr.

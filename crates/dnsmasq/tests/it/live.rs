@@ -165,7 +165,7 @@ fn live_run(extra: bool) {
     });
 
     let text = std::fs::read(&log).unwrap();
-    let allow = AllowList::from_layout_a("example.com\n", "", "").list;
+    let allow = AllowList::from_domain_files("example.com\n", "", "").list;
     for (all, want) in [
         (
             false,

@@ -1,9 +1,9 @@
-//! Property: `AllowList::allows` agrees with a naive model written straight from SPEC §2.
+//! Property: `AllowList::allows` agrees with a naive model written straight from `docs/CONTRACT.md` §2.
 
 use std::collections::HashSet;
 
 use proptest::prelude::*;
-use shield_dnsmasq::{AllowList, Tier};
+use shield_dnsmasq::{AllowList, PolicyTier};
 
 /// Few labels, so generated entries and names overlap often.
 fn domain() -> impl Strategy<Value = String> {
@@ -75,7 +75,7 @@ fn model_a(profile: &[String], live: &[String], denied: &[String], q: &str) -> b
         .any(|e| covers(e, &name))
 }
 
-fn model_b(tiers: &[(Tier, bool, String)], q: &str) -> bool {
+fn model_b(tiers: &[(PolicyTier, bool, String)], q: &str) -> bool {
     let name = normal(q);
     let applies = |e: &str, at: &str| -> bool {
         // An entry "has" the name `at` on the walk when it is `at` itself, or `*.at` and `at` is a proper parent.
@@ -87,17 +87,20 @@ fn model_b(tiers: &[(Tier, bool, String)], q: &str) -> bool {
     // Override `+` anywhere on the way.
     if tiers
         .iter()
-        .any(|(t, plus, e)| *t == Tier::Override && *plus && covers(e, &name))
+        .any(|(t, plus, e)| *t == PolicyTier::Override && *plus && covers(e, &name))
     {
         return true;
     }
     for at in walk(&name) {
         let deny = tiers.iter().any(|(t, plus, e)| {
-            !*plus && matches!(t, Tier::SecurityDeny | Tier::Live) && applies(e, at)
+            !*plus && matches!(t, PolicyTier::SecurityDeny | PolicyTier::Live) && applies(e, at)
         });
         let allow = tiers.iter().any(|(t, plus, e)| {
             *plus
-                && matches!(t, Tier::ProviderAllow | Tier::ProjectAllow | Tier::Live)
+                && matches!(
+                    t,
+                    PolicyTier::ProviderAllow | PolicyTier::ProjectAllow | PolicyTier::Live
+                )
                 && applies(e, at)
         });
         if deny {
@@ -110,19 +113,19 @@ fn model_b(tiers: &[(Tier, bool, String)], q: &str) -> bool {
     false
 }
 
-fn tier() -> impl Strategy<Value = Tier> {
-    proptest::sample::select(Tier::ALL.to_vec())
+fn tier() -> impl Strategy<Value = PolicyTier> {
+    proptest::sample::select(PolicyTier::ALL.to_vec())
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
 
     #[test]
-    fn layout_a_matches_model(profile in proptest::collection::vec(entry(), 0..5),
+    fn domain_files_matches_model(profile in proptest::collection::vec(entry(), 0..5),
                               live in proptest::collection::vec(entry(), 0..3),
                               denied in proptest::collection::vec(entry(), 0..3),
                               queries in proptest::collection::vec(query(), 1..10)) {
-        let l = AllowList::from_layout_a(&profile.join("\n"), &live.join("\n"), &denied.join("\n"));
+        let l = AllowList::from_domain_files(&profile.join("\n"), &live.join("\n"), &denied.join("\n"));
         prop_assert!(l.warnings.is_empty());
         for q in &queries {
             prop_assert_eq!(l.list.allows(q.as_bytes()), model_a(&profile, &live, &denied, q), "query {}", q);
@@ -130,14 +133,14 @@ proptest! {
     }
 
     #[test]
-    fn layout_b_matches_model(entries in proptest::collection::vec((tier(), any::<bool>(), entry()), 0..8),
+    fn policy_dir_matches_model(entries in proptest::collection::vec((tier(), any::<bool>(), entry()), 0..8),
                               queries in proptest::collection::vec(query(), 1..10)) {
-        let mut texts: Vec<(Tier, String)> = Tier::ALL.iter().map(|t| (*t, String::new())).collect();
+        let mut texts: Vec<(PolicyTier, String)> = PolicyTier::ALL.iter().map(|t| (*t, String::new())).collect();
         for (t, plus, e) in &entries {
             let text = &mut texts.iter_mut().find(|(x, _)| x == t).unwrap().1;
             text.push_str(&format!("{}{e} %src=prop # generated\n", if *plus { '+' } else { '-' }));
         }
-        let borrowed: Vec<(Tier, &str)> = texts.iter().map(|(t, s)| (*t, s.as_str())).collect();
+        let borrowed: Vec<(PolicyTier, &str)> = texts.iter().map(|(t, s)| (*t, s.as_str())).collect();
         let l = AllowList::from_policy(&borrowed);
         for q in &queries {
             prop_assert_eq!(l.list.allows(q.as_bytes()), model_b(&entries, q), "query {} entries {:?}", q, entries);

@@ -190,7 +190,7 @@ proptest! {
     #[test]
     fn any_bytes_never_panic(lines in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..120), 1..8),
                              name in proptest::collection::vec(any::<u8>(), 0..300)) {
-        let allow = AllowList::from_layout_a("example.com\n*.example.org\n", "", "").list;
+        let allow = AllowList::from_domain_files("example.com\n*.example.org\n", "", "").list;
         let mut cache = DomainCache::new(4);
         let mut c = Classifier::new(true);
         for l in &lines {

@@ -2,7 +2,9 @@
 
 use proptest::prelude::*;
 use serde_json::Value;
-use shield_event::{parse_audit_line, sanitize, Event, Source, MAX_LEN};
+use shield_event::map::audit::parse_audit_line;
+use shield_event::map::nflog::{packet_event, LoggedPacket};
+use shield_event::{sanitize, Event, Source, TextStyle, MAX_LEN};
 
 fn assert_safe(value: &Value) {
     match value {
@@ -82,5 +84,28 @@ proptest! {
         prop_assert_eq!(&event.detail, &detail);
         let key = format!("x{key}");
         prop_assert_eq!(event.extra.get(&key), Some(value.as_str()));
+    }
+
+    #[test]
+    fn any_logged_packet_gives_safe_json_and_one_text_line(
+        prefix in proptest::collection::vec(any::<u8>(), 0..80),
+        src in any::<std::net::IpAddr>(), dest in any::<std::net::IpAddr>(), proto in any::<u8>(),
+        sport in any::<Option<u16>>(), dport in any::<Option<u16>>(), icmp in any::<Option<(u8, u8)>>(),
+        flags in any::<(bool, bool)>(), devs in any::<(Option<u32>, Option<u32>)>(),
+        ids in any::<(Option<u32>, Option<u32>, Option<u32>)>(), hook in any::<Option<u8>>(),
+        name in any::<Option<String>>(),
+    ) {
+        let packet = LoggedPacket {
+            prefix: &prefix, src, dest, proto, sport, dport, icmp,
+            fragment: flags.0, truncated: flags.1, indev: devs.0, outdev: devs.1,
+            uid: ids.0, gid: ids.1, mark: ids.2, hook,
+        };
+        let event = packet_event(&packet, "now", "c", &|_| name.clone());
+        let parsed: Value = serde_json::from_str(&event.to_json_line()).unwrap();
+        assert_safe(&parsed);
+        let mut text = Vec::new();
+        event.write_text(TextStyle::default(), &mut text).unwrap();
+        prop_assert_eq!(text.iter().filter(|&&b| b == b'\n').count(), 1);
+        prop_assert!(text.iter().all(|&b| b == b'\n' || (0x20..=0x7e).contains(&b)));
     }
 }

@@ -53,7 +53,7 @@ fn container(options: &ShieldedOptions<'_>) -> Container {
         Dnsmasq::upstream_with_cnames(Some(&ns), upstream.ip(), upstream.port(), &records, &cnames)
             .unwrap();
     let state = tempfile::tempdir().unwrap();
-    StateDir::layout_a(state.path(), "dnsmasq-live", &["test.example"], &[]).unwrap();
+    StateDir::domain_files(state.path(), "dnsmasq-live", &["test.example"], &[]).unwrap();
     let resolver =
         Dnsmasq::shielded_with(&ns, state.path(), upstream, &["test.example"], options).unwrap();
     Container {

@@ -32,16 +32,9 @@ fn each_prefix_arrives_with_exact_fields() {
     assert_eq!(h.src, "198.51.100.1".parse::<IpAddr>().unwrap());
     assert_eq!((h.proto, h.sport, h.dport), (17, Some(sport), Some(53)));
     assert!(!h.truncated && !h.fragment);
-    let e = r.event.expect("event");
-    assert_eq!(
-        e.to_json_line(),
-        format!(
-            "{{\"ts\":\"ts\",\"source\":\"nflog\",\"action\":\"queued_connection\",\
-             \"container\":\"c1\",\"dest\":\"203.0.113.9\",\"detail\":\"TEROK_SHIELD_BLOCKED:\",\
-             \"port\":53,\"proto\":17,\"extra\":{{\"src\":\"198.51.100.1\",\"sport\":\"{sport}\",\
-             \"outdev\":\"up0\",\"uid\":\"0\",\"gid\":\"0\",\"family\":\"ipv4\",\"hook\":\"output\"}}}}\n"
-        )
-    );
+    // The kernel attaches the sending socket's owner on the output hook. (What the stream makes
+    // of these fields is shield-event's mapping, tested there and end to end in the CLI.)
+    assert_eq!((r.uid, r.gid), (Some(0), Some(0)));
 
     // TCP SYN to a DENIED destination.
     let dest: SocketAddr = "192.0.2.10:443".parse().unwrap();
@@ -52,7 +45,6 @@ fn each_prefix_arrives_with_exact_fields() {
     let h = r.headers.expect("headers");
     assert_eq!(h.dest, dest.ip());
     assert_eq!((h.proto, h.sport, h.dport), (6, Some(sport), Some(443)));
-    assert_eq!(r.event.expect("event").action, "blocked_connection");
 
     // ICMP echo to a PRIVATE destination.
     let ping: Ipv4Addr = "198.51.100.200".parse().unwrap();
@@ -66,13 +58,6 @@ fn each_prefix_arrives_with_exact_fields() {
         (IpAddr::V4(ping), 1, Some((8, 0)))
     );
     assert_eq!((h.sport, h.dport), (None, None));
-    let e = r.event.expect("event");
-    assert_eq!(
-        (e.action.as_str(), e.port, e.proto),
-        ("private_range", 0, 1)
-    );
-    assert_eq!(e.extra.get("icmp_type"), Some("8"));
-    assert_eq!(e.extra.get("icmp_code"), Some("0"));
 
     // UDP over IPv6 behind a hop-by-hop header: ALLOWED (accepted, still logged).
     let dest: SocketAddr = "[2001:db8:a::5]:5353".parse().unwrap();
@@ -84,13 +69,7 @@ fn each_prefix_arrives_with_exact_fields() {
     let h = r.headers.expect("headers");
     assert_eq!(h.dest, dest.ip());
     assert_eq!((h.proto, h.sport, h.dport), (17, Some(sport), Some(5353)));
-    let e = r.event.expect("event");
-    assert_eq!(
-        (e.action.as_str(), e.port, e.proto),
-        ("allowed_connection", 5353, 17)
-    );
-    assert_eq!(e.dest, "2001:db8:a::5");
-    assert_eq!(e.extra.get("src"), Some("2001:db8:1::1"));
+    assert_eq!(h.src, "2001:db8:1::1".parse::<IpAddr>().unwrap());
 
     // Hop-by-hop and destination options both: BYPASS.
     let dest: SocketAddr = "[2001:db8:b::7]:8443".parse().unwrap();
@@ -103,7 +82,6 @@ fn each_prefix_arrives_with_exact_fields() {
         (h.dest, h.proto, h.sport, h.dport),
         (dest.ip(), 17, Some(sport), Some(8443))
     );
-    assert_eq!(r.event.expect("event").action, "bypass_connection");
 
     // Traffic that no rule logs yields nothing.
     lab::send_udp(&ns, "[2001:db8:c::1]:9".parse().unwrap());
@@ -212,10 +190,6 @@ fn a_short_copy_range_yields_truncated_headers() {
     assert_eq!((h.sport, h.dport), (None, None));
     assert!(h.truncated);
     assert_ne!(sport, 0);
-    let e = r.event.expect("event");
-    assert_eq!((e.port, e.proto), (0, 17));
-    assert_eq!(e.extra.get("truncated"), Some("true"));
-    assert_eq!(e.extra.get("sport"), None);
 }
 
 #[test]
@@ -271,36 +245,9 @@ fn a_burst_of_20000_is_delivered_or_counted() {
 
 /// Clears CAP_NET_ADMIN from this thread's effective set (capabilities are per thread).
 fn drop_cap_net_admin_on_this_thread() {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy, Default)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    const VERSION_3: u32 = 0x2008_0522;
-    const CAP_NET_ADMIN: u32 = 12;
-    let mut header = Header {
-        version: VERSION_3,
-        pid: 0,
-    };
-    let mut data = [Data::default(); 2];
-    // SAFETY: header and data match the kernel's capget/capset v3 layout.
-    unsafe {
-        assert_eq!(
-            libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()),
-            0
-        );
-        data[0].effective &= !(1 << CAP_NET_ADMIN);
-        data[0].permitted &= !(1 << CAP_NET_ADMIN);
-        assert_eq!(
-            libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()),
-            0
-        );
-    }
+    use rustix::thread::{capabilities, set_capabilities, CapabilitySet};
+    let mut sets = capabilities(None).expect("capget");
+    sets.effective.remove(CapabilitySet::NET_ADMIN);
+    sets.permitted.remove(CapabilitySet::NET_ADMIN);
+    set_capabilities(None, sets).expect("capset");
 }

@@ -9,9 +9,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use shield_event::Event;
 use shield_lab::Netns;
-use shield_nflog::{packet_event, Builder, Headers, Message, Stats, Subscription};
+use shield_nflog::{Builder, Headers, Message, Stats, Subscription};
 
 /// The shield's table, one logging rule per prefix it uses, over TEST-NET destinations.
 pub const RULESET: &str = r#"
@@ -59,7 +58,8 @@ pub struct Record {
     /// The same, resolved by the free `ifname` on the subscriber's own thread.
     pub outdev_name_thread: Option<String>,
     pub headers: Option<Headers>,
-    pub event: Option<Event>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
 }
 
 /// A thread that enters the namespace, opens a subscription and forwards what it receives.
@@ -129,23 +129,22 @@ impl Watcher {
                             outdev_name: None,
                             outdev_name_thread: None,
                             headers: p.headers(),
-                            event: None,
+                            uid: None,
+                            gid: None,
                         })),
-                        Message::Packet(p) => {
-                            let lookup = |i| names.name(i);
-                            Seen::Packet(Box::new(Record {
-                                prefix: p.prefix().to_vec(),
-                                seq: p.seq(),
-                                hook: p.hook(),
-                                family: p.family(),
-                                has_timestamp: p.timestamp().is_some(),
-                                outdev: p.outdev(),
-                                outdev_name: p.outdev().and_then(|i| names.name(i)),
-                                outdev_name_thread: p.outdev().and_then(shield_nflog::ifname),
-                                headers: p.headers(),
-                                event: packet_event(&p, "ts", "c1", &lookup),
-                            }))
-                        }
+                        Message::Packet(p) => Seen::Packet(Box::new(Record {
+                            prefix: p.prefix().to_vec(),
+                            seq: p.seq(),
+                            hook: p.hook(),
+                            family: p.family(),
+                            has_timestamp: p.timestamp().is_some(),
+                            outdev: p.outdev(),
+                            outdev_name: p.outdev().and_then(|i| names.name(i)),
+                            outdev_name_thread: p.outdev().and_then(shield_nflog::ifname),
+                            headers: p.headers(),
+                            uid: p.uid(),
+                            gid: p.gid(),
+                        })),
                         Message::Lost { count } => Seen::Lost(count),
                     };
                     let _ = tx.send(seen);
@@ -283,69 +282,16 @@ pub fn send_udp6_with_options(
 
 /// Starts a TCP connect (one SYN) from an ephemeral port and abandons it; returns the port.
 pub fn send_tcp_syn(ns: &Netns, dest: SocketAddr) -> u16 {
-    ns.run_in(move || {
-        let SocketAddr::V4(dest) = dest else {
-            panic!("IPv4 only")
-        };
-        // SAFETY: plain socket calls on a descriptor we own; structs are fully initialised.
-        unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0);
-            assert!(fd >= 0);
-            let mut local: libc::sockaddr_in = std::mem::zeroed();
-            local.sin_family = libc::AF_INET as libc::sa_family_t;
-            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            assert_eq!(
-                libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len),
-                0
-            );
-            let mut got_len = len;
-            libc::getsockname(
-                fd,
-                (&mut local as *mut libc::sockaddr_in).cast(),
-                &mut got_len,
-            );
-            let mut remote: libc::sockaddr_in = std::mem::zeroed();
-            remote.sin_family = libc::AF_INET as libc::sa_family_t;
-            remote.sin_port = dest.port().to_be();
-            remote.sin_addr.s_addr = u32::from_ne_bytes(dest.ip().octets());
-            // EINPROGRESS, or EPERM when the SYN is dropped on the way out: both expected.
-            libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len);
-            libc::close(fd);
-            u16::from_be(local.sin_port)
-        }
-    })
-    .expect("run_in")
+    ns.run_in(move || shield_lab::send_one_syn(dest))
+        .expect("run_in")
+        .expect("send one SYN")
 }
 
 /// Sends one ICMP echo request (type 8, code 0) through a raw socket.
 pub fn send_ping(ns: &Netns, dest: std::net::Ipv4Addr) {
-    ns.run_in(move || {
-        let mut msg = [8u8, 0, 0, 0, 0x12, 0x34, 0, 1];
-        let sum = msg
-            .chunks(2)
-            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-            .sum::<u32>();
-        let sum = !((sum & 0xffff) + (sum >> 16)) as u16;
-        msg[2..4].copy_from_slice(&sum.to_be_bytes());
-        // SAFETY: plain socket calls on a descriptor we own; structs are fully initialised.
-        unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP);
-            assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
-            let mut remote: libc::sockaddr_in = std::mem::zeroed();
-            remote.sin_family = libc::AF_INET as libc::sa_family_t;
-            remote.sin_addr.s_addr = u32::from_ne_bytes(dest.octets());
-            libc::sendto(
-                fd,
-                msg.as_ptr().cast(),
-                msg.len(),
-                0,
-                (&remote as *const libc::sockaddr_in).cast(),
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            );
-            libc::close(fd);
-        }
-    })
-    .expect("run_in")
+    ns.run_in(move || shield_lab::send_ping(dest))
+        .expect("run_in")
+        .expect("send a ping");
 }
 
 /// Sends `count` UDP datagrams to `dest` as fast as one socket can; returns how long it took.

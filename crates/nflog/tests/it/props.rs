@@ -4,7 +4,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use proptest::prelude::*;
-use shield_nflog::{frames, Config, Frame, Headers};
+use shield_nflog::codec::{frames, Config, Frame};
+use shield_nflog::Headers;
 
 const PORT_PROTOS: [u8; 4] = [6, 17, 132, 136];
 
@@ -330,7 +331,6 @@ fn consume(datagram: &[u8]) {
                 p.physoutdev(),
             );
             let _ = p.headers();
-            let _ = shield_nflog::packet_event(&p, "ts", "c", &|_| None);
         }
     }
 }
@@ -440,8 +440,8 @@ proptest! {
         let config = Config {
             family: 0,
             group,
-            command: Some(shield_nflog::Command::Bind),
-            copy: Some((shield_nflog::CopyMode::Packet, range)),
+            command: Some(shield_nflog::codec::Command::Bind),
+            copy: Some((shield_nflog::codec::CopyMode::Packet, range)),
             nlbufsiz,
             timeout,
             qthresh,

@@ -1,4 +1,4 @@
-//! One named test per hard case of SPEC §5, each against real files in a temp dir.
+//! One named test per hard case of `docs/CONTRACT.md` §5, each against real files in a temp dir.
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -1,10 +1,11 @@
-//! Turning one `audit.jsonl` line into an event (pure: the clock is passed in).
+//! audit: one `audit.jsonl` line to an event (pure: the clock is passed in).
 
 use std::fmt;
 
 use serde_json::{Map, Value};
 
 use crate::event::{Event, Extra, Source};
+use crate::proto::protocol_number;
 
 /// Why an audit line produced no event. Each is counted by the caller; none is fatal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -115,23 +116,6 @@ fn text_field<'e>(event: &'e mut Event, key: &str) -> Option<&'e mut String> {
         "domain" => Some(&mut event.domain),
         _ => None,
     }
-}
-
-/// The protocol numbers the audit writers use by name (any case).
-fn protocol_number(name: &str) -> Option<i64> {
-    const NAMES: [(&str, i64); 7] = [
-        ("tcp", 6),
-        ("udp", 17),
-        ("icmp", 1),
-        ("icmpv6", 58),
-        ("ipv6-icmp", 58),
-        ("sctp", 132),
-        ("udplite", 136),
-    ];
-    NAMES
-        .iter()
-        .find(|(known, _)| known.eq_ignore_ascii_case(name))
-        .map(|&(_, number)| number)
 }
 
 fn flatten_into(extra: &mut Extra, key: String, value: Value) {

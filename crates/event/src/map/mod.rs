@@ -1,0 +1,13 @@
+//! From each source's input to an [`Event`](crate::Event): the one place that decides what an
+//! event of each source says.
+//!
+//! - [`audit`]: a line of `audit.jsonl`;
+//! - [`dns`]: a lookup the allow-list refused (classified by shield-dnsmasq);
+//! - [`nflog`]: a packet the kernel logged (parsed by shield-nflog), and lost packets.
+//!
+//! Each mapping takes plain values (bytes, strings, addresses, numbers) and the clock's reading
+//! from its caller, so this crate depends on no parser of the sources and does no I/O.
+
+pub mod audit;
+pub mod dns;
+pub mod nflog;
