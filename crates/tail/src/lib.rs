@@ -30,6 +30,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod beneath;
 mod cursor;
 mod dirwatch;
 mod error;
@@ -40,6 +41,7 @@ mod lines;
 mod set;
 mod watches;
 
+pub use beneath::{open_beneath, open_dir, Escape, Open};
 pub use cursor::{Cursor, CursorFile};
 pub use dirwatch::DirWatcher;
 pub use error::{Error, ErrorKind};
