@@ -291,7 +291,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &tmp.path().join("dns.tier"),
+            tmp.path().join("dns.tier"),
             rustix::fs::FileType::Fifo,
             Mode::from(0o600),
             0,
