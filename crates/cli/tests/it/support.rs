@@ -1,5 +1,6 @@
 //! Starting the real binary, waiting for its ready line, reading its stream with deadlines.
 
+use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -93,10 +94,22 @@ impl Watch {
         watch
     }
 
+    /// Starts it with extra environment variables and waits for its ready line.
+    pub fn start_with_env(state: &State, args: &[&str], env: &[(&str, &OsStr)]) -> Watch {
+        let mut watch = Watch::spawn_with_env(state, args, env);
+        watch.wait_stderr(|line| line.starts_with("shield-watch: ready ("));
+        watch
+    }
+
     /// Starts it without waiting.
     pub fn spawn(state: &State, args: &[&str]) -> Watch {
+        Watch::spawn_with_env(state, args, &[])
+    }
+
+    fn spawn_with_env(state: &State, args: &[&str], env: &[(&str, &OsStr)]) -> Watch {
         let mut command = binary();
         command.arg("--state-dir").arg(state.path()).args(args);
+        command.envs(env.iter().copied());
         let mut child = spawn_piped(command);
         let stdout = lines_of(child.stdout.take().unwrap());
         let stderr = lines_of(child.stderr.take().unwrap());
