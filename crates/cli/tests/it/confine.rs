@@ -352,12 +352,13 @@ fn the_landlock_ruleset_denies_a_read_outside_the_state_dir_on_every_confined_th
     let inside = state.file("dns.tier");
     let watch = watch_all(&state, &ns, &[("SHIELD_WATCH_DEBUG_READ", &inside)]);
     for thread in ["main", "nflog"] {
+        let want = format!(
+            "shield-watch: debug: {thread} thread reading {} after confinement: read 12 bytes",
+            inside.display()
+        );
         assert!(
-            watch.stderr_seen.iter().any(|l| l == &format!(
-                "shield-watch: debug: {thread} thread reading {} after confinement: read 12 bytes",
-                inside.display()
-            )),
-            "{:#?}",
+            watch.stderr_seen.contains(&want),
+            "{want}: {:#?}",
             watch.stderr_seen
         );
     }
