@@ -28,6 +28,10 @@ pub enum Open {
     /// Read only, with `O_NONBLOCK` so that a FIFO planted in the directory cannot block the
     /// open (the flag does nothing to a regular file). Callers check the file type.
     Read,
+    /// As [`Open::Read`], and the last component must not be a symbolic link at all, not even
+    /// one that stays inside (the follower tracks files by name and identity): refused with an
+    /// [`Escape`] too.
+    ReadNoFollow,
     /// A directory, read only (`O_DIRECTORY`).
     Directory,
     /// Write only in append mode, created empty when missing (mode 0666 less the umask, as
@@ -40,6 +44,7 @@ impl Open {
         let common = OFlags::CLOEXEC | OFlags::NOCTTY;
         match self {
             Open::Read => common | OFlags::RDONLY | OFlags::NONBLOCK,
+            Open::ReadNoFollow => common | OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW,
             Open::Directory => common | OFlags::RDONLY | OFlags::DIRECTORY,
             Open::CreateAppend => common | OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE,
         }
@@ -49,7 +54,7 @@ impl Open {
     fn mode(self) -> Mode {
         match self {
             Open::CreateAppend => Mode::from(0o666),
-            Open::Read | Open::Directory => Mode::empty(),
+            Open::Read | Open::ReadNoFollow | Open::Directory => Mode::empty(),
         }
     }
 }
@@ -119,6 +124,8 @@ pub fn open_beneath(dir: impl AsFd, path: impl AsRef<Path>, how: Open) -> io::Re
         match openat2(dir, path, how.flags(), how.mode(), resolve) {
             Ok(fd) => return Ok(File::from(fd)),
             Err(Errno::XDEV) => return Err(Escape::error(path)),
+            // O_NOFOLLOW met a symbolic link as the last component.
+            Err(Errno::LOOP) if how == Open::ReadNoFollow => return Err(Escape::error(path)),
             Err(Errno::AGAIN) if tries < 8 => tries += 1,
             // No openat2 here (old kernel, or a seccomp filter that answers EPERM for it).
             Err(Errno::NOSYS | Errno::PERM) => return open_nofollow(dir, path, how),
@@ -255,6 +262,13 @@ mod tests {
         assert_escape(
             open_beneath(&dir, tmp.path().join("secret"), Open::Read),
             &tmp.path().join("secret").to_string_lossy(),
+        );
+        // No symbolic link at all as the last component, not even one that stays inside.
+        assert_escape(open(Path::new("inside"), Open::ReadNoFollow), "inside");
+        assert_escape(open(Path::new("absolute"), Open::ReadNoFollow), "absolute");
+        assert_eq!(
+            read(open(Path::new("dns.tier"), Open::ReadNoFollow)).unwrap(),
+            "dnsmasq-live\n"
         );
     }
 

@@ -45,6 +45,5 @@ pub use beneath::{open_beneath, open_dir, Escape, Open};
 pub use cursor::{Cursor, CursorFile};
 pub use dirwatch::DirWatcher;
 pub use error::{Error, ErrorKind};
-pub use file::open_beneath;
 pub use follower::{Follower, Options, Record, Start, Stats};
 pub use set::{FollowSet, Key};
