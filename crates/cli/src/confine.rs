@@ -108,7 +108,14 @@ impl Confinement {
             Err(err) => Landlock::Failed(err.clone()),
         };
         // The bounding set before the capability sets: dropping from it needs CAP_SETPCAP.
-        let bounding = drop_bounding_set(inner.keep).map_err(|e| e.to_string());
+        let bounding = drop_bounding_set(inner.keep).map_err(|e| match e {
+            // systemd units often leave CAP_SETPCAP out of their bounding set (ours do).
+            Errno::PERM => format!(
+                "no CAP_SETPCAP; it still holds {}, out of reach with no_new_privs",
+                cap_names(bounding_set())
+            ),
+            e => e.to_string(),
+        });
         let capabilities = drop_capabilities(inner.keep).map_err(|e| e.to_string());
         let applied = Applied {
             landlock,
@@ -253,6 +260,15 @@ fn drop_bounding_set(keep: CapabilitySet) -> rustix::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// This thread's bounding set.
+fn bounding_set() -> CapabilitySet {
+    (0..64)
+        .map(|bit| CapabilitySet::from_bits_retain(1 << bit))
+        .take_while(|cap| rustix::thread::capability_is_in_bounding_set(*cap).is_ok())
+        .filter(|cap| rustix::thread::capability_is_in_bounding_set(*cap) == Ok(true))
+        .fold(CapabilitySet::empty(), |all, cap| all | cap)
 }
 
 /// Reduces this thread's effective and permitted sets to `keep` (what of it is held), and

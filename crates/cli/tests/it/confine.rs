@@ -349,6 +349,39 @@ fn after_the_ready_line_every_thread_holds_only_cap_dac_read_search_and_no_new_p
     assert!(saved.contains("audit"), "{saved}");
 }
 
+/// systemd units often leave CAP_SETPCAP out of the bounding set (ours do, to keep their
+/// exposure score down): the bounding set then cannot be reduced, which the line says, and the
+/// rest of the confinement holds.
+#[test]
+fn without_cap_setpcap_the_bounding_set_stays_and_the_line_says_so() {
+    let state = State::new(Some("lookup"));
+    let mut command = std::process::Command::new("setpriv");
+    command
+        .args(["--bounding-set", "-all,+dac_read_search,+net_admin"])
+        .arg(env!("CARGO_BIN_EXE_shield-watch"))
+        .arg("--state-dir")
+        .arg(state.path())
+        .args(["--source", "audit"]);
+    let mut watch = Watch::spawn_command(command);
+    watch.wait_stderr(|l| l.starts_with("shield-watch: ready ("));
+    let confined = stderr_line(&mut watch, |l| l.starts_with("shield-watch: confined: "));
+    assert!(
+        confined.ends_with(
+            "capabilities dropped (kept CAP_DAC_READ_SEARCH), bounding set not reduced (no \
+             CAP_SETPCAP; it still holds CAP_DAC_READ_SEARCH,CAP_NET_ADMIN, out of reach with \
+             no_new_privs), no_new_privs"
+        ),
+        "{confined}"
+    );
+    let status = fs::read_to_string(format!("/proc/{}/status", watch.child.id())).unwrap();
+    assert!(
+        status.contains(&format!("CapEff:\t{ONLY_DAC_READ_SEARCH}")),
+        "{status}"
+    );
+    assert!(status.contains("CapBnd:\t0000000000001004"), "{status}");
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+}
+
 #[test]
 fn the_landlock_ruleset_denies_a_read_outside_the_state_dir_on_every_confined_thread() {
     let ns = namespace();

@@ -110,6 +110,11 @@ impl Watch {
         let mut command = binary();
         command.arg("--state-dir").arg(state.path()).args(args);
         command.envs(env.iter().copied());
+        Watch::spawn_command(command)
+    }
+
+    /// Starts `command` (the binary, or a wrapper that executes it) without waiting.
+    pub fn spawn_command(command: Command) -> Watch {
         let mut child = spawn_piped(command);
         let stdout = lines_of(child.stdout.take().unwrap());
         let stderr = lines_of(child.stderr.take().unwrap());
