@@ -52,9 +52,10 @@ pub struct Args {
     #[arg(long)]
     pub no_nflog: bool,
 
-    /// Initial receive buffer of the NFLOG socket, in bytes; doubled on every overrun up to
-    /// 64 MiB (or this size, if larger).
-    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20, value_parser = clap::value_parser!(u64).range(4096..))]
+    /// Receive buffer of the NFLOG socket, in bytes: how many logged packets the kernel holds
+    /// while we are slow. A ceiling, not an allocation (memory is used only by waiting
+    /// packets); set once, before capabilities are dropped.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(4096..))]
     pub nflog_buffer: u64,
 
     /// Network namespace for the NFLOG socket (/proc/PID/ns/net, /run/netns/NAME).

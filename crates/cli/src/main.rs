@@ -4,6 +4,7 @@
 //! one writer thread that owns stdout, connect them with one bounded channel, and stop cleanly on
 //! SIGINT/SIGTERM or when stdout closes. Exit codes: 0 clean stop, 1 unusable state, 2 usage.
 
+mod confine;
 mod output;
 mod sources;
 mod state;
@@ -17,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use clap::Parser;
+use confine::Confinement;
 use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
 use shield_dnsmasq::DomainCache;
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
@@ -80,14 +82,6 @@ fn run(args: Args) -> Result<(), Failure> {
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR1])
         .map_err(|e| Failure::State(format!("cannot install signal handlers: {e}")))?;
     let signal_handle = signals.handle();
-    let (signal_tx, signal_rx) = unbounded();
-    spawn("signals", move || {
-        for signal in signals.forever() {
-            if signal_tx.send(signal).is_err() {
-                break;
-            }
-        }
-    });
 
     let summary = Summary::default();
     let (tx, rx) = bounded::<Msg>(CHANNEL_CAPACITY);
@@ -103,6 +97,29 @@ fn run(args: Args) -> Result<(), Failure> {
         cursor_file: args.cursor.clone(),
         cursors: saved_cursors.clone(),
     };
+    let confinement = Confinement::single_container(&state.dir, args.cursor.as_deref());
+    let (ready_tx, ready_rx) = unbounded::<Ready>();
+    let launcher = Launcher {
+        args: &args,
+        state: &state,
+        container,
+        saved_cursors,
+        tx: tx.clone(),
+        ready: ready_tx,
+        summary: summary.clone(),
+    };
+    // Confines this thread once the privileged part of starting is done; every thread started
+    // after that, the ones below included, inherits the confinement.
+    let expected = launcher.start(&selected, &confinement);
+
+    let (signal_tx, signal_rx) = unbounded();
+    spawn("signals", move || {
+        for signal in signals.forever() {
+            if signal_tx.send(signal).is_err() {
+                break;
+            }
+        }
+    });
     let writer = {
         let summary = summary.clone();
         spawn("writer", move || {
@@ -116,27 +133,17 @@ fn run(args: Args) -> Result<(), Failure> {
         })
     };
 
-    let (ready_tx, ready_rx) = unbounded::<Ready>();
-    let launcher = Launcher {
-        args: &args,
-        state: &state,
-        container,
-        saved_cursors,
-        tx: tx.clone(),
-        ready: ready_tx,
-        summary: summary.clone(),
-    };
-    let expected = launcher.start(&selected);
-
-    let stop = wait_until_ready(
+    let stop = match wait_until_ready(
         expected,
         &selected,
-        &tx,
         &ready_rx,
         &signal_rx,
         &writer_done_rx,
         &summary,
-    );
+    ) {
+        Ok(running) => announce_ready(&running, &tx, &signal_rx, &writer_done_rx, &confinement),
+        Err(stop) => Some(stop),
+    };
     let stop = match stop {
         Some(stop) => stop,
         None => wait_for_stop(&signal_rx, &writer_done_rx, &summary),
@@ -178,18 +185,30 @@ struct Launcher<'a> {
 
 impl Launcher<'_> {
     /// Starts a thread per selected source; returns how many ready reports main must wait for.
-    fn start(self, selected: &[Source]) -> usize {
+    ///
+    /// What needs privileges comes first: creating missing logs, and the nflog thread, which
+    /// confines itself once bound. Then this thread confines itself, and the file sources start
+    /// confined.
+    fn start(self, selected: &[Source], confinement: &Confinement) -> usize {
         // The query log is read once, by one thread, whether it reports blocked lookups (the
         // dns source), only names addresses for nflog events (the cache), or both.
         let cache = (self.state.tier.has_dnsmasq()
             && (selected.contains(&Source::Dns) || selected.contains(&Source::Nflog)))
         .then(|| Arc::new(Mutex::new(DomainCache::new(self.args.domain_cache))));
+        if selected.contains(&Source::Audit) {
+            self.ensure_file(Source::Audit, "audit.jsonl");
+        }
+        if cache.is_some() {
+            self.ensure_file(Source::Dns, "dnsmasq.log");
+        }
+        if selected.contains(&Source::Nflog) {
+            self.nflog(cache.clone(), confinement.clone());
+        }
+        confinement.apply_here("main");
+
         let mut expected = selected.len();
         if selected.contains(&Source::Audit) {
             self.audit();
-        }
-        if selected.contains(&Source::Nflog) {
-            self.nflog(cache.clone());
         }
         if let Some(cache) = cache {
             let emit = selected.contains(&Source::Dns);
@@ -219,14 +238,22 @@ impl Launcher<'_> {
         }
     }
 
-    fn file_source(&self, source: Source, path: PathBuf, start: shield_tail::Start) -> FileSource {
-        if let Err(err) = state::ensure_file(&path) {
-            eprintln!(
+    /// Creates a missing log empty, as the reference does, so writers and we agree on the file
+    /// from the start. Failing to is not fatal: the follower waits for it. A symlink out of
+    /// the state directory is not created through; the follower names it.
+    fn ensure_file(&self, source: Source, name: &str) {
+        match self.state.ensure_file(name) {
+            Ok(()) => {}
+            Err(err) if shield_tail::Escape::of(&err).is_some() => {}
+            Err(err) => eprintln!(
                 "shield-watch: {}: cannot create {}: {err}; waiting for it",
                 source.as_str(),
-                path.display()
-            );
+                self.state.dir.join(name).display()
+            ),
         }
+    }
+
+    fn file_source(&self, source: Source, path: PathBuf, start: shield_tail::Start) -> FileSource {
         FileSource {
             source,
             path,
@@ -251,8 +278,9 @@ impl Launcher<'_> {
         spawn("audit", move || file.run(ready, handler));
     }
 
-    fn nflog(&self, cache: Option<Arc<Mutex<DomainCache>>>) {
+    fn nflog(&self, cache: Option<Arc<Mutex<DomainCache>>>, confinement: Confinement) {
         let nflog = sources::nflog::NflogSource {
+            confinement,
             group: self.args.nflog_group,
             buffer: usize::try_from(self.args.nflog_buffer).unwrap_or(usize::MAX),
             netns: self.args.netns.clone(),
@@ -326,18 +354,16 @@ enum Stop {
     Writer(WriterEnd),
 }
 
-/// Waits for `expected` ready reports, then prints the one ready line naming the selected
-/// sources that run. Returns early
-/// with a stop reason when a signal or the writer ends things first.
+/// Waits for `expected` ready reports; returns the selected sources that run, or a stop reason
+/// when a signal or the writer ends things first.
 fn wait_until_ready(
     expected: usize,
     selected: &[Source],
-    tx: &Sender<Msg>,
     ready_rx: &Receiver<Ready>,
     signal_rx: &Receiver<i32>,
     writer_done_rx: &Receiver<WriterEnd>,
     summary: &Summary,
-) -> Option<Stop> {
+) -> Result<Vec<Source>, Stop> {
     let mut running = Vec::new();
     let mut pending = expected;
     while pending > 0 {
@@ -355,11 +381,22 @@ fn wait_until_ready(
             },
             recv(signal_rx) -> signal => match signal {
                 Ok(SIGUSR1) => eprintln!("{}", *summary.lock()),
-                _ => return Some(Stop::Signal),
+                _ => return Err(Stop::Signal),
             },
-            recv(writer_done_rx) -> end => return Some(Stop::Writer(end.unwrap_or(WriterEnd::Done))),
+            recv(writer_done_rx) -> end => return Err(Stop::Writer(end.unwrap_or(WriterEnd::Done))),
         }
     }
+    Ok(running)
+}
+
+/// Saves the starting positions, then prints the confinement line and the one ready line.
+fn announce_ready(
+    running: &[Source],
+    tx: &Sender<Msg>,
+    signal_rx: &Receiver<i32>,
+    writer_done_rx: &Receiver<WriterEnd>,
+    confinement: &Confinement,
+) -> Option<Stop> {
     // The sources' starting positions are on disk before anyone is told we are ready: a
     // restart after that (even a kill -9) resumes from them, never from "the start" again,
     // which would take the files rotated meanwhile for history.
@@ -374,6 +411,9 @@ fn wait_until_ready(
     // Alphabetical, whatever order the sources became ready in: one stable line to wait for.
     let mut names: Vec<&str> = running.iter().map(|s| s.as_str()).collect();
     names.sort_unstable();
+    // Every thread is confined by now (the sources that confine themselves do so before they
+    // report): say how, just before the line everybody waits for.
+    eprintln!("shield-watch: {}", confinement.report());
     eprintln!("shield-watch: ready ({})", names.join(","));
     None
 }

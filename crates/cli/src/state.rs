@@ -1,8 +1,15 @@
 //! The per-container state directory: its DNS tier and the paths of the files we follow.
 
-use std::fs;
-use std::io;
+use std::fs::{self, File};
+use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use shield_tail::{open_beneath, Escape, Open};
+
+/// The longest `dns.tier` read: a tier name is a dozen bytes, and whoever can write the state
+/// directory must not make us read a file of any size.
+const MAX_TIER: u64 = 4096;
 
 /// The DNS tier a container was started with (`dns.tier`; `docs/CONTRACT.md` §2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +77,10 @@ impl std::fmt::Display for StateError {
                     path.display()
                 )?;
                 match problem {
+                    TierProblem::Unreadable(err) if Escape::of(err).is_some() => write!(
+                        f,
+                        "refused: a symlink (or `..`) leading out of the state directory)"
+                    ),
                     TierProblem::Unreadable(err) => write!(f, "{err})"),
                     TierProblem::Unknown(content) => {
                         write!(f, "unknown tier {:?})", shield_event::sanitize(content))
@@ -91,14 +102,19 @@ pub struct StateDir {
     pub dir: PathBuf,
     /// Its DNS tier.
     pub tier: DnsTier,
+    /// The directory, open: the files in it are opened beneath it, never through a symlink
+    /// leading out of it.
+    handle: Arc<File>,
 }
 
 impl StateDir {
-    /// Checks the directory is readable and reads its tier.
+    /// Checks the directory is readable and reads its tier. The path may go through symlinks;
+    /// `dns.tier` may not lead out of the directory.
     pub fn open(dir: &Path) -> Result<StateDir, StateError> {
-        fs::read_dir(dir).map_err(|e| StateError::Unreadable(dir.to_path_buf(), e))?;
+        let handle =
+            shield_tail::open_dir(dir).map_err(|e| StateError::Unreadable(dir.to_path_buf(), e))?;
         let path = dir.join("dns.tier");
-        let text = match fs::read_to_string(&path) {
+        let text = match read_tier(&handle) {
             Ok(text) => text,
             Err(err) => {
                 let problem = TierProblem::Unreadable(err);
@@ -115,7 +131,16 @@ impl StateDir {
         Ok(StateDir {
             dir: dir.to_path_buf(),
             tier,
+            handle: Arc::new(handle),
         })
+    }
+
+    /// Creates `name` in the directory, empty, when it does not exist, as the reference does,
+    /// so writers and we agree on the file from the start. Never through a symlink leading out
+    /// of the directory (root would create a file wherever it points): that is an error
+    /// carrying an [`Escape`].
+    pub fn ensure_file(&self, name: &str) -> io::Result<()> {
+        open_beneath(&*self.handle, name, Open::CreateAppend).map(drop)
     }
 
     /// The dnsmasq query log.
@@ -138,14 +163,15 @@ impl StateDir {
     }
 }
 
-/// Creates `path` empty when it does not exist, as the reference does, so writers and we agree
-/// on the file from the start. Failing to create it is not fatal: the follower waits for it.
-pub fn ensure_file(path: &Path) -> io::Result<()> {
-    fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map(drop)
+/// `dns.tier`, opened beneath the state directory: a regular file of at most [`MAX_TIER`] bytes.
+fn read_tier(dir: &File) -> io::Result<String> {
+    let file = open_beneath(dir, "dns.tier", Open::Read)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    let mut text = String::new();
+    file.take(MAX_TIER).read_to_string(&mut text)?;
+    Ok(text)
 }
 
 #[cfg(test)]

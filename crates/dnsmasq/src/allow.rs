@@ -6,9 +6,13 @@
 //! `suffix.rs`), so it costs a handful of probes and never allocates.
 
 use std::fmt::Write as _;
+use std::fs::File;
+use std::io::Read as _;
 use std::net::IpAddr;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+
+use shield_tail::Open;
 
 use crate::error::{Error, ErrorKind};
 use crate::suffix::SuffixTable;
@@ -140,33 +144,38 @@ impl AllowList {
     /// Reads the allow-list of a state directory. The policy directory is used
     /// when `policy/` is a directory, the domain files otherwise. Missing files are empty;
     /// a file that exists but cannot be read is an error.
+    ///
+    /// Files are opened beneath the directory ([`shield_tail::open_beneath`]):
+    /// a symlink (or `..`) leading out of it is an [`ErrorKind::Refused`]
+    /// error, like an unreadable file, never a silent skip; only regular files
+    /// are read. The path `state_dir` itself may go through symlinks.
     pub fn load(state_dir: &Path) -> Result<Loaded, Error> {
-        let policy = state_dir.join(POLICY_DIR);
-        match std::fs::metadata(&policy) {
-            Ok(meta) if meta.is_dir() => {
+        // Opening the state directory itself first turns "no such directory" /
+        // "permission denied" into an error, rather than into an empty list
+        // that silently reports every lookup.
+        let dir = shield_tail::open_dir(state_dir)
+            .map_err(|e| Error::new(ErrorKind::Read, state_dir.to_path_buf(), e))?;
+        match shield_tail::open_beneath(&dir, POLICY_DIR, Open::Directory) {
+            Ok(_) => {
                 let mut texts = Vec::with_capacity(PolicyTier::ALL.len());
                 for tier in PolicyTier::ALL {
-                    texts.push((tier, read_optional(&policy.join(tier.file_name()))?));
+                    let name = Path::new(POLICY_DIR).join(tier.file_name());
+                    texts.push((tier, read_optional(&dir, state_dir, &name)?));
                 }
                 let borrowed: Vec<(PolicyTier, &str)> =
                     texts.iter().map(|(t, s)| (*t, s.as_str())).collect();
                 Ok(Self::from_policy(&borrowed))
             }
-            Ok(_) => Err(Error::new(
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Err(Error::new(
                 ErrorKind::NotADirectory,
-                policy,
+                state_dir.join(POLICY_DIR),
                 std::io::Error::other("policy is not a directory"),
             )),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // Reading the state directory itself first turns "no such
-                // directory" / "permission denied" into an error, rather than
-                // into an empty list that silently reports every lookup.
-                std::fs::read_dir(state_dir)
-                    .map_err(|e| Error::new(ErrorKind::Read, state_dir.to_path_buf(), e))?;
-                let [p, l, d] = DOMAIN_FILES.map(|f| read_optional(&state_dir.join(f)));
+                let [p, l, d] = DOMAIN_FILES.map(|f| read_optional(&dir, state_dir, Path::new(f)));
                 Ok(Self::from_domain_files(&p?, &l?, &d?))
             }
-            Err(e) => Err(Error::new(ErrorKind::Read, policy, e)),
+            Err(e) => Err(open_error(state_dir.join(POLICY_DIR), e)),
         }
     }
 
@@ -275,16 +284,41 @@ impl AllowList {
     }
 }
 
-/// Reads a file that may be missing (then it is empty); invalid UTF-8 is replaced, not fatal.
-fn read_optional(path: &Path) -> Result<String, Error> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(match String::from_utf8(bytes) {
-            Ok(s) => s,
-            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-        Err(e) => Err(Error::new(ErrorKind::Read, path.to_path_buf(), e)),
-    }
+/// Reads `name` beneath `dir` (the state directory at `state_dir`); a missing
+/// file is empty. Invalid UTF-8 is replaced, not fatal. Anything but a regular
+/// file (a directory, a FIFO that would block) is a read error.
+fn read_optional(dir: &File, state_dir: &Path, name: &Path) -> Result<String, Error> {
+    let path = state_dir.join(name);
+    let mut file = match shield_tail::open_beneath(dir, name, Open::Read) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(e) => return Err(open_error(path, e)),
+    };
+    let mut bytes = Vec::new();
+    let read = file.metadata().and_then(|meta| {
+        if meta.is_file() {
+            file.read_to_end(&mut bytes)
+        } else if meta.is_dir() {
+            Err(std::io::Error::from(std::io::ErrorKind::IsADirectory))
+        } else {
+            Err(std::io::Error::other("not a regular file"))
+        }
+    });
+    read.map_err(|e| Error::new(ErrorKind::Read, path, e))?;
+    Ok(match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
+}
+
+/// A failed open: a refusal by [`shield_tail::open_beneath`] or a plain read error.
+fn open_error(path: PathBuf, e: std::io::Error) -> Error {
+    let kind = if shield_tail::Escape::of(&e).is_some() {
+        ErrorKind::Refused
+    } else {
+        ErrorKind::Read
+    };
+    Error::new(kind, path, e)
 }
 
 fn warn(warnings: &mut Vec<String>, file: &str, line: usize, why: std::fmt::Arguments<'_>) {
@@ -779,6 +813,17 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::Read);
         assert!(err.to_string().contains("policy/live"), "{err}");
 
+        // Not a regular file either: a FIFO would block a plain read forever.
+        std::fs::remove_dir(dir.path().join("policy/live")).unwrap();
+        let fifo = std::process::Command::new("mkfifo")
+            .arg(dir.path().join("policy/live"))
+            .status()
+            .unwrap();
+        assert!(fifo.success());
+        let err = AllowList::load(dir.path()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Read);
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+
         let missing = dir.path().join("nope");
         let err = AllowList::load(&missing).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Read);
@@ -786,5 +831,59 @@ mod tests {
             AllowList::watched_paths(dir.path()),
             [dir.path().to_path_buf(), dir.path().join("policy")]
         );
+    }
+
+    #[test]
+    fn symlinks_out_of_the_state_dir_are_refused_not_read() {
+        use std::os::unix::fs::symlink;
+        let tmp = tempfile::tempdir().unwrap();
+        // What the symlinks point at: were it read, github.com would be allowed.
+        std::fs::write(tmp.path().join("secret"), "github.com\n").unwrap();
+        std::fs::create_dir(tmp.path().join("elsewhere")).unwrap();
+        std::fs::write(
+            tmp.path().join("elsewhere/30-provider-allow"),
+            "+github.com\n",
+        )
+        .unwrap();
+        let state = tmp.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        // The state dir path itself may be a symlink.
+        symlink(&state, tmp.path().join("link")).unwrap();
+        let via_link = tmp.path().join("link");
+
+        // A symlink that stays inside is followed.
+        std::fs::write(state.join("real.domains"), "pypi.org\n").unwrap();
+        symlink("real.domains", state.join("profile.domains")).unwrap();
+        let l = AllowList::load(&via_link).unwrap();
+        check(&l.list, &["pypi.org"], &["github.com"]);
+
+        for (name, target) in [
+            ("live.domains", tmp.path().join("secret")),
+            ("live.domains", PathBuf::from("../secret")),
+        ] {
+            let _ = std::fs::remove_file(state.join(name));
+            symlink(&target, state.join(name)).unwrap();
+            let err = AllowList::load(&via_link).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Refused, "{err}");
+            assert_eq!(err.path(), via_link.join(name));
+            assert!(err.to_string().contains("live.domains"), "{err}");
+        }
+        std::fs::remove_file(state.join("live.domains")).unwrap();
+
+        // Layout B: the policy directory itself, and a tier file in it.
+        symlink(tmp.path().join("elsewhere"), state.join("policy")).unwrap();
+        let err = AllowList::load(&via_link).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Refused, "{err}");
+        assert_eq!(err.path(), via_link.join("policy"));
+        std::fs::remove_file(state.join("policy")).unwrap();
+        std::fs::create_dir(state.join("policy")).unwrap();
+        symlink(
+            "../../elsewhere/30-provider-allow",
+            state.join("policy/30-provider-allow"),
+        )
+        .unwrap();
+        let err = AllowList::load(&via_link).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Refused, "{err}");
+        assert_eq!(err.path(), via_link.join("policy/30-provider-allow"));
     }
 }

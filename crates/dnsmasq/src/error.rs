@@ -11,6 +11,10 @@ pub enum ErrorKind {
     Read,
     /// `policy` exists in the state directory but is not a directory.
     NotADirectory,
+    /// A file or directory of the allow-list is a symlink (or holds a `..`) leading out of the
+    /// state directory: not read, so that root does not read another file for whoever can
+    /// write the state directory.
+    Refused,
 }
 
 /// An allow-list could not be loaded. Carries the path and the I/O cause.
@@ -44,6 +48,11 @@ impl fmt::Display for Error {
             ErrorKind::NotADirectory => {
                 write!(f, "{} is not a directory", self.path.display())
             }
+            ErrorKind::Refused => write!(
+                f,
+                "refused {}: a symlink (or `..`) leading out of the state directory",
+                self.path.display()
+            ),
         }
     }
 }

@@ -9,9 +9,10 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::time::SystemTime;
 
-use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
+use crate::beneath::{Escape, Open};
 use crate::cursor::{Fingerprint, FINGERPRINT_MAX};
 use crate::error::{Error, ErrorKind};
 
@@ -109,11 +110,10 @@ impl Tracked {
 /// itself may be reached through symbolic links. `Ok(None)` when there is no such file.
 pub(crate) fn open_tracked(dir: &Path, name: &OsStr) -> Result<Option<Tracked>, Error> {
     let path = dir.join(name);
-    let file = match open_in_dir(dir, name, OFlags::NOFOLLOW) {
+    let file = match open_in_dir(dir, name, Open::ReadNoFollow) {
         Ok(f) => f,
         Err(e) if gone(&e) => return Ok(None),
-        Err(e) if matches!(e.raw_os_error(), Some(code) if code == Errno::XDEV.raw_os_error() || code == Errno::LOOP.raw_os_error()) =>
-        {
+        Err(e) if Escape::of(&e).is_some() => {
             return Err(Error::new(ErrorKind::Escapes, path.display().to_string()));
         }
         Err(e) => return Err(Error::io("open", &path, e)),
@@ -141,38 +141,15 @@ pub(crate) fn open_tracked(dir: &Path, name: &OsStr) -> Result<Option<Tracked>, 
     }))
 }
 
-/// Opens `name` (a relative path) inside `dir` for reading without following a symbolic link
-/// out of `dir` (`openat2` with `RESOLVE_BENEATH`): a link out, or an absolute one, fails with
-/// `EXDEV`. `dir` itself may be reached through symbolic links. On a kernel without `openat2`
-/// (before Linux 5.6) no symbolic link is followed at the last component.
-pub fn open_beneath(dir: &Path, name: &OsStr) -> io::Result<File> {
-    open_in_dir(dir, name, OFlags::empty())
-}
-
-fn open_in_dir(dir: &Path, name: &OsStr, extra: OFlags) -> io::Result<File> {
+/// Opens `name` (a relative path) inside `dir` with [`crate::open_beneath`]: never through a
+/// symbolic link out of `dir`. `dir` itself may be reached through symbolic links.
+fn open_in_dir(dir: &Path, name: &OsStr, how: Open) -> io::Result<File> {
     let dirfd = rustix::fs::open(
         dir,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY | extra;
-    match rustix::fs::openat2(
-        &dirfd,
-        name,
-        flags,
-        Mode::empty(),
-        ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
-    ) {
-        Ok(fd) => Ok(File::from(fd)),
-        // Before Linux 5.6: no way to resolve beneath, so follow no symbolic link at all.
-        Err(Errno::NOSYS) => Ok(File::from(rustix::fs::openat(
-            &dirfd,
-            name,
-            flags | OFlags::NOFOLLOW,
-            Mode::empty(),
-        )?)),
-        Err(e) => Err(e.into()),
-    }
+    crate::beneath::open_beneath(&dirfd, name, how)
 }
 
 pub(crate) fn gone(e: &io::Error) -> bool {
@@ -300,18 +277,15 @@ mod tests {
             assert!(err.to_string().contains(name), "{err}");
         }
         // open_beneath follows one that stays inside, and no other.
+        let dirfd = crate::open_dir(dir.path()).unwrap();
         assert_eq!(
-            std::io::read_to_string(open_beneath(dir.path(), OsStr::new("b.log")).unwrap())
+            std::io::read_to_string(crate::open_beneath(&dirfd, "b.log", Open::Read).unwrap())
                 .unwrap(),
             "mine\n"
         );
         for name in ["a.log", "c.log"] {
-            let err = open_beneath(dir.path(), OsStr::new(name)).unwrap_err();
-            assert_eq!(
-                err.raw_os_error(),
-                Some(Errno::XDEV.raw_os_error()),
-                "{name}"
-            );
+            let err = crate::open_beneath(&dirfd, name, Open::Read).unwrap_err();
+            assert!(Escape::of(&err).is_some(), "{name}: {err}");
         }
         assert!(open_tracked(dir.path(), OsStr::new("none.log"))
             .unwrap()

@@ -30,6 +30,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod beneath;
 mod cursor;
 mod dirwatch;
 mod error;
@@ -40,9 +41,9 @@ mod lines;
 mod set;
 mod watches;
 
+pub use beneath::{open_beneath, open_dir, Escape, Open};
 pub use cursor::{Cursor, CursorFile};
 pub use dirwatch::DirWatcher;
 pub use error::{Error, ErrorKind};
-pub use file::open_beneath;
 pub use follower::{Follower, Options, Record, Start, Stats};
 pub use set::{FollowSet, Key};

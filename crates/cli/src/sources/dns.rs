@@ -25,8 +25,9 @@ impl SharedAllowList {
     /// Loads the allow-list of `state_dir` (warnings to stderr) and starts the thread that
     /// reloads it within milliseconds of any change to its files.
     pub fn load_and_watch(state_dir: &Path) -> SharedAllowList {
+        let mut last_error = None;
         let shared = SharedAllowList {
-            current: Arc::new(Mutex::new(Arc::new(load(state_dir)))),
+            current: Arc::new(Mutex::new(Arc::new(load(state_dir, &mut last_error)))),
             generation: Arc::new(AtomicU64::new(0)),
         };
         let dirs = AllowList::watched_paths(state_dir);
@@ -35,16 +36,16 @@ impl SharedAllowList {
         let dir = state_dir.to_path_buf();
         thread::Builder::new()
             .name("allow-list".into())
-            .spawn(move || reloader.reload_loop(watcher, dir))
+            .spawn(move || reloader.reload_loop(watcher, dir, last_error))
             .expect("spawning a thread");
         shared
     }
 
-    fn reload_loop(self, mut watcher: DirWatcher, dir: PathBuf) {
+    fn reload_loop(self, mut watcher: DirWatcher, dir: PathBuf, mut last_error: Option<String>) {
         loop {
             match watcher.wait(None) {
                 Ok(true) => {
-                    let list = load(&dir);
+                    let list = load(&dir, &mut last_error);
                     *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(list);
                     self.generation.fetch_add(1, Ordering::Release);
                 }
@@ -68,16 +69,24 @@ impl SharedAllowList {
     }
 }
 
-fn load(state_dir: &Path) -> AllowList {
+/// Loads the allow-list. A failure is said once, not again on every reload that fails the same
+/// way (reloads follow every change in the state directory, log appends included); a refused
+/// symlink is such a failure.
+fn load(state_dir: &Path, last_error: &mut Option<String>) -> AllowList {
     match AllowList::load(state_dir) {
         Ok(loaded) => {
+            *last_error = None;
             for warning in &loaded.warnings {
                 eprintln!("shield-watch: dns: allow-list: {warning}");
             }
             loaded.list
         }
         Err(err) => {
-            eprintln!("shield-watch: dns: cannot load the allow-list ({err}); every lookup counts as blocked");
+            let message = err.to_string();
+            if last_error.as_deref() != Some(message.as_str()) {
+                eprintln!("shield-watch: dns: cannot load the allow-list ({message}); every lookup counts as blocked");
+                *last_error = Some(message);
+            }
             AllowList::empty()
         }
     }

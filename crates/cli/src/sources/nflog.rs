@@ -10,18 +10,16 @@ use shield_event::map::nflog::{lost_packets, name_destination, packet_event, Log
 use shield_event::{format_timestamp, now_timestamp, Source};
 use shield_nflog::{Headers, Message, Packet, Subscription};
 
+use crate::confine::Confinement;
 use crate::output::Msg;
 use crate::sources::Ready;
 use crate::summary::Summary;
-
-/// The receive buffer grows on overrun up to this (or `--nflog-buffer`, if larger).
-const MAX_BUFFER: usize = 64 << 20;
 
 /// How the NFLOG socket is opened.
 pub struct NflogSource {
     /// `--nflog-group`.
     pub group: u16,
-    /// `--nflog-buffer`: the initial receive buffer.
+    /// `--nflog-buffer`: the receive buffer, set once before capabilities are dropped.
     pub buffer: usize,
     /// `--netns`: entered by this thread only, before the socket is made.
     pub netns: Option<PathBuf>,
@@ -33,18 +31,25 @@ pub struct NflogSource {
     pub tx: Sender<Msg>,
     /// Shared counters.
     pub summary: Summary,
+    /// Applied to this thread once the socket is bound (or binding failed).
+    pub confinement: Confinement,
 }
 
 impl NflogSource {
     /// Binds the group (reporting readiness or the reason it cannot), then forwards packets
     /// until the process ends. Must run on its own thread: it may enter another namespace.
     pub fn run(self, ready: Sender<Ready>) {
-        let mut subscription = match Subscription::builder()
+        // The whole buffer is asked for at once: growing it after an overrun needs
+        // SO_RCVBUFFORCE (CAP_NET_ADMIN) past net.core.rmem_max, and the capability is gone by
+        // then. A receive buffer is a ceiling, not an allocation: the kernel charges memory only
+        // for packets waiting in it.
+        let opened = Subscription::builder()
             .group(self.group)
             .netns(self.netns.clone())
-            .recv_buffer(self.buffer, self.buffer.max(MAX_BUFFER))
-            .open()
-        {
+            .recv_buffer(self.buffer, self.buffer)
+            .open();
+        self.confinement.apply_here("nflog");
+        let mut subscription = match opened {
             Ok(subscription) => subscription,
             Err(err) => {
                 let _ = ready.send(Ready {

@@ -1,6 +1,7 @@
 //! End-to-end tests of the real `shield-watch` binary, one test binary with a module per area.
 
 mod audit;
+mod confine;
 mod dns;
 mod exit;
 mod flags;

@@ -1,5 +1,6 @@
 //! Starting the real binary, waiting for its ready line, reading its stream with deadlines.
 
+use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -22,9 +23,14 @@ pub struct State {
 impl State {
     /// A state dir with the given `dns.tier` content (none when `None`).
     pub fn new(tier: Option<&str>) -> State {
+        State::new_in(&std::env::temp_dir(), tier)
+    }
+
+    /// The same, inside `parent` (the confinement reads the state directory's parent).
+    pub fn new_in(parent: &Path, tier: Option<&str>) -> State {
         let dir = tempfile::Builder::new()
             .prefix("shield-watch-it-")
-            .tempdir()
+            .tempdir_in(parent)
             .unwrap();
         if let Some(tier) = tier {
             fs::write(dir.path().join("dns.tier"), tier).unwrap();
@@ -95,9 +101,16 @@ impl Watch {
         watch
     }
 
+    /// Starts it with extra environment variables and waits for its ready line.
+    pub fn start_with_env(state: &State, args: &[&str], env: &[(&str, &OsStr)]) -> Watch {
+        let mut watch = Watch::spawn_with_env(state, args, env);
+        watch.wait_stderr(|line| line.starts_with("shield-watch: ready ("));
+        watch
+    }
+
     /// Starts it without waiting.
     pub fn spawn(state: &State, args: &[&str]) -> Watch {
-        let mut watch = Watch::spawn_unread(state, args);
+        let mut watch = Watch::spawn_unread(state, args, &[]);
         watch.start_reading();
         watch
     }
@@ -106,14 +119,32 @@ impl Watch {
     /// [`Watch::start_reading`]: once the pipe is full, its writes block, as behind a stopped
     /// pager.
     pub fn start_unread(state: &State, args: &[&str]) -> Watch {
-        let mut watch = Watch::spawn_unread(state, args);
+        let mut watch = Watch::spawn_unread(state, args, &[]);
         watch.wait_stderr(|line| line.starts_with("shield-watch: ready ("));
         watch
     }
 
-    fn spawn_unread(state: &State, args: &[&str]) -> Watch {
+    fn spawn_with_env(state: &State, args: &[&str], env: &[(&str, &OsStr)]) -> Watch {
+        let mut watch = Watch::spawn_unread(state, args, env);
+        watch.start_reading();
+        watch
+    }
+
+    fn spawn_unread(state: &State, args: &[&str], env: &[(&str, &OsStr)]) -> Watch {
         let mut command = binary();
         command.arg("--state-dir").arg(state.path()).args(args);
+        command.envs(env.iter().copied());
+        Watch::spawn_command_unread(command)
+    }
+
+    /// Starts `command` (the binary, or a wrapper that executes it) without waiting.
+    pub fn spawn_command(command: Command) -> Watch {
+        let mut watch = Watch::spawn_command_unread(command);
+        watch.start_reading();
+        watch
+    }
+
+    fn spawn_command_unread(command: Command) -> Watch {
         let mut child = spawn_piped(command);
         let stderr = lines_of(child.stderr.take().unwrap());
         Watch {
