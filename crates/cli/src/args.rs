@@ -13,11 +13,16 @@ use shield_event::Source;
 #[command(name = "shield-watch", version, about, long_about = None)]
 pub struct Args {
     /// The container's state directory (dns.tier, dnsmasq.log, audit.jsonl, allow-lists).
-    #[arg(short = 's', long, value_name = "DIR")]
-    pub state_dir: PathBuf,
+    #[arg(short = 's', long, value_name = "DIR", conflicts_with = "state_root")]
+    pub state_dir: Option<PathBuf>,
 
-    /// Name put on events [default: the state dir's basename].
-    #[arg(short = 'c', long, value_name = "NAME")]
+    /// terok-shield's state root: follow every ROOT/containers/NAME/ that holds a dns.tier,
+    /// host-wide [default: $TEROK_SHIELD_STATE_DIR when set and --state-dir is not given].
+    #[arg(long, value_name = "ROOT")]
+    pub state_root: Option<PathBuf>,
+
+    /// Name put on events [default: the state dir's basename]; only with --state-dir.
+    #[arg(short = 'c', long, value_name = "NAME", requires = "state_dir")]
     pub container: Option<String>,
 
     /// Output format: one JSON object per line, or a human view (colour on a terminal).

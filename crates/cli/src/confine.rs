@@ -28,6 +28,19 @@ const LANDLOCK_ABI: ABI = ABI::V7;
 /// without CAP_DAC_READ_SEARCH could not open it.
 pub const KEEP_SINGLE_CONTAINER: CapabilitySet = CapabilitySet::DAC_READ_SEARCH;
 
+/// Host-wide, the nflog thread keeps what entering a container that starts later takes:
+/// CAP_SYS_PTRACE to open `/proc/PID/ns/net` of a dnsmasq run by another user, CAP_SYS_ADMIN
+/// for `setns`, CAP_NET_ADMIN to bind the NFLOG group there and size its buffer, and
+/// CAP_DAC_READ_SEARCH like every thread.
+pub const KEEP_HOST_WIDE_NFLOG: CapabilitySet = CapabilitySet::DAC_READ_SEARCH
+    .union(CapabilitySet::SYS_PTRACE)
+    .union(CapabilitySet::SYS_ADMIN)
+    .union(CapabilitySet::NET_ADMIN);
+
+/// Why the host-wide nflog thread has no Landlock domain (said in the confinement line).
+const NO_LANDLOCK_FOR_NFLOG: &str =
+    "none for the thread that enters containers' namespaces: Landlock forbids it";
+
 /// What a confinement allows, decided before any thread starts.
 #[derive(Clone)]
 pub struct Confinement {
@@ -35,8 +48,9 @@ pub struct Confinement {
 }
 
 struct Inner {
-    /// Read (files and listings): the state directory.
-    read: PathBuf,
+    /// Read (files and listings): the state directory's parent, host-wide the state root and
+    /// `/proc`.
+    read: Vec<PathBuf>,
     /// Read and write: the cursor file's directory.
     write: Option<PathBuf>,
     /// Capabilities kept in the effective, permitted and bounding sets.
@@ -88,10 +102,41 @@ impl Confinement {
         let read = absolute
             .parent()
             .map_or_else(|| absolute.clone(), Path::to_path_buf);
-        Confinement::new(read, write, KEEP_SINGLE_CONTAINER)
+        Confinement::new(vec![read], write, KEEP_SINGLE_CONTAINER)
     }
 
-    fn new(read: PathBuf, write: Option<PathBuf>, keep: CapabilitySet) -> Confinement {
+    /// Decides the confinement of host-wide mode: read the state root and `/proc` (the dnsmasq
+    /// PID checks), write the directory of `cursor` (when given), keep `keep`: the nflog thread
+    /// keeps [`KEEP_HOST_WIDE_NFLOG`] to enter containers that start later, the others
+    /// [`KEEP_SINGLE_CONTAINER`].
+    pub fn host_wide(root: &Path, cursor: Option<&Path>, keep: CapabilitySet) -> Confinement {
+        let write = cursor.map(|c| match c.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            _ => PathBuf::from("."),
+        });
+        let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+        Confinement::new(vec![root, PathBuf::from("/proc")], write, keep)
+    }
+
+    /// Host-wide, the nflog thread: capabilities and `no_new_privs` like the others, but no
+    /// Landlock. A Landlock domain forbids ptrace-mode access to processes outside it, and
+    /// opening `/proc/PID/ns/net` of a container's dnsmasq is such an access: the thread that
+    /// enters containers started later cannot be in one. It reads no file after start but
+    /// those (docs/SECURITY.md).
+    pub fn host_wide_nflog(root: &Path) -> Confinement {
+        let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+        Confinement {
+            inner: Arc::new(Inner {
+                read: vec![root, PathBuf::from("/proc")],
+                write: None,
+                keep: KEEP_HOST_WIDE_NFLOG,
+                ruleset: Err(NO_LANDLOCK_FOR_NFLOG.to_string()),
+                applied: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    fn new(read: Vec<PathBuf>, write: Option<PathBuf>, keep: CapabilitySet) -> Confinement {
         // A cursor directory that cannot be opened gets no rule (saving the cursor fails there
         // anyway, and says so); the rest of the ruleset still holds.
         let write = write.filter(|dir| PathFd::new(dir).is_ok());
@@ -160,7 +205,8 @@ impl Confinement {
 
     fn describe(&self, applied: &Applied) -> String {
         let inner = &self.inner;
-        let mut paths = format!("read {}", inner.read.display());
+        let read: Vec<String> = inner.read.iter().map(|p| p.display().to_string()).collect();
+        let mut paths = format!("read {}", read.join(", "));
         if let Some(write) = &inner.write {
             let _ = write!(paths, ", write {}", write.display());
         }
@@ -200,7 +246,7 @@ impl Confinement {
 /// a rule allows it), TCP bind and connect are handled with no rule (shield-watch speaks no
 /// TCP), and signals and abstract UNIX sockets are scoped to the process's own domain.
 fn build_ruleset(
-    read: &Path,
+    read: &[PathBuf],
     write: Option<&Path>,
 ) -> Result<RulesetCreated, Box<dyn std::error::Error>> {
     let reading = AccessFs::ReadFile | AccessFs::ReadDir;
@@ -215,8 +261,10 @@ fn build_ruleset(
         .handle_access(AccessFs::from_all(LANDLOCK_ABI))?
         .handle_access(AccessNet::from_all(LANDLOCK_ABI))?
         .scope(Scope::from_all(LANDLOCK_ABI))?
-        .create()?
-        .add_rule(PathBeneath::new(PathFd::new(read)?, reading))?;
+        .create()?;
+    for dir in read {
+        ruleset = ruleset.add_rule(PathBeneath::new(PathFd::new(dir)?, reading))?;
+    }
     if let Some(write) = write {
         ruleset = ruleset.add_rule(PathBeneath::new(PathFd::new(write)?, writing))?;
     }

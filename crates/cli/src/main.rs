@@ -5,6 +5,7 @@
 //! SIGINT/SIGTERM or when stdout closes. Exit codes: 0 clean stop, 1 unusable state, 2 usage.
 
 mod confine;
+mod host;
 mod output;
 mod sources;
 mod state;
@@ -52,6 +53,10 @@ fn main() -> ExitCode {
             eprintln!("shield-watch: {message}");
             ExitCode::from(1)
         }
+        Err(Failure::Usage(message)) => {
+            eprintln!("shield-watch: {message}");
+            ExitCode::from(2)
+        }
     }
 }
 
@@ -61,15 +66,52 @@ enum Failure {
     State(String),
     /// stdout failed for another reason than its reader leaving (exit 1).
     Output(String),
+    /// The command line does not say what to watch (exit 2).
+    Usage(String),
+}
+
+/// One container, or every container of a state root.
+enum Mode {
+    Single(StateDir),
+    Host(PathBuf),
 }
 
 fn run(args: Args) -> Result<(), Failure> {
-    let state = StateDir::open(&args.state_dir).map_err(|e| Failure::State(e.to_string()))?;
-    let container = args
-        .container
-        .clone()
-        .unwrap_or_else(|| state.default_container());
-    let selected = select_sources(&args, &state);
+    // `--state-root` defaults to terok-shield's own variable, unless a single container is
+    // asked for.
+    let root = args.state_root.clone().or_else(|| {
+        args.state_dir
+            .is_none()
+            .then(|| std::env::var_os("TEROK_SHIELD_STATE_DIR"))
+            .flatten()
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
+    if args.container.is_some() && args.state_dir.is_none() {
+        // Host-wide, every event carries its own container's name.
+        return Err(Failure::Usage(
+            "--container goes with --state-dir only".into(),
+        ));
+    }
+    let mode = match (&args.state_dir, root) {
+        (Some(dir), _) => {
+            Mode::Single(StateDir::open(dir).map_err(|e| Failure::State(e.to_string()))?)
+        }
+        (None, Some(root)) => {
+            std::fs::read_dir(&root).map_err(|e| {
+                Failure::State(format!("cannot read the state root {}: {e}", root.display()))
+            })?;
+            host::raise_descriptor_limit();
+            Mode::Host(root)
+        }
+        (None, None) => return Err(Failure::Usage(
+            "give --state-dir DIR (one container) or --state-root ROOT (every container; default $TEROK_SHIELD_STATE_DIR)".into(),
+        )),
+    };
+    let selected = match &mode {
+        Mode::Single(state) => select_sources(&args, Some(state)),
+        Mode::Host(_) => select_sources(&args, None),
+    };
 
     let saved_cursors = match &args.cursor {
         Some(path) => shield_tail::CursorFile::load(path).map_err(|e| {
@@ -97,20 +139,56 @@ fn run(args: Args) -> Result<(), Failure> {
         cursor_file: args.cursor.clone(),
         cursors: saved_cursors.clone(),
     };
-    let confinement = Confinement::single_container(&state.dir, args.cursor.as_deref());
     let (ready_tx, ready_rx) = unbounded::<Ready>();
-    let launcher = Launcher {
-        args: &args,
-        state: &state,
-        container,
-        saved_cursors,
-        tx: tx.clone(),
-        ready: ready_tx,
-        summary: summary.clone(),
-    };
+    let mut thread_reports = Vec::new();
     // Confines this thread once the privileged part of starting is done; every thread started
     // after that, the ones below included, inherits the confinement.
-    let expected = launcher.start(&selected, &confinement);
+    let (expected, confinement) = match mode {
+        Mode::Single(state) => {
+            let confinement = Confinement::single_container(&state.dir, args.cursor.as_deref());
+            let container = args
+                .container
+                .clone()
+                .unwrap_or_else(|| state.default_container());
+            let launcher = Launcher {
+                args: &args,
+                state: &state,
+                container,
+                saved_cursors,
+                tx: tx.clone(),
+                ready: ready_tx,
+                summary: summary.clone(),
+            };
+            (launcher.start(&selected, &confinement), confinement)
+        }
+        Mode::Host(root) => {
+            summary.lock().by_container = Some(BTreeMap::new());
+            let cursor = args.cursor.as_deref();
+            let confinement = Confinement::host_wide(&root, cursor, confine::KEEP_SINGLE_CONTAINER);
+            let nflog_confinement = Confinement::host_wide_nflog(&root);
+            thread_reports.push(("nflog thread", nflog_confinement.clone()));
+            let host = host::Host {
+                containers: root.join("containers"),
+                selected: selected.clone(),
+                cursors: saved_cursors,
+                from_start: args.from_start,
+                options: shield_tail::Options {
+                    max_line: usize::try_from(args.max_line).unwrap_or(usize::MAX),
+                    ..shield_tail::Options::default()
+                },
+                all_query_types: args.all_query_types,
+                domain_cache: args.domain_cache,
+                nflog_group: args.nflog_group,
+                nflog_buffer: usize::try_from(args.nflog_buffer).unwrap_or(usize::MAX),
+                tx: tx.clone(),
+                summary: summary.clone(),
+            };
+            (
+                host::start(host, ready_tx, &confinement, nflog_confinement),
+                confinement,
+            )
+        }
+    };
 
     let (signal_tx, signal_rx) = unbounded();
     spawn("signals", move || {
@@ -141,7 +219,12 @@ fn run(args: Args) -> Result<(), Failure> {
         &writer_done_rx,
         &summary,
     ) {
-        Ok(running) => announce_ready(&running, &tx, &signal_rx, &writer_done_rx, &confinement),
+        Ok(running) => {
+            for (thread, confinement) in &thread_reports {
+                eprintln!("shield-watch: {thread} {}", confinement.report());
+            }
+            announce_ready(&running, &tx, &signal_rx, &writer_done_rx, &confinement)
+        }
         Err(stop) => Some(stop),
     };
     let stop = match stop {
@@ -256,6 +339,7 @@ impl Launcher<'_> {
     fn file_source(&self, source: Source, path: PathBuf, start: shield_tail::Start) -> FileSource {
         FileSource {
             source,
+            key: Arc::from(source.as_str()),
             path,
             start,
             options: self.options(),
@@ -328,7 +412,7 @@ fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> thread::JoinHandle
 }
 
 /// The sources to run: `--source`, or every one that applies to this container.
-fn select_sources(args: &Args, state: &StateDir) -> Vec<Source> {
+fn select_sources(args: &Args, state: Option<&StateDir>) -> Vec<Source> {
     let mut wanted: Vec<Source> = if args.source.is_empty() {
         Source::INPUTS.to_vec()
     } else {
@@ -336,7 +420,7 @@ fn select_sources(args: &Args, state: &StateDir) -> Vec<Source> {
     };
     wanted.sort();
     wanted.dedup();
-    if !state.tier.has_dnsmasq() && wanted.contains(&Source::Dns) {
+    if state.is_some_and(|s| !s.tier.has_dnsmasq()) && wanted.contains(&Source::Dns) {
         eprintln!("shield-watch: the DNS tier runs no dnsmasq: no dns source, events carry IP addresses only");
         wanted.retain(|s| *s != Source::Dns);
     }

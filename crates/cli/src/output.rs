@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
@@ -31,10 +32,10 @@ pub enum Msg {
 }
 
 /// A read position of one followed file.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Checkpoint {
-    /// Whose position: its name is the cursor-file key (`dns`, `audit`).
-    pub source: Source,
+    /// The cursor-file key: `dns` or `audit`; host-wide `NAME/dns` or `NAME/audit`.
+    pub key: Arc<str>,
     /// Just after the last line handled.
     pub cursor: Cursor,
 }
@@ -152,7 +153,10 @@ fn write_loop(
                     Format::Text => event.write_text(config.style, &mut line)?,
                 }
                 out.write_all(&line)?;
-                summary.lock().count_event(event.source, &event.action);
+                let mut counts = summary.lock();
+                counts.count_event(event.source, &event.action);
+                counts.count_container(&event.container);
+                drop(counts);
             } else {
                 summary.lock().suppressed += 1;
             }
@@ -182,7 +186,7 @@ impl Cursors {
     fn update(&mut self, checkpoint: Checkpoint) {
         if self.file.is_some() {
             self.current
-                .insert(checkpoint.source.as_str().to_string(), checkpoint.cursor);
+                .insert(checkpoint.key.to_string(), checkpoint.cursor);
             self.dirty = true;
         }
     }
@@ -207,7 +211,7 @@ impl Cursors {
 /// at the last event let through, so a steady repeat still shows once per window.
 pub struct Dedup {
     window: Duration,
-    last: HashMap<(Source, String, String), Instant>,
+    last: HashMap<(Source, String, String, String), Instant>,
 }
 
 impl Dedup {
@@ -229,6 +233,7 @@ impl Dedup {
         let key = (
             event.source,
             event.action.clone(),
+            event.container.clone(),
             event.subject().to_string(),
         );
         match self.last.get(&key) {

@@ -36,6 +36,16 @@ impl DnsTier {
         }
     }
 
+    /// Its name in `dns.tier`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DnsTier::DnsmasqLive => "dnsmasq-live",
+            DnsTier::DnsmasqStatic => "dnsmasq-static",
+            DnsTier::Lookup => "lookup",
+            DnsTier::Getent => "getent",
+        }
+    }
+
     /// Whether the container runs a dnsmasq, i.e. whether there is a query log to follow.
     pub fn has_dnsmasq(self) -> bool {
         matches!(self, DnsTier::DnsmasqLive | DnsTier::DnsmasqStatic)

@@ -27,6 +27,8 @@ pub struct Counts {
     pub lost: u64,
     /// Rotations (rename, truncation, re-creation) followed, by source.
     pub rotations: BTreeMap<Source, u64>,
+    /// Host-wide: events written, by container (`None` for one container).
+    pub by_container: Option<BTreeMap<String, u64>>,
 }
 
 impl Summary {
@@ -44,6 +46,18 @@ impl Summary {
 }
 
 impl Counts {
+    /// Counts one event written for `container` (kept by container only host-wide).
+    pub fn count_container(&mut self, container: &str) {
+        if let Some(by) = &mut self.by_container {
+            match by.get_mut(container) {
+                Some(n) => *n += 1,
+                None => {
+                    by.insert(container.to_string(), 1);
+                }
+            }
+        }
+    }
+
     /// Counts one event written.
     pub fn count_event(&mut self, source: Source, action: &str) {
         let actions = self.events.entry(source).or_default();
@@ -95,6 +109,10 @@ impl fmt::Display for Counts {
                 .map(|(source, n)| format!("{}={n}", source.as_str()))
                 .collect();
             write!(f, " ({})", parts.join(" "))?;
+        }
+        if let Some(by) = &self.by_container {
+            let parts: Vec<String> = by.iter().map(|(name, n)| format!("{name}={n}")).collect();
+            write!(f, "; by container ({})", parts.join(" "))?;
         }
         Ok(())
     }

@@ -135,8 +135,19 @@ impl AllowList {
         self.table.len() == 0
     }
 
-    /// The directories to watch so a change to either layout is noticed:
-    /// the state directory (the domain files, `policy/` appearing) and `policy/`.
+    /// The names in the state directory the allow-list is read from (the domain files and
+    /// `policy/`).
+    pub fn watched_names() -> [&'static str; 4] {
+        [
+            DOMAIN_FILES[0],
+            DOMAIN_FILES[1],
+            DOMAIN_FILES[2],
+            POLICY_DIR,
+        ]
+    }
+
+    /// The directories whose changes can change the allow-list: the state directory (for
+    /// [`AllowList::watched_names`] in it) and `policy/`.
     pub fn watched_paths(state_dir: &Path) -> Vec<PathBuf> {
         vec![state_dir.to_path_buf(), state_dir.join(POLICY_DIR)]
     }

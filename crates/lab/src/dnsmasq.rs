@@ -38,6 +38,10 @@ pub struct ShieldedOptions<'a> {
     pub log_extra: bool,
     /// Domains (and their subdomains) answered NXDOMAIN without asking upstream.
     pub sinkholed: &'a [&'a str],
+    /// Started the way terok-shield starts it: the config at `<state_dir>/dnsmasq.conf`
+    /// (`dnsmasq --conf-file=<state_dir>/dnsmasq.conf`) and its PID in
+    /// `<state_dir>/dnsmasq.pid`.
+    pub terok_layout: bool,
 }
 
 impl Default for ShieldedOptions<'_> {
@@ -46,6 +50,7 @@ impl Default for ShieldedOptions<'_> {
             listen: SocketAddr::from(([127, 0, 0, 1], 53)),
             log_extra: false,
             sinkholed: &[],
+            terok_layout: false,
         }
     }
 }
@@ -99,7 +104,16 @@ impl Dnsmasq {
         }
         // Every name not configured above is NXDOMAIN, like a real internet's unknown names.
         conf.push_str("address=/#/\n");
-        Dnsmasq::start(ns, conf_dir, conf, log, SocketAddr::new(listen, port))
+        conf.push_str("pid-file=\n");
+        let conf_path = conf_dir.join("dnsmasq.conf");
+        Dnsmasq::start(
+            ns,
+            conf_dir,
+            conf_path,
+            conf,
+            log,
+            SocketAddr::new(listen, port),
+        )
     }
 
     /// The shield's per-container resolver inside `ns`, listening on `127.0.0.1:53`: forwards
@@ -153,7 +167,17 @@ impl Dnsmasq {
             let domain = checked_domain(domain.strip_prefix("*.").unwrap_or(domain))?;
             conf.push_str(&format!("address=/{domain}/\n"));
         }
-        Dnsmasq::start(Some(ns), conf_dir, conf, log, options.listen)
+        let conf_path = if options.terok_layout {
+            conf.push_str(&format!(
+                "pid-file={}\n",
+                state_dir.join("dnsmasq.pid").display()
+            ));
+            state_dir.join("dnsmasq.conf")
+        } else {
+            conf.push_str("pid-file=\n");
+            conf_dir.join("dnsmasq.conf")
+        };
+        Dnsmasq::start(Some(ns), conf_dir, conf_path, conf, log, options.listen)
     }
 
     /// The dnsmasq process id.
@@ -184,11 +208,11 @@ impl Dnsmasq {
     fn start(
         ns: Option<&Netns>,
         conf_dir: PathBuf,
+        conf_path: PathBuf,
         conf: String,
         log: PathBuf,
         listen: SocketAddr,
     ) -> Result<Dnsmasq, Error> {
-        let conf_path = conf_dir.join("dnsmasq.conf");
         let stderr_path = conf_dir.join("stderr");
         fs::write(&conf_path, conf)
             .map_err(|e| Error::io(format!("writing {}", conf_path.display()), e))?;
@@ -282,7 +306,7 @@ fn common_config(listen: SocketAddr) -> String {
     // `user=root`: dnsmasq would otherwise drop to `nobody`, and could then neither re-create its
     // log after a rotation (SIGUSR2) in a root-owned state dir nor be trusted to keep nftset rights.
     format!(
-        "listen-address={}\nport={}\nbind-interfaces\nno-resolv\nno-hosts\npid-file=\nuser=root\n",
+        "listen-address={}\nport={}\nbind-interfaces\nno-resolv\nno-hosts\nuser=root\n",
         listen.ip(),
         listen.port()
     )

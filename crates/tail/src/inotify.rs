@@ -3,7 +3,7 @@
 use std::ffi::OsStr;
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Instant;
@@ -49,6 +49,31 @@ impl Inotify {
         poll_readable(self.fd.as_fd(), deadline)
     }
 
+    /// Like [`Inotify::poll`], also returning early when `extra` becomes readable; returns
+    /// (events ready, `extra` readable).
+    pub(crate) fn poll_with(
+        &self,
+        extra: BorrowedFd<'_>,
+        deadline: Option<Instant>,
+    ) -> io::Result<(bool, bool)> {
+        loop {
+            let mut fds = [
+                PollFd::new(&self.fd, PollFlags::IN),
+                PollFd::new(&extra, PollFlags::IN),
+            ];
+            match rustix::event::poll(&mut fds, timespec_until(deadline).as_ref()) {
+                Ok(0) => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Ok((false, false));
+                    }
+                }
+                Ok(_) => return Ok((!fds[0].revents().is_empty(), !fds[1].revents().is_empty())),
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     /// Reads every queued event without blocking and hands each to `f`.
     pub(crate) fn drain(&mut self, f: &mut dyn FnMut(Event<'_>)) -> io::Result<()> {
         let mut reader = inotify::Reader::new(&self.fd, &mut self.buf);
@@ -76,14 +101,7 @@ pub(crate) fn poll_readable(
 ) -> io::Result<bool> {
     loop {
         let mut fds = [PollFd::new(&fd, PollFlags::IN)];
-        let timeout = deadline.map(|d| {
-            let left = d.saturating_duration_since(Instant::now());
-            Timespec {
-                tv_sec: left.as_secs().min(i64::MAX as u64) as i64,
-                tv_nsec: i64::from(left.subsec_nanos()),
-            }
-        });
-        match rustix::event::poll(&mut fds, timeout.as_ref()) {
+        match rustix::event::poll(&mut fds, timespec_until(deadline).as_ref()) {
             Ok(0) => {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     return Ok(false);
@@ -94,6 +112,17 @@ pub(crate) fn poll_readable(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// The time left until `deadline`, as `poll` takes it (`None`: forever).
+fn timespec_until(deadline: Option<Instant>) -> Option<Timespec> {
+    deadline.map(|d| {
+        let left = d.saturating_duration_since(Instant::now());
+        Timespec {
+            tv_sec: left.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: i64::from(left.subsec_nanos()),
+        }
+    })
 }
 
 #[cfg(test)]

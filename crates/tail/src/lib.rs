@@ -46,4 +46,4 @@ pub use cursor::{Cursor, CursorFile};
 pub use dirwatch::DirWatcher;
 pub use error::{Error, ErrorKind};
 pub use follower::{Follower, Options, Record, Start, Stats};
-pub use set::{FollowSet, Key};
+pub use set::{FollowSet, Key, Waker};

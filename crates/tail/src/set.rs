@@ -1,5 +1,6 @@
 //! Many followers (and watched directories) on one thread and one inotify instance.
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -26,8 +27,10 @@ const ANY_CHANGE_MASK: WatchFlags = WatchFlags::CREATE
     .union(WatchFlags::MOVE_SELF)
     .union(WatchFlags::ONLYDIR);
 
-/// Directories watched for any change; a missing one is watched through its parent.
+/// Directories watched for any change (or for changes to some names); a missing one is
+/// watched through its parent.
 struct Dirs {
+    role: Role,
     dirs: Vec<PathBuf>,
     wds: Vec<Option<i32>>,
     /// Watches on the parents of missing directories.
@@ -70,6 +73,19 @@ pub struct FollowSet {
     opts: Options,
     /// Members read since the last wait: their buffers are shrunk before blocking again.
     touched: Vec<Key>,
+    waker: Option<Waker>,
+}
+
+/// Wakes a [`FollowSet`]'s [`FollowSet::wait`] from any thread.
+#[derive(Clone, Debug)]
+pub struct Waker(Arc<OwnedFd>);
+
+impl Waker {
+    /// Makes the set's current or next `wait` return.
+    pub fn wake(&self) {
+        // A full counter (2^64 - 2 wakes unread) cannot happen; the wait returns either way.
+        let _ = rustix::io::write(&*self.0, &1u64.to_ne_bytes());
+    }
 }
 
 impl FollowSet {
@@ -86,6 +102,7 @@ impl FollowSet {
             free: Vec::new(),
             opts: options,
             touched: Vec::new(),
+            waker: None,
         }
     }
 
@@ -122,6 +139,7 @@ impl FollowSet {
     pub fn watch_dirs(&mut self, dirs: &[PathBuf]) -> Key {
         let slot = self.slot();
         let mut d = Dirs {
+            role: Role::AnyChange,
             dirs: dirs.to_vec(),
             wds: vec![None; dirs.len()],
             parents: Vec::new(),
@@ -129,6 +147,44 @@ impl FollowSet {
         add_dir_watches(self.reg.as_ref(), slot, &mut d);
         self.members[slot] = Some(Member::Dirs(d));
         Key(slot)
+    }
+
+    /// Watches `dir` (which need not exist yet) for changes to the entries called one of
+    /// `names` (created, written, removed, renamed), and for `dir` itself going or coming:
+    /// [`FollowSet::wait`] names the returned key then. Other entries of `dir` wake nothing.
+    pub fn watch_names(&mut self, dir: &Path, names: &[&str]) -> Key {
+        let slot = self.slot();
+        let names: Box<[Box<[u8]>]> = names.iter().map(|n| n.as_bytes().into()).collect();
+        let mut d = Dirs {
+            role: Role::Names(names),
+            dirs: vec![dir.to_path_buf()],
+            wds: vec![None],
+            parents: Vec::new(),
+        };
+        add_dir_watches(self.reg.as_ref(), slot, &mut d);
+        self.members[slot] = Some(Member::Dirs(d));
+        Key(slot)
+    }
+
+    /// A handle that wakes [`FollowSet::wait`] from another thread (its `ready` list may then
+    /// be empty): for a thread that also takes commands from a channel.
+    pub fn waker(&mut self) -> Result<Waker, Error> {
+        if self.waker.is_none() {
+            let fd = rustix::event::eventfd(
+                0,
+                rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+            )
+            .map_err(|e| Error::io("create an eventfd", Path::new("-"), e.into()))?;
+            self.waker = Some(Waker(Arc::new(fd)));
+        }
+        Ok(self.waker.clone().expect("just set"))
+    }
+
+    /// Whether the waker was used since the last call (and forgets it).
+    fn take_woken(&self) -> bool {
+        let Some(w) = &self.waker else { return false };
+        let mut buf = [0u8; 8];
+        matches!(rustix::io::read(&*w.0, &mut buf), Ok(8))
     }
 
     /// Stops following (closing files and watches).
@@ -230,11 +286,29 @@ impl FollowSet {
                 next_deadline = earliest(next_deadline, Some(now + Duration::from_secs(1)));
             }
             let all = self.owners();
-            let arrived = reg
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .wait(next_deadline, &all)
-                .map_err(|e| Error::io("wait on inotify", Path::new("-"), e))?;
+            let arrived = match &self.waker {
+                Some(waker) => {
+                    let (arrived, woken) = reg
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .wait_or_wake(next_deadline, &all, waker.0.as_fd())
+                        .map_err(|e| Error::io("wait on inotify", Path::new("-"), e))?;
+                    if woken && self.take_woken() {
+                        if arrived {
+                            self.collect_woken(&reg, ready);
+                        }
+                        ready.sort_unstable();
+                        ready.dedup();
+                        return Ok(());
+                    }
+                    arrived
+                }
+                None => reg
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .wait(next_deadline, &all)
+                    .map_err(|e| Error::io("wait on inotify", Path::new("-"), e))?,
+            };
             if arrived {
                 self.collect_woken(&reg, ready);
             }
@@ -319,6 +393,9 @@ impl FollowSet {
     /// Without inotify: one poll round (sleeping at most the poll interval).
     fn poll_once(&mut self, deadline: Option<Instant>, ready: &mut Vec<Key>) -> Result<(), Error> {
         loop {
+            if self.take_woken() {
+                return Ok(());
+            }
             for (i, m) in self.members.iter().enumerate() {
                 match m {
                     Some(Member::File(f)) if f.poll_pending() => ready.push(Key(i)),
@@ -360,7 +437,7 @@ fn add_dir_watches(reg: Option<&Arc<Mutex<Watches>>>, owner: Owner, d: &mut Dirs
     }
     for (dir, slot) in d.dirs.iter().zip(d.wds.iter_mut()) {
         if slot.is_none() {
-            *slot = r.add(owner, Role::AnyChange, dir, ANY_CHANGE_MASK).ok();
+            *slot = r.add(owner, d.role.clone(), dir, ANY_CHANGE_MASK).ok();
         }
     }
     // Parents are watched by the same role as the directories, so that a missing directory's

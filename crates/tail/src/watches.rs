@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Instant;
@@ -35,6 +36,9 @@ pub(crate) enum Role {
     File,
     /// A watched directory where any change matters (allow-list reloads).
     AnyChange,
+    /// A watched directory where changes to these names matter (and the directory's own
+    /// loss).
+    Names(Box<[Box<[u8]>]>),
 }
 
 /// What happened to an owner since it last looked.
@@ -156,6 +160,21 @@ impl Watches {
         Ok(true)
     }
 
+    /// Like [`Watches::wait`], also returning when `waker` becomes readable; returns (events
+    /// arrived, woken).
+    pub(crate) fn wait_or_wake(
+        &mut self,
+        deadline: Option<Instant>,
+        all: &[Owner],
+        waker: BorrowedFd<'_>,
+    ) -> io::Result<(bool, bool)> {
+        let (events, woken) = self.ino.poll_with(waker, deadline)?;
+        if events {
+            self.drain(all)?;
+        }
+        Ok((events, woken))
+    }
+
     /// Sorts every queued event to its owners without blocking.
     pub(crate) fn drain(&mut self, all: &[Owner]) -> io::Result<()> {
         let owners = &mut self.owners;
@@ -180,6 +199,14 @@ impl Watches {
                     Role::AnyChange => {
                         wake.relevant = true;
                         wake.dir_lost |= lost;
+                    }
+                    Role::Names(names) => {
+                        if lost {
+                            wake.relevant = true;
+                            wake.dir_lost = true;
+                        } else if names.iter().any(|n| ev.name.as_bytes() == &n[..]) {
+                            wake.relevant = true;
+                        }
                     }
                     Role::Ancestor => wake.ancestor_changed = true,
                     Role::Entry(name) => {

@@ -41,14 +41,27 @@ impl SharedAllowList {
         shared
     }
 
+    /// Loads the allow-list of `state_dir` without a thread of its own: the caller calls
+    /// [`SharedAllowList::reload`] when its files change (host-wide, the dns thread watches
+    /// every container's files on one inotify instance).
+    pub fn load(state_dir: &Path, last_error: &mut Option<String>) -> SharedAllowList {
+        SharedAllowList {
+            current: Arc::new(Mutex::new(Arc::new(load(state_dir, last_error)))),
+            generation: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Reads the files again and puts the new list in force.
+    pub fn reload(&self, state_dir: &Path, last_error: &mut Option<String>) {
+        let list = load(state_dir, last_error);
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(list);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
     fn reload_loop(self, mut watcher: DirWatcher, dir: PathBuf, mut last_error: Option<String>) {
         loop {
             match watcher.wait(None) {
-                Ok(true) => {
-                    let list = load(&dir, &mut last_error);
-                    *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(list);
-                    self.generation.fetch_add(1, Ordering::Release);
-                }
+                Ok(true) => self.reload(&dir, &mut last_error),
                 Ok(false) => {}
                 Err(err) => {
                     eprintln!("shield-watch: dns: stopped watching the allow-list files: {err}");

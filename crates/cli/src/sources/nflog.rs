@@ -74,33 +74,14 @@ impl NflogSource {
                 if closed {
                     return;
                 }
-                let event = match message {
-                    Message::Packet(packet) => {
-                        let ts = packet
-                            .timestamp()
-                            .and_then(|t| jiff::Timestamp::try_from(t).ok())
-                            .map_or_else(now_timestamp, format_timestamp);
-                        let Some(headers) = packet.headers() else {
-                            self.summary.skip(Source::Nflog, "unparsable_packet");
-                            return;
-                        };
-                        let logged = logged_packet(&packet, &headers);
-                        let mut event = packet_event(&logged, &ts, &self.container, &ifname);
-                        if let Some(cache) = &self.cache {
-                            let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
-                            if let Some(resolved) = cache.lookup(headers.dest) {
-                                name_destination(&mut event, resolved.name, resolved.cname);
-                            }
-                        }
-                        event
-                    }
-                    Message::Lost { count } => {
-                        let mut counts = self.summary.lock();
-                        counts.overruns += 1;
-                        counts.lost += count.unwrap_or(0);
-                        drop(counts);
-                        lost_packets(count, &now_timestamp(), &self.container)
-                    }
+                let Some(event) = message_event(
+                    message,
+                    &self.container,
+                    self.cache.as_deref(),
+                    &ifname,
+                    &self.summary,
+                ) else {
+                    return;
                 };
                 closed = self.tx.send(Msg::Event(event, None)).is_err();
             });
@@ -114,6 +95,46 @@ impl NflogSource {
                 );
                 return;
             }
+        }
+    }
+}
+
+/// The event for one NFLOG message of `container`'s group: a packet, named from the
+/// container's own domain cache, or a loss notice. `None` for a packet whose headers cannot be
+/// parsed (counted).
+pub fn message_event(
+    message: Message<'_>,
+    container: &str,
+    cache: Option<&Mutex<DomainCache>>,
+    ifname: &dyn Fn(u32) -> Option<String>,
+    summary: &Summary,
+) -> Option<shield_event::Event> {
+    match message {
+        Message::Packet(packet) => {
+            let ts = packet
+                .timestamp()
+                .and_then(|t| jiff::Timestamp::try_from(t).ok())
+                .map_or_else(now_timestamp, format_timestamp);
+            let Some(headers) = packet.headers() else {
+                summary.skip(Source::Nflog, "unparsable_packet");
+                return None;
+            };
+            let logged = logged_packet(&packet, &headers);
+            let mut event = packet_event(&logged, &ts, container, ifname);
+            if let Some(cache) = cache {
+                let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(resolved) = cache.lookup(headers.dest) {
+                    name_destination(&mut event, resolved.name, resolved.cname);
+                }
+            }
+            Some(event)
+        }
+        Message::Lost { count } => {
+            let mut counts = summary.lock();
+            counts.overruns += 1;
+            counts.lost += count.unwrap_or(0);
+            drop(counts);
+            Some(lost_packets(count, &now_timestamp(), container))
         }
     }
 }

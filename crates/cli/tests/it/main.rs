@@ -5,6 +5,7 @@ mod confine;
 mod dns;
 mod exit;
 mod flags;
+mod host;
 mod nflog;
 mod rotation;
 mod scene;
