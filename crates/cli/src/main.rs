@@ -267,7 +267,7 @@ struct Launcher<'a> {
 }
 
 impl Launcher<'_> {
-    /// Starts a thread per selected source; returns how many ready reports main must wait for.
+    /// Starts a thread per source; returns how many ready reports main must wait for.
     ///
     /// What needs privileges comes first: creating missing logs, and the nflog thread, which
     /// confines itself once bound. Then this thread confines itself, and the file sources start
@@ -284,25 +284,24 @@ impl Launcher<'_> {
         if cache.is_some() {
             self.ensure_file(Source::Dns, "dnsmasq.log");
         }
+        // Every source thread reports once; main waits for each (the cache-only reading of the
+        // query log too: nflog events must not come out before it is primed) and lists only the
+        // selected sources in the ready line.
+        let mut threads = 0;
         if selected.contains(&Source::Nflog) {
             self.nflog(cache.clone(), confinement.clone());
+            threads += 1;
         }
         confinement.apply_here("main");
-
-        let mut expected = selected.len();
         if selected.contains(&Source::Audit) {
             self.audit();
+            threads += 1;
         }
         if let Some(cache) = cache {
-            let emit = selected.contains(&Source::Dns);
-            // Even when only the cache is wanted, nflog events must not come out before it is
-            // primed: main waits for this thread too, and lists it only when selected.
-            if !emit {
-                expected += 1;
-            }
-            self.query_log(cache, emit);
+            self.query_log(cache, selected.contains(&Source::Dns));
+            threads += 1;
         }
-        expected
+        threads
     }
 
     fn options(&self) -> shield_tail::Options {
