@@ -9,16 +9,7 @@ use rustix::fs::inotify::{ReadFlags, WatchFlags};
 use crate::error::Error;
 use crate::inotify::Inotify;
 
-const MASK: WatchFlags = WatchFlags::CREATE
-    .union(WatchFlags::DELETE)
-    .union(WatchFlags::MODIFY)
-    .union(WatchFlags::CLOSE_WRITE)
-    .union(WatchFlags::MOVED_FROM)
-    .union(WatchFlags::MOVED_TO)
-    .union(WatchFlags::ATTRIB)
-    .union(WatchFlags::DELETE_SELF)
-    .union(WatchFlags::MOVE_SELF)
-    .union(WatchFlags::ONLYDIR);
+const MASK: WatchFlags = crate::watches::ANY_CHANGE_MASK;
 
 /// How often a missing directory (or, without inotify, every directory) is looked at: well
 /// within the one second the allow-list reload is allowed.

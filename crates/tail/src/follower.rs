@@ -1065,17 +1065,26 @@ impl Follower {
             if self.poll_pending() {
                 return Ok(());
             }
-            let mut nap = self.opts.poll_interval;
-            if let Some(d) = deadline {
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Ok(());
-                }
-                nap = nap.min(left);
+            if !nap(self.opts.poll_interval, deadline) {
+                return Ok(());
             }
-            std::thread::sleep(nap);
         }
     }
+}
+
+/// Sleeps one poll interval, or until `deadline` if that comes first; false when the deadline
+/// has passed (nothing slept).
+pub(crate) fn nap(interval: Duration, deadline: Option<Instant>) -> bool {
+    let mut nap = interval;
+    if let Some(d) = deadline {
+        let left = d.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        nap = nap.min(left);
+    }
+    std::thread::sleep(nap);
+    true
 }
 
 impl Drop for Follower {

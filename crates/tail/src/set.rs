@@ -5,27 +5,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use rustix::fs::inotify::WatchFlags;
-
 use crate::error::Error;
-use crate::follower::{earliest, Follower, Options, Start};
-use crate::watches::{Owner, Role, Watches};
+use crate::follower::{earliest, nap, Follower, Options, Start};
+use crate::watches::{Owner, Role, Watches, ANY_CHANGE_MASK};
 
 /// Names one member of a [`FollowSet`]: a followed file, or a group of watched directories.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key(usize);
-
-/// Any change in a directory (allow-list reloads).
-const ANY_CHANGE_MASK: WatchFlags = WatchFlags::CREATE
-    .union(WatchFlags::DELETE)
-    .union(WatchFlags::MODIFY)
-    .union(WatchFlags::CLOSE_WRITE)
-    .union(WatchFlags::MOVED_FROM)
-    .union(WatchFlags::MOVED_TO)
-    .union(WatchFlags::ATTRIB)
-    .union(WatchFlags::DELETE_SELF)
-    .union(WatchFlags::MOVE_SELF)
-    .union(WatchFlags::ONLYDIR);
 
 /// Directories watched for any change (or for changes to some names); a missing one is
 /// watched through its parent.
@@ -413,15 +399,9 @@ impl FollowSet {
                 return Ok(());
             }
             ready.clear();
-            let mut nap = self.opts.poll_interval;
-            if let Some(d) = deadline {
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Ok(());
-                }
-                nap = nap.min(left);
+            if !nap(self.opts.poll_interval, deadline) {
+                return Ok(());
             }
-            std::thread::sleep(nap);
         }
     }
 }
