@@ -1,13 +1,16 @@
-//! `cargo xtask demo`: a real shielded container in one command, with shield-watch's stream live.
+//! `cargo xtask demo`: real shielded containers in one command, with shield-watch's stream live.
 //!
-//! Installs what a fresh Debian-family machine lacks, builds the release binary, and plays
+//! Installs what a fresh Debian-family machine lacks, builds the release binary, and plays a
 //! [`shield_lab::Scene`] at a human pace: one narrated step a second on stderr, shield-watch's own
-//! output on stdout (`--format text` on a terminal, JSON lines otherwise). Ctrl-C, a failure and
-//! the normal end all tear everything down the same way, and the last line says whether anything
-//! was left behind.
+//! output on stdout (`--format text` on a terminal, JSON lines otherwise or with `--json`). By
+//! default the host-wide scene: two containers side by side under one state root, one
+//! `shield-watch --state-root` following both; `--single` plays the one-container scene
+//! (`--state-dir`). `--quick` skips the pauses. Nothing is read from stdin, so it also runs
+//! unattended. Ctrl-C, a failure and the normal end all tear everything down the same way, and
+//! the last line says whether anything was left behind.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -19,7 +22,33 @@ use shield_lab::{leftovers, ErrorKind, Scene};
 /// The pause between steps, so a person can follow.
 const PACE: Duration = Duration::from_secs(1);
 
-pub(crate) fn run() -> Result<()> {
+/// What `cargo xtask demo` was asked for.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Options {
+    /// The one-container scene instead of the host-wide one.
+    single: bool,
+    /// JSON lines even on a terminal.
+    json: bool,
+    /// No pause between steps.
+    quick: bool,
+}
+
+impl Options {
+    pub(crate) fn parse(args: &[String]) -> Result<Options> {
+        let mut options = Options::default();
+        for arg in args {
+            match arg.as_str() {
+                "--single" => options.single = true,
+                "--json" => options.json = true,
+                "--quick" => options.quick = true,
+                other => bail!("unknown demo option {other:?} (known: --single, --json, --quick)"),
+            }
+        }
+        Ok(options)
+    }
+}
+
+pub(crate) fn run(options: &Options) -> Result<()> {
     install_missing()?;
 
     let mut build = crate::cargo();
@@ -37,12 +66,12 @@ pub(crate) fn run() -> Result<()> {
 
     // Namespaces are `shield-demo-PID-N`: the leftovers check sees this run's only.
     let prefix = format!("shield-demo-{}", std::process::id());
-    let played = play(&binary, "shield-demo", &interrupted);
+    let played = play(&binary, "shield-demo", options, &interrupted);
     // Everything the scene made is gone by now (dropped inside `play`, also on failure).
     let left = leftovers(&prefix);
     if left.is_empty() {
         eprintln!(
-            "demo: torn down; nothing left behind (namespace, nft table, dnsmasq, state dir)"
+            "demo: torn down; nothing left behind (namespaces, nft tables, dnsmasqs, state dirs)"
         );
     } else {
         eprintln!("demo: left behind: {}", left.join("; "));
@@ -54,35 +83,81 @@ pub(crate) fn run() -> Result<()> {
     Ok(())
 }
 
-fn play(binary: &std::path::Path, prefix: &str, interrupted: &Arc<AtomicBool>) -> Result<()> {
-    let text = std::io::stdout().is_terminal();
+fn play(
+    binary: &Path,
+    prefix: &str,
+    options: &Options,
+    interrupted: &Arc<AtomicBool>,
+) -> Result<()> {
+    let text = !options.json && std::io::stdout().is_terminal();
     // shield-watch's stdout is a pipe to the scene, so colour has to be asked for.
     let format: &[&str] = if text {
         &["--format", "text", "--color", "always"]
     } else {
         &[]
     };
-    narrate("building a shielded container: namespace, nftables shield, two dnsmasqs, state dir");
-    let mut scene = Scene::start(binary, format, prefix).context("cannot set the scene up")?;
+    let (mut scene, steps) = if options.single {
+        narrate(
+            "building a shielded container: namespace, nftables shield, two dnsmasqs, state dir",
+        );
+        let scene = Scene::start(binary, format, prefix).context("cannot set the scene up")?;
+        narrate(&format!(
+            "{} (state dir {}, namespace {})",
+            scene.ready_line(),
+            scene.state_dir().display(),
+            scene.netns().name()
+        ));
+        if !scene.ready_line().ends_with("(audit,dns,nflog)") {
+            narrate(
+                "not every source is running: the steps that need the missing one will time out",
+            );
+        }
+        (scene, Scene::steps())
+    } else {
+        narrate("building two shielded containers side by side, alpha and beta: each its own namespace, nftables shield and two dnsmasqs (the resolver started as terok-shield starts it, --conf-file=STATE/dnsmasq.conf), their state dirs under one state root");
+        let scene = Scene::start_host(binary, format, prefix).context("cannot set the scene up")?;
+        let containers: Vec<String> = scene
+            .containers()
+            .iter()
+            .map(|(name, ns)| format!("{name} in namespace {}", ns.name()))
+            .collect();
+        let command: Vec<String> = ["shield-watch", "--state-root"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([scene.root().display().to_string()])
+            .chain(format.iter().map(|s| s.to_string()))
+            .collect();
+        narrate(&format!(
+            "{}; `{}` follows every container in one stream:",
+            containers.join(", "),
+            command.join(" ")
+        ));
+        // shield-watch's own start-up lines: one per container, its confinement, the ready line.
+        for line in scene.startup_lines() {
+            eprintln!("{line}");
+        }
+        let following = scene
+            .containers()
+            .iter()
+            .filter(|(name, _)| {
+                let line = format!("shield-watch: container {name}: following (audit,dns,nflog)");
+                scene.startup_lines().contains(&line)
+            })
+            .count();
+        if following < scene.containers().len() {
+            narrate("not every source runs in every container: the steps that need the missing one will time out");
+        }
+        (scene, Scene::host_steps())
+    };
     scene.set_interrupt(Arc::clone(interrupted));
-    narrate(&format!(
-        "{} (state dir {}, namespace {})",
-        scene.ready_line(),
-        scene.state_dir().display(),
-        scene.netns().name()
-    ));
-    if !scene.ready_line().ends_with("(audit,dns,nflog)") {
-        narrate("not every source is running: the steps that need the missing one will time out");
-    }
 
-    let steps = Scene::steps();
     let mut print = |line: &str| {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{line}");
         let _ = out.flush();
     };
     for (i, step) in steps.iter().enumerate() {
-        pause(interrupted)?;
+        pause(interrupted, options.quick)?;
         narrate(&format!(
             "[{}/{}] {}: {}",
             i + 1,
@@ -96,7 +171,7 @@ fn play(binary: &std::path::Path, prefix: &str, interrupted: &Arc<AtomicBool>) -
             Err(err) => return Err(err).context("the scene failed"),
         }
     }
-    pause(interrupted)?;
+    pause(interrupted, options.quick)?;
     narrate("stopping shield-watch (SIGINT)");
     let finish = scene.finish().context("stopping shield-watch")?;
     for line in &finish.rest {
@@ -116,9 +191,12 @@ fn narrate(line: &str) {
     eprintln!("demo: {line}");
 }
 
-/// The pause between steps, cut short by Ctrl-C.
-fn pause(interrupted: &AtomicBool) -> Result<()> {
-    let end = Instant::now() + PACE;
+/// The pause between steps (none with `--quick`), cut short by Ctrl-C.
+fn pause(interrupted: &AtomicBool, quick: bool) -> Result<()> {
+    let end = Instant::now() + if quick { Duration::ZERO } else { PACE };
+    if interrupted.load(Ordering::Relaxed) {
+        bail!("interrupted");
+    }
     while Instant::now() < end {
         if interrupted.load(Ordering::Relaxed) {
             bail!("interrupted");
@@ -172,5 +250,19 @@ fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => root.join(dir),
         None => root.join("target"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_options() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(Options::parse(&[]).unwrap(), Options::default());
+        let all = Options::parse(&args(&["--single", "--json", "--quick"])).unwrap();
+        assert!(all.single && all.json && all.quick);
+        assert!(Options::parse(&args(&["--host"])).is_err());
     }
 }

@@ -32,7 +32,9 @@ const USAGE: &str = "usage: cargo xtask <ci|bench|setup|dist|deb|demo>
   deb    build target/debian/shield-watch_<version>_<arch>.deb (binary, man page,
          completions, systemd units); with --check (root), also CI's check of it: install,
          run the installed binary, check the units with systemd-analyze, remove
-  demo   (root) a real shielded container, scripted, with shield-watch's stream live";
+  demo   (root) two real shielded containers side by side, scripted, with one host-wide
+         shield-watch --state-root stream live; --single: one container (--state-dir);
+         --json: JSON lines even on a terminal; --quick: no pause between steps";
 
 fn main() -> ExitCode {
     let result = match env::args().nth(1).as_deref() {
@@ -42,7 +44,10 @@ fn main() -> ExitCode {
         Some("dist") => dist(&workspace_root().join("target/dist")).map(|_| ()),
         Some("deb") if env::args().nth(2).as_deref() == Some("--check") => package::check(),
         Some("deb") => package::deb().map(|_| ()),
-        Some("demo") => demo::run(),
+        Some("demo") => {
+            let args: Vec<String> = env::args().skip(2).collect();
+            demo::Options::parse(&args).and_then(|options| demo::run(&options))
+        }
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

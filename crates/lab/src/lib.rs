@@ -55,5 +55,7 @@ pub use ruleset::{
     Ruleset, Terminal, ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6, PREFIX_ALLOWED, PREFIX_BLOCKED,
     PREFIX_DENIED, PREFIX_PRIVATE, PRIVATE_RANGES, TABLE,
 };
-pub use scene::{normalize, Finish, Scene, Step, StepReport, CONTAINER, RECORDS};
+pub use scene::{
+    normalize, Finish, Scene, Step, StepReport, BETA_RECORDS, CONTAINER, HOST, RECORDS,
+};
 pub use statedir::StateDir;

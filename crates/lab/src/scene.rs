@@ -1,48 +1,62 @@
-//! A scripted scene on a real shielded container, watched by the real `shield-watch`: the
-//! end-to-end test and `cargo xtask demo` both run it.
+//! A scripted scene on real shielded containers, watched by the real `shield-watch`: the
+//! end-to-end tests and `cargo xtask demo` run it.
 //!
-//! The scene builds the container the way the shield does and then plays [`Scene::steps`] on it,
+//! The scene builds each container the way the shield does and then plays its steps on them,
 //! one at a time. Each step acts like a container process or an operator (a DNS lookup, one TCP
 //! connection attempt, an allow-list change, an audit entry, a log rotation) and waits, with a
 //! deadline, for exactly the number of events the step must cause. The steps run strictly one
 //! after another and every action waits for its own events before the next one starts, so the
 //! whole stream has one possible order: a test can compare it line by line.
 //!
+//! Two variants: [`Scene::start`] builds one container, `demo`, watched with `--state-dir`, and
+//! plays [`Scene::steps`]; [`Scene::start_host`] builds two, `alpha` and `beta` ([`HOST`]), under
+//! one state root watched with `--state-root` (host-wide mode, `docs/CONTRACT.md` §9), and plays
+//! [`Scene::host_steps`] in both.
+//!
 //! | what | where |
 //! |---|---|
-//! | namespace | `PREFIX-PID-N`, uplink `198.51.100.1/24`, `2001:db8:1::1/64` |
+//! | namespace, one per container | `PREFIX-PID-N`, uplink `198.51.100.1/24`, `2001:db8:1::1/64` |
 //! | ruleset | [`crate::Ruleset::shield`] group 100; deny set `203.0.113.250`; `192.0.2.0/24` plays a private range |
-//! | "the internet" | dnsmasq on `127.0.0.2:5353` in the namespace ([`RECORDS`]) |
-//! | the shield's resolver | dnsmasq on `127.0.0.1:53`, nftset for `github.com`, log in the state dir |
-//! | state dir | `/tmp/shield-lab/NAMESPACE-state/demo` (domain files, tier `dnsmasq-live`) |
-//! | shield-watch | `--state-dir DIR --netns /run/netns/NAMESPACE --container demo` + the caller's args |
+//! | "the internet" | dnsmasq on `127.0.0.2:5353` in the namespace ([`RECORDS`]; `beta`: [`BETA_RECORDS`]) |
+//! | the shield's resolver | dnsmasq on `127.0.0.1:53`, nftset for the allowed domains (`github.com`; `beta`: `pypi.org`), log in the state dir; host-wide started as terok-shield starts it (`--conf-file=STATE/dnsmasq.conf`, `STATE/dnsmasq.pid`) |
+//! | state dir | `/tmp/shield-lab/NAMESPACE-state/demo`; host-wide `/tmp/shield-lab/NAMESPACE-state/containers/NAME` under the state root `/tmp/shield-lab/NAMESPACE-state` (domain files, tier `dnsmasq-live`) |
+//! | shield-watch | `--state-dir DIR --netns /run/netns/NAMESPACE --container demo`; host-wide `--state-root ROOT`; then the caller's args |
 
+mod steps;
+mod watch;
+
+use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Write as _};
+use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustix::process::{kill_process, Pid, Signal};
+use rustix::process::Signal;
 
+use self::steps::Action;
+pub use self::steps::Step;
+use self::watch::Watch;
 use crate::dig::dig;
-use crate::dnsmasq::{Dnsmasq, CONF_ROOT};
+use crate::dnsmasq::{Dnsmasq, ShieldedOptions, CONF_ROOT};
 use crate::error::{Error, ErrorKind};
 use crate::netns::Netns;
 use crate::preflight::preflight;
 use crate::ruleset::{Ruleset, PRIVATE_RANGES};
 use crate::statedir::StateDir;
 
-/// The name the scene's container goes by: the state dir's basename and `--container`.
+/// The name the single scene's container goes by: the state dir's basename and `--container`.
 pub const CONTAINER: &str = "demo";
 
-/// What "the internet" resolves. Every other name is NXDOMAIN.
+/// The host-wide scene's containers, in the order [`Scene::host_steps`] index them.
+pub const HOST: [&str; 2] = ["alpha", "beta"];
+
+/// What "the internet" resolves for `demo` and `alpha`. Every other name is NXDOMAIN.
 pub const RECORDS: &[(&str, &str)] = &[
     ("github.com", "203.0.113.11"),
     ("api.github.com", "203.0.113.10"),
@@ -51,9 +65,22 @@ pub const RECORDS: &[(&str, &str)] = &[
     ("tracker.example.net", "203.0.113.77"),
 ];
 
-/// The container's allow list (`profile.domains` of the domain-files layout, and the resolver's nftset domains).
+/// What "the internet" resolves for `beta`: `mirror.example.org` has the address that
+/// `evil.example.com` has for `alpha`, so one address means a different name in each container.
+pub const BETA_RECORDS: &[(&str, &str)] = &[
+    ("pypi.org", "203.0.113.20"),
+    ("github.com", "203.0.113.11"),
+    ("mirror.example.org", "203.0.113.66"),
+    ("ads.example.com", "203.0.113.250"),
+    ("tracker.example.net", "203.0.113.77"),
+];
+
+/// The allow list of `demo` and `alpha` (`profile.domains` of the domain-files layout, and the
+/// resolver's nftset domains).
 const ALLOWED: &[&str] = &["github.com"];
-/// The container's `denied.domains`; the deny set holds its address.
+/// The allow list of `beta`.
+const BETA_ALLOWED: &[&str] = &["pypi.org"];
+/// Every container's `denied.domains`; the deny set holds its address.
 const DENIED: &[&str] = &["ads.example.com"];
 const DENIED_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 250);
 /// Tests may only send to TEST-NET, so one TEST-NET block plays a private LAN range.
@@ -63,84 +90,6 @@ const NFLOG_GROUP: u16 = 100;
 /// Bound on every single wait (a process starting, an event arriving). Generous: the machines are
 /// shared and slow, and a passing run never waits for it.
 const DEADLINE: Duration = Duration::from_secs(20);
-
-/// One step of the scene: what happens, in a sentence for a person, and the actions behind it.
-#[derive(Debug, Clone)]
-pub struct Step {
-    /// A short identifier, e.g. `raw-ip`.
-    pub name: &'static str,
-    /// One line for a person: what the step does and what shield-watch should show.
-    pub narration: &'static str,
-    actions: Vec<Action>,
-}
-
-impl Step {
-    /// How many events the step must cause.
-    pub fn expected_events(&self) -> usize {
-        self.actions.iter().map(Action::events).sum()
-    }
-}
-
-/// What one action does; each waits for its own events before the next action starts.
-#[derive(Debug, Clone)]
-enum Action {
-    /// `dig NAME TYPE` at the shield's resolver, from inside the container.
-    Lookup {
-        name: &'static str,
-        qtype: &'static str,
-        events: usize,
-    },
-    /// One TCP SYN to this address from inside the container (see [`crate::probe::send_one_syn`]).
-    Connect { dest: &'static str, events: usize },
-    /// The operator appends a domain to `live.domains` (no event by itself).
-    AllowLive(&'static str),
-    /// An audit entry `action` with `dest` and `detail`, as the shield writes it.
-    Audit {
-        action: &'static str,
-        dest: &'static str,
-        detail: &'static str,
-    },
-    /// Looks `name` up, then `marker` (a blocked name), until only the marker is reported:
-    /// shield-watch has reloaded the allow list. One event: the marker's.
-    UntilAllowed {
-        name: &'static str,
-        marker: &'static str,
-    },
-    /// Real logrotate: `dnsmasq.log` → `dnsmasq.log.1`, postrotate SIGUSR2 to the resolver;
-    /// returns once dnsmasq has created the new log. No event by itself.
-    Rotate,
-}
-
-impl Action {
-    fn events(&self) -> usize {
-        match self {
-            Action::Lookup { events, .. } | Action::Connect { events, .. } => *events,
-            Action::Audit { .. } | Action::UntilAllowed { .. } => 1,
-            Action::AllowLive(_) | Action::Rotate => 0,
-        }
-    }
-}
-
-fn lookup(name: &'static str, qtype: &'static str, events: usize) -> Action {
-    Action::Lookup {
-        name,
-        qtype,
-        events,
-    }
-}
-
-/// A connection attempt the shield logs exactly once.
-fn connect(dest: &'static str) -> Action {
-    Action::Connect { dest, events: 1 }
-}
-
-fn audit(action: &'static str, dest: &'static str, detail: &'static str) -> Action {
-    Action::Audit {
-        action,
-        dest,
-        detail,
-    }
-}
 
 /// What a step produced.
 #[derive(Debug, Clone, Default)]
@@ -164,29 +113,28 @@ pub struct Finish {
     pub stderr: Vec<String>,
 }
 
-/// A shielded container with shield-watch following it. Dropping it tears everything down (the
-/// watcher, both dnsmasqs, the namespace with its ruleset, the state dir), also on a panic.
+/// How one container of a scene is set up.
+struct Setup {
+    name: &'static str,
+    records: &'static [(&'static str, &'static str)],
+    allowed: &'static [&'static str],
+}
+
+/// One shielded container of a scene. Fields drop in order: the resolvers (which live in the
+/// namespace), then the namespace with its ruleset.
 #[derive(Debug)]
-pub struct Scene {
-    // Fields drop in this order: the watcher first (it holds a socket in the namespace), then the
-    // resolvers, then the namespace, then the state dir.
-    watch: Watch,
+struct Shielded {
+    name: &'static str,
     resolver: Dnsmasq,
     #[allow(dead_code)] // Held for its Drop: the resolver forwards to it.
     internet: Dnsmasq,
     ns: Netns,
-    dir: SceneDir,
     state: PathBuf,
-    ready: String,
-    interrupt: Option<Arc<AtomicBool>>,
 }
 
-impl Scene {
-    /// Builds the container (namespace `prefix-PID-N`), starts `binary` on it with `watch_args`
-    /// after the scene's own `--state-dir`, `--netns` and `--container`, and returns once
-    /// shield-watch printed its ready line (whichever sources it names: see [`Scene::ready_line`]).
-    pub fn start(binary: &Path, watch_args: &[&str], prefix: &str) -> Result<Scene, Error> {
-        preflight()?;
+impl Shielded {
+    /// A namespace with its uplink and the shield's ruleset.
+    fn namespace(prefix: &str) -> Result<Netns, Error> {
         let ns = Netns::create(prefix)?;
         ns.with_uplink()?;
         let mut private: Vec<&str> = PRIVATE_RANGES.to_vec();
@@ -195,13 +143,16 @@ impl Scene {
             .deny(&[IpAddr::V4(DENIED_IP)])
             .private_ranges(&private)
             .load(&ns)?;
+        Ok(ns)
+    }
 
-        let dir = SceneDir::create(&ns)?;
-        let state = dir.path.join(CONTAINER);
-        StateDir::domain_files(&state, "dnsmasq-live", ALLOWED, DENIED)
+    /// The state dir `state`, then the two dnsmasqs in `ns` (terok-shield's order); with
+    /// `terok_layout` the resolver is started as terok-shield starts it.
+    fn start(setup: &Setup, ns: Netns, state: PathBuf, terok_layout: bool) -> Result<Self, Error> {
+        StateDir::domain_files(&state, "dnsmasq-live", setup.allowed, DENIED)
             .map_err(|e| Error::io(format!("writing the state dir {}", state.display()), e))?;
-
-        let records = RECORDS
+        let records = setup
+            .records
             .iter()
             .map(|(name, ip)| {
                 let ip = ip.parse().map_err(|_| {
@@ -211,96 +162,132 @@ impl Scene {
             })
             .collect::<Result<Vec<(&str, IpAddr)>, Error>>()?;
         let internet = Dnsmasq::upstream(Some(&ns), [127, 0, 0, 2].into(), 5353, &records)?;
-        let resolver = Dnsmasq::shielded(&ns, &state, internet.addr(), ALLOWED)?;
-
-        let mut watch = Watch::spawn(binary, &state, &ns, watch_args)?;
-        let ready = watch.wait_ready()?;
-        Ok(Scene {
-            watch,
+        let options = ShieldedOptions {
+            terok_layout,
+            ..ShieldedOptions::default()
+        };
+        let resolver =
+            Dnsmasq::shielded_with(&ns, &state, internet.addr(), setup.allowed, &options)?;
+        Ok(Shielded {
+            name: setup.name,
             resolver,
             internet,
             ns,
-            dir,
             state,
+        })
+    }
+}
+
+/// Shielded containers with shield-watch following them. Dropping it tears everything down (the
+/// watcher, every dnsmasq, the namespaces with their rulesets, the state dirs), also on a panic.
+#[derive(Debug)]
+pub struct Scene {
+    // Fields drop in this order: the watcher first (it holds sockets in the namespaces), then the
+    // containers, then the state dirs.
+    watch: Watch,
+    containers: Vec<Shielded>,
+    dir: SceneDir,
+    ready: String,
+    startup: Vec<String>,
+    interrupt: Option<Arc<AtomicBool>>,
+}
+
+impl Scene {
+    /// Builds the container `demo` (namespace `prefix-PID-N`), starts `binary` on it with
+    /// `watch_args` after the scene's own `--state-dir`, `--netns` and `--container`, and returns
+    /// once shield-watch printed its ready line (whichever sources it names: see
+    /// [`Scene::ready_line`]). Play [`Scene::steps`] on it.
+    pub fn start(binary: &Path, watch_args: &[&str], prefix: &str) -> Result<Scene, Error> {
+        let setup = Setup {
+            name: CONTAINER,
+            records: RECORDS,
+            allowed: ALLOWED,
+        };
+        Scene::build(binary, watch_args, prefix, &[setup], false)
+    }
+
+    /// Builds the containers of [`HOST`] (`alpha` like `demo`; `beta` with [`BETA_RECORDS`] and
+    /// `pypi.org` allowed), each in its own namespace `prefix-PID-N` with its own ruleset and
+    /// dnsmasqs, under one state root; starts `binary` with `--state-root ROOT` and `watch_args`,
+    /// and returns once shield-watch printed its ready line (by then it follows both: see
+    /// [`Scene::startup_lines`]). Play [`Scene::host_steps`] on it.
+    pub fn start_host(binary: &Path, watch_args: &[&str], prefix: &str) -> Result<Scene, Error> {
+        let setups = [
+            Setup {
+                name: HOST[0],
+                records: RECORDS,
+                allowed: ALLOWED,
+            },
+            Setup {
+                name: HOST[1],
+                records: BETA_RECORDS,
+                allowed: BETA_ALLOWED,
+            },
+        ];
+        Scene::build(binary, watch_args, prefix, &setups, true)
+    }
+
+    fn build(
+        binary: &Path,
+        watch_args: &[&str],
+        prefix: &str,
+        setups: &[Setup],
+        host: bool,
+    ) -> Result<Scene, Error> {
+        preflight()?;
+        let mut namespaces = Vec::new();
+        for _ in setups {
+            namespaces.push(Shielded::namespace(prefix)?);
+        }
+        let Some(first) = namespaces.first() else {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "a scene without containers",
+                "",
+            ));
+        };
+        let dir = SceneDir::create(first)?;
+        let mut containers = Vec::new();
+        for (setup, ns) in setups.iter().zip(namespaces) {
+            let state = match host {
+                true => dir.path.join("containers").join(setup.name),
+                false => dir.path.join(setup.name),
+            };
+            containers.push(Shielded::start(setup, ns, state, host)?);
+        }
+        let what: Vec<OsString> = match (host, containers.first()) {
+            (true, _) => vec!["--state-root".into(), dir.path.clone().into()],
+            (false, Some(c)) => vec![
+                "--state-dir".into(),
+                c.state.clone().into(),
+                "--netns".into(),
+                c.ns.path().into(),
+                "--container".into(),
+                c.name.into(),
+            ],
+            (false, None) => Vec::new(),
+        };
+        let mut watch = Watch::spawn(binary, &what, watch_args)?;
+        let ready = watch.wait_ready()?;
+        let startup = watch.seen().to_vec();
+        Ok(Scene {
+            watch,
+            containers,
+            dir,
             ready,
+            startup,
             interrupt: None,
         })
     }
 
-    /// The scene, in order.
+    /// The single-container scene, in order.
     pub fn steps() -> Vec<Step> {
-        use Action::{AllowLive, Rotate, UntilAllowed};
-        vec![
-            Step {
-                name: "allowed-lookups",
-                narration: "api.github.com and github.com resolve: allowed (github.com is on the allow list), so no event",
-                actions: vec![
-                    lookup("api.github.com", "A", 0),
-                    lookup("api.github.com", "AAAA", 0),
-                    lookup("github.com", "A", 0),
-                ],
-            },
-            Step {
-                name: "blocked-lookups",
-                narration: "ads.example.com, evil.example.com (A and AAAA, as getaddrinfo asks) and tracker.example.net are not allowed: blocked_query each",
-                actions: vec![
-                    // Order matters: the later queries prove the earlier replies reached
-                    // shield-watch's domain cache before the connection steps use them.
-                    lookup("ads.example.com", "A", 1),
-                    lookup("evil.example.com", "A", 1),
-                    lookup("evil.example.com", "AAAA", 1),
-                    lookup("tracker.example.net", "A", 1),
-                ],
-            },
-            Step {
-                name: "raw-ip",
-                narration: "TCP to 203.0.113.99:443 and [2001:db8:ffff::99]:443, addresses no lookup returned: the default-deny rule logs TEROK_SHIELD_BLOCKED, queued_connection",
-                actions: vec![
-                    connect("203.0.113.99:443"),
-                    connect("[2001:db8:ffff::99]:443"),
-                ],
-            },
-            Step {
-                name: "resolved-blocked",
-                narration: "TCP to 203.0.113.66:443, where evil.example.com pointed: queued_connection, named evil.example.com from the query log",
-                actions: vec![connect("203.0.113.66:443")],
-            },
-            Step {
-                name: "denied",
-                narration: "TCP to 203.0.113.250:443 (ads.example.com), on the deny list: TEROK_SHIELD_DENIED, blocked_connection",
-                actions: vec![connect("203.0.113.250:443")],
-            },
-            Step {
-                name: "private",
-                narration: "TCP to 192.0.2.10:22 (192.0.2.0/24 plays a private LAN range here): TEROK_SHIELD_PRIVATE, private_range",
-                actions: vec![connect("192.0.2.10:22")],
-            },
-            Step {
-                name: "allowed-connection",
-                narration: "TCP to 203.0.113.10:443: dnsmasq put api.github.com's address into the allow set, so the packet passes, logged TEROK_SHIELD_ALLOWED: allowed_connection",
-                actions: vec![connect("203.0.113.10:443")],
-            },
-            Step {
-                name: "live-allow",
-                narration: "the operator allows tracker.example.net while the container runs (live.domains, audit entry): lookups of it stop being reported, evil.example.com still is",
-                actions: vec![
-                    AllowLive("tracker.example.net"),
-                    audit("allowed", "tracker.example.net", "live allow"),
-                    UntilAllowed {
-                        name: "tracker.example.net",
-                        marker: "evil.example.com",
-                    },
-                ],
-            },
-            Step {
-                name: "rotation",
-                narration: "logrotate moves dnsmasq.log to dnsmasq.log.1 and dnsmasq reopens it (SIGUSR2); the next blocked lookup, late.example.org, still shows",
-                actions: vec![
-                    Rotate,
-                    lookup("late.example.org", "A", 1),
-                ],
-            },
-        ]
+        steps::single()
+    }
+
+    /// The host-wide scene, in order: it plays in both containers of [`HOST`].
+    pub fn host_steps() -> Vec<Step> {
+        steps::host()
     }
 
     /// Plays `step` and returns its events once all have arrived. Every line shield-watch writes
@@ -312,15 +299,16 @@ impl Scene {
         on_line: &mut dyn FnMut(&str),
     ) -> Result<StepReport, Error> {
         let mut report = StepReport::default();
-        for action in &step.actions {
-            self.act(action, on_line, &mut report).map_err(|e| {
-                let more = format!(
-                    "lines seen in this step: {:?}; shield-watch stderr: {:?}",
-                    report.lines,
-                    self.watch.stderr_lines()
-                );
-                e.within(&format!("step `{}`", step.name), &more)
-            })?;
+        for (container, action) in &step.actions {
+            self.act(*container, action, on_line, &mut report)
+                .map_err(|e| {
+                    let more = format!(
+                        "lines seen in this step: {:?}; shield-watch stderr: {:?}",
+                        report.lines,
+                        self.watch.stderr_lines()
+                    );
+                    e.within(&format!("step `{}`", step.name), &more)
+                })?;
         }
         Ok(report)
     }
@@ -336,14 +324,34 @@ impl Scene {
         &self.ready
     }
 
-    /// The container's state directory.
-    pub fn state_dir(&self) -> &Path {
-        &self.state
+    /// Everything shield-watch wrote to stderr up to its ready line, that line included:
+    /// host-wide, one `shield-watch: container NAME: following (...)` line per container.
+    pub fn startup_lines(&self) -> &[String] {
+        &self.startup
     }
 
-    /// The container's namespace.
+    /// The (first) container's state directory.
+    pub fn state_dir(&self) -> &Path {
+        self.containers
+            .first()
+            .map_or(&self.dir.path, |c| c.state.as_path())
+    }
+
+    /// The (first) container's namespace.
     pub fn netns(&self) -> &Netns {
-        &self.ns
+        // `build` refuses a scene without containers.
+        &self.containers[0].ns
+    }
+
+    /// The directory the scene's state lives in: host-wide, the state root given to
+    /// `--state-root` (its containers are under `containers/`).
+    pub fn root(&self) -> &Path {
+        &self.dir.path
+    }
+
+    /// Each container's name and namespace, in the order steps index them.
+    pub fn containers(&self) -> Vec<(&str, &Netns)> {
+        self.containers.iter().map(|c| (c.name, &c.ns)).collect()
     }
 
     /// Stops shield-watch with SIGINT, as a person would, and collects what it wrote after the
@@ -378,24 +386,34 @@ impl Scene {
 
     fn act(
         &mut self,
+        container: usize,
         action: &Action,
         on_line: &mut dyn FnMut(&str),
         report: &mut StepReport,
     ) -> Result<(), Error> {
+        let Some(c) = self.containers.get(container) else {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "a step for container {container}, and the scene has {}",
+                    self.containers.len()
+                ),
+                "",
+            ));
+        };
         match action {
             Action::Lookup { name, qtype, .. } => {
-                dig(&self.ns, self.resolver.addr(), name, qtype)?;
+                dig(&c.ns, c.resolver.addr(), name, qtype)?;
             }
             Action::Connect { dest, .. } => {
                 let dest: SocketAddr = dest.parse().map_err(|_| {
                     Error::new(ErrorKind::InvalidInput, format!("bad address {dest}"), "")
                 })?;
-                self.ns
-                    .run_in(move || crate::probe::send_one_syn(dest))?
+                c.ns.run_in(move || crate::probe::send_one_syn(dest))?
                     .map_err(|e| Error::io(format!("connecting to {dest}"), e))?;
             }
             Action::AllowLive(domain) => {
-                let path = self.state.join("live.domains");
+                let path = c.state.join("live.domains");
                 append(&path, &format!("{domain}\n"))
                     .map_err(|e| Error::io(format!("appending to {}", path.display()), e))?;
             }
@@ -404,14 +422,14 @@ impl Scene {
                 dest,
                 detail,
             } => {
-                let entry = StateDir::audit_entry(CONTAINER, action, Some(dest), Some(detail));
-                StateDir::append_audit(&self.state, &entry)
+                let entry = StateDir::audit_entry(c.name, action, Some(dest), Some(detail));
+                StateDir::append_audit(&c.state, &entry)
                     .map_err(|e| Error::io("appending to audit.jsonl", e))?;
             }
             Action::UntilAllowed { name, marker } => {
-                return self.until_allowed(name, marker, on_line, report)
+                return self.until_allowed(container, name, marker, on_line, report)
             }
-            Action::Rotate => self.rotate()?,
+            Action::Rotate => self.rotate(container)?,
         }
         for _ in 0..action.events() {
             let line = self.next_line(Instant::now() + DEADLINE)?;
@@ -421,11 +439,12 @@ impl Scene {
         Ok(())
     }
 
-    /// Repeats "look `name` up, then `marker`" until the marker's event is the only one: the
-    /// marker (a blocked name, looked up after `name`) proves shield-watch has read past the
-    /// lookup of `name`, so its silence is a verdict, not a delay.
+    /// Repeats "look `name` up, then `marker`" in `container` until the marker's event is the
+    /// only one: the marker (a blocked name, looked up after `name`) proves shield-watch has read
+    /// past the lookup of `name`, so its silence is a verdict, not a delay.
     fn until_allowed(
         &mut self,
+        container: usize,
         name: &str,
         marker: &str,
         on_line: &mut dyn FnMut(&str),
@@ -433,8 +452,11 @@ impl Scene {
     ) -> Result<(), Error> {
         let deadline = Instant::now() + DEADLINE;
         loop {
-            dig(&self.ns, self.resolver.addr(), name, "A")?;
-            dig(&self.ns, self.resolver.addr(), marker, "A")?;
+            {
+                let c = &self.containers[container];
+                dig(&c.ns, c.resolver.addr(), name, "A")?;
+                dig(&c.ns, c.resolver.addr(), marker, "A")?;
+            }
             let mut round = Vec::new();
             loop {
                 let line = self.next_line(deadline)?;
@@ -460,15 +482,16 @@ impl Scene {
         }
     }
 
-    /// Rotates the query log with the real logrotate, as a host's cron job would.
-    fn rotate(&mut self) -> Result<(), Error> {
-        let log = self.state.join("dnsmasq.log");
+    /// Rotates `container`'s query log with the real logrotate, as a host's cron job would.
+    fn rotate(&mut self, container: usize) -> Result<(), Error> {
+        let c = &self.containers[container];
+        let log = c.state.join("dnsmasq.log");
         let conf = self.dir.path.join("logrotate.conf");
         let status = self.dir.path.join("logrotate.status");
         let text = format!(
             "{} {{\n  rotate 1\n  missingok\n  nocompress\n  postrotate\n    kill -USR2 {}\n  endscript\n}}\n",
             log.display(),
-            self.resolver.pid()
+            c.resolver.pid()
         );
         fs::write(&conf, text)
             .and_then(|()| fs::set_permissions(&conf, fs::Permissions::from_mode(0o644)))
@@ -587,149 +610,6 @@ impl Drop for SceneDir {
     }
 }
 
-/// The shield-watch process, its stdout and stderr read line by line on their own threads.
-#[derive(Debug)]
-struct Watch {
-    child: Child,
-    stdout: Receiver<String>,
-    stderr: Receiver<String>,
-    stderr_seen: Vec<String>,
-}
-
-impl Watch {
-    fn spawn(binary: &Path, state: &Path, ns: &Netns, args: &[&str]) -> Result<Watch, Error> {
-        let mut command = Command::new(binary);
-        command
-            .arg("--state-dir")
-            .arg(state)
-            .arg("--netns")
-            .arg(ns.path())
-            .args(["--container", CONTAINER])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // A Ctrl-C at the terminal reaches only the scene's owner, which stops the watcher
-            // itself, in order, during teardown.
-            .process_group(0);
-        let mut child = command.spawn().map_err(|e| {
-            Error::new(
-                ErrorKind::Spawn,
-                binary.display().to_string(),
-                e.to_string(),
-            )
-        })?;
-        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(Error::new(ErrorKind::Spawn, "shield-watch pipes", ""));
-        };
-        Ok(Watch {
-            child,
-            stdout: lines_of(stdout),
-            stderr: lines_of(stderr),
-            stderr_seen: Vec::new(),
-        })
-    }
-
-    /// Waits for `shield-watch: ready (...)` on stderr; fails with its stderr if it exits first.
-    fn wait_ready(&mut self) -> Result<String, Error> {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            match self.stderr.recv_timeout(slice(deadline)) {
-                Ok(line) => {
-                    let ready = line.starts_with("shield-watch: ready (");
-                    self.stderr_seen.push(line.clone());
-                    if ready {
-                        return Ok(line);
-                    }
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    let status = self.wait(Instant::now() + DEADLINE)?;
-                    return Err(Error::new(
-                        ErrorKind::Command,
-                        format!("shield-watch exited before it was ready ({status})"),
-                        self.stderr_seen.join("\n"),
-                    ));
-                }
-                Err(RecvTimeoutError::Timeout) if Instant::now() >= deadline => {
-                    return Err(Error::new(
-                        ErrorKind::Timeout,
-                        "shield-watch printed no ready line within 20s",
-                        self.stderr_seen.join("\n"),
-                    ));
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-            }
-        }
-    }
-
-    /// stderr so far (without waiting).
-    fn stderr_lines(&mut self) -> Vec<String> {
-        while let Ok(line) = self.stderr.try_recv() {
-            self.stderr_seen.push(line);
-        }
-        self.stderr_seen.clone()
-    }
-
-    /// All of stderr, up to its end (the process has exited) or the deadline.
-    fn stderr_until_closed(&mut self, deadline: Instant) -> Vec<String> {
-        loop {
-            match self.stderr.recv_timeout(slice(deadline)) {
-                Ok(line) => self.stderr_seen.push(line),
-                Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) if Instant::now() >= deadline => break,
-                Err(RecvTimeoutError::Timeout) => {}
-            }
-        }
-        self.stderr_seen.clone()
-    }
-
-    fn signal(&self, signal: Signal) {
-        // The child is not reaped before drop, so the pid cannot have been reused.
-        let _ = kill_process(Pid::from_child(&self.child), signal);
-    }
-
-    fn wait(&mut self, deadline: Instant) -> Result<ExitStatus, Error> {
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Ok(status);
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::new(
-                    ErrorKind::Timeout,
-                    "shield-watch did not exit",
-                    "",
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn lines_of(reader: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(reader).split(b'\n') {
-            let Ok(line) = line else { break };
-            if tx
-                .send(String::from_utf8_lossy(&line).into_owned())
-                .is_err()
-            {
-                break;
-            }
-        }
-    });
-    rx
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -765,5 +645,30 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), steps.len(), "step names are unique");
         assert_eq!(steps.iter().map(Step::expected_events).sum::<usize>(), 13);
+        assert!(steps.iter().flat_map(|s| &s.actions).all(|(c, _)| *c == 0));
+    }
+
+    #[test]
+    fn the_host_scene_plays_in_both_containers_and_expects_events() {
+        let steps = Scene::host_steps();
+        assert!(steps.iter().all(|s| !s.narration.is_empty()));
+        let mut names: Vec<&str> = steps.iter().map(|s| s.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), steps.len(), "step names are unique");
+        assert_eq!(steps.iter().map(Step::expected_events).sum::<usize>(), 20);
+        for (container, name) in HOST.iter().enumerate() {
+            let events: usize = steps
+                .iter()
+                .flat_map(|s| &s.actions)
+                .filter(|(c, _)| *c == container)
+                .map(|(_, a)| a.events())
+                .sum();
+            assert!(events >= 8, "{name} causes {events} events");
+        }
+        assert!(steps
+            .iter()
+            .flat_map(|s| &s.actions)
+            .all(|(c, _)| *c < HOST.len()));
     }
 }
