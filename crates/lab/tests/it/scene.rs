@@ -1,5 +1,5 @@
 //! The scene tears everything down when its watcher fails to start and when a test panics
-//! while holding it. (The scene itself, against the real shield-watch, is tested in crates/cli.)
+//! while holding it, for one container and for the host-wide pair. (The scene itself, against the real shield-watch, is tested in crates/cli.)
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -52,5 +52,40 @@ fn a_panic_while_the_scene_runs_tears_it_down() {
     let state = state.downcast::<PathBuf>().unwrap();
     assert!(!state.exists(), "{} survived", state.display());
     let prefix = format!("{}scenepanic", crate::prefix());
+    assert_eq!(leftovers(&prefix), Vec::<String>::new());
+}
+
+#[test]
+fn the_host_scene_gives_the_watcher_one_state_root_and_tears_both_containers_down() {
+    let prefix = format!("{}scenehost", crate::prefix());
+    let dir = tempfile::tempdir().unwrap();
+    // Says what it was given and what it finds there, then fails before its ready line.
+    let binary = watcher(
+        dir.path(),
+        r#"echo "args: $*" >&2
+for c in "$2"/containers/*; do
+  pid=$(cat "$c/dnsmasq.pid")
+  echo "$(basename "$c"): $(cat "$c/dns.tier") $(tr '\0' ' ' < /proc/$pid/cmdline)" >&2
+done
+exit 1"#,
+    );
+    let err = Scene::start_host(&binary, &["--format", "text"], &prefix).unwrap_err();
+    let message = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::Command, "{message}");
+    let root = format!("/tmp/shield-lab/{prefix}-{}-", std::process::id());
+    assert!(
+        message.contains(&format!("args: --state-root {root}")),
+        "{message}"
+    );
+    assert!(message.contains("-state --format text"), "{message}");
+    // Each resolver started as terok-shield starts it: its config and PID in its state dir.
+    for name in ["alpha", "beta"] {
+        assert!(
+            message.contains(&format!(
+                "{name}: dnsmasq-live dnsmasq --keep-in-foreground --conf-file={root}"
+            )) && message.contains(&format!("-state/containers/{name}/dnsmasq.conf")),
+            "{message}"
+        );
+    }
     assert_eq!(leftovers(&prefix), Vec::<String>::new());
 }
