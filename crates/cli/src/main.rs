@@ -166,7 +166,10 @@ fn run(args: Args) -> Result<(), Failure> {
             let cursor = args.cursor.as_deref();
             let confinement = Confinement::host_wide(&root, cursor, confine::KEEP_SINGLE_CONTAINER);
             let nflog_confinement = Confinement::host_wide_nflog(&root);
-            thread_reports.push(("nflog thread", nflog_confinement.clone()));
+            // Without the nflog source there is no nflog thread to report on.
+            if selected.contains(&Source::Nflog) {
+                thread_reports.push(("nflog thread", nflog_confinement.clone()));
+            }
             let host = host::Host {
                 containers: root.join("containers"),
                 selected: selected.clone(),

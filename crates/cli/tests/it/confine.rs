@@ -456,3 +456,129 @@ fn a_0600_file_of_another_user_rotated_in_after_start_is_still_followed() {
     let line = &watch.lines(1)[0];
     assert!(line.contains("\"action\":\"after\""), "{line}");
 }
+
+/// Host-wide (docs/SECURITY.md): whatever the number of containers, the same seven threads;
+/// each holds only CAP_DAC_READ_SEARCH, except the nflog thread, which keeps what entering the
+/// namespace of a container started later takes and has no Landlock domain; `no_new_privs` on
+/// all. Landlock lets the others read the state root and nothing outside it.
+#[test]
+fn host_wide_every_thread_but_nflog_holds_only_cap_dac_read_search_and_nflog_what_entering_takes() {
+    const NFLOG_KEEPS: &str = "0000000000281004"; // DAC_READ_SEARCH, NET_ADMIN, SYS_PTRACE, SYS_ADMIN
+    let root = tempfile::tempdir().unwrap();
+    for n in 0..12 {
+        let dir = root.path().join(format!("containers/c{n}"));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("dns.tier"), "lookup\n").unwrap();
+    }
+    let outside = tempfile::tempdir().unwrap();
+    let probe = outside.path().join("readable");
+    fs::write(&probe, "anyone may read this\n").unwrap();
+    fs::set_permissions(&probe, fs::Permissions::from_mode(0o644)).unwrap();
+    let mut command = crate::support::binary();
+    command
+        .arg("--state-root")
+        .arg(root.path())
+        .env("SHIELD_WATCH_DEBUG_READ", &probe);
+    let mut watch = Watch::spawn_command(command);
+    watch.wait_stderr(|l| l == "shield-watch: ready (audit,dns,nflog)");
+    let line = |prefix: &str| {
+        watch
+            .stderr_seen
+            .iter()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?}: {:#?}", watch.stderr_seen))
+            .clone()
+    };
+    let confined = line("shield-watch: confined: ");
+    assert!(
+        confined.ends_with("capabilities dropped (kept CAP_DAC_READ_SEARCH), no_new_privs"),
+        "{confined}"
+    );
+    let nflog = line("shield-watch: nflog thread confined: ");
+    assert!(
+        nflog.starts_with("shield-watch: nflog thread confined: no landlock (")
+            && nflog.ends_with(
+                "capabilities dropped (kept \
+                 CAP_DAC_READ_SEARCH,CAP_NET_ADMIN,CAP_SYS_ADMIN,CAP_SYS_PTRACE), no_new_privs"
+            ),
+        "{nflog}"
+    );
+    // The probe outside the root: refused on main (Landlock), read on nflog (no domain).
+    let main_probe = line("shield-watch: debug: main thread reading ");
+    let nflog_probe = line("shield-watch: debug: nflog thread reading ");
+    if landlock_abi() > 0 {
+        assert!(
+            main_probe.ends_with("failed: Permission denied (os error 13)"),
+            "{main_probe}"
+        );
+    }
+    assert!(nflog_probe.ends_with("read 21 bytes"), "{nflog_probe}");
+
+    let pid = watch.child.id();
+    let mut names = Vec::new();
+    for task in fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let name = fs::read_to_string(task.join("comm"))
+            .unwrap()
+            .trim()
+            .to_string();
+        let status = fs::read_to_string(task.join("status")).unwrap();
+        let field = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}:")))
+                .unwrap_or_else(|| panic!("no {key} in {status}"))
+                .trim()
+                .to_string()
+        };
+        let keeps = if name == "nflog" {
+            NFLOG_KEEPS
+        } else {
+            ONLY_DAC_READ_SEARCH
+        };
+        for (key, want) in [
+            ("CapEff", keeps),
+            ("CapPrm", keeps),
+            ("CapBnd", keeps),
+            ("CapInh", "0000000000000000"),
+            ("CapAmb", "0000000000000000"),
+            ("NoNewPrivs", "1"),
+        ] {
+            assert_eq!(field(key), want, "{key} of thread {name}");
+        }
+        names.push(name);
+    }
+    names.sort();
+    // Twelve containers, and no thread of their own.
+    assert_eq!(
+        names,
+        [
+            "audit",
+            "containers",
+            "dns",
+            "nflog",
+            "shield-watch",
+            "signals",
+            "writer"
+        ],
+        "threads"
+    );
+    watch.signal(Signal::TERM);
+    assert!(watch.wait_exit().0.success());
+
+    // Without the nflog source: no nflog thread, and no line about one.
+    let mut command = crate::support::binary();
+    command
+        .arg("--state-root")
+        .arg(root.path())
+        .arg("--no-nflog");
+    let mut watch = Watch::spawn_command(command);
+    watch.wait_stderr(|l| l == "shield-watch: ready (audit,dns)");
+    assert!(
+        !watch.stderr_seen.iter().any(|l| l.contains("nflog thread")),
+        "{:#?}",
+        watch.stderr_seen
+    );
+    watch.signal(Signal::TERM);
+    assert!(watch.wait_exit().0.success());
+}
