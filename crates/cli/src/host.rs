@@ -780,6 +780,15 @@ impl NflogThread {
     fn open(&self, container: &Container, pid: u32, home: &File) -> Result<Socket, String> {
         let netns = File::open(format!("/proc/{pid}/ns/net"))
             .map_err(|e| format!("cannot open the network namespace of dnsmasq {pid}: {e}"))?;
+        // terok-shield starts a container's dnsmasq inside the container's namespace, never in
+        // ours. Whoever can write dnsmasq.pid can also start a process with the right
+        // --conf-file= in the host's namespace; following it would read (and hold) the host's
+        // NFLOG group under a container's name.
+        if same_namespace(&netns, home) {
+            return Err(format!(
+                "dnsmasq {pid} runs in shield-watch's own network namespace, not a container's: refused"
+            ));
+        }
         rustix::thread::move_into_link_name_space(netns.as_fd(), Some(LinkNameSpaceType::Network))
             .map_err(|e| format!("cannot enter the network namespace of dnsmasq {pid}: {e}"))?;
         let opened = Subscription::builder()
@@ -804,6 +813,16 @@ impl NflogThread {
             interfaces,
             cache: container.cache.clone(),
         })
+    }
+}
+
+/// Whether two `/proc/.../ns/net` handles are the same namespace (same nsfs inode). Unknown
+/// counts as the same: refusing is the safe answer.
+fn same_namespace(a: &File, b: &File) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (a.metadata(), b.metadata()) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => true,
     }
 }
 

@@ -582,3 +582,69 @@ fn host_wide_every_thread_but_nflog_holds_only_cap_dac_read_search_and_nflog_wha
     watch.signal(Signal::TERM);
     assert!(watch.wait_exit().0.success());
 }
+
+/// A state root's owner can write `dnsmasq.pid` and start any process with the `--conf-file=`
+/// argument shield-watch checks for, in the host's own network namespace. Following it would
+/// bind the host's NFLOG group under a container's name: refused, with one line.
+#[test]
+fn a_dnsmasq_pid_in_shield_watchs_own_network_namespace_is_refused() {
+    /// A group nothing else here uses: should the refusal fail, the bind is in the host's
+    /// namespace.
+    const GROUP: &str = "4243";
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("containers/evil");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("dns.tier"), "dnsmasq-live\n").unwrap();
+    chown(&root.path().join("containers"), NOBODY);
+    chown(&dir, NOBODY);
+    // The owner's stand-in for a dnsmasq: a shell waiting on its stdin, in our namespace.
+    let conf = format!("--conf-file={}", dir.join("dnsmasq.conf").display());
+    let mut impostor = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(["/bin/sh", "-c", "read x", &conf])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = impostor.id();
+    let deadline = std::time::Instant::now() + crate::support::DEADLINE;
+    while !fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .any(|arg| arg == conf.as_bytes())
+    {
+        assert!(std::time::Instant::now() < deadline, "setpriv did not exec");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    fs::write(dir.join("dnsmasq.pid"), format!("{pid}\n")).unwrap();
+
+    let mut command = crate::support::binary();
+    command
+        .arg("--state-root")
+        .arg(root.path())
+        .args(["--nflog-group", GROUP]);
+    let mut watch = Watch::spawn_command(command);
+    watch.wait_stderr(|l| l.starts_with("shield-watch: ready ("));
+    let refused = format!(
+        "shield-watch: container evil: nflog: dnsmasq {pid} runs in shield-watch's own network \
+         namespace, not a container's: refused"
+    );
+    assert!(
+        watch.stderr_seen.contains(&refused)
+            && watch
+                .stderr_seen
+                .contains(&"shield-watch: container evil: following (audit,dns)".to_string()),
+        "{refused}: {:#?}",
+        watch.stderr_seen
+    );
+    let bound = fs::read_to_string("/proc/net/netfilter/nfnetlink_log").unwrap();
+    assert!(
+        !bound
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(GROUP)),
+        "{bound}"
+    );
+    watch.signal(Signal::TERM);
+    assert!(watch.wait_exit().0.success());
+    let _ = impostor.kill();
+    let _ = impostor.wait();
+}
