@@ -300,7 +300,7 @@ impl Discovery {
             if let Some(known) = self.known.get_mut(&name) {
                 if known.following {
                     self.remove(&name);
-                    eprintln!("shield-watch: container {name}: gone");
+                    say(&name, "gone");
                 }
                 let known = self.known.get_mut(&name).expect("still known");
                 known.following = false;
@@ -339,10 +339,8 @@ impl Discovery {
                     if let Some(pid) = pid {
                         let container = self.container(&name, first, cache);
                         match nflog.ask(|reply| Command::AddNflog(container, pid, reply)) {
-                            Ok(()) => eprintln!(
-                                "shield-watch: container {name}: nflog: following dnsmasq {pid}"
-                            ),
-                            Err(why) => eprintln!("shield-watch: container {name}: nflog: {why}"),
+                            Ok(()) => say(&name, &format!("nflog: following dnsmasq {pid}")),
+                            Err(why) => say(&name, &format!("nflog: {why}")),
                         }
                     }
                 }
@@ -353,7 +351,7 @@ impl Discovery {
     fn say_once(&mut self, name: &str, what: &str) {
         let said = format!("{name}: {what}");
         if !self.refused.contains(&said) {
-            eprintln!("shield-watch: container {said}");
+            say(name, what);
             self.refused.push(said);
         }
     }
@@ -410,12 +408,9 @@ impl Discovery {
                 Err(why) => notes.push(format!("nflog: {why}")),
             }
         }
-        eprintln!(
-            "shield-watch: container {name}: following ({})",
-            running.join(",")
-        );
+        say(&name, &format!("following ({})", running.join(",")));
         for note in notes {
-            eprintln!("shield-watch: container {name}: {note}");
+            say(&name, &note);
         }
     }
 
@@ -425,6 +420,17 @@ impl Discovery {
             fleet.send(Command::Remove(name.clone()));
         }
     }
+}
+
+/// Prints one stderr line about a container. Its name, and the paths and errors that quote it,
+/// come from the state root's owner: each character outside printable ASCII becomes a space, as
+/// in the stream, so no escape sequence or line break reaches a terminal or the journal.
+fn say(name: &str, what: &str) {
+    let line: String = format!("shield-watch: container {name}: {what}")
+        .chars()
+        .map(|c| if (' '..='~').contains(&c) { c } else { ' ' })
+        .collect();
+    eprintln!("{line}");
 }
 
 /// The PID in `dir/dnsmasq.pid`, accepted only when that process is the dnsmasq started for
@@ -651,11 +657,7 @@ impl FileThread {
                     Step::Read => true,
                     Step::Closed => false,
                     Step::Failed(_) => {
-                        let name = name.clone();
-                        eprintln!(
-                            "shield-watch: container {name}: {} stopped",
-                            self.source.as_str()
-                        );
+                        say(name, &format!("{} stopped", self.source.as_str()));
                         true
                     }
                 }
@@ -750,7 +752,7 @@ impl NflogThread {
                     return;
                 }
                 if let Err(err) = result {
-                    eprintln!("shield-watch: container {name}: nflog: stopped: {err}");
+                    say(name, &format!("nflog: stopped: {err}"));
                     gone.push(i);
                 }
             }

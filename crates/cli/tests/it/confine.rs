@@ -648,3 +648,41 @@ fn a_dnsmasq_pid_in_shield_watchs_own_network_namespace_is_refused() {
     let _ = impostor.kill();
     let _ = impostor.wait();
 }
+
+/// Host-wide, a container's name is a directory name its owner chose: on stderr, as in the
+/// stream, it arrives printable, with no escape sequence or line break.
+#[test]
+fn a_container_name_with_escapes_and_newlines_reaches_stderr_and_stdout_printable() {
+    let root = tempfile::tempdir().unwrap();
+    let name = "a\u{1b}[31mred\nshield-watch: ready (forged)";
+    let dir = root.path().join("containers").join(name);
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("dns.tier"), "lookup\n").unwrap();
+    let mut command = crate::support::binary();
+    command.arg("--state-root").arg(root.path());
+    let mut watch = Watch::spawn_command(command);
+    watch.wait_stderr(|l| l.starts_with("shield-watch: ready (audit"));
+    let shown = "a [31mred shield-watch: ready (forged)";
+    let following = format!("shield-watch: container {shown}: following (audit)");
+    assert!(
+        watch.stderr_seen.contains(&following),
+        "{following}: {:#?}",
+        watch.stderr_seen
+    );
+    assert!(
+        watch
+            .stderr_seen
+            .iter()
+            .all(|l| !l.contains('\u{1b}') && l != "shield-watch: ready (forged)"),
+        "{:#?}",
+        watch.stderr_seen
+    );
+    fs::write(dir.join("audit.jsonl"), "{\"action\":\"denied\"}\n").unwrap();
+    let line = &watch.lines(1)[0];
+    assert!(
+        line.contains(&format!("\"container\":\"{shown}\"")),
+        "{line}"
+    );
+    watch.signal(Signal::TERM);
+    assert!(watch.wait_exit().0.success());
+}
