@@ -97,6 +97,12 @@ fn run(args: Args) -> Result<(), Failure> {
         (Some(dir), _) => {
             Mode::Single(StateDir::open(dir).map_err(|e| Failure::State(e.to_string()))?)
         }
+        (None, Some(_)) if args.netns.is_some() => {
+            // Host-wide, each container's namespace is its dnsmasq's: one path cannot say it.
+            return Err(Failure::Usage(
+                "--netns goes with --state-dir only (host-wide, each container's namespace is its dnsmasq's)".into(),
+            ));
+        }
         (None, Some(root)) => {
             std::fs::read_dir(&root).map_err(|e| {
                 Failure::State(format!("cannot read the state root {}: {e}", root.display()))

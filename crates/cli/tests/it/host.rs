@@ -220,6 +220,12 @@ fn state_dir_and_state_root_exclude_each_other_and_container_needs_state_dir() {
             "/nonexistent",
         ],
         vec!["--state-root", "/nonexistent", "--container", "x"],
+        vec![
+            "--state-root",
+            "/nonexistent",
+            "--netns",
+            "/proc/self/ns/net",
+        ],
     ] {
         let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
         let (status, _, stderr) = crate::support::run_to_exit(&args);
