@@ -31,16 +31,18 @@
 //! # Ok::<(), shield_nflog::Error>(())
 //! ```
 
+mod batch;
 mod error;
 mod headers;
 #[cfg(target_os = "linux")]
 mod socket;
 mod wire;
 
+pub use batch::{Batch, Decoder, Message, Stats};
 pub use error::{Error, ErrorKind};
 pub use headers::Headers;
 #[cfg(target_os = "linux")]
-pub use socket::{ifname, Builder, Interfaces, Message, Stats, Subscription};
+pub use socket::{ifname, Builder, Interfaces, Subscription};
 pub use wire::{Packet, Vlan};
 
 /// The nfnetlink_log wire codec itself: configuration requests encoded and decoded, datagrams

@@ -11,15 +11,16 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
 use rustix::net::sockopt::{self, Timeout};
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
 
+use crate::batch::{Batch, Decoder, Message, Stats};
 use crate::error::{Error, ErrorKind};
-use crate::wire::{frames, Command, Config, CopyMode, Frame, Packet, FLAG_SEQ};
+use crate::wire::{frames, Command, Config, CopyMode, Frame, FLAG_SEQ};
 
 /// The largest datagram the kernel sends us: one batch is at most `nlbufsiz` (≤ 128 KiB) or
 /// one packet of at most 64 KiB copy range plus metadata.
@@ -28,40 +29,21 @@ const DATAGRAM_MAX: usize = 256 * 1024;
 /// this only matters when the ack itself was lost to an overrun.
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 const BIND_SEQ: u32 = 1;
+/// Datagrams one `recvmmsg(2)` call takes at most.
+const SLOTS: usize = 64;
+/// A batch stops growing once it holds this many bytes (about 600 small logged packets).
+const BATCH_BYTES: usize = 256 * 1024;
 
-/// One thing [`Subscription::recv`] delivers.
-// A packet borrows the datagram and lives for one callback on the stack; boxing it would
-// allocate per packet to shrink a value nobody stores.
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Message<'a> {
-    /// A logged packet.
-    Packet(Packet<'a>),
-    /// ENOBUFS or a sequence gap: packets lost in the kernel. `count` is how many when the
-    /// sequence numbers tell (`None`: the socket overran and no later packet has shown the gap
-    /// yet; if one does, a `Lost` with the count follows).
-    Lost {
-        /// Number of packets lost, when known.
-        count: Option<u64>,
-    },
-}
-
-/// Counters of a subscription since it was opened.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Stats {
-    /// Datagrams read from the socket.
-    pub datagrams: u64,
-    /// Packets delivered.
-    pub packets: u64,
-    /// Packets known lost (sum of sequence gaps).
-    pub lost: u64,
-    /// Times the kernel reported `ENOBUFS` (the receive buffer overran).
-    pub overruns: u64,
-    /// Messages the codec rejected (malformed, truncated datagrams, asynchronous errors).
-    pub malformed: u64,
-    /// The socket's receive buffer as the kernel reports it (`SO_RCVBUF`, bytes).
-    pub recv_buffer: usize,
+/// Bytes one read slot needs for a message of our group: the copied packet bytes (the kernel
+/// takes 0 as its maximum, 65 535) plus room for the metadata attributes, which take a few
+/// hundred bytes (the prefix at most 128). A longer datagram comes back cut and is counted.
+fn slot_size(copy_range: u32) -> usize {
+    let copy = if copy_range == 0 {
+        0xffff
+    } else {
+        copy_range.min(0xffff)
+    };
+    copy as usize + 4096
 }
 
 /// Options of a [`Subscription`]; start from [`Subscription::builder`].
@@ -164,35 +146,53 @@ impl Builder {
             port_id: addr.port_number(),
             buf: vec![0; DATAGRAM_MAX],
             early: VecDeque::new(),
-            next_seq: None,
-            overrun_pending: false,
+            slots: vec![0; SLOTS * slot_size(self.copy_range)],
+            slot: slot_size(self.copy_range),
+            overrun: false,
+            drops_unread: false,
+            drops: None,
             recv_max: self.recv_max,
             stats: Stats::default(),
+            batch: Batch::new(),
+            decoder: Decoder::new(),
             interfaces,
         };
         sub.set_recv_buffer(self.recv_initial);
         sub.set_timeout(Some(ACK_TIMEOUT))?;
         sub.bind(self.copy_range)?;
         sub.set_timeout(self.read_timeout)?;
+        // Only the bind needs room for any datagram; after it, reads go through the slots.
+        sub.buf = Vec::new();
         Ok(sub)
     }
 }
 
-/// A bound NFLOG group: read it with [`Subscription::recv`]. Dropping it releases the group.
+/// A bound NFLOG group: read it with [`Subscription::recv`], or with
+/// [`Subscription::recv_batch`] and a [`Decoder`] on another thread. Dropping it releases the
+/// group.
 #[derive(Debug)]
 pub struct Subscription {
     socket: Socket,
     group: u16,
     port_id: u32,
+    /// Room for the bind's acknowledgement and whatever arrives with it.
     buf: Vec<u8>,
     /// Datagrams with packets that arrived before the bind was acknowledged.
     early: VecDeque<Vec<u8>>,
-    /// The sequence number the next packet should carry, once one has been seen.
-    next_seq: Option<u32>,
-    /// The kernel reported ENOBUFS and no gap has told how many were lost yet.
-    overrun_pending: bool,
+    /// `SLOTS` read slots of `slot` bytes each, for `recvmmsg`.
+    slots: Vec<u8>,
+    slot: usize,
+    /// The kernel reported ENOBUFS since the last batch was filled.
+    overrun: bool,
+    /// The kernel may have dropped messages since the drop counter was last read.
+    drops_unread: bool,
+    /// The last raw value of the kernel's drop counter (`None`: never read, or unreadable).
+    drops: Option<u32>,
     recv_max: usize,
     stats: Stats,
+    /// What [`Subscription::recv`] reads into and decodes with.
+    batch: Batch,
+    decoder: Decoder,
     interfaces: Interfaces,
 }
 
@@ -202,68 +202,187 @@ impl Subscription {
         Builder::default()
     }
 
-    /// Blocks for the next datagram and delivers each message in it, in order.
+    /// Blocks for the next datagrams and delivers each message in them, in order: what
+    /// [`recv_batch`](Subscription::recv_batch) reads, decoded on this thread.
     ///
     /// May return having delivered nothing: the read timeout expired, or a signal interrupted
     /// the wait. An overrun (`ENOBUFS`) is not an error: it grows the buffer and shows up as
-    /// [`Message::Lost`].
+    /// [`Message::Lost`]. Use either this or `recv_batch` with a decoder of your own, not both.
     pub fn recv(&mut self, on: &mut dyn FnMut(Message<'_>)) -> Result<(), Error> {
-        if let Some(datagram) = self.early.pop_front() {
-            self.deliver(&datagram, on);
-            return Ok(());
+        let mut batch = std::mem::take(&mut self.batch);
+        let result = self.recv_batch(&mut batch);
+        self.decoder.decode(&batch, on);
+        self.batch = batch;
+        result
+    }
+
+    /// Replaces `batch`'s content with every datagram queued on the socket, waiting (up to the
+    /// read timeout) for the first one. Does nothing per packet but copy it out, so the thread
+    /// calling this keeps the kernel's queue short while a [`Decoder`] elsewhere does the rest.
+    ///
+    /// Reads with `recvmmsg(2)`, up to 64 datagrams per call, until the queue is empty or the
+    /// batch holds about 256 KiB. When the queue was found empty after the kernel reported an
+    /// overrun, the batch also carries the kernel's count of dropped messages, so the decoder
+    /// can count the losses at once. The batch may come back empty: the timeout expired, a
+    /// signal interrupted the wait, or it carries only news of a loss ([`Batch::is_news`]).
+    pub fn recv_batch(&mut self, batch: &mut Batch) -> Result<(), Error> {
+        self.fill(batch, true)
+    }
+
+    /// Like [`recv_batch`](Subscription::recv_batch), but never waits: for a thread that polls
+    /// the descriptor ([`AsFd`]) of one or many subscriptions.
+    pub fn try_recv_batch(&mut self, batch: &mut Batch) -> Result<(), Error> {
+        self.fill(batch, false)
+    }
+
+    /// The decoder for this subscription's batches, starting where the group starts (sequence
+    /// number 0). One per subscription, fed every batch in order.
+    pub fn decoder(&self) -> Decoder {
+        Decoder::new()
+    }
+
+    fn fill(&mut self, batch: &mut Batch, wait: bool) -> Result<(), Error> {
+        batch.clear();
+        batch.received = Some(SystemTime::now());
+        while let Some(datagram) = self.early.pop_front() {
+            batch.push(&datagram);
         }
-        loop {
-            // After an overrun, look without waiting: if the queue is dry, report the loss now
-            // rather than when some later packet reveals the gap.
-            let flags = libc::MSG_TRUNC
-                | if self.overrun_pending {
-                    libc::MSG_DONTWAIT
-                } else {
-                    0
-                };
-            let mut buf = std::mem::take(&mut self.buf);
-            let result = self.socket.recv(&mut &mut buf[..], flags);
-            match result {
+        let mut waiting = wait && batch.is_empty();
+        let mut dry = false;
+        while batch.bytes() < BATCH_BYTES {
+            let flags = if waiting {
+                libc::MSG_WAITFORONE
+            } else {
+                libc::MSG_DONTWAIT
+            };
+            match self.read_slots(batch, flags) {
                 Ok(n) => {
-                    let len = if n > buf.len() {
-                        // Cannot happen with the sizes the kernel uses; the cut message is
-                        // rejected by the codec and counted.
-                        self.stats.malformed += 1;
-                        buf.len()
-                    } else {
-                        n
-                    };
-                    self.deliver(&buf[..len], on);
-                    self.buf = buf;
-                    return Ok(());
-                }
-                Err(e) => {
-                    self.buf = buf;
-                    match e.raw_os_error() {
-                        Some(libc::ENOBUFS) => {
-                            self.stats.overruns += 1;
-                            self.overrun_pending = true;
-                            self.grow_recv_buffer();
-                        }
-                        Some(libc::EAGAIN) if self.overrun_pending => {
-                            self.overrun_pending = false;
-                            on(Message::Lost { count: None });
-                            return Ok(());
-                        }
-                        Some(libc::EAGAIN | libc::EINTR) => return Ok(()),
-                        _ => {
-                            return Err(Error::io(ErrorKind::Io, "reading the NFLOG socket", e)
-                                .with_group(self.group))
-                        }
+                    waiting = false;
+                    if n < SLOTS {
+                        // recvmmsg stops at the first read that finds nothing (or fails; an
+                        // ENOBUFS is then kept for the next call).
+                        dry = true;
+                        break;
                     }
                 }
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::ENOBUFS) => {
+                        self.stats.overruns += 1;
+                        self.overrun = true;
+                        self.drops_unread = true;
+                        self.grow_recv_buffer();
+                        // The queue is full: read on, but never wait after an overrun.
+                        waiting = false;
+                    }
+                    Some(libc::EAGAIN) => {
+                        dry = !waiting;
+                        break;
+                    }
+                    Some(libc::EINTR) if waiting => break,
+                    Some(libc::EINTR) => {}
+                    _ => {
+                        return Err(Error::io(ErrorKind::Io, "reading the NFLOG socket", e)
+                            .with_group(self.group))
+                    }
+                },
             }
         }
+        if batch.received.is_some() && batch.is_empty() && !dry {
+            // Woken by the timeout or a signal: nothing was read.
+            batch.received = None;
+        }
+        batch.overrun = std::mem::take(&mut self.overrun);
+        batch.dry = dry;
+        if dry && self.drops_unread {
+            // Everything the kernel queued before this moment has been read; what it dropped
+            // is in the counter, including the end of a flood that no later packet follows.
+            self.drops_unread = false;
+            batch.kernel_drops = self.kernel_drops();
+        }
+        Ok(())
+    }
+
+    /// One `recvmmsg(2)` into the slots; the datagrams read are appended to `batch`.
+    fn read_slots(&mut self, batch: &mut Batch, flags: libc::c_int) -> io::Result<usize> {
+        let slot = self.slot;
+        let base = self.slots.as_mut_ptr();
+        let mut iov: [libc::iovec; SLOTS] = std::array::from_fn(|i| libc::iovec {
+            // In bounds: `slots` holds SLOTS slots of `slot` bytes.
+            iov_base: base.wrapping_add(i * slot).cast(),
+            iov_len: slot,
+        });
+        // SAFETY: an all-zero mmsghdr is valid (null pointers, zero lengths).
+        let mut msgs: [libc::mmsghdr; SLOTS] = unsafe { std::mem::zeroed() };
+        for (msg, iov) in msgs.iter_mut().zip(iov.iter_mut()) {
+            msg.msg_hdr.msg_iov = iov;
+            msg.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: each header points at one iovec of `slot` writable bytes inside `slots`,
+        // which outlives the call; no name or control buffer is passed.
+        let n = unsafe {
+            libc::recvmmsg(
+                self.socket.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                SLOTS as libc::c_uint,
+                flags,
+                std::ptr::null_mut(),
+            )
+        };
+        let Ok(n) = usize::try_from(n) else {
+            return Err(io::Error::last_os_error());
+        };
+        for (i, msg) in msgs[..n].iter().enumerate() {
+            self.stats.datagrams += 1;
+            if msg.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                // Longer than the copy range allows; cannot happen for messages of our group.
+                batch.truncated += 1;
+                continue;
+            }
+            let start = i * slot;
+            let len = (msg.msg_len as usize).min(slot);
+            batch.push(&self.slots[start..start + len]);
+        }
+        Ok(n)
+    }
+
+    /// The kernel's count of messages it dropped for want of room in this socket's queue
+    /// (`SO_MEMINFO`, `SK_MEMINFO_DROPS`; kept 64-bit across the kernel's 32-bit wrap), or
+    /// `None` where the kernel does not tell (before 4.13).
+    fn kernel_drops(&mut self) -> Option<u64> {
+        let mut info = [0u32; 16];
+        let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+        // SAFETY: info is a writable buffer of `len` bytes; the kernel writes at most that.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_MEMINFO,
+                info.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let index = libc::SK_MEMINFO_DROPS as usize;
+        if rc != 0 || (len as usize) < (index + 1) * 4 {
+            return None;
+        }
+        let raw = info[index];
+        let previous = self.drops.replace(raw).unwrap_or(0);
+        self.stats.kernel_drops += u64::from(raw.wrapping_sub(previous));
+        Some(self.stats.kernel_drops)
     }
 
     /// Counters since the subscription was opened.
+    ///
+    /// `packets`, `lost` and `malformed` count what [`Subscription::recv`] decoded; with
+    /// [`recv_batch`](Subscription::recv_batch), the [`Decoder`]'s own stats have them.
     pub fn stats(&self) -> Stats {
-        self.stats
+        let decoded = self.decoder.stats();
+        Stats {
+            packets: decoded.packets,
+            lost: decoded.lost,
+            malformed: decoded.malformed,
+            ..self.stats
+        }
     }
 
     /// The bound group.
@@ -287,35 +406,6 @@ impl Subscription {
         self.interfaces.clone()
     }
 
-    fn deliver(&mut self, datagram: &[u8], on: &mut dyn FnMut(Message<'_>)) {
-        self.stats.datagrams += 1;
-        for frame in frames(datagram) {
-            match frame {
-                Ok(Frame::Packet(packet)) => {
-                    if let Some(seq) = packet.seq() {
-                        if let Some(expected) = self.next_seq {
-                            let gap = seq.wrapping_sub(expected);
-                            // Netlink delivers in order, so a "negative" gap is a restarted
-                            // counter, not a loss.
-                            if gap != 0 && gap < 1 << 31 {
-                                self.stats.lost += u64::from(gap);
-                                self.overrun_pending = false;
-                                on(Message::Lost {
-                                    count: Some(u64::from(gap)),
-                                });
-                            }
-                        }
-                        self.next_seq = Some(seq.wrapping_add(1));
-                    }
-                    self.stats.packets += 1;
-                    on(Message::Packet(packet));
-                }
-                Ok(Frame::Failure { .. }) | Err(_) => self.stats.malformed += 1,
-                Ok(_) => {}
-            }
-        }
-    }
-
     /// Binds the group with the latency- and loss-conscious settings, in one request so the
     /// group is never live without sequence numbers for longer than the kernel's own call.
     fn bind(&mut self, copy_range: u32) -> Result<(), Error> {
@@ -332,8 +422,6 @@ impl Subscription {
         self.socket
             .send(&request, 0)
             .map_err(|e| Error::io(ErrorKind::Io, "sending the NFLOG bind request", e))?;
-        // The instance counts from 0 from the moment it exists.
-        self.next_seq = Some(0);
         loop {
             let mut buf = std::mem::take(&mut self.buf);
             let result = self.socket.recv(&mut &mut buf[..], 0);
@@ -346,7 +434,8 @@ impl Subscription {
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                     // Packets already flood the group; the ack may still be queued behind them.
                     self.stats.overruns += 1;
-                    self.overrun_pending = true;
+                    self.overrun = true;
+                    self.drops_unread = true;
                     self.buf = buf;
                     continue;
                 }

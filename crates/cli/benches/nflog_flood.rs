@@ -1,0 +1,336 @@
+//! Workload `nflog-flood`: the whole binary under a sustained NFLOG flood (needs root).
+//!
+//! One sender thread inside a namespace of the bench's own sends one-byte UDP datagrams, paced,
+//! to TEST-NET addresses that a `counter log group 100 ... drop` rule matches. shield-watch reads
+//! the group through `--netns`; its stdout is counted as it comes. When the stream has been
+//! quiet for a while the bench reads the rule's counter (the truth), stops shield-watch with
+//! SIGTERM and reports, of the matched packets: delivered (`nflog` events), reported lost (sum
+//! of `extra.lost` of the `nflog_overrun` events) and unaccounted (the rest, neither shown nor
+//! counted).
+//!
+//! `cargo build --profile bench -p shield-watch-cli && cargo bench -p shield-watch-cli --bench
+//! nflog_flood`. `SHIELD_FLOOD_PACKETS` (default 1 000 000) and `SHIELD_FLOOD_RATE` (packets/s,
+//! default 200 000; 0 sends as fast as one thread can) change the workload; `SHIELD_FLOOD_RUNS`
+//! repeats it (default 1); `SHIELD_FLOOD_ARGS` adds shield-watch arguments; `SHIELD_FLOOD_HOGS`
+//! runs that many busy-looping threads while the flood is sent (a busy host).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shield_lab::Netns;
+
+const RULESET: &str = r#"
+table inet terok_shield {
+    chain output {
+        type filter hook output priority 0; policy accept;
+        ip daddr 192.0.2.0/24 counter log group 100 prefix "TEROK_SHIELD_DENIED: " drop
+    }
+}
+"#;
+
+/// How long the stream must stay quiet after the flood before the bench counts.
+const QUIET: Duration = Duration::from_secs(2);
+
+fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("bench path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("shield-watch");
+    assert!(
+        bin.is_file(),
+        "build the binary first: cargo build --profile bench -p shield-watch-cli ({})",
+        bin.display()
+    );
+    bin
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
+
+/// What came out on stdout so far, counted by a reader thread.
+#[derive(Default)]
+struct Stream {
+    delivered: AtomicU64,
+    lost: AtomicU64,
+    overruns: AtomicU64,
+    overruns_uncounted: AtomicU64,
+    /// Bumped on every read: the bench waits until it stops moving.
+    reads: AtomicU64,
+}
+
+impl Stream {
+    fn line(&self, line: &[u8]) {
+        if find(line, b"\"action\":\"nflog_overrun\"").is_some() {
+            self.overruns.fetch_add(1, Ordering::Relaxed);
+            match lost_of(line) {
+                Some(n) => self.lost.fetch_add(n, Ordering::Relaxed),
+                None => self.overruns_uncounted.fetch_add(1, Ordering::Relaxed),
+            };
+        } else if find(line, b"\"source\":\"nflog\"").is_some() {
+            self.delivered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn lost_of(line: &[u8]) -> Option<u64> {
+    let key = b"\"lost\":\"";
+    let start = find(line, key)? + key.len();
+    let digits = line[start..].iter().take_while(|b| b.is_ascii_digit());
+    let mut n = 0u64;
+    let mut any = false;
+    for &d in digits {
+        n = n * 10 + u64::from(d - b'0');
+        any = true;
+    }
+    any.then_some(n)
+}
+
+fn start(ns: &Netns, state: &Path) -> (Child, BufReader<ChildStderr>) {
+    let mut child = Command::new(binary())
+        .arg("--state-dir")
+        .arg(state)
+        .args(["--source", "nflog", "-c", "bench", "--netns"])
+        .arg(ns.path())
+        .args(extra_args())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start shield-watch");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "exited before ready"
+        );
+        if line.starts_with("shield-watch: ready") {
+            break;
+        }
+    }
+    (child, stderr)
+}
+
+/// `SHIELD_FLOOD_ARGS`: more shield-watch arguments, split at spaces (e.g. `--nflog-buffer 1048576`).
+fn extra_args() -> Vec<String> {
+    std::env::var("SHIELD_FLOOD_ARGS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The rule's packet counter: every packet it matched, hence every packet it logged.
+fn matched(ns: &Netns) -> u64 {
+    let text = ns
+        .exec_ok(&["nft", "list", "chain", "inet", "terok_shield", "output"])
+        .expect("nft list chain");
+    let at = text
+        .find("counter packets ")
+        .expect("counter in the ruleset")
+        + 16;
+    text[at..]
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("counter value")
+}
+
+/// Sends `packets` one-byte datagrams at `rate` per second (0: unpaced) from inside `ns`;
+/// returns how long sending took.
+fn flood(ns: &Netns, packets: u64, rate: u64) -> Duration {
+    ns.run_in(move || {
+        let socket = UdpSocket::bind("0.0.0.0:0").expect("bind udp");
+        let start = Instant::now();
+        for i in 0..packets {
+            if rate > 0 {
+                let due = Duration::from_secs_f64(i as f64 / rate as f64);
+                while start.elapsed() < due {
+                    std::hint::spin_loop();
+                }
+            }
+            let dest = SocketAddr::from(([192, 0, 2, 1 + (i % 254) as u8], 9));
+            // Dropped by the rule: EPERM is the expected answer, the packet was logged first.
+            let _ = socket.send_to(b"x", dest);
+        }
+        start.elapsed()
+    })
+    .expect("run_in")
+}
+
+fn run(packets: u64, rate: u64) {
+    let ns = Netns::create("shflood").expect("ip netns add");
+    ns.with_uplink().expect("uplink");
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    file.write_all(RULESET.as_bytes()).expect("write ruleset");
+    ns.exec_ok(&["nft", "-f", file.path().to_str().unwrap()])
+        .expect("nft -f");
+    let state = tempfile::tempdir().expect("state dir");
+    std::fs::write(state.path().join("dns.tier"), "lookup\n").expect("dns.tier");
+
+    let (mut child, mut stderr) = start(&ns, state.path());
+    let stream = Arc::new(Stream::default());
+    let mut stdout = child.stdout.take().unwrap();
+    let counter = Arc::clone(&stream);
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut carry = Vec::new();
+        loop {
+            let n = match stdout.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            counter.reads.fetch_add(1, Ordering::Relaxed);
+            let mut chunk = &buf[..n];
+            while let Some(nl) = chunk.iter().position(|&b| b == b'\n') {
+                if carry.is_empty() {
+                    counter.line(&chunk[..nl]);
+                } else {
+                    carry.extend_from_slice(&chunk[..nl]);
+                    counter.line(&carry);
+                    carry.clear();
+                }
+                chunk = &chunk[nl + 1..];
+            }
+            carry.extend_from_slice(chunk);
+        }
+    });
+
+    let hogging = Arc::new(AtomicBool::new(true));
+    let hogs: Vec<_> = (0..env_or("SHIELD_FLOOD_HOGS", 0))
+        .map(|_| {
+            let hogging = Arc::clone(&hogging);
+            std::thread::spawn(move || {
+                while hogging.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let sending = flood(&ns, packets, rate);
+    hogging.store(false, Ordering::Relaxed);
+    for hog in hogs {
+        hog.join().unwrap();
+    }
+    // Wait until the stream has been quiet for QUIET (bounded: the reader may be far behind).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = stream.reads.load(Ordering::Relaxed);
+    let mut quiet_since = Instant::now();
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = stream.reads.load(Ordering::Relaxed);
+        if now != last {
+            last = now;
+            quiet_since = Instant::now();
+        } else if quiet_since.elapsed() >= QUIET {
+            break;
+        }
+    }
+    let drained = started.elapsed() - QUIET.min(quiet_since.elapsed());
+    let matched = matched(&ns);
+    let cpu = thread_cpu(child.id());
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let status = child.wait().expect("wait");
+    reader.join().unwrap();
+    let mut rest = String::new();
+    let _ = stderr.read_to_string(&mut rest);
+    let summary = rest
+        .lines()
+        .find(|l| l.starts_with("shield-watch: summary:"))
+        .unwrap_or("(no summary)")
+        .to_string();
+
+    let delivered = stream.delivered.load(Ordering::Relaxed);
+    let lost = stream.lost.load(Ordering::Relaxed);
+    let unaccounted = matched as i64 - delivered as i64 - lost as i64;
+    let pct = |n: f64| 100.0 * n / matched.max(1) as f64;
+    println!(
+        "nflog-flood: {packets} packets at {} pkt/s: sent in {sending:.2?} ({:.0} pkt/s), drained after {drained:.2?}",
+        if rate == 0 { "full speed".to_string() } else { rate.to_string() },
+        packets as f64 / sending.as_secs_f64(),
+    );
+    println!(
+        "  matched (nft counter) {matched}; delivered {delivered} ({:.2} %); reported lost {lost} ({:.2} %) in {} nflog_overrun events ({} without a count); unaccounted {unaccounted} ({:.3} %)",
+        pct(delivered as f64),
+        pct(lost as f64),
+        stream.overruns.load(Ordering::Relaxed),
+        stream.overruns_uncounted.load(Ordering::Relaxed),
+        pct(unaccounted as f64),
+    );
+    let per_packet = |ticks: u64| ticks as f64 * 1e6 / ticks_per_second() / matched.max(1) as f64;
+    let threads: Vec<String> = cpu
+        .iter()
+        .map(|(name, ticks)| format!("{name} {:.2} µs", per_packet(*ticks)))
+        .collect();
+    println!(
+        "  CPU per matched packet: {:.2} µs ({})",
+        per_packet(cpu.iter().map(|(_, t)| t).sum()),
+        threads.join(", ")
+    );
+    println!("  exit {status}; {summary}");
+}
+
+/// CPU time (user + system, clock ticks) of each thread of process `pid`, by thread name.
+fn thread_cpu(pid: u32) -> Vec<(String, u64)> {
+    let mut threads = Vec::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return threads;
+    };
+    for task in dir.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ...`: comm may hold spaces, so split after the last ')'.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat[open + 1..close].to_string();
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        // Fields 14 and 15 of stat(5) (utime, stime), counted from `state` as 0 here.
+        threads.push((name, ticks(11) + ticks(12)));
+    }
+    threads.sort();
+    threads
+}
+
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no memory preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 {
+        hz as f64
+    } else {
+        100.0
+    }
+}
+
+fn main() {
+    if let Err(e) = shield_lab::preflight() {
+        eprintln!("skipping the nflog flood benchmark: {e}");
+        return;
+    }
+    let packets = env_or("SHIELD_FLOOD_PACKETS", 1_000_000);
+    let rate = env_or("SHIELD_FLOOD_RATE", 200_000);
+    for _ in 0..env_or("SHIELD_FLOOD_RUNS", 1) {
+        run(packets, rate);
+    }
+}
