@@ -1,19 +1,38 @@
 //! The nflog source: packets the kernel logged to the NFLOG group become `nflog` events, named
 //! from the dns source's cache; lost packets become `watch`/`nflog_overrun` notices.
+//!
+//! Two threads: `nflog` enters the namespace, binds the group and then only copies datagrams
+//! out of the socket in batches; `nflog-events` decodes each batch, counts losses and builds
+//! the events.
 
+use std::cell::RefCell;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use shield_dnsmasq::DomainCache;
 use shield_event::map::nflog::{lost_packets, name_destination, packet_event, LoggedPacket};
 use shield_event::{format_timestamp, now_timestamp, Source};
-use shield_nflog::{Headers, Message, Packet, Subscription};
+use shield_nflog::{Batch, Decoder, Headers, Interfaces, Message, Packet, Subscription};
 
 use crate::confine::Confinement;
 use crate::output::Msg;
 use crate::sources::Ready;
 use crate::summary::Summary;
+
+/// Batches read but not yet turned into events, at most (a batch holds up to about 256 KiB, so
+/// up to about 32 MiB of logged packets wait here when the writer is slow, on top of the
+/// kernel's buffer).
+const QUEUED_BATCHES: usize = 128;
+/// After a read of fewer datagrams than this, the reader pauses for `COALESCE` before reading
+/// again. A packet after a quiet spell is read at once; within a stream a packet waits at most
+/// this long (plus the timer's slack), and a flood costs one wake-up per batch instead of one
+/// per packet.
+const COALESCE_BELOW: usize = 64;
+const COALESCE: Duration = Duration::from_micros(200);
+/// Emptied batches kept for reuse; more are freed.
+const SPARE_BATCHES: usize = 4;
 
 /// How the NFLOG socket is opened.
 pub struct NflogSource {
@@ -59,23 +78,89 @@ impl NflogSource {
                 return;
             }
         };
+        // This thread only empties the socket; decoding, naming and building events happen on
+        // another (started after the confinement above, so it inherits it). A slow moment
+        // downstream then fills memory here (a few hundred bytes a packet) rather than the
+        // kernel's queue, whose overflow loses packets.
+        let group = self.group;
+        let decoder = subscription.decoder();
+        let interfaces = subscription.interfaces();
+        let (batches, queued) = crossbeam_channel::bounded::<Batch>(QUEUED_BATCHES);
+        let (spare, spares) = crossbeam_channel::bounded::<Batch>(SPARE_BATCHES);
+        let events = std::thread::Builder::new()
+            .name("nflog-events".into())
+            .spawn(move || self.forward(decoder, &interfaces, &queued, &spare));
+        if let Err(err) = events {
+            let _ = ready.send(Ready {
+                source: Source::Nflog,
+                result: Err(format!("cannot start its event thread: {err}")),
+            });
+            return;
+        }
         let _ = ready.send(Ready {
             source: Source::Nflog,
             result: Ok(()),
         });
         drop(ready);
 
-        // Interface indexes are only meaningful in the socket's namespace, which this thread is in.
-        let interfaces = subscription.interfaces();
-        let ifname = |index: u32| interfaces.name(index);
+        let mut batch = Batch::new();
         loop {
+            if let Err(err) = subscription.recv_batch(&mut batch) {
+                eprintln!("shield-watch: nflog: stopped reading NFLOG group {group}: {err}");
+                return;
+            }
+            if !batch.is_news() {
+                continue;
+            }
+            let small = !batch.is_empty() && batch.len() < COALESCE_BELOW;
+            let next = spares.try_recv().unwrap_or_default();
+            if batches.send(std::mem::replace(&mut batch, next)).is_err() {
+                // The event thread ended: stdout is closed.
+                return;
+            }
+            if small {
+                // Packets are arriving one by one: let a few more gather so that the next read
+                // (and everything downstream) is woken once for many, not once per packet.
+                std::thread::sleep(COALESCE);
+            }
+        }
+    }
+
+    /// Decodes the batches in order and sends one event per packet or loss, until the reading
+    /// thread ends or the writer is gone. Emptied batches go back to the reader through `spare`.
+    fn forward(
+        self,
+        mut decoder: Decoder,
+        interfaces: &Interfaces,
+        batches: &Receiver<Batch>,
+        spare: &Sender<Batch>,
+    ) {
+        // Interface indexes are only meaningful in the socket's namespace: `Interfaces` answers
+        // for it from any thread. Names are looked up once per batch and index (one ioctl each).
+        let names: RefCell<Vec<(u32, Option<String>)>> = RefCell::new(Vec::new());
+        let ifname = |index: u32| {
+            let mut names = names.borrow_mut();
+            if let Some((_, name)) = names.iter().find(|(i, _)| *i == index) {
+                return name.clone();
+            }
+            let name = interfaces.name(index);
+            names.push((index, name.clone()));
+            name
+        };
+        for batch in batches {
+            names.borrow_mut().clear();
+            let read_at = batch
+                .received()
+                .and_then(|t| jiff::Timestamp::try_from(t).ok())
+                .map(format_timestamp);
             let mut closed = false;
-            let result = subscription.recv(&mut |message| {
+            decoder.decode(&batch, &mut |message| {
                 if closed {
                     return;
                 }
-                let Some(event) = message_event(
+                let Some(event) = message_event_read_at(
                     message,
+                    read_at.as_deref(),
                     &self.container,
                     self.cache.as_deref(),
                     &ifname,
@@ -88,13 +173,7 @@ impl NflogSource {
             if closed {
                 return;
             }
-            if let Err(err) = result {
-                eprintln!(
-                    "shield-watch: nflog: stopped reading NFLOG group {}: {err}",
-                    self.group
-                );
-                return;
-            }
+            let _ = spare.try_send(batch);
         }
     }
 }
@@ -109,12 +188,27 @@ pub fn message_event(
     ifname: &dyn Fn(u32) -> Option<String>,
     summary: &Summary,
 ) -> Option<shield_event::Event> {
+    message_event_read_at(message, None, container, cache, ifname, summary)
+}
+
+/// [`message_event`] for a message read at `read_at`: the timestamp of a packet that carries
+/// none of its own (packets logged on output), instead of the time the event is built.
+fn message_event_read_at(
+    message: Message<'_>,
+    read_at: Option<&str>,
+    container: &str,
+    cache: Option<&Mutex<DomainCache>>,
+    ifname: &dyn Fn(u32) -> Option<String>,
+    summary: &Summary,
+) -> Option<shield_event::Event> {
     match message {
         Message::Packet(packet) => {
             let ts = packet
                 .timestamp()
                 .and_then(|t| jiff::Timestamp::try_from(t).ok())
-                .map_or_else(now_timestamp, format_timestamp);
+                .map(format_timestamp)
+                .or_else(|| read_at.map(str::to_string))
+                .unwrap_or_else(now_timestamp);
             let Some(headers) = packet.headers() else {
                 summary.skip(Source::Nflog, "unparsable_packet");
                 return None;
