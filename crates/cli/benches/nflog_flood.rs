@@ -12,7 +12,9 @@
 //! nflog_flood`. `SHIELD_FLOOD_PACKETS` (default 1 000 000) and `SHIELD_FLOOD_RATE` (packets/s,
 //! default 200 000; 0 sends as fast as one thread can) change the workload; `SHIELD_FLOOD_RUNS`
 //! repeats it (default 1); `SHIELD_FLOOD_ARGS` adds shield-watch arguments; `SHIELD_FLOOD_HOGS`
-//! runs that many busy-looping threads while the flood is sent (a busy host).
+//! runs that many busy-looping threads while the flood is sent (a busy host);
+//! `SHIELD_FLOOD_STALL=FROM..TO` stops shield-watch (SIGSTOP) while packets FROM to TO are sent
+//! (a reader that stalls; `TO` at the end makes the flood end while it is stopped).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, UdpSocket};
@@ -22,6 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustix::process::{kill_process, Pid, Signal};
 use shield_lab::Netns;
 
 const RULESET: &str = r#"
@@ -149,12 +152,21 @@ fn matched(ns: &Netns) -> u64 {
 }
 
 /// Sends `packets` one-byte datagrams at `rate` per second (0: unpaced) from inside `ns`;
-/// returns how long sending took.
-fn flood(ns: &Netns, packets: u64, rate: u64) -> Duration {
+/// returns how long sending took. With `stall`, process `pid` is stopped (SIGSTOP) while the
+/// packets `stall.0..stall.1` are sent.
+fn flood(ns: &Netns, packets: u64, rate: u64, pid: Pid, stall: Option<(u64, u64)>) -> Duration {
+    let signal = move |signal| {
+        let _ = kill_process(pid, signal);
+    };
     ns.run_in(move || {
         let socket = UdpSocket::bind("0.0.0.0:0").expect("bind udp");
         let start = Instant::now();
         for i in 0..packets {
+            match stall {
+                Some((from, _)) if i == from => signal(Signal::STOP),
+                Some((_, to)) if i == to => signal(Signal::CONT),
+                _ => {}
+            }
             if rate > 0 {
                 let due = Duration::from_secs_f64(i as f64 / rate as f64);
                 while start.elapsed() < due {
@@ -164,6 +176,9 @@ fn flood(ns: &Netns, packets: u64, rate: u64) -> Duration {
             let dest = SocketAddr::from(([192, 0, 2, 1 + (i % 254) as u8], 9));
             // Dropped by the rule: EPERM is the expected answer, the packet was logged first.
             let _ = socket.send_to(b"x", dest);
+        }
+        if stall.is_some() {
+            signal(Signal::CONT);
         }
         start.elapsed()
     })
@@ -220,7 +235,12 @@ fn run(packets: u64, rate: u64) {
         })
         .collect();
     let started = Instant::now();
-    let sending = flood(&ns, packets, rate);
+    // SHIELD_FLOOD_STALL=FROM..TO: shield-watch is stopped while those packets are sent.
+    let stall = std::env::var("SHIELD_FLOOD_STALL").ok().and_then(|v| {
+        let (from, to) = v.split_once("..")?;
+        Some((from.parse().ok()?, to.parse().ok()?))
+    });
+    let sending = flood(&ns, packets, rate, Pid::from_child(&child), stall);
     hogging.store(false, Ordering::Relaxed);
     for hog in hogs {
         hog.join().unwrap();
@@ -242,8 +262,7 @@ fn run(packets: u64, rate: u64) {
     let drained = started.elapsed() - QUIET.min(quiet_since.elapsed());
     let matched = matched(&ns);
     let cpu = thread_cpu(child.id());
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    kill_process(Pid::from_child(&child), Signal::TERM).expect("SIGTERM");
     let status = child.wait().expect("wait");
     reader.join().unwrap();
     let mut rest = String::new();
@@ -314,13 +333,7 @@ fn thread_cpu(pid: u32) -> Vec<(String, u64)> {
 }
 
 fn ticks_per_second() -> f64 {
-    // SAFETY: sysconf has no memory preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if hz > 0 {
-        hz as f64
-    } else {
-        100.0
-    }
+    rustix::param::clock_ticks_per_second() as f64
 }
 
 fn main() {
