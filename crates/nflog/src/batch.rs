@@ -26,7 +26,7 @@ pub enum Message<'a> {
     /// A logged packet.
     Packet(Packet<'a>),
     /// Packets lost in the kernel: `count` more than reported so far. `None` only where the
-    /// kernel's drop counter cannot be read (kernels before 4.13): the socket overran and no
+    /// kernel's drop counter cannot be read (an old kernel): the socket overran and no
     /// later packet has shown the gap yet; if one does, a `Lost` with the count follows.
     Lost {
         /// Number of packets lost, when known.

@@ -347,7 +347,7 @@ impl Subscription {
 
     /// The kernel's count of messages it dropped for want of room in this socket's queue
     /// (`SO_MEMINFO`, `SK_MEMINFO_DROPS`; kept 64-bit across the kernel's 32-bit wrap), or
-    /// `None` where the kernel does not tell (before 4.13).
+    /// `None` where the kernel does not tell (an old kernel).
     fn kernel_drops(&mut self) -> Option<u64> {
         let mut info = [0u32; 16];
         let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
