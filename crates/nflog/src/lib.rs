@@ -3,8 +3,12 @@
 //! The main type is [`Subscription`], built with [`Subscription::builder`]: it binds one NFLOG
 //! group (default 100) on a `NETLINK_NETFILTER` socket, optionally inside another network
 //! namespace, and [`Subscription::recv`] hands out each logged [`Packet`] or a
-//! [`Message::Lost`] when the kernel dropped packets. [`Packet::headers`] reads addresses,
-//! protocol, ports and ICMP type from the copied bytes.
+//! [`Message::Lost`] when the kernel dropped packets, with how many (from the per-group sequence
+//! numbers and the socket's drop counter). [`Packet::headers`] reads addresses, protocol, ports
+//! and ICMP type from the copied bytes. To keep the socket's queue short under a flood, one
+//! thread can read raw [`Batch`]es with [`Subscription::recv_batch`] (or poll many
+//! subscriptions and use [`Subscription::try_recv_batch`]) while another decodes them with a
+//! [`Decoder`].
 //!
 //! A protocol crate: it knows the kernel's messages and IP headers, not what shield-watch makes
 //! of them (the prefix-to-action table and the event live in `shield_event::map::nflog`).
