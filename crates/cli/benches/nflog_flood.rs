@@ -8,6 +8,9 @@
 //! of `extra.lost` of the `nflog_overrun` events) and unaccounted (the rest, neither shown nor
 //! counted).
 //!
+//! Before the flood, workload `nflog-latency`: isolated packets, each timed from `sendto` to its
+//! line on stdout (`SHIELD_FLOOD_LATENCY_SAMPLES`, default 500; 0 skips it).
+//!
 //! `cargo build --profile bench -p shield-watch-cli && cargo bench -p shield-watch-cli --bench
 //! nflog_flood`. `SHIELD_FLOOD_PACKETS` (default 1 000 000) and `SHIELD_FLOOD_RATE` (packets/s,
 //! default 200 000; 0 sends as fast as one thread can) change the workload; `SHIELD_FLOOD_RUNS`
@@ -19,8 +22,9 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStderr, Command, Stdio};
+use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -197,7 +201,11 @@ fn run(packets: u64, rate: u64) {
 
     let (mut child, mut stderr) = start(&ns, state.path());
     let stream = Arc::new(Stream::default());
-    let mut stdout = child.stdout.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let samples = env_or("SHIELD_FLOOD_LATENCY_SAMPLES", 500) as usize;
+    if samples > 0 {
+        latency(&ns, &mut stdout, samples);
+    }
     let counter = Arc::clone(&stream);
     let reader = std::thread::spawn(move || {
         let mut buf = vec![0u8; 1 << 20];
@@ -301,6 +309,51 @@ fn run(packets: u64, rate: u64) {
         threads.join(", ")
     );
     println!("  exit {status}; {summary}");
+}
+
+/// Workload `nflog-latency`: `samples` isolated packets, each sent once the previous one's line
+/// came out, timed from just before `sendto` to its line read from shield-watch's stdout.
+fn latency(ns: &Netns, stdout: &mut BufReader<ChildStdout>, samples: usize) {
+    let (request, requests) = mpsc::channel::<(u16, mpsc::Sender<Instant>)>();
+    let path = ns.path();
+    let sender = std::thread::spawn(move || {
+        let file = std::fs::File::open(path).expect("open netns");
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&file),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .expect("setns");
+        let socket = UdpSocket::bind("0.0.0.0:0").expect("bind udp");
+        for (port, reply) in requests {
+            let sent = Instant::now();
+            let _ = socket.send_to(b"x", SocketAddr::from(([192, 0, 2, 1], port)));
+            let _ = reply.send(sent);
+        }
+    });
+    let mut took = Vec::with_capacity(samples);
+    let mut line = String::new();
+    for i in 0..samples {
+        let port = 1000 + (i % 60_000) as u16;
+        let (reply, sent) = mpsc::channel();
+        request.send((port, reply)).unwrap();
+        let sent = sent.recv().unwrap();
+        line.clear();
+        stdout.read_line(&mut line).expect("read stdout");
+        took.push(sent.elapsed());
+        assert!(line.contains(&format!("\"port\":{port},")), "{line}");
+        // Isolated packets: everything settles between two.
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    drop(request);
+    sender.join().unwrap();
+    took.sort();
+    let pct = |p: f64| took[((took.len() as f64 * p) as usize).min(took.len() - 1)];
+    println!(
+        "nflog-latency: sendto -> line on stdout, {samples} isolated packets: p50 {:.1?}, p99 {:.1?}, max {:.1?}",
+        pct(0.50),
+        pct(0.99),
+        took[took.len() - 1]
+    );
 }
 
 /// CPU time (user + system, clock ticks) of each thread of process `pid`, by thread name.
