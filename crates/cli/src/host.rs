@@ -27,7 +27,7 @@ use rustix::event::{EventfdFlags, PollFd, PollFlags};
 use rustix::thread::LinkNameSpaceType;
 use shield_dnsmasq::{AllowList, DomainCache};
 use shield_event::Source;
-use shield_nflog::Subscription;
+use shield_nflog::{Batch, Decoder, Subscription};
 use shield_tail::{FollowSet, Key, Options, Start, Waker};
 
 use crate::confine::Confinement;
@@ -35,7 +35,7 @@ use crate::output::Msg;
 use crate::sources::audit::AuditLines;
 use crate::sources::dns::{DnsLines, DnsOptions, SharedAllowList};
 use crate::sources::follow::{LineHandler, Reader, Step};
-use crate::sources::nflog::message_event;
+use crate::sources::nflog::message_event_read_at;
 use crate::sources::Ready;
 use crate::state::{DnsTier, StateDir};
 use crate::summary::Summary;
@@ -139,6 +139,7 @@ pub fn start(
     nflog_confinement: Confinement,
 ) -> usize {
     let (confined_tx, confined_rx) = crossbeam_channel::bounded(1);
+    let (batches, to_events) = crossbeam_channel::bounded(QUEUED_BATCHES);
     let nflog = host.selected.contains(&Source::Nflog).then(|| {
         let (commands, queue) = unbounded();
         let fd = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
@@ -148,8 +149,7 @@ pub fn start(
         let thread = NflogThread {
             group: host.nflog_group,
             buffer: host.nflog_buffer,
-            tx: host.tx.clone(),
-            summary: host.summary.clone(),
+            batches,
         };
         crate::spawn("nflog", move || {
             thread.run(queue, fd, nflog_confinement, confined_tx)
@@ -161,6 +161,15 @@ pub fn start(
         let _ = confined_rx.recv_timeout(Duration::from_secs(10));
     }
     confinement.apply_here("main");
+    if nflog.is_some() {
+        // Started confined, without the nflog thread's capabilities: packets from containers
+        // are parsed here, never where the capabilities are.
+        let events = NflogEvents {
+            tx: host.tx.clone(),
+            summary: host.summary.clone(),
+        };
+        crate::spawn("nflog-events", move || events.run(to_events));
+    }
     let file_fleet = |source: Source| {
         let (commands, queue) = unbounded();
         let mut set = FollowSet::new(host.options.clone());
@@ -676,18 +685,91 @@ impl FileThread {
 }
 
 /// The nflog thread: one NFLOG socket per container, each made in its namespace, all polled.
+/// It keeps the capabilities that takes, so it only copies datagrams out: decoding, naming and
+/// building events happen on the `nflog-events` thread ([`NflogEvents`]), which holds none.
 struct NflogThread {
     group: u16,
     buffer: usize,
-    tx: Sender<Msg>,
-    summary: Summary,
+    batches: Sender<ToEvents>,
 }
 
 struct Socket {
     name: Arc<str>,
     subscription: Subscription,
-    interfaces: shield_nflog::Interfaces,
-    cache: Arc<Mutex<DomainCache>>,
+}
+
+/// What the nflog thread hands the `nflog-events` thread, in order.
+enum ToEvents {
+    /// A container's socket is open: its decoder, interface names and domain cache.
+    Add(
+        Arc<str>,
+        Decoder,
+        shield_nflog::Interfaces,
+        Arc<Mutex<DomainCache>>,
+    ),
+    /// Datagrams read from that container's socket.
+    Batch(Arc<str>, Batch),
+    /// Its socket is closed.
+    Remove(Arc<str>),
+}
+
+/// What decoding one container's batches takes: its decoder (sequence numbers and losses),
+/// interface names in its namespace, and its own domain cache.
+type Decoding = (Decoder, shield_nflog::Interfaces, Arc<Mutex<DomainCache>>);
+
+/// How many batches may wait between the two nflog threads before the reader blocks.
+const QUEUED_BATCHES: usize = 256;
+
+/// The `nflog-events` thread: every container's batches decoded with that container's decoder
+/// and named from that container's cache only.
+struct NflogEvents {
+    tx: Sender<Msg>,
+    summary: Summary,
+}
+
+impl NflogEvents {
+    fn run(self, batches: Receiver<ToEvents>) {
+        let mut sockets: HashMap<Arc<str>, Decoding> = HashMap::new();
+        for message in batches {
+            match message {
+                ToEvents::Add(name, decoder, interfaces, cache) => {
+                    sockets.insert(name, (decoder, interfaces, cache));
+                }
+                ToEvents::Remove(name) => {
+                    sockets.remove(&name);
+                }
+                ToEvents::Batch(name, batch) => {
+                    let Some((decoder, interfaces, cache)) = sockets.get_mut(&name) else {
+                        continue;
+                    };
+                    let read_at = batch
+                        .received()
+                        .and_then(|t| jiff::Timestamp::try_from(t).ok())
+                        .map(shield_event::format_timestamp);
+                    let ifname = |index: u32| interfaces.name(index);
+                    let mut closed = false;
+                    decoder.decode(&batch, &mut |message| {
+                        if closed {
+                            return;
+                        }
+                        if let Some(event) = message_event_read_at(
+                            message,
+                            read_at.as_deref(),
+                            &name,
+                            Some(cache),
+                            &ifname,
+                            &self.summary,
+                        ) {
+                            closed = self.tx.send(Msg::Event(event, None)).is_err();
+                        }
+                    });
+                    if closed {
+                        return;
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl NflogThread {
@@ -735,29 +817,25 @@ impl NflogThread {
             let mut gone = Vec::new();
             for i in readable {
                 let s = &mut sockets[i];
-                let mut closed = false;
-                let (name, cache, interfaces) = (&s.name, &s.cache, &s.interfaces);
-                let ifname = |index: u32| interfaces.name(index);
-                let result = s.subscription.recv(&mut |message| {
-                    if closed {
-                        return;
-                    }
-                    if let Some(event) =
-                        message_event(message, name, Some(cache), &ifname, &self.summary)
-                    {
-                        closed = self.tx.send(Msg::Event(event, None)).is_err();
-                    }
-                });
-                if closed {
-                    return;
-                }
-                if let Err(err) = result {
-                    say(name, &format!("nflog: stopped: {err}"));
+                let mut batch = Batch::new();
+                if let Err(err) = s.subscription.try_recv_batch(&mut batch) {
+                    say(&s.name, &format!("nflog: stopped: {err}"));
                     gone.push(i);
+                    continue;
+                }
+                if batch.is_news()
+                    && self
+                        .batches
+                        .send(ToEvents::Batch(s.name.clone(), batch))
+                        .is_err()
+                {
+                    // The event thread ended: stdout is closed.
+                    return;
                 }
             }
             for i in gone.into_iter().rev() {
-                sockets.swap_remove(i);
+                let s = sockets.swap_remove(i);
+                let _ = self.batches.send(ToEvents::Remove(s.name));
             }
             if woken {
                 let mut buf = [0u8; 8];
@@ -765,13 +843,25 @@ impl NflogThread {
                 while let Ok(command) = queue.try_recv() {
                     match command {
                         Command::AddNflog(container, pid, reply) => {
-                            let _ = reply
-                                .send(self.open(&container, pid, &home).map(|s| sockets.push(s)));
+                            let _ = reply.send(self.open(&container, pid, &home).map(|s| {
+                                let decoder = s.subscription.decoder();
+                                let interfaces = s.subscription.interfaces();
+                                let _ = self.batches.send(ToEvents::Add(
+                                    s.name.clone(),
+                                    decoder,
+                                    interfaces,
+                                    container.cache.clone(),
+                                ));
+                                sockets.push(s);
+                            }));
                         }
                         Command::Add(_, reply) => {
                             let _ = reply.send(Err("not an nflog command".into()));
                         }
-                        Command::Remove(name) => sockets.retain(|s| s.name != name),
+                        Command::Remove(name) => {
+                            sockets.retain(|s| s.name != name);
+                            let _ = self.batches.send(ToEvents::Remove(name));
+                        }
                     }
                 }
             }
@@ -808,12 +898,9 @@ impl NflogThread {
             std::process::abort();
         }
         let subscription = opened.map_err(|e| format!("{e}; packets will not be shown"))?;
-        let interfaces = subscription.interfaces();
         Ok(Socket {
             name: container.name.clone(),
             subscription,
-            interfaces,
-            cache: container.cache.clone(),
         })
     }
 }

@@ -180,20 +180,9 @@ impl NflogSource {
 
 /// The event for one NFLOG message of `container`'s group: a packet, named from the
 /// container's own domain cache, or a loss notice. `None` for a packet whose headers cannot be
-/// parsed (counted).
-pub fn message_event(
-    message: Message<'_>,
-    container: &str,
-    cache: Option<&Mutex<DomainCache>>,
-    ifname: &dyn Fn(u32) -> Option<String>,
-    summary: &Summary,
-) -> Option<shield_event::Event> {
-    message_event_read_at(message, None, container, cache, ifname, summary)
-}
-
-/// [`message_event`] for a message read at `read_at`: the timestamp of a packet that carries
-/// none of its own (packets logged on output), instead of the time the event is built.
-fn message_event_read_at(
+/// parsed (counted). A packet that carries no timestamp of its own (packets logged on output)
+/// gets `read_at`, the time its batch was read, else the time the event is built.
+pub fn message_event_read_at(
     message: Message<'_>,
     read_at: Option<&str>,
     container: &str,

@@ -558,6 +558,7 @@ fn host_wide_every_thread_but_nflog_holds_only_cap_dac_read_search_and_nflog_wha
             "containers",
             "dns",
             "nflog",
+            "nflog-events",
             "shield-watch",
             "signals",
             "writer"

@@ -149,6 +149,7 @@ fn every_container_of_a_state_root_in_one_stream() {
             "containers",
             "dns",
             "nflog",
+            "nflog-events",
             "shield-watch",
             "signals",
             "writer"
