@@ -4,6 +4,7 @@ mod cases;
 mod dnsmasq;
 mod logrotate;
 mod model;
+mod set;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
