@@ -1,14 +1,17 @@
-//! Benchmarks of the follower: write-to-yield latency, throughput of a large file, idle CPU.
+//! Benchmarks of the follower: write-to-yield latency, throughput of a large file, idle CPU;
+//! and the same latency and idle CPU for a `FollowSet` of 1 000 files.
 //!
 //! Run: `cargo bench -p shield-tail --bench follow`. Knobs (environment):
 //! `SHIELD_TAIL_BENCH_LINES` (latency samples, default 10000), `SHIELD_TAIL_BENCH_MB` (size of
-//! the throughput file, default 256), `SHIELD_TAIL_BENCH_IDLE_SECS` (idle window, default 60).
+//! the throughput file, default 256), `SHIELD_TAIL_BENCH_IDLE_SECS` (idle window, default 60),
+//! `SHIELD_TAIL_BENCH_SET_FILES` (files in the set, default 1000),
+//! `SHIELD_TAIL_BENCH_SET_IDLE_SECS` (the set's idle window, default 10).
 
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use shield_tail::{Follower, Options, Record, Start};
+use shield_tail::{FollowSet, Follower, Key, Options, Record, Start};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -158,6 +161,148 @@ fn idle(force_poll: bool, secs: u64) {
     );
 }
 
+/// Raises the soft limit of open descriptors to the hard one (as shield-watch does at start):
+/// the set's files and the writer's descriptors on them do not fit under 1 024.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read or write the struct we hand them.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// This process's resident set size, in KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// `files` paths in one `FollowSet`, two per directory as host-wide mode has them
+/// (`audit.jsonl` and `dnsmasq.log` of each container), each with one line already.
+fn thousand(dir: &std::path::Path, files: usize) -> (FollowSet, Vec<std::path::PathBuf>) {
+    let mut paths = Vec::new();
+    for i in 0..files {
+        let d = dir.join(format!("c{:04}", i / 2));
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join(if i % 2 == 0 {
+            "audit.jsonl"
+        } else {
+            "dnsmasq.log"
+        });
+        std::fs::write(&p, b"already there\n").unwrap();
+        paths.push(p);
+    }
+    let rss = rss_kib();
+    let t = Instant::now();
+    let mut set = FollowSet::new(Options::default());
+    for p in &paths {
+        set.add(p, Start::End).unwrap();
+    }
+    println!(
+        "set of {files} files: added in {:?}, RSS +{} KiB, inotify: {}",
+        t.elapsed(),
+        rss_kib().saturating_sub(rss),
+        set.uses_inotify()
+    );
+    (set, paths)
+}
+
+/// A writer thread appends one line per `write(2)`, every 200 µs, to a file picked at random
+/// among the set's; this thread waits on the set and stamps each line as it is yielded.
+fn set_latency() {
+    let n = env("SHIELD_TAIL_BENCH_LINES", 10_000) as usize;
+    let files = env("SHIELD_TAIL_BENCH_SET_FILES", 1000) as usize;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut set, paths) = thousand(dir.path(), files);
+    let base = Instant::now();
+    let writer = std::thread::spawn(move || {
+        let mut w: Vec<_> = paths
+            .iter()
+            .map(|p| OpenOptions::new().append(true).open(p).unwrap())
+            .collect();
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..n {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let i = (x % w.len() as u64) as usize;
+            let line = format!(
+                "{:020} some padding to look like a log line\n",
+                base.elapsed().as_nanos()
+            );
+            w[i].write_all(line.as_bytes()).unwrap();
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    });
+    let mut lat = Vec::with_capacity(n);
+    let mut ready: Vec<Key> = Vec::new();
+    let mut wakes = 0u64;
+    while lat.len() < n {
+        set.wait(Some(Duration::from_secs(5)), &mut ready).unwrap();
+        wakes += 1;
+        for &key in &ready {
+            let f = set.follower(key).unwrap();
+            f.read_available(&mut |r| {
+                if let Record::Line { bytes, .. } = r {
+                    let now = base.elapsed().as_nanos() as u64;
+                    let sent: u64 = std::str::from_utf8(&bytes[..20]).unwrap().parse().unwrap();
+                    lat.push(Duration::from_nanos(now - sent));
+                }
+            })
+            .unwrap();
+        }
+    }
+    writer.join().unwrap();
+    lat.sort();
+    println!(
+        "latency write(2) -> line yielded, set of {files} files, {n} lines to random files, {wakes} wakes: p50 {:?}  p99 {:?}  max {:?}",
+        percentile(&lat, 0.50),
+        percentile(&lat, 0.99),
+        lat[lat.len() - 1]
+    );
+}
+
+/// CPU used by a set of 1 000 followed files nobody writes to.
+fn set_idle(secs: u64) {
+    let files = env("SHIELD_TAIL_BENCH_SET_FILES", 1000) as usize;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut set, _paths) = thousand(dir.path(), files);
+    let mut ready = Vec::new();
+    let window = Duration::from_secs(secs);
+    let before = cpu_time();
+    let t = Instant::now();
+    let mut wakeups = 0u64;
+    while t.elapsed() < window {
+        set.wait(Some(window.saturating_sub(t.elapsed())), &mut ready)
+            .unwrap();
+        for &key in &ready {
+            set.follower(key)
+                .unwrap()
+                .read_available(&mut |_| {})
+                .unwrap();
+        }
+        wakeups += 1;
+    }
+    let used = cpu_time() - before;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    println!(
+        "idle {secs} s, set of {files} files, inotify: CPU {:?} ({:.1} ticks at {hz} Hz), wait() returned {wakeups} times",
+        used,
+        used.as_secs_f64() * hz
+    );
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` runs it with no flag: keep that quick.
     let quick = !std::env::args().any(|a| a == "--bench");
@@ -174,4 +319,11 @@ fn main() {
     };
     idle(false, secs);
     idle(true, secs.min(10));
+    raise_fd_limit();
+    set_latency();
+    set_idle(if quick {
+        1
+    } else {
+        env("SHIELD_TAIL_BENCH_SET_IDLE_SECS", 10)
+    });
 }

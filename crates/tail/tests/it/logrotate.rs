@@ -70,7 +70,11 @@ fn follow_until(f: &mut Follower, out: &mut Vec<Got>, n: usize) {
             return;
         }
         let now = Instant::now();
-        assert!(now < deadline, "{} of {n} records within {STEP:?}", out.len());
+        assert!(
+            now < deadline,
+            "{} of {n} records within {STEP:?}",
+            out.len()
+        );
         f.wait(Some(deadline - now)).unwrap();
     }
 }
@@ -232,7 +236,13 @@ fn logrotate_create_mode_with_live_writer() {
     );
     assert_eq!(
         named(tmp.path(), "app.log"),
-        ["app.log", "app.log.1", "app.log.2", "app.log.3", "app.log.4"]
+        [
+            "app.log",
+            "app.log.1",
+            "app.log.2",
+            "app.log.3",
+            "app.log.4"
+        ]
     );
 }
 
