@@ -22,12 +22,8 @@ fn env(name: &str, default: u64) -> u64 {
 
 /// CPU time (user + system) of this process so far.
 fn cpu_time() -> Duration {
-    // SAFETY: rusage is plain integers, for which all-zero bytes are a valid value.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage only writes the struct we hand it.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -147,8 +143,7 @@ fn idle(force_poll: bool, secs: u64) {
         wakeups += 1;
     }
     let used = cpu_time() - before;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let hz = rustix::param::clock_ticks_per_second().max(1) as f64;
     println!(
         "idle {secs} s, {}: CPU {:?} ({:.1} ticks at {hz} Hz), wait() returned {wakeups} times",
         if force_poll {
@@ -164,17 +159,15 @@ fn idle(force_poll: bool, secs: u64) {
 /// Raises the soft limit of open descriptors to the hard one (as shield-watch does at start):
 /// the set's files and the writer's descriptors on them do not fit under 1 024.
 fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read or write the struct we hand them.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let _ = setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: lim.maximum,
+            ..lim
+        },
+    );
 }
 
 /// This process's resident set size, in KiB.
@@ -294,8 +287,7 @@ fn set_idle(secs: u64) {
         wakeups += 1;
     }
     let used = cpu_time() - before;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let hz = rustix::param::clock_ticks_per_second().max(1) as f64;
     println!(
         "idle {secs} s, set of {files} files, inotify: CPU {:?} ({:.1} ticks at {hz} Hz), wait() returned {wakeups} times",
         used,

@@ -106,7 +106,7 @@ mod tests {
         let e = Error::io(
             "open",
             Path::new("/x/y"),
-            io::Error::from_raw_os_error(libc::EACCES),
+            io::Error::from_raw_os_error(rustix::io::Errno::ACCESS.raw_os_error()),
         );
         assert_eq!(e.kind(), ErrorKind::Io);
         assert!(e.to_string().starts_with("open /x/y: "), "{e}");

@@ -155,8 +155,11 @@ fn dnsmasq_rotated_by_rename_and_sigusr2() {
             let extra = format!("q{round}-between.example.test");
             dig(port, &[&extra]).expect("dig failed");
             want.push(extra);
-            // SAFETY: signalling the child we spawned and still own.
-            unsafe { libc::kill(d.child.id() as i32, libc::SIGUSR2) };
+            rustix::process::kill_process(
+                rustix::process::Pid::from_child(&d.child),
+                rustix::process::Signal::USR2,
+            )
+            .unwrap();
             assert!(eventually(Duration::from_secs(10), || log.exists()));
         }
     }

@@ -92,19 +92,19 @@ fn run_alone(name: &str) -> bool {
 }
 
 /// Raises the soft limit of open descriptors to the hard one (as shield-watch does at start):
-/// a thousand open files do not fit under the common soft limit of 1 024.
+/// a thousand open files do not fit under the common soft limit of 1 024. Returns it.
 fn raise_fd_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read or write the struct we hand them.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
-        lim.rlim_cur = lim.rlim_max;
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
-    }
-    lim.rlim_cur
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: lim.maximum,
+            ..lim
+        },
+    )
+    .unwrap();
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
 
 /// A small deterministic generator (xorshift), for the writer's order.
