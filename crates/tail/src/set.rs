@@ -11,7 +11,12 @@ use crate::watches::{Owner, Role, Watches, ANY_CHANGE_MASK};
 
 /// Names one member of a [`FollowSet`]: a followed file, or a group of watched directories.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Key(usize);
+pub struct Key {
+    slot: usize,
+    /// How many members held the slot before: a key of a removed member never names the one
+    /// that re-uses its slot.
+    generation: u32,
+}
 
 /// Directories watched for any change (or for changes to some names); a missing one is
 /// watched through its parent.
@@ -55,6 +60,8 @@ enum Member {
 pub struct FollowSet {
     reg: Option<Arc<Mutex<Watches>>>,
     members: Vec<Option<Member>>,
+    /// Per slot, bumped when its member is removed (see [`Key`]).
+    generations: Vec<u32>,
     free: Vec<usize>,
     opts: Options,
     /// Members read since the last wait: their buffers are shrunk before blocking again.
@@ -85,6 +92,7 @@ impl FollowSet {
         FollowSet {
             reg,
             members: Vec::new(),
+            generations: Vec::new(),
             free: Vec::new(),
             opts: options,
             touched: Vec::new(),
@@ -95,8 +103,23 @@ impl FollowSet {
     fn slot(&mut self) -> usize {
         self.free.pop().unwrap_or_else(|| {
             self.members.push(None);
+            self.generations.push(0);
             self.members.len() - 1
         })
+    }
+
+    fn key(&self, slot: usize) -> Key {
+        Key {
+            slot,
+            generation: self.generations[slot],
+        }
+    }
+
+    /// The slot of `key` if it still names a member.
+    fn live(&self, key: Key) -> Option<usize> {
+        (self.generations.get(key.slot) == Some(&key.generation)
+            && self.members.get(key.slot).is_some_and(Option::is_some))
+        .then_some(key.slot)
     }
 
     /// Follows `path` from `start` (see [`Follower::open`]).
@@ -111,7 +134,7 @@ impl FollowSet {
         ) {
             Ok(f) => {
                 self.members[slot] = Some(Member::File(Box::new(f)));
-                Ok(Key(slot))
+                Ok(self.key(slot))
             }
             Err(e) => {
                 self.free.push(slot);
@@ -132,7 +155,7 @@ impl FollowSet {
         };
         add_dir_watches(self.reg.as_ref(), slot, &mut d);
         self.members[slot] = Some(Member::Dirs(d));
-        Key(slot)
+        self.key(slot)
     }
 
     /// Watches `dir` (which need not exist yet) for changes to the entries called one of
@@ -149,7 +172,7 @@ impl FollowSet {
         };
         add_dir_watches(self.reg.as_ref(), slot, &mut d);
         self.members[slot] = Some(Member::Dirs(d));
-        Key(slot)
+        self.key(slot)
     }
 
     /// A handle that wakes [`FollowSet::wait`] from another thread (its `ready` list may then
@@ -175,21 +198,21 @@ impl FollowSet {
 
     /// Stops following (closing files and watches).
     pub fn remove(&mut self, key: Key) {
-        if let Some(slot) = self.members.get_mut(key.0) {
-            if slot.take().is_some() {
-                if let Some(reg) = &self.reg {
-                    reg.lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .forget(key.0);
-                }
-                self.free.push(key.0);
-            }
+        let Some(slot) = self.live(key) else { return };
+        self.members[slot] = None;
+        self.generations[slot] = self.generations[slot].wrapping_add(1);
+        if let Some(reg) = &self.reg {
+            reg.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .forget(slot);
         }
+        self.free.push(slot);
     }
 
     /// The follower behind `key` (`None` for a directory watch or a removed key).
     pub fn follower(&mut self, key: Key) -> Option<&mut Follower> {
-        match self.members.get_mut(key.0)? {
+        let slot = self.live(key)?;
+        match &mut self.members[slot] {
             Some(Member::File(f)) => {
                 if !self.touched.contains(&key) {
                     self.touched.push(key);
@@ -228,8 +251,10 @@ impl FollowSet {
     pub fn wait(&mut self, timeout: Option<Duration>, ready: &mut Vec<Key>) -> Result<(), Error> {
         ready.clear();
         for key in std::mem::take(&mut self.touched) {
-            if let Some(Some(Member::File(f))) = self.members.get_mut(key.0) {
-                f.shrink();
+            if let Some(slot) = self.live(key) {
+                if let Some(Member::File(f)) = &mut self.members[slot] {
+                    f.shrink();
+                }
             }
         }
         let deadline = timeout.map(|t| Instant::now() + t);
@@ -241,7 +266,10 @@ impl FollowSet {
                 match m {
                     Some(Member::File(f)) => {
                         if f.due(now) {
-                            ready.push(Key(i));
+                            ready.push(Key {
+                                slot: i,
+                                generation: self.generations[i],
+                            });
                         }
                         next_deadline = earliest(next_deadline, f.deadline());
                     }
@@ -336,7 +364,10 @@ impl FollowSet {
             match self.members.get_mut(owner) {
                 Some(Some(Member::File(f))) => {
                     if f.take_wake() {
-                        ready.push(Key(owner));
+                        ready.push(Key {
+                            slot: owner,
+                            generation: self.generations[owner],
+                        });
                     }
                 }
                 Some(Some(Member::Dirs(d))) => {
@@ -352,7 +383,10 @@ impl FollowSet {
                         }
                     }
                     add_dir_watches(Some(reg), owner, d);
-                    ready.push(Key(owner));
+                    ready.push(Key {
+                        slot: owner,
+                        generation: self.generations[owner],
+                    });
                 }
                 _ => {
                     reg.lock()
@@ -370,7 +404,10 @@ impl FollowSet {
                 let missing = d.wds.iter().filter(|w| w.is_none()).count();
                 add_dir_watches(reg.as_ref(), i, d);
                 if d.wds.iter().filter(|w| w.is_none()).count() < missing {
-                    ready.push(Key(i));
+                    ready.push(Key {
+                        slot: i,
+                        generation: self.generations[i],
+                    });
                 }
             }
         }
@@ -384,9 +421,15 @@ impl FollowSet {
             }
             for (i, m) in self.members.iter().enumerate() {
                 match m {
-                    Some(Member::File(f)) if f.poll_pending() => ready.push(Key(i)),
+                    Some(Member::File(f)) if f.poll_pending() => ready.push(Key {
+                        slot: i,
+                        generation: self.generations[i],
+                    }),
                     // Directories cannot be compared cheaply without inotify: say "maybe".
-                    Some(Member::Dirs(_)) => ready.push(Key(i)),
+                    Some(Member::Dirs(_)) => ready.push(Key {
+                        slot: i,
+                        generation: self.generations[i],
+                    }),
                     _ => {}
                 }
             }
@@ -394,7 +437,7 @@ impl FollowSet {
             ready.dedup();
             if ready
                 .iter()
-                .any(|k| matches!(self.members[k.0], Some(Member::File(_))))
+                .any(|k| matches!(self.members[k.slot], Some(Member::File(_))))
             {
                 return Ok(());
             }

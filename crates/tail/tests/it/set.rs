@@ -298,9 +298,20 @@ fn remove_lets_go_of_one_member_only() {
     set.remove(ka);
     assert_eq!(set.len(), 1);
 
-    // A new member in the freed slot starts afresh (here at the end of a.log).
+    // A new member in the freed slot starts afresh (here at the end of a.log), under a key of
+    // its own: the removed member's stale key names nothing, so removing it again cannot
+    // remove the newcomer.
     let kc = set.add(&a, Start::End).unwrap();
-    assert!([ka, dirs].contains(&kc), "a freed key is re-used: {kc:?}");
+    assert!(
+        ![ka, dirs].contains(&kc),
+        "a stale key names the newcomer: {kc:?}"
+    );
+    set.remove(ka);
+    assert!(set.follower(ka).is_none());
+    assert!(
+        set.follower(kc).is_some(),
+        "a stale key removed the newcomer"
+    );
     append(&a, b"a2\n");
     assert_eq!(wait_for(&mut set, |r| r.contains(&kc)), [kc]);
     let mut got = Vec::new();
