@@ -2,10 +2,13 @@
 //! namespace, nftables shield and dnsmasq started as terok-shield starts it, with
 //! `--conf-file=STATE/dnsmasq.conf` and its PID in the state dir), followed by one process.
 
+use std::collections::BTreeMap;
 use std::fs;
+use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
 use serde_json::Value;
@@ -246,4 +249,184 @@ fn state_dir_and_state_root_exclude_each_other_and_container_needs_state_dir() {
     watch.wait_stderr(|l| l.starts_with("shield-watch: ready ("));
     watch.signal(Signal::TERM);
     assert!(watch.wait_exit().0.success());
+}
+
+/// The scale test's container count (SPEC §9: 1 000 on one host).
+const SCALE: usize = 1000;
+/// Of which this many have a `dnsmasq-live` tier (their query log is followed too) but no
+/// running dnsmasq: enough that the files followed need more than 1 024 descriptors.
+const SCALE_DNS: usize = 64;
+
+/// What `/proc/PID/fd` of the process holds: (descriptors, inotify instances).
+fn descriptors(pid: u32) -> (usize, usize) {
+    let mut all = 0;
+    let mut inotify = 0;
+    for entry in fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        all += 1;
+        if fs::read_link(entry.path()).is_ok_and(|t| t.as_os_str() == "anon_inode:inotify") {
+            inotify += 1;
+        }
+    }
+    (all, inotify)
+}
+
+/// The soft and hard `Max open files` of `/proc/PID/limits`.
+fn open_files_limit(pid: u32) -> (String, String) {
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let mut fields = line["Max open files".len()..].split_whitespace();
+    (
+        fields.next().unwrap().to_string(),
+        fields.next().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn a_thousand_containers_under_a_soft_limit_of_1024_descriptors() {
+    let root = tempfile::tempdir().unwrap();
+    let name = |i: usize| format!("c{i:04}");
+    for i in 0..SCALE {
+        let dir = root.path().join("containers").join(name(i));
+        fs::create_dir_all(&dir).unwrap();
+        if i < SCALE_DNS {
+            // A dnsmasq-live tier with its query log but no dnsmasq: the dns thread follows it,
+            // the nflog thread says why it cannot.
+            StateDir::domain_files(&dir, "dnsmasq-live", &["allowed.example"], &[]).unwrap();
+            fs::write(
+                dir.join("dnsmasq.log"),
+                "Mar 31 12:00:00 dnsmasq[9]: query[A] old.example from 127.0.0.1\n",
+            )
+            .unwrap();
+        } else {
+            StateDir::domain_files(&dir, "lookup", &[], &[]).unwrap();
+        }
+    }
+
+    let mut command = binary();
+    command.arg("--state-root").arg(root.path());
+    // SAFETY: between fork and exec only setrlimit runs, a direct system call that neither
+    // allocates nor takes locks.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = rustix::process::Rlimit {
+                current: Some(1024),
+                maximum: Some(4096),
+            };
+            rustix::process::setrlimit(rustix::process::Resource::Nofile, limit)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut watch = Watch::spawn_command(command);
+    watch.wait_stderr(|line| line.starts_with("shield-watch: ready ("));
+    let pid = watch.child.id();
+    let following = |w: &Watch, what: &str| {
+        w.stderr_seen
+            .iter()
+            .filter(|l| l.starts_with("shield-watch: container c") && l.ends_with(what))
+            .count()
+    };
+    let others: Vec<&String> = watch
+        .stderr_seen
+        .iter()
+        .filter(|l| !l.contains(": following (") && !l.contains(": nflog: no dnsmasq"))
+        .take(20)
+        .collect();
+    assert_eq!(
+        following(&watch, ": following (audit)"),
+        SCALE - SCALE_DNS,
+        "{others:#?}"
+    );
+    assert_eq!(following(&watch, ": following (audit,dns)"), SCALE_DNS);
+
+    // The soft limit was raised to the hard one; one inotify instance per watching thread, far
+    // from the 128 a user may have; one thread per source kind plus the writer, whatever the
+    // number of containers.
+    assert_eq!(
+        open_files_limit(pid),
+        ("4096".to_string(), "4096".to_string())
+    );
+    let (fds, inotify) = descriptors(pid);
+    assert!(
+        (1..=4).contains(&inotify),
+        "{inotify} inotify instances ({fds} descriptors)"
+    );
+    let threads = fs::read_dir(format!("/proc/{pid}/task")).unwrap().count();
+    assert!(threads <= 16, "{threads} threads");
+
+    // One audit line in every container, and one blocked lookup in each dnsmasq-live one.
+    for i in 0..SCALE {
+        let dir = root.path().join("containers").join(name(i));
+        // Port 0 is no port: the port is the container's number plus one.
+        let line = format!(
+            r#"{{"action":"denied","dest":"198.51.100.7","port":{}}}"#,
+            i + 1
+        );
+        StateDir::append_audit(&dir, &line).unwrap();
+        if i < SCALE_DNS {
+            let query =
+                format!("Mar 31 12:00:01 dnsmasq[9]: query[A] blocked{i}.example from 127.0.0.1\n");
+            fs::OpenOptions::new()
+                .append(true)
+                .open(dir.join("dnsmasq.log"))
+                .unwrap()
+                .write_all(query.as_bytes())
+                .unwrap();
+        }
+    }
+    let mut audit: BTreeMap<String, u64> = BTreeMap::new();
+    let mut dns: BTreeMap<String, String> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while audit.len() < SCALE || dns.len() < SCALE_DNS {
+        assert!(
+            Instant::now() < deadline,
+            "{} audit and {} dns events of {SCALE} and {SCALE_DNS}",
+            audit.len(),
+            dns.len()
+        );
+        for line in watch.lines_within(SCALE, Duration::from_secs(1)) {
+            let event: Value = serde_json::from_str(&line).unwrap();
+            let container = event["container"].as_str().unwrap().to_string();
+            match event["source"].as_str().unwrap() {
+                "audit" => {
+                    let port = event["port"].as_u64().unwrap();
+                    assert!(audit.insert(container, port).is_none(), "twice: {line}");
+                }
+                "dns" => {
+                    let domain = event["domain"].as_str().unwrap().to_string();
+                    assert!(dns.insert(container, domain).is_none(), "twice: {line}");
+                }
+                _ => panic!("unexpected: {line}"),
+            }
+        }
+    }
+    // Each line named with the container whose file it was written to.
+    for (container, port) in &audit {
+        assert_eq!(*container, name(*port as usize - 1));
+    }
+    for (container, domain) in &dns {
+        assert_eq!(
+            *domain,
+            format!(
+                "blocked{}.example",
+                &container[1..].parse::<usize>().unwrap()
+            )
+        );
+    }
+    let (fds, inotify) = descriptors(pid);
+    eprintln!(
+        "{SCALE} containers: {fds} descriptors, {inotify} inotify instances, {threads} threads"
+    );
+
+    watch.signal(Signal::TERM);
+    let (status, stderr) = watch.wait_exit();
+    assert!(status.success(), "{status}");
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l.starts_with("shield-watch: summary:")),
+        "no summary"
+    );
 }
