@@ -86,6 +86,8 @@ enum Command {
     AddNflog(Container, u32, Sender<Result<(), String>>),
     /// Let go of this container.
     Remove(Arc<str>),
+    /// The containers present at start are all added: read what their files hold.
+    Started,
 }
 
 /// A source thread's command queue and the handle that wakes it to read the queue.
@@ -183,6 +185,8 @@ pub fn start(
             all_query_types: host.all_query_types,
             by_key: HashMap::new(),
             by_name: HashMap::new(),
+            unread: Vec::new(),
+            started: false,
         };
         crate::spawn(source.as_str(), move || thread.run(queue));
         Fleet { commands, waker }
@@ -252,6 +256,11 @@ impl Discovery {
             });
         }
         drop(ready);
+        // Histories are read once every container present at start is followed, after the
+        // ready reports (main's position sync goes ahead of most of their events).
+        for fleet in [&self.audit, &self.dns].into_iter().flatten() {
+            fleet.send(Command::Started);
+        }
         let mut woken = Vec::new();
         loop {
             if let Err(err) = set.wait(None, &mut woken) {
@@ -523,6 +532,10 @@ struct FileThread {
     all_query_types: bool,
     by_key: HashMap<Key, Member>,
     by_name: HashMap<Arc<str>, Vec<Key>>,
+    /// Files added whose present content is still to be read (by the loop, not by `add`).
+    unread: Vec<Key>,
+    /// Whether every container present at start was added (their content is read after).
+    started: bool,
 }
 
 impl FileThread {
@@ -536,8 +549,14 @@ impl FileThread {
                     }
                     Command::AddNflog(..) => {}
                     Command::Remove(name) => self.remove(&name),
+                    Command::Started => self.started = true,
                 }
             }
+            if self.started {
+                ready.append(&mut self.unread);
+            }
+            ready.sort_unstable();
+            ready.dedup();
             for key in std::mem::take(&mut ready) {
                 if !self.read(key) {
                     return;
@@ -564,6 +583,8 @@ impl FileThread {
             None if container.from_start => Start::Beginning,
             None => Start::End,
         };
+        // Events from what the file holds already: a saved position, or from the start.
+        let history = start != Start::End;
         let path = container.dir.join(self.file_name());
         let mut keys = Vec::new();
         let (start, handler) = match self.source {
@@ -637,8 +658,15 @@ impl FileThread {
         );
         keys.push(key);
         self.by_name.insert(container.name, keys);
-        // What is there already (a new container from its start; the cache priming).
-        if !self.read(key) {
+        // A history (a new container, a cursor, --from-start) is read by the loop once every
+        // container present at start is added, as a single container's is after its ready
+        // line: neither the next container nor the ready line waits for a whole history to go
+        // through stdout, whose reader may be waiting for the ready line. Otherwise what is
+        // there (the cache priming, which sends no events) is read before the answer: an nflog
+        // event must not miss a name logged before we started.
+        if history {
+            self.unread.push(key);
+        } else if !self.read(key) {
             return Err("the writer has stopped".into());
         }
         Ok(())
@@ -858,6 +886,7 @@ impl NflogThread {
                         Command::Add(_, reply) => {
                             let _ = reply.send(Err("not an nflog command".into()));
                         }
+                        Command::Started => {}
                         Command::Remove(name) => {
                             sockets.retain(|s| s.name != name);
                             let _ = self.batches.send(ToEvents::Remove(name));

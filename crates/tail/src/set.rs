@@ -64,8 +64,9 @@ pub struct FollowSet {
     generations: Vec<u32>,
     free: Vec<usize>,
     opts: Options,
-    /// Members read since the last wait: their buffers are shrunk before blocking again.
-    touched: Vec<Key>,
+    /// The member last read: its buffer is shrunk before blocking again, or before another
+    /// member is read.
+    touched: Option<Key>,
     waker: Option<Waker>,
 }
 
@@ -95,7 +96,7 @@ impl FollowSet {
             generations: Vec::new(),
             free: Vec::new(),
             opts: options,
-            touched: Vec::new(),
+            touched: None,
             waker: None,
         }
     }
@@ -211,15 +212,29 @@ impl FollowSet {
 
     /// The follower behind `key` (`None` for a directory watch or a removed key).
     pub fn follower(&mut self, key: Key) -> Option<&mut Follower> {
+        // The follower given out before this one is done with (the borrow has ended): its
+        // large read buffer goes now, not at the next wait, so a caller reading a thousand
+        // members in one round (a host's containers with their history) holds one buffer at a
+        // time, not one per member.
+        if self.touched.is_some_and(|k| k != key) {
+            self.shrink_touched();
+        }
         let slot = self.live(key)?;
         match &mut self.members[slot] {
             Some(Member::File(f)) => {
-                if !self.touched.contains(&key) {
-                    self.touched.push(key);
-                }
+                self.touched = Some(key);
                 Some(f)
             }
             _ => None,
+        }
+    }
+
+    /// Lets the member last read give back its large buffer.
+    fn shrink_touched(&mut self) {
+        if let Some(slot) = self.touched.take().and_then(|key| self.live(key)) {
+            if let Some(Member::File(f)) = &mut self.members[slot] {
+                f.shrink();
+            }
         }
     }
 
@@ -250,13 +265,7 @@ impl FollowSet {
     /// ends, are ready without an event. No CPU is used while nothing happens.
     pub fn wait(&mut self, timeout: Option<Duration>, ready: &mut Vec<Key>) -> Result<(), Error> {
         ready.clear();
-        for key in std::mem::take(&mut self.touched) {
-            if let Some(slot) = self.live(key) {
-                if let Some(Member::File(f)) = &mut self.members[slot] {
-                    f.shrink();
-                }
-            }
-        }
+        self.shrink_touched();
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             let now = Instant::now();
