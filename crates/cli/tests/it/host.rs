@@ -251,6 +251,59 @@ fn state_dir_and_state_root_exclude_each_other_and_container_needs_state_dir() {
     assert!(watch.wait_exit().0.success());
 }
 
+#[test]
+fn every_containers_history_with_from_start_then_resumed_from_the_cursor() {
+    let root = tempfile::tempdir().unwrap();
+    let cursor_dir = tempfile::tempdir().unwrap();
+    let cursor = cursor_dir.path().join("cursor");
+    let names = ["a", "b", "c"];
+    let audit = |name: &str, port: u16| {
+        let dir = root.path().join("containers").join(name);
+        let line = format!(r#"{{"action":"denied","dest":"198.51.100.9","port":{port}}}"#);
+        StateDir::append_audit(&dir, &line).unwrap();
+    };
+    for name in names {
+        let dir = root.path().join("containers").join(name);
+        fs::create_dir_all(&dir).unwrap();
+        StateDir::domain_files(&dir, "lookup", &[], &[]).unwrap();
+        audit(name, 1);
+        audit(name, 2);
+    }
+    let args = ["--no-nflog", "--cursor", cursor.to_str().unwrap()];
+
+    // Every container's history, each line named with its container.
+    let mut watch = start(root.path(), &[&args[..], &["--from-start"]].concat());
+    let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    while seen.values().map(Vec::len).sum::<usize>() < 2 * names.len() {
+        let event: Value = serde_json::from_str(&watch.lines(1)[0]).unwrap();
+        if let Some(port) = event["port"].as_u64() {
+            let container = event["container"].as_str().unwrap().to_string();
+            seen.entry(container).or_default().push(port);
+        }
+    }
+    for name in names {
+        assert_eq!(seen[name], [1, 2], "{seen:?}");
+    }
+    watch.signal(Signal::TERM);
+    assert!(watch.wait_exit().0.success());
+
+    // Resumed from the saved positions (keys NAME/audit, escaped): only what came after.
+    for name in names {
+        audit(name, 3);
+    }
+    let mut watch = start(root.path(), &args);
+    for line in watch.lines(names.len()) {
+        let event: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(event["port"], 3, "{line}");
+    }
+    watch.signal(Signal::TERM);
+    assert!(watch.wait_exit().0.success());
+    let saved = fs::read_to_string(&cursor).unwrap();
+    for name in names {
+        assert!(saved.contains(&format!("{name}%2Faudit")), "{saved}");
+    }
+}
+
 /// The scale test's container count (SPEC §9: 1 000 on one host).
 const SCALE: usize = 1000;
 /// Of which this many have a `dnsmasq-live` tier (their query log is followed too) but no
