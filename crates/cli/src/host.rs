@@ -137,6 +137,7 @@ impl Fleet {
 pub fn start(
     host: Host,
     ready: Sender<Ready>,
+    go: Receiver<()>,
     confinement: &Confinement,
     nflog_confinement: Confinement,
 ) -> usize {
@@ -210,7 +211,7 @@ pub fn start(
         refused: Vec::new(),
     };
     let selected = host.selected.clone();
-    crate::spawn("containers", move || discovery.run(ready, selected));
+    crate::spawn("containers", move || discovery.run(ready, go, selected));
     host.selected.len()
 }
 
@@ -239,7 +240,7 @@ struct Discovery {
 }
 
 impl Discovery {
-    fn run(mut self, ready: Sender<Ready>, selected: Vec<Source>) {
+    fn run(mut self, ready: Sender<Ready>, go: Receiver<()>, selected: Vec<Source>) {
         let mut set = FollowSet::new(Options::default());
         let _root = set.watch_dirs(std::slice::from_ref(&self.containers));
         if !self.containers.is_dir() {
@@ -256,8 +257,10 @@ impl Discovery {
             });
         }
         drop(ready);
-        // Histories are read once every container present at start is followed, after the
-        // ready reports (main's position sync goes ahead of most of their events).
+        // Histories are read once every container present at start is followed and the ready
+        // line is out (main drops `go` then): their events must not fill stdout ahead of the
+        // position sync the ready line waits for, when the reader waits for it first.
+        let _ = go.recv();
         for fleet in [&self.audit, &self.dns].into_iter().flatten() {
             fleet.send(Command::Started);
         }

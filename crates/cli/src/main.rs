@@ -146,6 +146,10 @@ fn run(args: Args) -> Result<(), Failure> {
         cursors: saved_cursors.clone(),
     };
     let (ready_tx, ready_rx) = unbounded::<Ready>();
+    // Dropped once the ready line is out: the sources read what was already there only then,
+    // so that its events cannot fill stdout ahead of the position sync the ready line waits
+    // for (a reader may wait for the ready line before reading stdout).
+    let (go_tx, go_rx) = bounded::<()>(0);
     let mut thread_reports = Vec::new();
     // Confines this thread once the privileged part of starting is done; every thread started
     // after that, the ones below included, inherits the confinement.
@@ -163,6 +167,7 @@ fn run(args: Args) -> Result<(), Failure> {
                 saved_cursors,
                 tx: tx.clone(),
                 ready: ready_tx,
+                go: go_rx,
                 summary: summary.clone(),
             };
             (launcher.start(&selected, &confinement), confinement)
@@ -193,7 +198,7 @@ fn run(args: Args) -> Result<(), Failure> {
                 summary: summary.clone(),
             };
             (
-                host::start(host, ready_tx, &confinement, nflog_confinement),
+                host::start(host, ready_tx, go_rx, &confinement, nflog_confinement),
                 confinement,
             )
         }
@@ -232,7 +237,9 @@ fn run(args: Args) -> Result<(), Failure> {
             for (thread, confinement) in &thread_reports {
                 eprintln!("shield-watch: {thread} {}", confinement.report());
             }
-            announce_ready(&running, &tx, &signal_rx, &writer_done_rx, &confinement)
+            let stop = announce_ready(&running, &tx, &signal_rx, &writer_done_rx, &confinement);
+            drop(go_tx);
+            stop
         }
         Err(stop) => Some(stop),
     };
@@ -272,6 +279,7 @@ struct Launcher<'a> {
     saved_cursors: BTreeMap<String, shield_tail::Cursor>,
     tx: Sender<Msg>,
     ready: Sender<Ready>,
+    go: Receiver<()>,
     summary: Summary,
 }
 
@@ -351,6 +359,7 @@ impl Launcher<'_> {
             path,
             start,
             options: self.options(),
+            go: self.go.clone(),
             tx: self.tx.clone(),
             summary: self.summary.clone(),
         }
@@ -492,6 +501,7 @@ fn announce_ready(
     // The sources' starting positions are on disk before anyone is told we are ready: a
     // restart after that (even a kill -9) resumes from them, never from "the start" again,
     // which would take the files rotated meanwhile for history.
+    debug_delay_sync();
     let (synced_tx, synced_rx) = crossbeam_channel::bounded(1);
     if tx.send(Msg::Sync(synced_tx)).is_ok() {
         select! {
@@ -508,6 +518,19 @@ fn announce_ready(
     eprintln!("shield-watch: {}", confinement.report());
     eprintln!("shield-watch: ready ({})", names.join(","));
     None
+}
+
+/// Debug builds only: `SHIELD_WATCH_DEBUG_DELAY_SYNC_MS` delays the position sync before the
+/// ready line, so a test can show that no source fills stdout ahead of it (the sources wait for
+/// the ready line before reading what was already there). Release builds have no such hook.
+fn debug_delay_sync() {
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var("SHIELD_WATCH_DEBUG_DELAY_SYNC_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        thread::sleep(std::time::Duration::from_millis(ms));
+    }
 }
 
 fn wait_for_stop(

@@ -23,6 +23,9 @@ pub struct FileSource {
     pub start: Start,
     /// Follower options (max line, poll interval).
     pub options: Options,
+    /// Ends (disconnects) once the ready line is out: only then is what was already in the
+    /// file read (unless the handler must read it before ready, which sends no events).
+    pub go: crossbeam_channel::Receiver<()>,
     /// Events and checkpoints go here.
     pub tx: Sender<Msg>,
     /// Shared counters.
@@ -197,6 +200,7 @@ impl FileSource {
                 return;
             }
             report_ready(self.source, ready.take(), Ok(()));
+            let _ = self.go.recv();
         }
         loop {
             match reader.read(&mut follower, &mut handler, &self.tx, &self.summary) {

@@ -331,3 +331,26 @@ fn real_logrotate_with_dateext_and_seconds_twice_while_the_watcher_is_stopped() 
     append(&state, 5);
     assert_eq!(seqs(&watch.lines(1)), [5]);
 }
+
+#[test]
+fn the_ready_line_comes_even_when_history_fills_stdout_before_anyone_reads_it() {
+    let state = State::new(Some("lookup\n"));
+    // Far more than a pipe holds (64 KiB): the history's events alone would fill stdout.
+    let history: String = (1..=5000).map(entry).collect();
+    state.append(AUDIT, history.as_bytes());
+    let cursor = state.file("cursor");
+    let mut args = audit_only();
+    args.extend(["--from-start", "--cursor", cursor.to_str().unwrap()]);
+    // A reader that waits for the ready line before reading stdout; the position sync the
+    // ready line waits for is held back a while (a debug-build hook), as on a loaded host.
+    let mut watch = Watch::start_unread_with_env(
+        &state,
+        &args,
+        &[(
+            "SHIELD_WATCH_DEBUG_DELAY_SYNC_MS",
+            std::ffi::OsStr::new("300"),
+        )],
+    );
+    watch.start_reading();
+    assert_eq!(seqs(&watch.lines(5000)), (1..=5000).collect::<Vec<_>>());
+}

@@ -119,7 +119,12 @@ impl Watch {
     /// [`Watch::start_reading`]: once the pipe is full, its writes block, as behind a stopped
     /// pager.
     pub fn start_unread(state: &State, args: &[&str]) -> Watch {
-        let mut watch = Watch::spawn_unread(state, args, &[]);
+        Watch::start_unread_with_env(state, args, &[])
+    }
+
+    /// [`Watch::start_unread`] with extra environment variables.
+    pub fn start_unread_with_env(state: &State, args: &[&str], env: &[(&str, &OsStr)]) -> Watch {
+        let mut watch = Watch::spawn_unread(state, args, env);
         watch.wait_stderr(|line| line.starts_with("shield-watch: ready ("));
         watch
     }
