@@ -36,4 +36,4 @@ mod time;
 pub use event::{Event, Extra, Source};
 pub use sanitize::{sanitize, Sanitized, MAX_LEN};
 pub use text::TextStyle;
-pub use time::{format_timestamp, now_timestamp};
+pub use time::{format_timestamp, now_timestamp, write_now, write_timestamp};

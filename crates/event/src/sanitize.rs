@@ -30,7 +30,7 @@ pub fn sanitize(value: &str) -> Cow<'_, str> {
     }
 }
 
-fn is_clean(value: &str) -> bool {
+pub(crate) fn is_clean(value: &str) -> bool {
     value.len() <= MAX_LEN && value.bytes().all(|b| (0x20..=0x7e).contains(&b))
 }
 
@@ -38,11 +38,13 @@ fn is_clean(value: &str) -> bool {
 #[derive(Clone, Copy, Debug)]
 pub struct Sanitized<'a>(pub &'a str);
 
-impl fmt::Display for Sanitized<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Sanitized<'_> {
+    /// Hands the sanitised text to `emit` in pieces (runs of the input, single spaces, the cut
+    /// marker), allocating nothing: the one implementation behind `Display` and the JSON writer.
+    pub(crate) fn pieces<E>(self, mut emit: impl FnMut(&str) -> Result<(), E>) -> Result<(), E> {
         let value = self.0;
         if is_clean(value) {
-            return f.write_str(value);
+            return emit(value);
         }
         // The cap counts characters of the input, as the reference does; only the rare long value
         // pays for counting them.
@@ -63,18 +65,24 @@ impl fmt::Display for Sanitized<'_> {
                 run_start.get_or_insert(index);
             } else {
                 if let Some(start) = run_start.take() {
-                    f.write_str(&value[start..index])?;
+                    emit(&value[start..index])?;
                 }
-                f.write_str(" ")?;
+                emit(" ")?;
             }
         }
         if let Some(start) = run_start {
-            f.write_str(&value[start..end])?;
+            emit(&value[start..end])?;
         }
         if cut {
-            f.write_str(MARKER)?;
+            emit(MARKER)?;
         }
         Ok(())
+    }
+}
+
+impl fmt::Display for Sanitized<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.pieces(|piece| f.write_str(piece))
     }
 }
 

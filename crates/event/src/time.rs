@@ -1,6 +1,21 @@
 //! Timestamps in the stream's one format: RFC 3339 UTC, microseconds, `+00:00`.
 
+use std::cell::RefCell;
+
 use jiff::Timestamp;
+
+/// `YYYY-MM-DDTHH:MM:SS` of the last second formatted on this thread: events come many to a
+/// second, and only the fraction changes between them.
+struct LastSecond {
+    second: i64,
+    text: String,
+}
+
+thread_local! {
+    static LAST_SECOND: RefCell<LastSecond> = const {
+        RefCell::new(LastSecond { second: i64::MIN, text: String::new() })
+    };
+}
 
 /// Formats `ts` as `2026-03-31T12:00:00.123456+00:00`: always six fraction digits (Python's
 /// `isoformat()` drops them at zero microseconds; a fixed width is easier on every consumer).
@@ -13,6 +28,40 @@ pub fn now_timestamp() -> String {
     format_timestamp(Timestamp::now())
 }
 
+/// Appends `ts` in the stream's format to `out` ([`format_timestamp`]'s text), allocating only
+/// when `out` must grow: the date and time of day are formatted once a second per thread.
+pub fn write_timestamp(ts: Timestamp, out: &mut String) {
+    let (second, micros) = (ts.as_second(), ts.subsec_microsecond());
+    if second < 0 || micros < 0 {
+        // Before 1970 the parts are negative; never on a live clock.
+        out.push_str(&format_timestamp(ts));
+        return;
+    }
+    LAST_SECOND.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.second != second {
+            last.text.clear();
+            last.text
+                .push_str(&ts.strftime("%Y-%m-%dT%H:%M:%S").to_string());
+            last.second = second;
+        }
+        out.push_str(&last.text);
+    });
+    let mut fraction = *b".000000+00:00";
+    let mut rest = micros as u32;
+    for digit in fraction[1..7].iter_mut().rev() {
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    // Only ASCII digits were written into an ASCII template.
+    out.push_str(std::str::from_utf8(&fraction).unwrap_or(".000000+00:00"));
+}
+
+/// Appends the current time in the stream's format to `out` (see [`write_timestamp`]).
+pub fn write_now(out: &mut String) {
+    write_timestamp(Timestamp::now(), out);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -23,6 +72,28 @@ mod tests {
         assert_eq!(format_timestamp(ts), "2026-03-31T12:00:00.123456+00:00");
         let whole: Timestamp = "2026-03-31T12:00:00Z".parse().unwrap();
         assert_eq!(format_timestamp(whole), "2026-03-31T12:00:00.000000+00:00");
+    }
+
+    #[test]
+    fn written_in_place_equals_formatted() {
+        let mut rng = 0x2545_F491_4F6C_DD1Du64;
+        let mut out = String::new();
+        for i in 0..20_000 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            // Runs of nearby instants (the per-second cache), jumps, and the edges.
+            let nanos: i128 = match i % 4 {
+                0 => i128::from(rng % 4_102_444_800_000_000_000),
+                1 => 1_774_958_400_000_000_000 + i128::from(rng % 3_000_000_000),
+                2 => -i128::from(rng % 1_000_000_000_000_000_000),
+                _ => i128::from(i) * 999_999,
+            };
+            let ts = Timestamp::from_nanosecond(nanos).unwrap();
+            out.clear();
+            write_timestamp(ts, &mut out);
+            assert_eq!(out, format_timestamp(ts), "{nanos}");
+        }
     }
 
     #[test]
