@@ -322,7 +322,7 @@ mod tests {
         cache
     }
 
-    fn get(cache: &DomainCache, ip: &str) -> Option<(String, Option<String>)> {
+    fn get(cache: &mut DomainCache, ip: &str) -> Option<(String, Option<String>)> {
         cache
             .peek(ip.parse::<IpAddr>().unwrap())
             .map(|r| (r.name.to_owned(), r.cname.map(str::to_owned)))
@@ -339,30 +339,30 @@ mod tests {
     #[test]
     fn cache_from_real_logs() {
         for fx in [FORMS, FORMS_EXTRA] {
-            let c = primed(fx);
-            assert_eq!(get(&c, "198.51.100.10"), named("upstream.example.com"));
-            assert_eq!(get(&c, "2001:db8::10"), named("upstream.example.com"));
+            let mut c = primed(fx);
+            assert_eq!(get(&mut c, "198.51.100.10"), named("upstream.example.com"));
+            assert_eq!(get(&mut c, "2001:db8::10"), named("upstream.example.com"));
             // chain1 -> chain2 -> target: the address belongs to what was queried.
             assert_eq!(
-                get(&c, "198.51.100.20"),
+                get(&mut c, "198.51.100.20"),
                 aliased("chain1.example.com", "target.example.net")
             );
             assert_eq!(
-                get(&c, "2001:db8::20"),
+                get(&mut c, "2001:db8::20"),
                 aliased("alias.example.com", "target.example.net")
             );
-            assert_eq!(get(&c, "198.51.100.31"), named("multi.example.org"));
-            assert_eq!(get(&c, "198.51.100.32"), named("multi.example.org"));
+            assert_eq!(get(&mut c, "198.51.100.31"), named("multi.example.org"));
+            assert_eq!(get(&mut c, "198.51.100.32"), named("multi.example.org"));
             // config, hosts files.
-            assert_eq!(get(&c, "192.0.2.7"), named("fixed.example"));
-            assert_eq!(get(&c, "2001:db8::7"), named("fixed6.example"));
+            assert_eq!(get(&mut c, "192.0.2.7"), named("fixed.example"));
+            assert_eq!(get(&mut c, "2001:db8::7"), named("fixed6.example"));
             assert_eq!(
-                get(&c, "192.0.2.1"),
+                get(&mut c, "192.0.2.1"),
                 aliased("localalias.example.com", "local.example.com")
             );
-            assert_eq!(get(&c, "2001:db8::1"), named("local.example.com"));
-            assert_eq!(get(&c, "203.0.113.50"), named("hf-alias.example.com"));
-            assert_eq!(get(&c, "2001:db8::50"), named("hostsfile.example.com"));
+            assert_eq!(get(&mut c, "2001:db8::1"), named("local.example.com"));
+            assert_eq!(get(&mut c, "203.0.113.50"), named("hf-alias.example.com"));
+            assert_eq!(get(&mut c, "2001:db8::50"), named("hostsfile.example.com"));
             // The PTR answer `reply 198.51.100.10 is upstream.example.com` maps nothing new.
             assert_eq!(c.len(), 12, "only real addresses are mapped");
         }
@@ -371,25 +371,25 @@ mod tests {
     #[test]
     fn cache_cached_lines_cname_and_ambiguous_txt() {
         for fx in [NFTSET, NFTSET_EXTRA] {
-            let c = primed(fx);
-            assert_eq!(get(&c, "198.51.100.10"), named("upstream.example.com"));
-            assert_eq!(get(&c, "2001:db8::10"), named("upstream.example.com"));
-            assert_eq!(get(&c, "198.51.100.11"), named("v4only.example"));
+            let mut c = primed(fx);
+            assert_eq!(get(&mut c, "198.51.100.10"), named("upstream.example.com"));
+            assert_eq!(get(&mut c, "2001:db8::10"), named("upstream.example.com"));
+            assert_eq!(get(&mut c, "198.51.100.11"), named("v4only.example"));
             // Last answer for .20 in the log: the alias query (after the concurrent batch).
             assert_eq!(
-                get(&c, "2001:db8::20"),
+                get(&mut c, "2001:db8::20"),
                 aliased("chain1.example.com", "target.example.net")
             );
             // `reply txt.example.com is hello world is 192.0.2.99` maps nothing.
-            assert_eq!(get(&c, "192.0.2.99"), None);
+            assert_eq!(get(&mut c, "192.0.2.99"), None);
         }
         // The concurrent batch at the end: queries interleave, and the alias's
         // answer comes last in both runs (in the extra run right after serial
         // 22's plain answer for the target).
         for fx in [NFTSET, NFTSET_EXTRA] {
-            let c = primed(fx);
+            let mut c = primed(fx);
             assert_eq!(
-                get(&c, "198.51.100.20"),
+                get(&mut c, "198.51.100.20"),
                 aliased("alias.example.com", "target.example.net")
             );
         }
@@ -400,7 +400,7 @@ mod tests {
             .map(|l| format!("{l}\n"))
             .collect();
         assert_eq!(
-            get(&primed(&cut), "198.51.100.20"),
+            get(&mut primed(&cut), "198.51.100.20"),
             named("target.example.net")
         );
     }
@@ -408,9 +408,9 @@ mod tests {
     #[test]
     fn cache_ignores_non_addresses() {
         for fx in [NODATA, NODATA_EXTRA] {
-            let c = primed(fx);
+            let mut c = primed(fx);
             // NODATA-IPv6 after a CNAME, NXDOMAIN, config NODATA: nothing but the one A record.
-            assert_eq!(get(&c, "192.0.2.5"), named("h.loc.example"));
+            assert_eq!(get(&mut c, "192.0.2.5"), named("h.loc.example"));
             assert_eq!(c.len(), 1);
         }
     }
@@ -431,15 +431,15 @@ mod tests {
             c.classify(l.as_bytes(), &list, Some(&mut cache));
         }
         assert_eq!(
-            get(&cache, "192.0.2.1"),
+            get(&mut cache, "192.0.2.1"),
             aliased("alias.example", "target.example")
         );
         assert_eq!(
-            get(&cache, "192.0.2.2"),
+            get(&mut cache, "192.0.2.2"),
             aliased("alias.example", "target.example")
         );
-        assert_eq!(get(&cache, "192.0.2.3"), named("other.example"));
-        assert_eq!(get(&cache, "192.0.2.4"), named("other.example"));
+        assert_eq!(get(&mut cache, "192.0.2.3"), named("other.example"));
+        assert_eq!(get(&mut cache, "192.0.2.4"), named("other.example"));
     }
 
     #[test]
@@ -454,10 +454,10 @@ mod tests {
             c.observe(l.as_bytes(), &mut cache);
         }
         assert_eq!(
-            get(&cache, "192.0.2.1"),
+            get(&mut cache, "192.0.2.1"),
             aliased("alias.example", "target.example")
         );
-        assert_eq!(get(&cache, "192.0.2.2"), named("target.example"));
+        assert_eq!(get(&mut cache, "192.0.2.2"), named("target.example"));
     }
 
     #[test]
@@ -474,10 +474,10 @@ mod tests {
             c.observe(l.as_bytes(), &mut cache);
         }
         assert_eq!(
-            get(&cache, "192.0.2.1"),
+            get(&mut cache, "192.0.2.1"),
             aliased("alias.example", "target.example")
         );
-        assert_eq!(get(&cache, "192.0.2.2"), named("target.example"));
+        assert_eq!(get(&mut cache, "192.0.2.2"), named("target.example"));
     }
 
     #[test]
