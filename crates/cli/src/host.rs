@@ -34,7 +34,7 @@ use crate::confine::Confinement;
 use crate::output::Msg;
 use crate::sources::audit::AuditLines;
 use crate::sources::dns::{DnsLines, DnsOptions, SharedAllowList};
-use crate::sources::follow::{LineHandler, Reader, Step};
+use crate::sources::follow::{LineHandler, Lines, Reader, Step};
 use crate::sources::nflog::message_event_read_at;
 use crate::sources::Ready;
 use crate::state::{DnsTier, StateDir};
@@ -502,10 +502,10 @@ impl LineHandler for Handler {
         }
     }
 
-    fn line(&mut self, line: &[u8], existing: bool) -> Option<shield_event::Event> {
+    fn with_lines(&mut self, read: &mut dyn FnMut(&mut dyn Lines)) {
         match self {
-            Handler::Audit(h) => h.line(line, existing),
-            Handler::Dns(h) => h.line(line, existing),
+            Handler::Audit(h) => h.with_lines(read),
+            Handler::Dns(h) => h.with_lines(read),
         }
     }
 }

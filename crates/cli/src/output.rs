@@ -11,17 +11,19 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use shield_event::{Event, Source, TextStyle};
 use shield_tail::{Cursor, CursorFile};
 
-use crate::summary::Summary;
+use crate::summary::{Counts, Summary};
 use shield_watch_cli::{ColorChoice, Format};
 
 /// What the source threads send to the writer.
-// Nearly every message is an event, so its size is paid anyway; boxing it would only add an
-// allocation per event.
+// Nearly every message is an event or a batch, so its size is paid anyway; boxing it would only
+// add an allocation per message.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Msg {
-    /// An event, and the read position just after the input that produced it.
+    /// An event, and the read position just after the input that produced it (one packet).
     Event(Event, Option<Checkpoint>),
+    /// The events of one read batch of a followed file, and the read position after them.
+    Events(Batch),
     /// A read position reached without an event (lines that produced nothing).
     Checkpoint(Checkpoint),
     /// Write what came before and save positions now, then say so (before the ready line, so
@@ -29,6 +31,81 @@ pub enum Msg {
     Sync(crossbeam_channel::Sender<()>),
     /// Stop: write what came before, save positions, return.
     Shutdown,
+}
+
+/// Events that cross the channel together: those of one read batch of a file source, at most
+/// [`Batch::EVENTS`] of them. The writer hands a batch back to the thread it came from once
+/// written, and that thread fills the same events again, so an event costs no allocation once the
+/// strings of the events it reuses have grown.
+#[derive(Debug)]
+pub struct Batch {
+    /// The first `len` are this batch's events; the rest wait to be reused.
+    events: Vec<Event>,
+    len: usize,
+    /// The read position just after the last line the batch covers.
+    pub checkpoint: Option<Checkpoint>,
+    /// Where the writer returns it.
+    back: Sender<Batch>,
+}
+
+impl Batch {
+    /// The most events in one batch: the largest unit the writer sees between two looks at the
+    /// channel, and what one batch holds in memory (a few hundred bytes each).
+    pub const EVENTS: usize = 256;
+
+    /// An empty batch that goes back to `back` once written.
+    pub fn new(back: Sender<Batch>) -> Batch {
+        Batch {
+            events: Vec::new(),
+            len: 0,
+            checkpoint: None,
+            back,
+        }
+    }
+
+    /// The event to fill next (whatever it held before: the filler resets it), committed by
+    /// [`push`](Self::push).
+    pub fn next_slot(&mut self) -> &mut Event {
+        if self.len == self.events.len() {
+            self.events
+                .push(Event::new(String::new(), Source::Watch, "", ""));
+        }
+        &mut self.events[self.len]
+    }
+
+    /// Takes the event filled through [`next_slot`](Self::next_slot) into the batch.
+    pub fn push(&mut self) {
+        self.len += 1;
+    }
+
+    /// The batch's events, in the order they were read.
+    pub fn events(&self) -> &[Event] {
+        &self.events[..self.len]
+    }
+
+    /// True when no event was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// True when [`Batch::EVENTS`] were pushed.
+    pub fn is_full(&self) -> bool {
+        self.len >= Batch::EVENTS
+    }
+
+    /// Forgets the batch's events and position (their storage is kept for reuse).
+    pub fn clear(&mut self) {
+        self.len = 0;
+        self.checkpoint = None;
+    }
+
+    /// Empties the batch and returns it to the thread it came from (dropped when that thread is
+    /// gone or has enough).
+    pub fn recycle(mut self) {
+        self.clear();
+        let back = self.back.clone();
+        let _ = back.try_send(self);
+    }
 }
 
 /// A read position of one followed file.
@@ -107,7 +184,10 @@ fn write_loop(
     config: WriterConfig,
     summary: &Summary,
 ) -> io::Result<()> {
-    let mut out = io::BufWriter::with_capacity(64 * 1024, out);
+    let mut out = Output {
+        buf: Vec::with_capacity(OUTPUT_BUFFER + 4096),
+        out,
+    };
     let mut dedup = config.dedup.map(Dedup::new);
     let mut cursors = Cursors {
         file: config.cursor_file,
@@ -115,7 +195,11 @@ fn write_loop(
         dirty: false,
         last_save: Instant::now(),
     };
-    let mut line = Vec::with_capacity(512);
+    let filter = Filter {
+        format: config.format,
+        style: config.style,
+        actions: config.actions,
+    };
     loop {
         let msg = match rx.try_recv() {
             Ok(msg) => msg,
@@ -130,9 +214,25 @@ fn write_loop(
             }
             Err(TryRecvError::Disconnected) => break,
         };
-        let (event, checkpoint) = match msg {
-            Msg::Event(event, checkpoint) => (Some(event), checkpoint),
-            Msg::Checkpoint(checkpoint) => (None, Some(checkpoint)),
+        let checkpoint = match msg {
+            Msg::Event(event, checkpoint) => {
+                let mut counts = summary.lock();
+                filter.write(&event, &mut dedup, &mut out.buf, &mut counts)?;
+                drop(counts);
+                checkpoint
+            }
+            Msg::Events(mut batch) => {
+                // One lock of the counters for the whole batch, not one per event.
+                let mut counts = summary.lock();
+                for event in batch.events() {
+                    filter.write(event, &mut dedup, &mut out.buf, &mut counts)?;
+                }
+                drop(counts);
+                let checkpoint = batch.checkpoint.take();
+                batch.recycle();
+                checkpoint
+            }
+            Msg::Checkpoint(checkpoint) => Some(checkpoint),
             Msg::Sync(done) => {
                 out.flush()?;
                 cursors.save();
@@ -141,25 +241,8 @@ fn write_loop(
             }
             Msg::Shutdown => break,
         };
-        if let Some(event) = event {
-            let admitted = (config.actions.is_empty() || config.actions.contains(&event.action))
-                && dedup
-                    .as_mut()
-                    .is_none_or(|d| d.admit(&event, Instant::now()));
-            if admitted {
-                line.clear();
-                match config.format {
-                    Format::Json => event.write_json(&mut line)?,
-                    Format::Text => event.write_text(config.style, &mut line)?,
-                }
-                out.write_all(&line)?;
-                let mut counts = summary.lock();
-                counts.count_event(event.source, &event.action);
-                counts.count_container(&event.container);
-                drop(counts);
-            } else {
-                summary.lock().suppressed += 1;
-            }
+        if out.buf.len() >= OUTPUT_BUFFER {
+            out.write_buffered()?;
         }
         if let Some(checkpoint) = checkpoint {
             cursors.update(checkpoint);
@@ -174,6 +257,85 @@ fn write_loop(
     Ok(())
 }
 
+/// Bytes gathered before they are written to stdout while the channel is busy.
+const OUTPUT_BUFFER: usize = 64 * 1024;
+
+/// stdout behind the buffer that events are formatted straight into.
+struct Output<W: Write> {
+    buf: Vec<u8>,
+    out: W,
+}
+
+/// The most a `write(2)` to a pipe may carry and still reach the reader whole (Linux's
+/// `PIPE_BUF`): writes are cut at line ends below it, so that a process killed in the middle of
+/// writing a batch leaves no half line behind, whoever reads the pipe.
+const ATOMIC_WRITE: usize = 4096;
+
+impl<W: Write> Output<W> {
+    /// Writes what is buffered (without flushing `out`), in whole lines of at most
+    /// [`ATOMIC_WRITE`] bytes a write (a longer line alone).
+    fn write_buffered(&mut self) -> io::Result<()> {
+        let mut rest = &self.buf[..];
+        while !rest.is_empty() {
+            let cut = if rest.len() <= ATOMIC_WRITE {
+                rest.len()
+            } else {
+                match rest[..ATOMIC_WRITE].iter().rposition(|&b| b == b'\n') {
+                    Some(end) => end + 1,
+                    None => rest
+                        .iter()
+                        .position(|&b| b == b'\n')
+                        .map_or(rest.len(), |end| end + 1),
+                }
+            };
+            self.out.write_all(&rest[..cut])?;
+            rest = &rest[cut..];
+        }
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Writes what is buffered and flushes `out`: the reader sees every line so far.
+    fn flush(&mut self) -> io::Result<()> {
+        self.write_buffered()?;
+        self.out.flush()
+    }
+}
+
+/// What the writer lets through and how it writes it.
+struct Filter {
+    format: Format,
+    style: TextStyle,
+    actions: Vec<String>,
+}
+
+impl Filter {
+    /// Appends `event` to `buf` unless `--action` or `--dedup` holds it back, and counts it.
+    fn write(
+        &self,
+        event: &Event,
+        dedup: &mut Option<Dedup>,
+        buf: &mut Vec<u8>,
+        counts: &mut Counts,
+    ) -> io::Result<()> {
+        let admitted = (self.actions.is_empty() || self.actions.contains(&event.action))
+            && dedup
+                .as_mut()
+                .is_none_or(|d| d.admit(event, Instant::now()));
+        if admitted {
+            match self.format {
+                Format::Json => event.write_json(buf)?,
+                Format::Text => event.write_text(self.style, buf)?,
+            }
+            counts.count_event(event.source, &event.action);
+            counts.count_container(&event.container);
+        } else {
+            counts.suppressed += 1;
+        }
+        Ok(())
+    }
+}
+
 /// Read positions, saved only after the output before them was flushed.
 struct Cursors {
     file: Option<PathBuf>,
@@ -185,8 +347,13 @@ struct Cursors {
 impl Cursors {
     fn update(&mut self, checkpoint: Checkpoint) {
         if self.file.is_some() {
-            self.current
-                .insert(checkpoint.key.to_string(), checkpoint.cursor);
+            match self.current.get_mut(&*checkpoint.key) {
+                Some(cursor) => *cursor = checkpoint.cursor,
+                None => {
+                    self.current
+                        .insert(checkpoint.key.to_string(), checkpoint.cursor);
+                }
+            }
             self.dirty = true;
         }
     }
@@ -254,6 +421,75 @@ mod tests {
         let mut event = Event::new("t", Source::Dns, action, "c");
         event.domain = domain.into();
         event
+    }
+
+    /// Records the size of every write.
+    #[derive(Default)]
+    struct Writes(Vec<Vec<u8>>);
+
+    impl Write for Writes {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.push(buf.to_vec());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn output_is_written_in_whole_lines_of_at_most_pipe_buf() {
+        let mut out = Output {
+            buf: Vec::new(),
+            out: Writes::default(),
+        };
+        let mut expected = Vec::new();
+        for n in 0..2000usize {
+            // Lines of 1 to 700 bytes, and one longer than a whole write.
+            let len = if n == 1000 { 9000 } else { 1 + n * 37 % 700 };
+            let mut line = vec![b'a' + (n % 26) as u8; len];
+            line.push(b'\n');
+            expected.extend_from_slice(&line);
+            out.buf.extend_from_slice(&line);
+        }
+        out.flush().unwrap();
+        assert!(out.buf.is_empty());
+        let writes = out.out.0;
+        assert_eq!(writes.concat(), expected);
+        for write in &writes {
+            assert_eq!(write.last(), Some(&b'\n'));
+            assert!(
+                write.len() <= ATOMIC_WRITE || !write[..write.len() - 1].contains(&b'\n'),
+                "{} bytes over several lines",
+                write.len()
+            );
+        }
+        // Whole 4 KiB blocks, not a write per line.
+        assert!(writes.len() < expected.len() / 3000, "{}", writes.len());
+    }
+
+    #[test]
+    fn a_batch_reuses_its_events_and_goes_back_where_it_came_from() {
+        let (back, returned) = crossbeam_channel::bounded(1);
+        let mut batch = Batch::new(back);
+        for i in 0..3 {
+            batch
+                .next_slot()
+                .reset(Source::Dns, "blocked_query", &i.to_string());
+            batch.push();
+        }
+        batch.next_slot().reset(Source::Dns, "not pushed", "");
+        assert_eq!(batch.events().len(), 3);
+        assert_eq!(batch.events()[2].container, "2");
+        batch.recycle();
+        let mut batch = returned.try_recv().unwrap();
+        assert!(batch.is_empty() && batch.checkpoint.is_none());
+        // The storage is kept: the next slot is an event written before.
+        assert_eq!(batch.next_slot().container, "0");
+        for _ in 0..Batch::EVENTS {
+            batch.push();
+        }
+        assert!(batch.is_full());
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! The audit source: `audit.jsonl` lines become `audit` events.
 
-use shield_event::map::audit::parse_audit_line;
-use shield_event::{now_timestamp, Event, Source};
+use shield_event::map::audit::{parse_audit_line_into, AuditSkip};
+use shield_event::{write_now, Event, Source};
 
-use crate::sources::follow::LineHandler;
+use crate::sources::follow::{LineHandler, Lines};
 use crate::summary::Summary;
 
 /// Parses audit lines for one container.
@@ -15,12 +15,56 @@ pub struct AuditLines {
 }
 
 impl LineHandler for AuditLines {
-    fn line(&mut self, line: &[u8], _existing: bool) -> Option<Event> {
-        match parse_audit_line(line, &self.container, now_timestamp) {
-            Ok(event) => Some(event),
+    fn with_lines(&mut self, read: &mut dyn FnMut(&mut dyn Lines)) {
+        let mut lines = AuditBatch {
+            handler: self,
+            skipped: [0; SKIPS.len()],
+        };
+        read(&mut lines);
+        lines.pause();
+    }
+}
+
+/// Every reason a line is skipped, in the order [`AuditBatch::skipped`] counts them.
+const SKIPS: [AuditSkip; 3] = [
+    AuditSkip::Blank,
+    AuditSkip::InvalidJson,
+    AuditSkip::NotAnObject,
+];
+
+/// [`AuditLines`] during one read batch: skipped lines are counted here and added to the
+/// summary at the pause, one lock for many lines.
+struct AuditBatch<'a> {
+    handler: &'a mut AuditLines,
+    skipped: [u64; SKIPS.len()],
+}
+
+impl Lines for AuditBatch<'_> {
+    fn line(&mut self, line: &[u8], _existing: bool, event: &mut Event) -> bool {
+        match parse_audit_line_into(line, &self.handler.container, write_now, event) {
+            Ok(()) => true,
             Err(skip) => {
-                self.summary.skip(Source::Audit, skip.as_str());
-                None
+                match SKIPS.iter().position(|s| *s == skip) {
+                    Some(at) => self.skipped[at] += 1,
+                    None => self.handler.summary.skip(Source::Audit, skip.as_str()),
+                }
+                false
+            }
+        }
+    }
+
+    fn pause(&mut self) {
+        if self.skipped.iter().all(|n| *n == 0) {
+            return;
+        }
+        let mut counts = self.handler.summary.lock();
+        for (skip, n) in SKIPS.iter().zip(&mut self.skipped) {
+            if *n > 0 {
+                *counts
+                    .skipped
+                    .entry((Source::Audit, skip.as_str()))
+                    .or_default() += *n;
+                *n = 0;
             }
         }
     }

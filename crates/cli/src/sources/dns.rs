@@ -3,14 +3,14 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 
 use shield_dnsmasq::{AllowList, Classifier, DomainCache};
-use shield_event::{map, now_timestamp, Event};
+use shield_event::{map, write_now, Event};
 use shield_tail::DirWatcher;
 
-use crate::sources::follow::LineHandler;
+use crate::sources::follow::{LineHandler, Lines};
 
 /// The allow-list in force, replaced whole when its files change. Readers check `generation`
 /// (one atomic load per line) and take a new snapshot only when it moved, so the hot path never
@@ -157,26 +157,119 @@ impl LineHandler for DnsLines {
         self.prime_existing
     }
 
-    fn line(&mut self, line: &[u8], existing: bool) -> Option<Event> {
+    fn with_lines(&mut self, read: &mut dyn FnMut(&mut dyn Lines)) {
+        let mut lines = DnsBatch {
+            classifier: &mut self.classifier,
+            allow: &self.allow,
+            snapshot: &mut self.snapshot,
+            cache: &self.cache,
+            locked: None,
+            container: &self.container,
+            prime_existing: self.prime_existing,
+            emit: self.emit,
+        };
+        read(&mut lines);
+        lines.pause();
+    }
+}
+
+/// [`DnsLines`] during one read batch: the cache is locked at the first line that needs it and
+/// stays locked until the next pause.
+struct DnsBatch<'a> {
+    classifier: &'a mut Classifier,
+    allow: &'a SharedAllowList,
+    snapshot: &'a mut (u64, Arc<AllowList>),
+    cache: &'a Mutex<DomainCache>,
+    locked: Option<MutexGuard<'a, DomainCache>>,
+    container: &'a str,
+    prime_existing: bool,
+    emit: bool,
+}
+
+impl Lines for DnsBatch<'_> {
+    fn line(&mut self, line: &[u8], existing: bool, event: &mut Event) -> bool {
         if self.allow.generation.load(Ordering::Acquire) != self.snapshot.0 {
-            self.snapshot = self.allow.snapshot();
+            *self.snapshot = self.allow.snapshot();
         }
-        let priming = self.prime_existing && existing;
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if priming || !self.emit {
+        let cache = self
+            .locked
+            .get_or_insert_with(|| self.cache.lock().unwrap_or_else(|p| p.into_inner()));
+        if (self.prime_existing && existing) || !self.emit {
             // Only the cache wants this line: skip the allow-list work.
-            self.classifier.observe(line, &mut cache);
-            return None;
+            self.classifier.observe(line, cache);
+            return false;
         }
-        let blocked = self
+        let Some(blocked) = self
             .classifier
-            .classify(line, &self.snapshot.1, Some(&mut cache))?;
-        drop(cache);
-        Some(map::dns::blocked_query(
-            now_timestamp(),
-            &self.container,
-            blocked.domain,
+            .classify(line, &self.snapshot.1, Some(cache))
+        else {
+            return false;
+        };
+        map::dns::blocked_query_into(
+            event,
+            write_now,
+            self.container,
+            &blocked.domain,
             blocked.qtype,
-        ))
+        );
+        true
+    }
+
+    fn pause(&mut self) {
+        if let Some(mut cache) = self.locked.take() {
+            // The answers still queued in the cache are applied here, not by the nflog
+            // thread's next lookup.
+            cache.flush();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_is_locked_once_for_many_lines_and_let_go_at_a_pause() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("profile.domains"), "allowed.example\n").unwrap();
+        let allow = SharedAllowList::load(dir.path(), &mut None);
+        let cache = Arc::new(Mutex::new(DomainCache::new(16)));
+        let options = DnsOptions {
+            all_query_types: false,
+            prime_only_existing: false,
+            emit: true,
+        };
+        let mut handler = DnsLines::new(options, allow, cache.clone(), "c".into());
+        let log = [
+            &b"Mar 31 12:00:00 dnsmasq[1]: query[A] evil.example from 10.0.2.100"[..],
+            b"Mar 31 12:00:00 dnsmasq[1]: reply evil.example is 192.0.2.1",
+            b"Mar 31 12:00:00 dnsmasq[1]: query[A] x.allowed.example from 10.0.2.100",
+            b"Mar 31 12:00:00 dnsmasq[1]: reply x.allowed.example is 192.0.2.2",
+        ];
+        let mut event = Event::new("", shield_event::Source::Watch, "", "");
+        let mut blocked = Vec::new();
+        handler.with_lines(&mut |lines| {
+            for line in log {
+                if lines.line(line, false, &mut event) {
+                    blocked.push(event.domain.clone());
+                }
+                // Held from the first line on: nobody else locks it line by line.
+                assert!(cache.try_lock().is_err());
+            }
+            lines.pause();
+            // At a pause it is let go, with every answer so far applied.
+            let mut held = cache.try_lock().unwrap();
+            assert_eq!(
+                held.peek("192.0.2.2".parse().unwrap()).unwrap().name,
+                "x.allowed.example"
+            );
+            drop(held);
+            assert!(!lines.line(log[3], false, &mut event));
+            assert!(cache.try_lock().is_err());
+        });
+        // And when the read batch ends.
+        assert!(cache.try_lock().is_ok());
+        assert_eq!(blocked, ["evil.example"]);
+        assert_eq!(event.action, "blocked_query");
     }
 }

@@ -1,12 +1,15 @@
 //! Following log files on shield-tail and handing each line to a source's parser.
 
+use std::cell::RefCell;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use shield_event::Event;
 use shield_tail::{Cursor, Follower, Options, Record, Start};
 
-use crate::output::{Checkpoint, Msg};
+use crate::output::{Batch, Checkpoint, Msg};
 use crate::sources::Ready;
 use crate::summary::Summary;
 use shield_event::Source;
@@ -32,17 +35,119 @@ pub struct FileSource {
     pub summary: Summary,
 }
 
-/// What a parser does with one complete line: maybe an event to send.
+/// A source's parser of lines: set up once per read batch, then given each line.
 pub trait LineHandler {
     /// Whether the content present at open must be read before the source reports ready.
     fn read_before_ready(&self) -> bool {
         false
     }
 
+    /// Calls `read` once for a read batch with the per-line side of the handler ready: whatever
+    /// it shares with other threads (the domain cache) is locked once for many lines, not once
+    /// per line, and let go at every [`Lines::pause`] and when `read` returns.
+    fn with_lines(&mut self, read: &mut dyn FnMut(&mut dyn Lines));
+}
+
+/// The per-line side of a [`LineHandler`] during one read batch.
+pub trait Lines {
     /// Handles one line; `existing` when it was already in the file when the follower opened
-    /// it (a handler may treat older content differently: priming a cache). Returns the event
-    /// it produced, if any.
-    fn line(&mut self, line: &[u8], existing: bool) -> Option<shield_event::Event>;
+    /// it (a handler may treat older content differently: priming a cache). Writes the event
+    /// it produces, if any, into `event` (a reused event, to be overwritten whole) and says
+    /// whether it did.
+    fn line(&mut self, line: &[u8], existing: bool, event: &mut Event) -> bool;
+
+    /// Lets go of what is held for the batch (before events are sent, which may block, and
+    /// every [`PAUSE_LINES`] lines); taken again at the next line.
+    fn pause(&mut self) {}
+}
+
+/// Lines handled between two [`Lines::pause`]s at most: bounds how long the domain cache stays
+/// locked against the nflog thread's lookups (about a hundred microseconds of parsing).
+pub const PAUSE_LINES: usize = 1024;
+
+/// Batches a source thread fills at most at any time (the rest are in the channel or at the
+/// writer): with [`Batch::EVENTS`] each, what a flood keeps in memory per thread.
+const BATCHES_PER_THREAD: usize = 8;
+
+/// A thread's batches: handed out to its readers, returned by the writer once written.
+struct Pool {
+    free: Receiver<Batch>,
+    back: Sender<Batch>,
+    made: usize,
+}
+
+thread_local! {
+    static POOL: RefCell<Option<Pool>> = const { RefCell::new(None) };
+}
+
+/// An empty batch of this thread's pool: a returned one, a new one while fewer than
+/// [`BATCHES_PER_THREAD`] exist, or else the next the writer returns. `None` when the writer is
+/// gone (`alive` is asked while waiting).
+fn take_batch(alive: &mut dyn FnMut() -> bool) -> Option<Batch> {
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let pool = pool.get_or_insert_with(|| {
+            let (back, free) = crossbeam_channel::bounded(BATCHES_PER_THREAD);
+            Pool {
+                free,
+                back,
+                made: 0,
+            }
+        });
+        if let Ok(batch) = pool.free.try_recv() {
+            return Some(batch);
+        }
+        if pool.made < BATCHES_PER_THREAD {
+            pool.made += 1;
+            return Some(Batch::new(pool.back.clone()));
+        }
+        loop {
+            match pool.free.recv_timeout(Duration::from_millis(200)) {
+                Ok(batch) => return Some(batch),
+                Err(RecvTimeoutError::Timeout) if alive() => {}
+                Err(_) => return None,
+            }
+        }
+    })
+}
+
+/// Returns an unused batch to this thread's pool (readers keep none between reads).
+fn return_batch(mut batch: Batch) {
+    batch.clear();
+    POOL.with(|pool| {
+        if let Some(pool) = pool.borrow().as_ref() {
+            let _ = pool.back.try_send(batch);
+        }
+    });
+}
+
+/// Sends `batch` (its checkpoint set) and puts a fresh one in its place; false when the writer
+/// is gone.
+fn send_batch(tx: &Sender<Msg>, batch: &mut Option<Batch>) -> bool {
+    let Some(full) = batch.take() else {
+        return false;
+    };
+    let probe = full.checkpoint.clone();
+    if tx.send(Msg::Events(full)).is_err() {
+        return false;
+    }
+    *batch = match probe {
+        Some(checkpoint) => take_batch(&mut writer_reads(tx, checkpoint)),
+        None => take_batch(&mut || true),
+    };
+    batch.is_some()
+}
+
+/// Whether the writer still reads the channel, asked while waiting for it to return a batch: a
+/// position every line before which was handled, sent again (the writer takes it as the same
+/// position again), fails only once the writer is gone.
+fn writer_reads(tx: &Sender<Msg>, checkpoint: Checkpoint) -> impl FnMut() -> bool + '_ {
+    move || {
+        !matches!(
+            tx.try_send(Msg::Checkpoint(checkpoint.clone())),
+            Err(TrySendError::Disconnected(_))
+        )
+    }
 }
 
 /// What one read of a followed file ended with.
@@ -101,39 +206,85 @@ impl Reader {
         let mut closed = false;
         let (source, key, path) = (self.source, &self.key, &self.path);
         let (warned_long, last_sent) = (&mut self.warned_long, &mut self.last_sent);
-        let result = follower.read_available(&mut |record| {
-            if closed {
-                return;
-            }
-            let (event, end) = match record {
-                Record::Line {
-                    bytes,
-                    end,
-                    existing,
-                } => (handler.line(bytes, existing), end),
-                Record::TooLong { len, end, .. } => {
-                    if !*warned_long {
-                        eprintln!(
-                            "shield-watch: {name}: skipped a line of {len} bytes in {} (over --max-line; further ones are counted in the summary)",
-                            path.display()
-                        );
-                        *warned_long = true;
-                    }
-                    summary.skip(source, "too_long");
-                    (None, end)
+        // The position last reported, else where the follower is (everything before it was
+        // handled): the one to repeat while waiting for a batch.
+        let here = Checkpoint {
+            key: key.clone(),
+            cursor: last_sent.unwrap_or_else(|| follower.cursor()),
+        };
+        let mut batch = take_batch(&mut writer_reads(tx, here));
+        let mut last_end = None;
+        let mut result = Ok(0);
+        handler.with_lines(&mut |lines| {
+            let mut since_pause = 0;
+            result = follower.read_available(&mut |record| {
+                if closed {
+                    return;
                 }
-            };
-            if let Some(event) = event {
-                let checkpoint = Checkpoint {
-                    key: key.clone(),
-                    cursor: end,
+                let Some(events) = batch.as_mut() else {
+                    closed = true;
+                    return;
                 };
-                closed = tx.send(Msg::Event(event, Some(checkpoint))).is_err();
-                *last_sent = Some(end);
-            }
+                let end = record.end();
+                match record {
+                    Record::Line {
+                        bytes, existing, ..
+                    } => {
+                        if lines.line(bytes, existing, events.next_slot()) {
+                            events.push();
+                        }
+                    }
+                    Record::TooLong { len, .. } => {
+                        if !*warned_long {
+                            eprintln!(
+                                "shield-watch: {name}: skipped a line of {len} bytes in {} (over --max-line; further ones are counted in the summary)",
+                                path.display()
+                            );
+                            *warned_long = true;
+                        }
+                        summary.skip(source, "too_long");
+                    }
+                }
+                last_end = Some(end);
+                since_pause += 1;
+                let full = events.is_full();
+                if full || since_pause >= PAUSE_LINES {
+                    // Nothing stays locked while the send may block.
+                    lines.pause();
+                    since_pause = 0;
+                }
+                if full {
+                    events.checkpoint = Some(Checkpoint {
+                        key: key.clone(),
+                        cursor: end,
+                    });
+                    closed = !send_batch(tx, &mut batch);
+                    *last_sent = Some(end);
+                }
+            });
         });
         for notice in follower.take_notices() {
             eprintln!("shield-watch: {name}: {notice}");
+        }
+        // The read batch ends here: what it produced goes now, so that an isolated event is not
+        // held back for company.
+        let cursor = match &result {
+            Ok(_) => Some(follower.cursor()),
+            Err(_) => last_end,
+        };
+        if let (Some(events), Some(cursor), false) = (batch.as_mut(), cursor, closed) {
+            if !events.is_empty() {
+                events.checkpoint = Some(Checkpoint {
+                    key: self.key.clone(),
+                    cursor,
+                });
+                let full = batch.take();
+                closed = full.is_some_and(|full| tx.send(Msg::Events(full)).is_err());
+                self.last_sent = Some(cursor);
+            }
+        }
+        if let Some(unused) = batch {
+            return_batch(unused);
         }
         if let Err(err) = result {
             eprintln!(
@@ -227,5 +378,34 @@ impl FileSource {
 fn report_ready(source: Source, ready: Option<Sender<Ready>>, result: Result<(), String>) {
     if let Some(ready) = ready {
         let _ = ready.send(Ready { source, result });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thread_has_at_most_its_batches_and_gets_them_back() {
+        // A thread of its own: the pool is per thread.
+        std::thread::spawn(|| {
+            let held: Vec<Batch> = (0..BATCHES_PER_THREAD)
+                .map(|_| take_batch(&mut || panic!("no wait while fewer exist")).unwrap())
+                .collect();
+            // All out, and the writer is gone: no batch, after a wait.
+            let mut asked = 0;
+            assert!(take_batch(&mut || {
+                asked += 1;
+                false
+            })
+            .is_none());
+            assert_eq!(asked, 1);
+            // One comes back from the writer: it is the one handed out.
+            let mut held = held.into_iter();
+            held.next().unwrap().recycle();
+            assert!(take_batch(&mut || panic!("one is free")).is_some());
+        })
+        .join()
+        .unwrap();
     }
 }
