@@ -421,11 +421,26 @@ impl Launcher<'_> {
 }
 
 /// Starts a named thread; failing to is not something the process can recover from.
+///
+/// Returns once the thread runs: it then carries its name (which a thread sets itself, when it
+/// is first scheduled), so that everything started before the ready line is visible as itself
+/// in `/proc/PID/task` when the ready line comes.
 fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> thread::JoinHandle<()> {
-    thread::Builder::new()
-        .name(name.into())
-        .spawn(body)
-        .expect("spawning a thread")
+    try_spawn(name, body).expect("spawning a thread")
+}
+
+/// [`spawn`] that says why it could not start the thread.
+fn try_spawn(
+    name: &str,
+    body: impl FnOnce() + Send + 'static,
+) -> io::Result<thread::JoinHandle<()>> {
+    let (running, started) = bounded::<()>(0);
+    let handle = thread::Builder::new().name(name.into()).spawn(move || {
+        let _ = running.send(());
+        body()
+    })?;
+    let _ = started.recv();
+    Ok(handle)
 }
 
 /// The sources to run: `--source`, or every one that applies to this container.

@@ -325,6 +325,10 @@ impl Follower {
             let at_path = self.stat_path();
             if let Some(cur) = &self.cur {
                 if at_path.is_some_and(|id| id.same_file(&cur.id)) {
+                    // Files still queued when we reached the live file were born within the
+                    // same clock tick and ordered after it by mistake: they are read anyway,
+                    // like a file in its rotate-wait (late, never lost).
+                    self.drain_leftovers(&mut emit)?;
                     self.more = false;
                     break;
                 }
@@ -529,6 +533,23 @@ impl Follower {
             }
         }
         Ok(())
+    }
+
+    /// Moves every still-queued successor to the files in their rotate-wait (see the caller),
+    /// reading each once now.
+    fn drain_leftovers(&mut self, emit: &mut dyn FnMut(Record<'_>)) -> Result<(), Error> {
+        if self.next.is_empty() {
+            return Ok(());
+        }
+        let until = Instant::now() + self.opts.rotate_wait;
+        while let Some(t) = self.next.pop_front() {
+            self.draining.push(Draining {
+                t,
+                lines: LineBuf::new(self.opts.max_line),
+                until,
+            });
+        }
+        self.read_draining(emit)
     }
 
     /// A rotated-away file's wait is over: deliver its unterminated tail, never read it again.
@@ -937,7 +958,13 @@ impl Follower {
             t.wd = self.watch_file(&t);
             self.next.push_back(t);
         }
-        self.next.make_contiguous().sort_by_key(|t| t.born);
+        // Birth order; among files born within one clock tick, the one at the path is the
+        // newest whatever its inode number (inode numbers are re-used).
+        let at_path = self.stat_path();
+        self.next.make_contiguous().sort_by_key(|t| {
+            let live = at_path.is_some_and(|id| id.same_file(&t.id));
+            (t.born.nanos, live, t.born.ino)
+        });
         Ok(())
     }
 

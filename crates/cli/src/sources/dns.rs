@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread;
 
 use shield_dnsmasq::{AllowList, Classifier, DomainCache};
 use shield_event::{map, write_now, Event};
@@ -34,10 +33,9 @@ impl SharedAllowList {
         let watcher = DirWatcher::new(&dirs);
         let reloader = shared.clone();
         let dir = state_dir.to_path_buf();
-        thread::Builder::new()
-            .name("allow-list".into())
-            .spawn(move || reloader.reload_loop(watcher, dir, last_error))
-            .expect("spawning a thread");
+        crate::spawn("allow-list", move || {
+            reloader.reload_loop(watcher, dir, last_error)
+        });
         shared
     }
 

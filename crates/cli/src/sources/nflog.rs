@@ -87,9 +87,9 @@ impl NflogSource {
         let interfaces = subscription.interfaces();
         let (batches, queued) = crossbeam_channel::bounded::<Batch>(QUEUED_BATCHES);
         let (spare, spares) = crossbeam_channel::bounded::<Batch>(SPARE_BATCHES);
-        let events = std::thread::Builder::new()
-            .name("nflog-events".into())
-            .spawn(move || self.forward(decoder, &interfaces, &queued, &spare));
+        let events = crate::try_spawn("nflog-events", move || {
+            self.forward(decoder, &interfaces, &queued, &spare)
+        });
         if let Err(err) = events {
             let _ = ready.send(Ready {
                 source: Source::Nflog,
