@@ -83,7 +83,12 @@ pub fn parse_audit_line_into(
     now: impl FnOnce(&mut String),
     event: &mut Event,
 ) -> Result<(), AuditSkip> {
-    let text = String::from_utf8_lossy(line);
+    // Valid UTF-8 (nearly every line) through std's fast validator; the lossy decoder only
+    // for the rest.
+    let text = match std::str::from_utf8(line) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(line),
+    };
     let text = text.trim();
     if text.is_empty() {
         return Err(AuditSkip::Blank);
