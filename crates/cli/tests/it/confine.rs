@@ -9,7 +9,7 @@ use std::path::Path;
 
 use shield_lab::Netns;
 
-use crate::support::{run_to_exit, State, Watch};
+use crate::support::{assert_thread_privileges, run_to_exit, State, Watch};
 
 /// `nobody`: a user that is not us, to own files root may only read with CAP_DAC_READ_SEARCH.
 const NOBODY: u32 = 65534;
@@ -294,36 +294,7 @@ fn after_the_ready_line_every_thread_holds_only_cap_dac_read_search_and_no_new_p
         "{confined}"
     );
 
-    let pid = watch.child.id();
-    let mut names = Vec::new();
-    for task in fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let task = task.unwrap().path();
-        let name = fs::read_to_string(task.join("comm"))
-            .unwrap()
-            .trim()
-            .to_string();
-        let status = fs::read_to_string(task.join("status")).unwrap();
-        let field = |key: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(&format!("{key}:")))
-                .unwrap_or_else(|| panic!("no {key} in {status}"))
-                .trim()
-                .to_string()
-        };
-        for (key, want) in [
-            ("CapEff", ONLY_DAC_READ_SEARCH),
-            ("CapPrm", ONLY_DAC_READ_SEARCH),
-            ("CapBnd", ONLY_DAC_READ_SEARCH),
-            ("CapInh", "0000000000000000"),
-            ("CapAmb", "0000000000000000"),
-            ("NoNewPrivs", "1"),
-        ] {
-            assert_eq!(field(key), want, "{key} of thread {name}");
-        }
-        names.push(name);
-    }
-    names.sort();
+    let names = assert_thread_privileges(watch.child.id(), |_| ONLY_DAC_READ_SEARCH);
     // Every thread shield-watch runs, so none escaped the check.
     assert_eq!(
         names,
@@ -515,41 +486,13 @@ fn host_wide_every_thread_but_nflog_holds_only_cap_dac_read_search_and_nflog_wha
     }
     assert!(nflog_probe.ends_with("read 21 bytes"), "{nflog_probe}");
 
-    let pid = watch.child.id();
-    let mut names = Vec::new();
-    for task in fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let task = task.unwrap().path();
-        let name = fs::read_to_string(task.join("comm"))
-            .unwrap()
-            .trim()
-            .to_string();
-        let status = fs::read_to_string(task.join("status")).unwrap();
-        let field = |key: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(&format!("{key}:")))
-                .unwrap_or_else(|| panic!("no {key} in {status}"))
-                .trim()
-                .to_string()
-        };
-        let keeps = if name == "nflog" {
+    let names = assert_thread_privileges(watch.child.id(), |name| {
+        if name == "nflog" {
             NFLOG_KEEPS
         } else {
             ONLY_DAC_READ_SEARCH
-        };
-        for (key, want) in [
-            ("CapEff", keeps),
-            ("CapPrm", keeps),
-            ("CapBnd", keeps),
-            ("CapInh", "0000000000000000"),
-            ("CapAmb", "0000000000000000"),
-            ("NoNewPrivs", "1"),
-        ] {
-            assert_eq!(field(key), want, "{key} of thread {name}");
         }
-        names.push(name);
-    }
-    names.sort();
+    });
     // Twelve containers, and no thread of their own.
     assert_eq!(
         names,

@@ -124,41 +124,8 @@ fn every_container_of_a_state_root_in_one_stream() {
         watch.stderr_seen
     );
 
-    // Least privilege, host-wide: every thread has no_new_privs; the nflog thread keeps what
-    // entering containers started later takes, the others only CAP_DAC_READ_SEARCH.
-    let pid = watch.child.id();
-    let mut names = Vec::new();
-    for task in fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
-        let comm = fs::read_to_string(task.path().join("comm")).unwrap();
-        let status = fs::read_to_string(task.path().join("status")).unwrap();
-        let comm = comm.trim().to_string();
-        let want = if comm == "nflog" {
-            "0000000000281004"
-        } else {
-            "0000000000000004"
-        };
-        assert!(
-            status.contains(&format!("CapEff:\t{want}")),
-            "{comm}: {status}"
-        );
-        assert!(status.contains("NoNewPrivs:\t1"), "{comm}: {status}");
-        names.push(comm);
-    }
-    names.sort();
-    assert_eq!(
-        names,
-        [
-            "audit",
-            "containers",
-            "dns",
-            "nflog",
-            "nflog-events",
-            "shield-watch",
-            "signals",
-            "writer"
-        ],
-        "one thread per source kind, whatever the number of containers"
-    );
+    // Least privilege and the thread list host-wide are checked by
+    // confine::host_wide_every_thread_but_nflog_holds_only_cap_dac_read_search_and_nflog_what_entering_takes.
 
     // Blocked lookups, each named with its own container.
     assert_eq!(c1.lookup("one.example").trim(), "203.0.113.10");

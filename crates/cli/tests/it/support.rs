@@ -344,3 +344,41 @@ pub fn run_to_exit(args: &[&std::ffi::OsStr]) -> (ExitStatus, String, String) {
     let collect = |rx: Receiver<String>| rx.iter().collect::<Vec<_>>().join("\n");
     (status, collect(out), collect(err))
 }
+
+/// Checks every thread of process `pid` after the ready line: its effective, permitted and
+/// bounding capability sets are `keeps(thread name)` (as `/proc` shows them, 16 hex digits),
+/// its inheritable and ambient sets are empty, and `no_new_privs` is set. Returns the thread
+/// names, sorted, so the caller can check that none escaped.
+pub fn assert_thread_privileges(pid: u32, keeps: impl Fn(&str) -> &'static str) -> Vec<String> {
+    let mut names = Vec::new();
+    for task in fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let name = fs::read_to_string(task.join("comm"))
+            .unwrap()
+            .trim()
+            .to_string();
+        let status = fs::read_to_string(task.join("status")).unwrap();
+        let field = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}:")))
+                .unwrap_or_else(|| panic!("no {key} in {status}"))
+                .trim()
+                .to_string()
+        };
+        let keep = keeps(&name);
+        for (key, want) in [
+            ("CapEff", keep),
+            ("CapPrm", keep),
+            ("CapBnd", keep),
+            ("CapInh", "0000000000000000"),
+            ("CapAmb", "0000000000000000"),
+            ("NoNewPrivs", "1"),
+        ] {
+            assert_eq!(field(key), want, "{key} of thread {name}");
+        }
+        names.push(name);
+    }
+    names.sort();
+    names
+}
