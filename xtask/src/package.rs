@@ -2,10 +2,9 @@
 //! binary the way its systemd template unit does, verify the units, remove it.
 
 use std::fs;
-use std::io::{BufRead as _, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -386,8 +385,8 @@ impl Watch {
         };
         Ok(Watch {
             child,
-            stdout: lines_of(stdout),
-            stderr: lines_of(stderr),
+            stdout: shield_lab::lines_of(stdout),
+            stderr: shield_lab::lines_of(stderr),
             stderr_seen: Vec::new(),
         })
     }
@@ -465,22 +464,6 @@ impl Drop for Watch {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn lines_of(reader: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(reader).split(b'\n') {
-            let Ok(line) = line else { break };
-            if tx
-                .send(String::from_utf8_lossy(&line).into_owned())
-                .is_err()
-            {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 /// The first line a command prints, trimmed; fails when it fails.

@@ -56,6 +56,6 @@ pub use ruleset::{
     PREFIX_DENIED, PREFIX_PRIVATE, PRIVATE_RANGES, TABLE,
 };
 pub use scene::{
-    normalize, Finish, Scene, Step, StepReport, BETA_RECORDS, CONTAINER, HOST, RECORDS,
+    lines_of, normalize, Finish, Scene, Step, StepReport, BETA_RECORDS, CONTAINER, HOST, RECORDS,
 };
 pub use statedir::StateDir;

@@ -25,6 +25,8 @@
 mod steps;
 mod watch;
 
+pub use watch::lines_of;
+
 use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
 use std::io::Write as _;

@@ -144,7 +144,8 @@ impl Drop for Watch {
     }
 }
 
-fn lines_of(reader: impl Read + Send + 'static) -> Receiver<String> {
+/// The lines `reader` yields (lossily decoded), read on a thread of their own, until it ends.
+pub fn lines_of(reader: impl Read + Send + 'static) -> Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(reader).split(b'\n') {
