@@ -17,30 +17,15 @@
 //! run is printed, then the median). `SHIELD_BENCH_KEEP=1` keeps the generated state directory
 //! and prints its path and the command line, to profile the binary on the same input.
 
+mod common;
+
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-fn binary() -> PathBuf {
-    // Another build of the binary, to compare two commits in the same minute.
-    if let Some(bin) = std::env::var_os("SHIELD_BENCH_BINARY") {
-        return PathBuf::from(bin);
-    }
-    // Benches are built in the release-like bench profile next to the binary of the same profile.
-    let exe = std::env::current_exe().expect("bench path");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join("shield-watch");
-    assert!(
-        bin.is_file(),
-        "build the binary first: cargo build --profile bench -p shield-watch-cli ({})",
-        bin.display()
-    );
-    bin
-}
 
 /// Starts shield-watch; the returned receiver says when its ready line came. Its stderr is read
 /// on a thread of its own, so that a replay can read stdout at once: the ready line may wait for
@@ -53,7 +38,7 @@ fn start(
     BufReader<std::process::ChildStdout>,
     mpsc::Receiver<()>,
 ) {
-    let mut child = Command::new(binary())
+    let mut child = Command::new(common::binary())
         .arg("--state-dir")
         .arg(state)
         .args(["--no-nflog", "-c", "bench"])
@@ -183,7 +168,7 @@ fn say_command(dir: &Path, args: &[&str]) {
     if std::env::var_os("SHIELD_BENCH_KEEP").is_some() {
         println!(
             "  command: {} --state-dir {} --no-nflog -c bench {}",
-            binary().display(),
+            common::binary().display(),
             dir.display(),
             args.join(" ")
         );

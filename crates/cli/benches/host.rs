@@ -8,6 +8,8 @@
 //! default 500), `SHIELD_BENCH_IDLE_SECS` (default 60), `SHIELD_BENCH_DNS_QUERIES` (lookups per
 //! container's log, default 100000).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -35,14 +37,6 @@ impl Rng {
     }
 }
 
-/// The binary measured: this build's, or `SHIELD_BENCH_BINARY` (to compare two builds).
-fn binary() -> PathBuf {
-    std::env::var_os("SHIELD_BENCH_BINARY").map_or_else(
-        || PathBuf::from(env!("CARGO_BIN_EXE_shield-watch")),
-        PathBuf::from,
-    )
-}
-
 /// What a [`Watch`] does with stdout.
 enum Stdout {
     /// Read by the bench, line by line, from the ready line on.
@@ -65,7 +59,7 @@ impl Watch {
     /// (`count: None`), or from the start until `count` lines came out.
     fn start(root: &Path, args: &[&str], count: Option<usize>) -> Watch {
         let started = Instant::now();
-        let mut child = Command::new(binary())
+        let mut child = Command::new(common::binary())
             .arg("--state-root")
             .arg(root)
             .args(args)

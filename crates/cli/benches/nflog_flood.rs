@@ -19,9 +19,11 @@
 //! `SHIELD_FLOOD_STALL=FROM..TO` stops shield-watch (SIGSTOP) while packets FROM to TO are sent
 //! (a reader that stalls; `TO` at the end makes the flood end while it is stopped).
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -42,18 +44,6 @@ table inet terok_shield {
 
 /// How long the stream must stay quiet after the flood before the bench counts.
 const QUIET: Duration = Duration::from_secs(2);
-
-fn binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("bench path");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join("shield-watch");
-    assert!(
-        bin.is_file(),
-        "build the binary first: cargo build --profile bench -p shield-watch-cli ({})",
-        bin.display()
-    );
-    bin
-}
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -105,7 +95,7 @@ fn lost_of(line: &[u8]) -> Option<u64> {
 }
 
 fn start(ns: &Netns, state: &Path) -> (Child, BufReader<ChildStderr>) {
-    let mut child = Command::new(binary())
+    let mut child = Command::new(common::binary())
         .arg("--state-dir")
         .arg(state)
         .args(["--source", "nflog", "-c", "bench", "--netns"])

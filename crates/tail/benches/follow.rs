@@ -62,9 +62,7 @@ fn latency() {
         f.wait(Some(Duration::from_secs(5))).unwrap();
         f.read_available(&mut |r| {
             if let Record::Line { bytes, .. } = r {
-                let now = base.elapsed().as_nanos() as u64;
-                let sent: u64 = std::str::from_utf8(&bytes[..20]).unwrap().parse().unwrap();
-                lat.push(Duration::from_nanos(now - sent));
+                lat.push(since_written(bytes, base));
             }
         })
         .unwrap();
@@ -247,9 +245,7 @@ fn set_latency() {
             let f = set.follower(key).unwrap();
             f.read_available(&mut |r| {
                 if let Record::Line { bytes, .. } = r {
-                    let now = base.elapsed().as_nanos() as u64;
-                    let sent: u64 = std::str::from_utf8(&bytes[..20]).unwrap().parse().unwrap();
-                    lat.push(Duration::from_nanos(now - sent));
+                    lat.push(since_written(bytes, base));
                 }
             })
             .unwrap();
@@ -318,4 +314,12 @@ fn main() {
     } else {
         env("SHIELD_TAIL_BENCH_SET_IDLE_SECS", 10)
     });
+}
+
+/// How long ago a line was written: it starts with the nanoseconds since `base` at its write,
+/// in 20 digits.
+fn since_written(line: &[u8], base: Instant) -> Duration {
+    let now = base.elapsed().as_nanos() as u64;
+    let sent: u64 = std::str::from_utf8(&line[..20]).unwrap().parse().unwrap();
+    Duration::from_nanos(now - sent)
 }
