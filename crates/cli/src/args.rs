@@ -67,6 +67,11 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub netns: Option<PathBuf>,
 
+    /// Report packets to IPv6 link-local multicast (ff02::/16: MLD, router solicitations,
+    /// duplicate address detection) too; by default they are counted in the summary only.
+    #[arg(long = "show-multicast")]
+    pub show_link_multicast: bool,
+
     /// Report blocked lookups of every query type, not only A/AAAA.
     #[arg(long)]
     pub all_query_types: bool,

@@ -389,10 +389,10 @@ fn debug_probe(thread: &str) {
         Ok(bytes) => format!("read {} bytes", bytes.len()),
         Err(err) => format!("failed: {err}"),
     };
-    eprintln!(
-        "shield-watch: debug: {thread} thread reading {} after confinement: {outcome}",
+    crate::diag::line(format_args!(
+        "debug: {thread} thread reading {} after confinement: {outcome}",
         Path::new(&path).display()
-    );
+    ));
 }
 
 #[cfg(not(debug_assertions))]

@@ -5,7 +5,9 @@
 //! SIGINT/SIGTERM or when stdout closes. Exit codes: 0 clean stop, 1 unusable state, 2 usage.
 
 mod confine;
-mod host;
+mod containers;
+mod diag;
+mod files;
 mod output;
 mod sources;
 mod state;
@@ -15,20 +17,18 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 use std::thread;
 
 use clap::Parser;
 use confine::Confinement;
+use containers::{Containers, Runtime};
 use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
-use shield_dnsmasq::DomainCache;
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
 use output::{run_writer, text_style, Msg, WriterConfig, WriterEnd};
 use shield_event::{Source, TextStyle};
 use shield_watch_cli::{Args, Format};
-use sources::follow::FileSource;
 use sources::Ready;
 use state::StateDir;
 use summary::Summary;
@@ -50,11 +50,11 @@ fn main() -> ExitCode {
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::State(message) | Failure::Output(message)) => {
-            eprintln!("shield-watch: {message}");
+            diag::line(message);
             ExitCode::from(1)
         }
         Err(Failure::Usage(message)) => {
-            eprintln!("shield-watch: {message}");
+            diag::line(message);
             ExitCode::from(2)
         }
     }
@@ -68,12 +68,6 @@ enum Failure {
     Output(String),
     /// The command line does not say what to watch (exit 2).
     Usage(String),
-}
-
-/// One container, or every container of a state root.
-enum Mode {
-    Single(StateDir),
-    Host(PathBuf),
 }
 
 fn run(args: Args) -> Result<(), Failure> {
@@ -93,9 +87,18 @@ fn run(args: Args) -> Result<(), Failure> {
             "--container goes with --state-dir only".into(),
         ));
     }
-    let mode = match (&args.state_dir, root) {
+    let containers = match (&args.state_dir, root) {
         (Some(dir), _) => {
-            Mode::Single(StateDir::open(dir).map_err(|e| Failure::State(e.to_string()))?)
+            let state = StateDir::open(dir).map_err(|e| Failure::State(e.to_string()))?;
+            Containers::One {
+                name: args
+                    .container
+                    .clone()
+                    .unwrap_or_else(|| state.default_container()),
+                dir: state.dir,
+                netns: args.netns.clone(),
+                tier: state.tier,
+            }
         }
         (None, Some(_)) if args.netns.is_some() => {
             // Host-wide, each container's namespace is its dnsmasq's: one path cannot say it.
@@ -107,17 +110,14 @@ fn run(args: Args) -> Result<(), Failure> {
             std::fs::read_dir(&root).map_err(|e| {
                 Failure::State(format!("cannot read the state root {}: {e}", root.display()))
             })?;
-            host::raise_descriptor_limit();
-            Mode::Host(root)
+            containers::raise_descriptor_limit();
+            Containers::Root(root)
         }
         (None, None) => return Err(Failure::Usage(
             "give --state-dir DIR (one container) or --state-root ROOT (every container; default $TEROK_SHIELD_STATE_DIR)".into(),
         )),
     };
-    let selected = match &mode {
-        Mode::Single(state) => select_sources(&args, Some(state)),
-        Mode::Host(_) => select_sources(&args, None),
-    };
+    let selected = select_sources(&args, &containers);
 
     let saved_cursors = match &args.cursor {
         Some(path) => shield_tail::CursorFile::load(path).map_err(|e| {
@@ -152,57 +152,38 @@ fn run(args: Args) -> Result<(), Failure> {
     let (go_tx, go_rx) = bounded::<()>(0);
     let mut thread_reports = Vec::new();
     // Confines this thread once the privileged part of starting is done; every thread started
-    // after that, the ones below included, inherits the confinement.
-    let (expected, confinement) = match mode {
-        Mode::Single(state) => {
-            let confinement = Confinement::single_container(&state.dir, args.cursor.as_deref());
-            let container = args
-                .container
-                .clone()
-                .unwrap_or_else(|| state.default_container());
-            let launcher = Launcher {
-                args: &args,
-                state: &state,
-                container,
-                saved_cursors,
-                tx: tx.clone(),
-                ready: ready_tx,
-                go: go_rx,
-                summary: summary.clone(),
-            };
-            (launcher.start(&selected, &confinement), confinement)
-        }
-        Mode::Host(root) => {
+    // after that inherits the confinement.
+    let cursor = args.cursor.as_deref();
+    let (confinement, nflog_confinement) = match &containers {
+        Containers::One { dir, .. } => (Confinement::single_container(dir, cursor), None),
+        Containers::Root(root) => {
             summary.lock().by_container = Some(BTreeMap::new());
-            let cursor = args.cursor.as_deref();
-            let confinement = Confinement::host_wide(&root, cursor, confine::KEEP_SINGLE_CONTAINER);
-            let nflog_confinement = Confinement::host_wide_nflog(&root);
+            let nflog = Confinement::host_wide_nflog(root);
             // Without the nflog source there is no nflog thread to report on.
             if selected.contains(&Source::Nflog) {
-                thread_reports.push(("nflog thread", nflog_confinement.clone()));
+                thread_reports.push(("nflog thread", nflog.clone()));
             }
-            let host = host::Host {
-                containers: root.join("containers"),
-                selected: selected.clone(),
-                cursors: saved_cursors,
-                from_start: args.from_start,
-                options: shield_tail::Options {
-                    max_line: usize::try_from(args.max_line).unwrap_or(usize::MAX),
-                    ..shield_tail::Options::default()
-                },
-                all_query_types: args.all_query_types,
-                domain_cache: args.domain_cache,
-                nflog_group: args.nflog_group,
-                nflog_buffer: usize::try_from(args.nflog_buffer).unwrap_or(usize::MAX),
-                tx: tx.clone(),
-                summary: summary.clone(),
-            };
             (
-                host::start(host, ready_tx, go_rx, &confinement, nflog_confinement),
-                confinement,
+                Confinement::host_wide(root, cursor, confine::KEEP_SINGLE_CONTAINER),
+                Some(nflog),
             )
         }
     };
+    let runtime = Runtime {
+        containers,
+        selected: selected.clone(),
+        cursors: saved_cursors,
+        from_start: args.from_start,
+        options: files::follower_options(args.max_line),
+        all_query_types: args.all_query_types,
+        domain_cache: args.domain_cache,
+        nflog_group: args.nflog_group,
+        nflog_buffer: usize::try_from(args.nflog_buffer).unwrap_or(usize::MAX),
+        show_link_multicast: args.show_link_multicast,
+        tx: tx.clone(),
+        summary: summary.clone(),
+    };
+    let expected = containers::start(runtime, ready_tx, go_rx, &confinement, nflog_confinement);
 
     let (signal_tx, signal_rx) = unbounded();
     spawn("signals", move || {
@@ -235,7 +216,7 @@ fn run(args: Args) -> Result<(), Failure> {
     ) {
         Ok(running) => {
             for (thread, confinement) in &thread_reports {
-                eprintln!("shield-watch: {thread} {}", confinement.report());
+                diag::line(format_args!("{thread} {}", confinement.report()));
             }
             let stop = announce_ready(&running, &tx, &signal_rx, &writer_done_rx, &confinement);
             drop(go_tx);
@@ -261,7 +242,7 @@ fn run(args: Args) -> Result<(), Failure> {
     };
     signal_handle.close();
     match end {
-        WriterEnd::Done => eprintln!("{}", *summary.lock()),
+        WriterEnd::Done => diag::raw(&*summary.lock()),
         // The reader went away (`| head`): that is how a pipeline ends, not an error.
         WriterEnd::Closed => {}
         WriterEnd::Failed(err) => {
@@ -269,155 +250,6 @@ fn run(args: Args) -> Result<(), Failure> {
         }
     }
     Ok(())
-}
-
-/// What every source thread is started with.
-struct Launcher<'a> {
-    args: &'a Args,
-    state: &'a StateDir,
-    container: String,
-    saved_cursors: BTreeMap<String, shield_tail::Cursor>,
-    tx: Sender<Msg>,
-    ready: Sender<Ready>,
-    go: Receiver<()>,
-    summary: Summary,
-}
-
-impl Launcher<'_> {
-    /// Starts a thread per source; returns how many ready reports main must wait for.
-    ///
-    /// What needs privileges comes first: creating missing logs, and the nflog thread, which
-    /// confines itself once bound. Then this thread confines itself, and the file sources start
-    /// confined.
-    fn start(self, selected: &[Source], confinement: &Confinement) -> usize {
-        // The query log is read once, by one thread, whether it reports blocked lookups (the
-        // dns source), only names addresses for nflog events (the cache), or both.
-        let cache = (self.state.tier.has_dnsmasq()
-            && (selected.contains(&Source::Dns) || selected.contains(&Source::Nflog)))
-        .then(|| Arc::new(Mutex::new(DomainCache::new(self.args.domain_cache))));
-        if selected.contains(&Source::Audit) {
-            self.ensure_file(Source::Audit, "audit.jsonl");
-        }
-        if cache.is_some() {
-            self.ensure_file(Source::Dns, "dnsmasq.log");
-        }
-        // Every source thread reports once; main waits for each (the cache-only reading of the
-        // query log too: nflog events must not come out before it is primed) and lists only the
-        // selected sources in the ready line.
-        let mut threads = 0;
-        if selected.contains(&Source::Nflog) {
-            self.nflog(cache.clone(), confinement.clone());
-            threads += 1;
-        }
-        confinement.apply_here("main");
-        if selected.contains(&Source::Audit) {
-            self.audit();
-            threads += 1;
-        }
-        if let Some(cache) = cache {
-            self.query_log(cache, selected.contains(&Source::Dns));
-            threads += 1;
-        }
-        threads
-    }
-
-    fn options(&self) -> shield_tail::Options {
-        shield_tail::Options {
-            max_line: usize::try_from(self.args.max_line).unwrap_or(usize::MAX),
-            ..shield_tail::Options::default()
-        }
-    }
-
-    /// Where a file source starts: its saved cursor, else the start or the end of the file.
-    fn start_for(&self, source: Source) -> shield_tail::Start {
-        match self.saved_cursors.get(source.as_str()) {
-            Some(cursor) => shield_tail::Start::Cursor(*cursor),
-            None if self.args.from_start => shield_tail::Start::Beginning,
-            None => shield_tail::Start::End,
-        }
-    }
-
-    /// Creates a missing log empty, as the reference does, so writers and we agree on the file
-    /// from the start. Failing to is not fatal: the follower waits for it. A symlink out of
-    /// the state directory is not created through; the follower names it.
-    fn ensure_file(&self, source: Source, name: &str) {
-        match self.state.ensure_file(name) {
-            Ok(()) => {}
-            Err(err) if shield_tail::Escape::of(&err).is_some() => {}
-            Err(err) => eprintln!(
-                "shield-watch: {}: cannot create {}: {err}; waiting for it",
-                source.as_str(),
-                self.state.dir.join(name).display()
-            ),
-        }
-    }
-
-    fn file_source(&self, source: Source, path: PathBuf, start: shield_tail::Start) -> FileSource {
-        FileSource {
-            source,
-            key: Arc::from(source.as_str()),
-            path,
-            start,
-            options: self.options(),
-            go: self.go.clone(),
-            tx: self.tx.clone(),
-            summary: self.summary.clone(),
-        }
-    }
-
-    fn audit(&self) {
-        let file = self.file_source(
-            Source::Audit,
-            self.state.audit_log(),
-            self.start_for(Source::Audit),
-        );
-        let handler = sources::audit::AuditLines {
-            container: self.container.clone(),
-            summary: self.summary.clone(),
-        };
-        let ready = Some(self.ready.clone());
-        spawn("audit", move || file.run(ready, handler));
-    }
-
-    fn nflog(&self, cache: Option<Arc<Mutex<DomainCache>>>, confinement: Confinement) {
-        let nflog = sources::nflog::NflogSource {
-            confinement,
-            group: self.args.nflog_group,
-            buffer: usize::try_from(self.args.nflog_buffer).unwrap_or(usize::MAX),
-            netns: self.args.netns.clone(),
-            container: self.container.clone(),
-            cache,
-            tx: self.tx.clone(),
-            summary: self.summary.clone(),
-        };
-        let ready = self.ready.clone();
-        spawn("nflog", move || nflog.run(ready));
-    }
-
-    fn query_log(&self, cache: Arc<Mutex<DomainCache>>, emit: bool) {
-        let start = self.start_for(Source::Dns);
-        // Existing content is read for the cache even when events start at the end.
-        let prime_only_existing = matches!(start, shield_tail::Start::End);
-        let start = if prime_only_existing {
-            shield_tail::Start::Beginning
-        } else {
-            start
-        };
-        let file = self.file_source(Source::Dns, self.state.dnsmasq_log(), start);
-        let options = sources::dns::DnsOptions {
-            all_query_types: self.args.all_query_types,
-            prime_only_existing,
-            emit,
-        };
-        let handler = sources::dns::DnsLines::new(
-            options,
-            sources::dns::SharedAllowList::load_and_watch(&self.state.dir),
-            cache,
-            self.container.clone(),
-        );
-        let ready = Some(self.ready.clone());
-        spawn("dns", move || file.run(ready, handler));
-    }
 }
 
 /// Starts a named thread; failing to is not something the process can recover from.
@@ -443,8 +275,8 @@ fn try_spawn(
     Ok(handle)
 }
 
-/// The sources to run: `--source`, or every one that applies to this container.
-fn select_sources(args: &Args, state: Option<&StateDir>) -> Vec<Source> {
+/// The sources to run: `--source`, or every one that applies.
+fn select_sources(args: &Args, containers: &Containers) -> Vec<Source> {
     let mut wanted: Vec<Source> = if args.source.is_empty() {
         Source::INPUTS.to_vec()
     } else {
@@ -452,8 +284,9 @@ fn select_sources(args: &Args, state: Option<&StateDir>) -> Vec<Source> {
     };
     wanted.sort();
     wanted.dedup();
-    if state.is_some_and(|s| !s.tier.has_dnsmasq()) && wanted.contains(&Source::Dns) {
-        eprintln!("shield-watch: the DNS tier runs no dnsmasq: no dns source, events carry IP addresses only");
+    let no_dnsmasq = matches!(containers, Containers::One { tier, .. } if !tier.has_dnsmasq());
+    if no_dnsmasq && wanted.contains(&Source::Dns) {
+        diag::line("the DNS tier runs no dnsmasq: no dns source, events carry IP addresses only");
         wanted.retain(|s| *s != Source::Dns);
     }
     if args.no_nflog {
@@ -490,13 +323,13 @@ fn wait_until_ready(
                     match ready.result {
                         Ok(()) if selected.contains(&ready.source) => running.push(ready.source),
                         Ok(()) => {}
-                        Err(reason) => eprintln!("shield-watch: {}: not running: {reason}", ready.source.as_str()),
+                        Err(reason) => diag::line(format_args!("{}: not running: {reason}", ready.source.as_str())),
                     }
                 }
                 Err(_) => break,
             },
             recv(signal_rx) -> signal => match signal {
-                Ok(SIGUSR1) => eprintln!("{}", *summary.lock()),
+                Ok(SIGUSR1) => diag::raw(&*summary.lock()),
                 _ => return Err(Stop::Signal),
             },
             recv(writer_done_rx) -> end => return Err(Stop::Writer(end.unwrap_or(WriterEnd::Done))),
@@ -530,8 +363,8 @@ fn announce_ready(
     names.sort_unstable();
     // Every thread is confined by now (the sources that confine themselves do so before they
     // report): say how, just before the line everybody waits for.
-    eprintln!("shield-watch: {}", confinement.report());
-    eprintln!("shield-watch: ready ({})", names.join(","));
+    diag::line(confinement.report());
+    diag::line(format_args!("ready ({})", names.join(",")));
     None
 }
 
@@ -556,7 +389,7 @@ fn wait_for_stop(
     loop {
         select! {
             recv(signal_rx) -> signal => match signal {
-                Ok(SIGUSR1) => eprintln!("{}", *summary.lock()),
+                Ok(SIGUSR1) => diag::raw(&*summary.lock()),
                 _ => return Stop::Signal,
             },
             recv(writer_done_rx) -> end => return Stop::Writer(end.unwrap_or(WriterEnd::Done)),

@@ -364,10 +364,10 @@ impl Cursors {
             return;
         }
         if let Err(err) = CursorFile::save(file, &self.current) {
-            eprintln!(
-                "shield-watch: cannot save cursor file {}: {err}",
+            crate::diag::line(format_args!(
+                "cannot save cursor file {}: {err}",
                 file.display()
-            );
+            ));
         }
         self.dirty = false;
         self.last_save = Instant::now();

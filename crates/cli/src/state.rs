@@ -153,16 +153,6 @@ impl StateDir {
         open_beneath(&*self.handle, name, Open::CreateAppend).map(drop)
     }
 
-    /// The dnsmasq query log.
-    pub fn dnsmasq_log(&self) -> PathBuf {
-        self.dir.join("dnsmasq.log")
-    }
-
-    /// The audit log.
-    pub fn audit_log(&self) -> PathBuf {
-        self.dir.join("audit.jsonl")
-    }
-
     /// The default container name: the directory's basename.
     pub fn default_container(&self) -> String {
         let canonical = fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone());

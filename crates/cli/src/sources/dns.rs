@@ -1,15 +1,14 @@
 //! The dns source: dnsmasq query-log lines become `blocked_query` events, and the same single
 //! pass keeps the address → name cache current for the nflog source.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::containers::Voice;
+use crate::sources::follow::{LineHandler, Lines};
 use shield_dnsmasq::{AllowList, Classifier, DomainCache};
 use shield_event::{map, write_now, Event};
-use shield_tail::DirWatcher;
-
-use crate::sources::follow::{LineHandler, Lines};
 
 /// The allow-list in force, replaced whole when its files change. Readers check `generation`
 /// (one atomic load per line) and take a new snapshot only when it moved, so the hot path never
@@ -18,54 +17,63 @@ use crate::sources::follow::{LineHandler, Lines};
 pub struct SharedAllowList {
     current: Arc<Mutex<Arc<AllowList>>>,
     generation: Arc<AtomicU64>,
+    /// What the last load said (warnings, or why it failed), and to whom: said again only when
+    /// it changes.
+    said: Arc<Mutex<Said>>,
+}
+
+/// What a load of the allow-list said, and how to say it.
+struct Said {
+    voice: Voice,
+    container: Arc<str>,
+    last: Option<Vec<String>>,
 }
 
 impl SharedAllowList {
-    /// Loads the allow-list of `state_dir` (warnings to stderr) and starts the thread that
-    /// reloads it within milliseconds of any change to its files.
-    pub fn load_and_watch(state_dir: &Path) -> SharedAllowList {
-        let mut last_error = None;
+    /// Loads the allow-list of `state_dir` (warnings to stderr, through `voice`). The caller
+    /// calls [`SharedAllowList::reload`] when one of its files changes (the dns thread watches
+    /// every container's list files on its one inotify instance).
+    pub fn load(state_dir: &Path, voice: &Voice, container: &Arc<str>) -> SharedAllowList {
         let shared = SharedAllowList {
-            current: Arc::new(Mutex::new(Arc::new(load(state_dir, &mut last_error)))),
+            current: Arc::new(Mutex::new(Arc::new(AllowList::empty()))),
             generation: Arc::new(AtomicU64::new(0)),
+            said: Arc::new(Mutex::new(Said {
+                voice: *voice,
+                container: container.clone(),
+                last: None,
+            })),
         };
-        let dirs = AllowList::watched_paths(state_dir);
-        let watcher = DirWatcher::new(&dirs);
-        let reloader = shared.clone();
-        let dir = state_dir.to_path_buf();
-        crate::spawn("allow-list", move || {
-            reloader.reload_loop(watcher, dir, last_error)
-        });
+        shared.reload(state_dir);
         shared
     }
 
-    /// Loads the allow-list of `state_dir` without a thread of its own: the caller calls
-    /// [`SharedAllowList::reload`] when its files change (host-wide, the dns thread watches
-    /// every container's files on one inotify instance).
-    pub fn load(state_dir: &Path, last_error: &mut Option<String>) -> SharedAllowList {
-        SharedAllowList {
-            current: Arc::new(Mutex::new(Arc::new(load(state_dir, last_error)))),
-            generation: Arc::new(AtomicU64::new(0)),
-        }
-    }
-
-    /// Reads the files again and puts the new list in force.
-    pub fn reload(&self, state_dir: &Path, last_error: &mut Option<String>) {
-        let list = load(state_dir, last_error);
+    /// Reads the files again and puts the new list in force. What the load says (a malformed
+    /// line, a refused symlink, a file too large) is said once, and again only when it changes.
+    pub fn reload(&self, state_dir: &Path) {
+        let (list, lines) = match AllowList::load(state_dir) {
+            Ok(loaded) => (
+                loaded.list,
+                loaded
+                    .warnings
+                    .iter()
+                    .map(|w| format!("dns: allow-list: {w}"))
+                    .collect(),
+            ),
+            Err(err) => (
+                AllowList::empty(),
+                vec![format!(
+                    "dns: cannot load the allow-list ({err}); every lookup counts as blocked"
+                )],
+            ),
+        };
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(list);
         self.generation.fetch_add(1, Ordering::Release);
-    }
-
-    fn reload_loop(self, mut watcher: DirWatcher, dir: PathBuf, mut last_error: Option<String>) {
-        loop {
-            match watcher.wait(None) {
-                Ok(true) => self.reload(&dir, &mut last_error),
-                Ok(false) => {}
-                Err(err) => {
-                    eprintln!("shield-watch: dns: stopped watching the allow-list files: {err}");
-                    return;
-                }
+        let mut said = self.said.lock().unwrap_or_else(|p| p.into_inner());
+        if said.last.as_ref() != Some(&lines) {
+            for line in &lines {
+                said.voice.warn(&said.container, line);
             }
+            said.last = Some(lines);
         }
     }
 
@@ -77,29 +85,6 @@ impl SharedAllowList {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         (generation, list)
-    }
-}
-
-/// Loads the allow-list. A failure is said once, not again on every reload that fails the same
-/// way (reloads follow every change in the state directory, log appends included); a refused
-/// symlink is such a failure.
-fn load(state_dir: &Path, last_error: &mut Option<String>) -> AllowList {
-    match AllowList::load(state_dir) {
-        Ok(loaded) => {
-            *last_error = None;
-            for warning in &loaded.warnings {
-                eprintln!("shield-watch: dns: allow-list: {warning}");
-            }
-            loaded.list
-        }
-        Err(err) => {
-            let message = err.to_string();
-            if last_error.as_deref() != Some(message.as_str()) {
-                eprintln!("shield-watch: dns: cannot load the allow-list ({message}); every lookup counts as blocked");
-                *last_error = Some(message);
-            }
-            AllowList::empty()
-        }
     }
 }
 
@@ -150,11 +135,6 @@ impl DnsLines {
 }
 
 impl LineHandler for DnsLines {
-    fn read_before_ready(&self) -> bool {
-        // An nflog event must not miss a name that was in the log before we started.
-        self.prime_existing
-    }
-
     fn with_lines(&mut self, read: &mut dyn FnMut(&mut dyn Lines)) {
         let mut lines = DnsBatch {
             classifier: &mut self.classifier,
@@ -230,7 +210,7 @@ mod tests {
     fn the_cache_is_locked_once_for_many_lines_and_let_go_at_a_pause() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("profile.domains"), "allowed.example\n").unwrap();
-        let allow = SharedAllowList::load(dir.path(), &mut None);
+        let allow = SharedAllowList::load(dir.path(), &Voice::One, &Arc::from("c"));
         let cache = Arc::new(Mutex::new(DomainCache::new(16)));
         let options = DnsOptions {
             all_query_types: false,

@@ -7,41 +7,14 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use shield_event::Event;
-use shield_tail::{Cursor, Follower, Options, Record, Start};
+use shield_tail::{Cursor, Follower, Record};
 
 use crate::output::{Batch, Checkpoint, Msg};
-use crate::sources::Ready;
 use crate::summary::Summary;
 use shield_event::Source;
 
-/// One followed file and where its lines go.
-pub struct FileSource {
-    /// Which source this is (names the counters).
-    pub source: Source,
-    /// The cursor-file key of this file (`dns`, `audit`; `NAME/dns` host-wide).
-    pub key: Arc<str>,
-    /// The file.
-    pub path: PathBuf,
-    /// Where to start.
-    pub start: Start,
-    /// Follower options (max line, poll interval).
-    pub options: Options,
-    /// Ends (disconnects) once the ready line is out: only then is what was already in the
-    /// file read (unless the handler must read it before ready, which sends no events).
-    pub go: crossbeam_channel::Receiver<()>,
-    /// Events and checkpoints go here.
-    pub tx: Sender<Msg>,
-    /// Shared counters.
-    pub summary: Summary,
-}
-
 /// A source's parser of lines: set up once per read batch, then given each line.
 pub trait LineHandler {
-    /// Whether the content present at open must be read before the source reports ready.
-    fn read_before_ready(&self) -> bool {
-        false
-    }
-
     /// Calls `read` once for a read batch with the per-line side of the handler ready: whatever
     /// it shares with other threads (the domain cache) is locked once for many lines, not once
     /// per line, and let go at every [`Lines::pause`] and when `read` returns.
@@ -157,7 +130,7 @@ pub enum Step {
     /// The writer is gone (stdout closed or the process stops): stop reading.
     Closed,
     /// The file cannot be followed any more (said on stderr).
-    Failed(String),
+    Failed,
 }
 
 /// The bookkeeping of one followed file between reads: its names, the last position sent, and
@@ -236,10 +209,10 @@ impl Reader {
                     }
                     Record::TooLong { len, .. } => {
                         if !*warned_long {
-                            eprintln!(
-                                "shield-watch: {name}: skipped a line of {len} bytes in {} (over --max-line; further ones are counted in the summary)",
+                            crate::diag::line(format_args!(
+                                "{name}: skipped a line of {len} bytes in {} (over --max-line; further ones are counted in the summary)",
                                 path.display()
-                            );
+                            ));
                             *warned_long = true;
                         }
                         summary.skip(source, "too_long");
@@ -264,7 +237,7 @@ impl Reader {
             });
         });
         for notice in follower.take_notices() {
-            eprintln!("shield-watch: {name}: {notice}");
+            crate::diag::line(format_args!("{name}: {notice}"));
         }
         // The read batch ends here: what it produced goes now, so that an isolated event is not
         // held back for company.
@@ -287,11 +260,11 @@ impl Reader {
             return_batch(unused);
         }
         if let Err(err) = result {
-            eprintln!(
-                "shield-watch: {name}: stopped following {}: {err}",
+            crate::diag::line(format_args!(
+                "{name}: stopped following {}: {err}",
                 self.path.display()
-            );
-            return Step::Failed(err.to_string());
+            ));
+            return Step::Failed;
         }
         if closed {
             return Step::Closed;
@@ -314,70 +287,6 @@ impl Reader {
             self.rotations = rotations;
         }
         Step::Read
-    }
-}
-
-impl FileSource {
-    /// Opens the file, reports readiness, then follows it until the process ends.
-    /// Errors after readiness are reported on stderr and end this source only.
-    /// `ready` is `None` when nobody waits for this source (the cache-only reading of the query
-    /// log when the dns source itself was not selected).
-    pub fn run(self, ready: Option<Sender<Ready>>, mut handler: impl LineHandler) {
-        let name = self.source.as_str();
-        let mut follower = match Follower::open(&self.path, self.start, self.options) {
-            Ok(follower) => follower,
-            Err(err) => {
-                let reason = format!("cannot follow {}: {err}", self.path.display());
-                match ready {
-                    Some(ready) => {
-                        let _ = ready.send(Ready {
-                            source: self.source,
-                            result: Err(reason),
-                        });
-                    }
-                    None => eprintln!("shield-watch: {name}: {reason}"),
-                }
-                return;
-            }
-        };
-        let mut reader = Reader::new(self.source, self.key.clone(), self.path.clone());
-        // Positioning may include reading what is already there (priming the domain cache):
-        // then the source is ready only after its first batch.
-        let mut ready = ready;
-        if !handler.read_before_ready() {
-            // Where we start is saved before the ready line (see main), so a restart right
-            // after it resumes here.
-            if self.tx.send(reader.start_checkpoint(&follower)).is_err() {
-                return;
-            }
-            report_ready(self.source, ready.take(), Ok(()));
-            let _ = self.go.recv();
-        }
-        loop {
-            match reader.read(&mut follower, &mut handler, &self.tx, &self.summary) {
-                Step::Read => {}
-                Step::Closed => return,
-                Step::Failed(err) => {
-                    report_ready(self.source, ready.take(), Err(err));
-                    return;
-                }
-            }
-            report_ready(self.source, ready.take(), Ok(()));
-            if let Err(err) = follower.wait(None) {
-                eprintln!(
-                    "shield-watch: {name}: stopped following {}: {err}",
-                    self.path.display()
-                );
-                return;
-            }
-        }
-    }
-}
-
-/// Tells main this source is positioned and running (once; `None` when already told).
-fn report_ready(source: Source, ready: Option<Sender<Ready>>, result: Result<(), String>) {
-    if let Some(ready) = ready {
-        let _ = ready.send(Ready { source, result });
     }
 }
 

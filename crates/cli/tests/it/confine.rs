@@ -299,7 +299,6 @@ fn after_the_ready_line_every_thread_holds_only_cap_dac_read_search_and_no_new_p
     assert_eq!(
         names,
         [
-            "allow-list",
             "audit",
             "dns",
             "nflog",
