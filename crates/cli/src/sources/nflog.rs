@@ -141,11 +141,11 @@ pub enum ToEvents {
     Remove(Arc<str>),
 }
 
+/// One end pair of a channel.
+type Pair<T> = (Sender<T>, Receiver<T>);
+
 /// The channel between the two nflog threads, and the one that returns emptied batches.
-pub fn channels() -> (
-    (Sender<ToEvents>, Receiver<ToEvents>),
-    (Sender<Batch>, Receiver<Batch>),
-) {
+pub fn channels() -> (Pair<ToEvents>, Pair<Batch>) {
     (
         crossbeam_channel::bounded(QUEUED_BATCHES),
         crossbeam_channel::bounded(SPARE_BATCHES),
