@@ -537,3 +537,48 @@ fn a_dnsmasq_restarted_in_the_same_namespace_loses_no_packet() {
     let (status, _) = watch.wait_exit();
     assert!(status.success());
 }
+
+#[test]
+fn a_group_held_by_another_listener_is_taken_over_when_it_goes() {
+    let root = tempfile::tempdir().unwrap();
+    let web = Container::shielded(root.path(), "web", &[("held.example", "203.0.113.60")]);
+    let other = Container::shielded(root.path(), "other", &[("free.example", "203.0.113.61")]);
+    // Another listener (as terok-shield's clearance reader would) holds web's group.
+    let holder_state = tempfile::tempdir().unwrap();
+    fs::write(holder_state.path().join("dns.tier"), "lookup").unwrap();
+    let mut holder = binary();
+    holder
+        .arg("--state-dir")
+        .arg(holder_state.path())
+        .args(["--source", "nflog", "--netns"])
+        .arg(web.ns.path());
+    let mut holder = Watch::spawn_command(holder);
+    holder.wait_stderr(|l| l == "shield-watch: ready (nflog)");
+
+    let mut watch = start(root.path(), &[]);
+    // Said before the ready line.
+    let said = watch
+        .stderr_seen
+        .iter()
+        .find(|l| l.starts_with("shield-watch: container web: nflog: "))
+        .unwrap_or_else(|| panic!("{:#?}", watch.stderr_seen))
+        .clone();
+    assert!(said.contains("already bound"), "{said}");
+    assert!(
+        said.contains("taken over when that listener goes"),
+        "{said}"
+    );
+    // The other container is unaffected.
+    other.connect("203.0.113.61:443");
+    let event = event_where(&mut watch, |e| is(e, "nflog", "other"));
+    assert_eq!(event["dest"], "203.0.113.61");
+
+    drop(holder);
+    watch.wait_stderr(|l| {
+        l == "shield-watch: container web: nflog: took over NFLOG group 100 (its other listener is gone)"
+    });
+    web.lookup("held.example");
+    web.connect("203.0.113.60:443");
+    let event = event_where(&mut watch, |e| is(e, "nflog", "web"));
+    assert_eq!(event["domain"], "held.example", "{event}");
+}
