@@ -467,6 +467,63 @@ mod tests {
         assert_eq!(journal.dropped() + queued, 10_000);
     }
 
+    /// An entry larger than the socket buffer: an empty datagram carrying one sealed memfd that
+    /// holds the whole entry, as journald reads it.
+    #[test]
+    fn a_large_entry_goes_as_a_sealed_memfd() {
+        use rustix::fs::fcntl_get_seals;
+        use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+        use std::io::{IoSliceMut, Read, Seek, SeekFrom};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("socket");
+        let reader = UnixDatagram::bind(&path).unwrap();
+        reader.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut journal = Journal::connect(&path);
+        let event = Event::new("T", Source::Audit, "setup", "big");
+        let line = format!("{{\"detail\":\"{}\"}}\n", "x".repeat(1 << 20));
+        journal.send(&event, line.as_bytes());
+        assert_eq!(journal.dropped(), 0);
+
+        let mut data = [0; 16];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let received = recvmsg(
+            &reader,
+            &mut [IoSliceMut::new(&mut data)],
+            &mut control,
+            RecvFlags::empty(),
+        )
+        .unwrap();
+        assert_eq!(received.bytes, 0, "the datagram itself is empty");
+        let mut fds = Vec::new();
+        for message in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(passed) = message {
+                fds.extend(passed);
+            }
+        }
+        assert_eq!(fds.len(), 1);
+        let memfd = fds.pop().unwrap();
+        assert_eq!(
+            fcntl_get_seals(&memfd).unwrap(),
+            SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL
+        );
+        // The descriptor shares the sender's file offset, which is at the end: read from 0, as
+        // journald does (it maps the file).
+        let mut file = File::from(memfd);
+        file.seek(SeekFrom::Start(0)).unwrap();
+        let mut entry = Vec::new();
+        file.read_to_end(&mut entry).unwrap();
+        let mut expected = Vec::new();
+        encode(&mut expected, &mut String::new(), &event, line.as_bytes());
+        assert!(
+            entry == expected,
+            "{} bytes, expected {}",
+            entry.len(),
+            expected.len()
+        );
+    }
+
     /// journald not there at first: nothing is tried for a second, then the next send finds it.
     #[test]
     fn a_missing_journal_is_looked_for_again_after_a_second() {
