@@ -190,14 +190,14 @@ impl Drop for Journald {
 }
 
 /// A field's bytes as `journalctl -o json` gives them: a string, or an array of bytes for a
-/// value that is not printable text.
+/// value that is not printable text. A field given more than once (an array of values) fails.
 fn bytes(entry: &Map<String, Value>, key: &str) -> Vec<u8> {
     match entry.get(key) {
         Some(Value::String(text)) => text.as_bytes().to_vec(),
-        Some(Value::Array(values)) => values
-            .iter()
-            .map(|b| b.as_u64().expect("a byte") as u8)
-            .collect(),
+        Some(Value::Array(values)) if values.iter().all(Value::is_u64) => {
+            values.iter().map(|b| b.as_u64().unwrap() as u8).collect()
+        }
+        Some(Value::Array(values)) => panic!("{key} given {} times: {values:?}", values.len()),
         other => panic!("{key} is {other:?} in {entry:?}"),
     }
 }
@@ -283,6 +283,13 @@ fn journald_keeps_one_entry_per_event_with_its_fields() {
     );
     // The forged terms in the hostile name matched nothing.
     assert!(journald.entries(&["PRIORITY=0"]).is_empty());
+    assert!(journald
+        .entries(&[
+            "SHIELD_CONTAINER=c",
+            "SHIELD_ACTION=allowed",
+            "SHIELD_SOURCE=dns"
+        ])
+        .is_empty());
 
     let allowed_entries = journald.entries(&["SHIELD_ACTION=allowed"]);
     assert_eq!(allowed_entries.len(), 1);
