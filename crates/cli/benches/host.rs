@@ -1,4 +1,4 @@
-//! Benchmark of host-wide mode (`--state-root`, SPEC §9) with the real binary: 1 000 containers'
+//! Benchmark of host-wide mode (`--state-root`) with the real binary: 1 000 containers'
 //! start-up time, memory, threads, idle CPU and the latency of a line in a random container;
 //! then dns throughput with 10 containers' query logs replayed at once.
 //!

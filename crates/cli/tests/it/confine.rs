@@ -1,4 +1,4 @@
-//! Least privilege end to end (SPEC §10): symlinks planted in the state directory lead nowhere,
+//! Least privilege end to end: symlinks planted in the state directory lead nowhere,
 //! every thread runs with the capabilities and the Landlock ruleset of docs/SECURITY.md once the
 //! ready line is out, and what must still work (a 0600 file of another user rotated in) does.
 

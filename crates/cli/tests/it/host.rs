@@ -292,7 +292,7 @@ fn every_containers_history_with_from_start_then_resumed_from_the_cursor() {
     }
 }
 
-/// The scale test's container count (SPEC §9: 1 000 on one host).
+/// The scale test's container count: the 1 000 containers one host is expected to run.
 const SCALE: usize = 1000;
 /// Of which this many have a `dnsmasq-live` tier (their query log is followed too) but no
 /// running dnsmasq: enough that the files followed need more than 1 024 descriptors.

@@ -119,7 +119,7 @@ impl Rng {
     }
 }
 
-/// SPEC §9's shape: 500 container directories with two followed files each (`audit.jsonl`
+/// Host-wide mode's shape: 500 container directories with two followed files each (`audit.jsonl`
 /// there at the start with one line, `dnsmasq.log` created later), 1 000 paths in one set.
 /// The default limit is 128 inotify instances per user: the set takes exactly one, whatever
 /// the number of files, and every file's lines arrive, in order, exactly once.
