@@ -18,6 +18,9 @@
 //! runs that many busy-looping threads while the flood is sent (a busy host);
 //! `SHIELD_FLOOD_STALL=FROM..TO` stops shield-watch (SIGSTOP) while packets FROM to TO are sent
 //! (a reader that stalls; `TO` at the end makes the flood end while it is stopped).
+//! `SHIELD_FLOOD_MODE=host` runs the same flood host-wide: the namespace is a container under a
+//! state root (`--state-root`), found through a dnsmasq started inside it as terok-shield starts
+//! one (`--conf-file=ROOT/containers/bench/dnsmasq.conf`, its PID in `dnsmasq.pid`).
 
 mod common;
 
@@ -95,11 +98,17 @@ fn lost_of(line: &[u8]) -> Option<u64> {
 }
 
 fn start(ns: &Netns, state: &Path) -> (Child, BufReader<ChildStderr>) {
-    let mut child = Command::new(common::binary())
-        .arg("--state-dir")
-        .arg(state)
-        .args(["--source", "nflog", "-c", "bench", "--netns"])
-        .arg(ns.path())
+    let mut command = Command::new(common::binary());
+    if host_wide() {
+        command.arg("--state-root").arg(state).args(["--source", "nflog"]);
+    } else {
+        command
+            .arg("--state-dir")
+            .arg(state)
+            .args(["--source", "nflog", "-c", "bench", "--netns"])
+            .arg(ns.path());
+    }
+    let mut child = command
         .args(extra_args())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -118,6 +127,29 @@ fn start(ns: &Netns, state: &Path) -> (Child, BufReader<ChildStderr>) {
         }
     }
     (child, stderr)
+}
+
+/// `SHIELD_FLOOD_MODE=host`: host-wide (`--state-root`) instead of one container with `--netns`.
+fn host_wide() -> bool {
+    std::env::var("SHIELD_FLOOD_MODE").is_ok_and(|m| m == "host")
+}
+
+/// A state root with one container, `bench`, whose dnsmasq runs in `ns` as terok-shield starts
+/// it; the dnsmasq is returned to be killed at the end.
+fn host_root(ns: &Netns, root: &Path) -> Child {
+    let dir = root.join("containers").join("bench");
+    std::fs::create_dir_all(&dir).expect("container dir");
+    std::fs::write(dir.join("dns.tier"), "dnsmasq-static\n").expect("dns.tier");
+    let conf = dir.join("dnsmasq.conf");
+    // No DNS service (port 0): only its namespace matters here.
+    std::fs::write(&conf, "port=0\npid-file=\n").expect("dnsmasq.conf");
+    let conf_arg = format!("--conf-file={}", conf.display());
+    // Returns once the process is inside the namespace, so its PID is accepted.
+    let child = ns
+        .spawn(&["dnsmasq", "--keep-in-foreground", &conf_arg])
+        .expect("start dnsmasq");
+    std::fs::write(dir.join("dnsmasq.pid"), format!("{}\n", child.id())).expect("dnsmasq.pid");
+    child
 }
 
 /// `SHIELD_FLOOD_ARGS`: more shield-watch arguments, split at spaces (e.g. `--nflog-buffer 1048576`).
@@ -188,6 +220,7 @@ fn run(packets: u64, rate: u64) {
         .expect("nft -f");
     let state = tempfile::tempdir().expect("state dir");
     std::fs::write(state.path().join("dns.tier"), "lookup\n").expect("dns.tier");
+    let mut dnsmasq = host_wide().then(|| host_root(&ns, state.path()));
 
     let (mut child, mut stderr) = start(&ns, state.path());
     let stream = Arc::new(Stream::default());
@@ -262,6 +295,10 @@ fn run(packets: u64, rate: u64) {
     let cpu = thread_cpu(child.id());
     kill_process(Pid::from_child(&child), Signal::TERM).expect("SIGTERM");
     let status = child.wait().expect("wait");
+    if let Some(dnsmasq) = dnsmasq.as_mut() {
+        let _ = dnsmasq.kill();
+        let _ = dnsmasq.wait();
+    }
     reader.join().unwrap();
     let mut rest = String::new();
     let _ = stderr.read_to_string(&mut rest);
