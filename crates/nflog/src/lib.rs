@@ -39,12 +39,16 @@ mod batch;
 mod error;
 mod headers;
 #[cfg(target_os = "linux")]
+mod netns;
+#[cfg(target_os = "linux")]
 mod socket;
 mod wire;
 
 pub use batch::{Batch, Decoder, Message, Stats};
 pub use error::{Error, ErrorKind};
 pub use headers::Headers;
+#[cfg(target_os = "linux")]
+pub use netns::{same_namespace, NamespaceId};
 #[cfg(target_os = "linux")]
 pub use socket::{ifname, Builder, Interfaces, Subscription};
 pub use wire::{Packet, Vlan};
