@@ -226,14 +226,7 @@ pub fn message_event_read_at(
 fn logged_packet<'a>(packet: &Packet<'a>, headers: &Headers) -> LoggedPacket<'a> {
     LoggedPacket {
         prefix: packet.prefix(),
-        src: headers.src,
-        dest: headers.dest,
-        proto: headers.proto,
-        sport: headers.sport,
-        dport: headers.dport,
-        icmp: headers.icmp,
-        fragment: headers.fragment,
-        truncated: headers.truncated,
+        headers: *headers,
         indev: packet.indev(),
         outdev: packet.outdev(),
         uid: packet.uid(),
