@@ -4,6 +4,7 @@
 //! one writer thread that owns stdout, connect them with one bounded channel, and stop cleanly on
 //! SIGINT/SIGTERM or when stdout closes. Exit codes: 0 clean stop, 1 unusable state, 2 usage.
 
+mod allow_files;
 mod confine;
 mod host;
 mod output;

@@ -84,7 +84,7 @@ impl SharedAllowList {
 /// way (reloads follow every change in the state directory, log appends included); a refused
 /// symlink is such a failure.
 fn load(state_dir: &Path, last_error: &mut Option<String>) -> AllowList {
-    match AllowList::load(state_dir) {
+    match crate::allow_files::load(state_dir) {
         Ok(loaded) => {
             *last_error = None;
             for warning in &loaded.warnings {
