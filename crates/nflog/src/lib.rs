@@ -2,7 +2,8 @@
 //!
 //! The main type is [`Subscription`], built with [`Subscription::builder`]: it binds one NFLOG
 //! group (default 100) on a `NETLINK_NETFILTER` socket, optionally inside another network
-//! namespace, and [`Subscription::recv`] hands out each logged [`Packet`] or a
+//! namespace ([`Builder::open_in`] opens there and brings the calling thread back; a
+//! [`NamespaceId`] tells namespaces apart), and [`Subscription::recv`] hands out each logged [`Packet`] or a
 //! [`Message::Lost`] when the kernel dropped packets, with how many (from the per-group sequence
 //! numbers and the socket's drop counter). [`Packet::headers`] reads addresses, protocol, ports
 //! and ICMP type from the copied bytes. To keep the socket's queue short under a flood, one

@@ -150,6 +150,15 @@ mod tests {
         assert!(!same_namespace(&a, &uts).unwrap());
     }
 
+    #[test]
+    fn a_handle_that_is_no_network_namespace_is_not_entered() {
+        let home = NamespaceId::of_current_thread().unwrap();
+        let uts = File::open("/proc/thread-self/ns/uts").unwrap();
+        let err = Subscription::builder().open_in(&uts).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Netns, "{err}");
+        assert_eq!(NamespaceId::of_current_thread().unwrap(), home);
+    }
+
     /// The return is what cannot be allowed to fail silently: drop CAP_SYS_ADMIN while inside
     /// (setns needs it in both namespaces' owners) and the error must be `NetnsReturn`.
     #[test]
