@@ -100,7 +100,10 @@ fn lost_of(line: &[u8]) -> Option<u64> {
 fn start(ns: &Netns, state: &Path) -> (Child, BufReader<ChildStderr>) {
     let mut command = Command::new(common::binary());
     if host_wide() {
-        command.arg("--state-root").arg(state).args(["--source", "nflog"]);
+        command
+            .arg("--state-root")
+            .arg(state)
+            .args(["--source", "nflog"]);
     } else {
         command
             .arg("--state-dir")

@@ -452,7 +452,10 @@ impl Discovery {
         loop {
             woken.clear();
             if let Err(err) = set.wait(None, &mut woken) {
-                crate::diag::line(format_args!("containers: stopped watching: {err}"));
+                crate::diag::line(format_args!(
+                    "containers: stopped watching: {}",
+                    crate::diag::chain(&err)
+                ));
                 return;
             }
             // Only the containers whose dns.tier or dnsmasq.pid changed are looked at again.

@@ -37,6 +37,19 @@ pub fn raw(text: impl Display) {
     let _ = writeln!(err, "{text}");
 }
 
+/// An error and every cause under it, `: `-separated: the libraries leave their causes to
+/// `source()` instead of repeating them in `Display`, so a line to a person walks the chain.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

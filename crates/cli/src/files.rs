@@ -122,7 +122,11 @@ impl FileThread {
                 }
             }
             if let Err(err) = self.set.wait(None, &mut ready) {
-                crate::diag::line(format_args!("{}: stopped: {err}", self.source.as_str()));
+                crate::diag::line(format_args!(
+                    "{}: stopped: {}",
+                    self.source.as_str(),
+                    crate::diag::chain(&err)
+                ));
                 return;
             }
         }
@@ -201,7 +205,11 @@ impl FileThread {
                     self.set.remove(key);
                     members.by_key.remove(&key);
                 }
-                return Err(format!("cannot follow {}: {err}", path.display()));
+                return Err(format!(
+                    "cannot follow {}: {}",
+                    path.display(),
+                    crate::diag::chain(&err)
+                ));
             }
         };
         let mut reader = Reader::new(self.source, Arc::from(cursor_key), path);

@@ -4,6 +4,7 @@
 //! one writer thread that owns stdout, connect them with one bounded channel, and stop cleanly on
 //! SIGINT/SIGTERM or when stdout closes. Exit codes: 0 clean stop, 1 unusable state, 2 usage.
 
+mod allow_files;
 mod confine;
 mod containers;
 mod diag;
@@ -124,7 +125,11 @@ fn run(args: Args) -> Result<(), Failure> {
 
     let saved_cursors = match &args.cursor {
         Some(path) => shield_tail::CursorFile::load(path).map_err(|e| {
-            Failure::State(format!("cannot read cursor file {}: {e}", path.display()))
+            Failure::State(format!(
+                "cannot read cursor file {}: {}",
+                path.display(),
+                diag::chain(&e)
+            ))
         })?,
         None => BTreeMap::new(),
     };

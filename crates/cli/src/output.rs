@@ -365,8 +365,9 @@ impl Cursors {
         }
         if let Err(err) = CursorFile::save(file, &self.current) {
             crate::diag::line(format_args!(
-                "cannot save cursor file {}: {err}",
-                file.display()
+                "cannot save cursor file {}: {}",
+                file.display(),
+                crate::diag::chain(&err)
             ));
         }
         self.dirty = false;

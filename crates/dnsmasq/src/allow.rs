@@ -1,20 +1,17 @@
-//! The shield's allow-list, read from either state-directory layout, and the lookup.
+//! The shield's allow-list, built from the texts of either state-directory layout, and the
+//! lookup. Reading the files is the caller's business: nothing here does I/O.
 //!
 //! Both layouts compile to one table: domain (lower case, no `*.`) → flags
 //! saying which kinds of entry name it. A lookup walks the queried name from
 //! the root towards the full name and probes the table once per label (see
 //! `suffix.rs`), so it costs a handful of probes and never allocates.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
-use std::fs::File;
-use std::io::Read as _;
 use std::net::IpAddr;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use shield_tail::Open;
-
-use crate::error::{Error, ErrorKind};
 use crate::suffix::SuffixTable;
 
 /// Flag bits in the table. `PLAIN_*` entries match the name and its
@@ -107,11 +104,22 @@ pub struct AllowList {
 pub struct Loaded {
     /// The allow-list.
     pub list: AllowList,
-    /// One message per skipped line: `file:line: why`.
+    /// One message per skipped line, `file:line: why`, in file and line order. The same texts
+    /// give the same warnings, so a caller that reloads can compare them and say them again
+    /// only when they changed.
     pub warnings: Vec<String>,
 }
 
 impl AllowList {
+    /// The files of the domain-files layout in the state directory: `profile.domains`,
+    /// `live.domains`, `denied.domains`, the order of [`AllowList::from_domain_files`]'s
+    /// arguments.
+    pub const DOMAIN_FILES: [&'static str; 3] = DOMAIN_FILES;
+
+    /// The directory of the policy-directory layout in the state directory (`policy`); its files
+    /// are named by [`PolicyTier::file_name`]. When it is a directory, this layout is in force.
+    pub const POLICY_DIR: &'static str = POLICY_DIR;
+
     /// An allow-list that allows nothing (domain files with no entries).
     pub fn empty() -> AllowList {
         AllowList {
@@ -152,55 +160,26 @@ impl AllowList {
         vec![state_dir.to_path_buf(), state_dir.join(POLICY_DIR)]
     }
 
-    /// Reads the allow-list of a state directory. The policy directory is used
-    /// when `policy/` is a directory, the domain files otherwise. Missing files are empty;
-    /// a file that exists but cannot be read is an error.
-    ///
-    /// Files are opened beneath the directory ([`shield_tail::open_beneath`]):
-    /// a symlink (or `..`) leading out of it is an [`ErrorKind::Refused`]
-    /// error, like an unreadable file, never a silent skip; only regular files
-    /// are read. The path `state_dir` itself may go through symlinks.
-    pub fn load(state_dir: &Path) -> Result<Loaded, Error> {
-        // Opening the state directory itself first turns "no such directory" /
-        // "permission denied" into an error, rather than into an empty list
-        // that silently reports every lookup.
-        let dir = shield_tail::open_dir(state_dir)
-            .map_err(|e| Error::new(ErrorKind::Read, state_dir.to_path_buf(), e))?;
-        match shield_tail::open_beneath(&dir, POLICY_DIR, Open::Directory) {
-            Ok(_) => {
-                let mut texts = Vec::with_capacity(PolicyTier::ALL.len());
-                for tier in PolicyTier::ALL {
-                    let name = Path::new(POLICY_DIR).join(tier.file_name());
-                    texts.push((tier, read_optional(&dir, state_dir, &name)?));
-                }
-                let borrowed: Vec<(PolicyTier, &str)> =
-                    texts.iter().map(|(t, s)| (*t, s.as_str())).collect();
-                Ok(Self::from_policy(&borrowed))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Err(Error::new(
-                ErrorKind::NotADirectory,
-                state_dir.join(POLICY_DIR),
-                std::io::Error::other("policy is not a directory"),
-            )),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let [p, l, d] = DOMAIN_FILES.map(|f| read_optional(&dir, state_dir, Path::new(f)));
-                Ok(Self::from_domain_files(&p?, &l?, &d?))
-            }
-            Err(e) => Err(open_error(state_dir.join(POLICY_DIR), e)),
-        }
-    }
-
-    /// Builds a domain-files list from the texts of `profile.domains`,
-    /// `live.domains` and `denied.domains`: (profile ∪ live) − denied, where
-    /// a denied entry removes only that exact entry.
-    pub fn from_domain_files(profile: &str, live: &str, denied: &str) -> Loaded {
+    /// Builds a domain-files list from the contents of `profile.domains`,
+    /// `live.domains` and `denied.domains` (a missing file is empty): (profile ∪ live) − denied,
+    /// where a denied entry removes only that exact entry. Bytes that are not UTF-8 are read
+    /// as U+FFFD, which no valid entry contains.
+    pub fn from_domain_files(
+        profile: impl AsRef<[u8]>,
+        live: impl AsRef<[u8]>,
+        denied: impl AsRef<[u8]>,
+    ) -> Loaded {
         let mut warnings = Vec::new();
         let mut allowed: Vec<String> = Vec::new();
-        for (file, text) in [(DOMAIN_FILES[0], profile), (DOMAIN_FILES[1], live)] {
-            allowed.extend(domain_file_entries(file, text, &mut warnings));
+        for (file, text) in [
+            (DOMAIN_FILES[0], text(profile.as_ref())),
+            (DOMAIN_FILES[1], text(live.as_ref())),
+        ] {
+            allowed.extend(domain_file_entries(file, &text, &mut warnings));
         }
+        let denied = text(denied.as_ref());
         let denied: std::collections::HashSet<String> =
-            domain_file_entries(DOMAIN_FILES[2], denied, &mut warnings).collect();
+            domain_file_entries(DOMAIN_FILES[2], &denied, &mut warnings).collect();
         let mut table = SuffixTable::new();
         for entry in allowed.iter().filter(|e| !denied.contains(*e)) {
             let (key, wild) = split_wildcard(entry);
@@ -215,13 +194,16 @@ impl AllowList {
         }
     }
 
-    /// Builds a policy-directory list from tier texts (a tier may appear several times or not at all).
-    pub fn from_policy(tiers: &[(PolicyTier, &str)]) -> Loaded {
+    /// Builds a policy-directory list from the contents of its tier files (a tier may appear
+    /// several times or not at all; a missing file is left out or empty). Bytes that are not
+    /// UTF-8 are read as U+FFFD, which no valid target contains.
+    pub fn from_policy<T: AsRef<[u8]>>(tiers: &[(PolicyTier, T)]) -> Loaded {
         let mut warnings = Vec::new();
         let mut table = SuffixTable::new();
-        for &(tier, text) in tiers {
+        for (tier, bytes) in tiers {
+            let tier = *tier;
             let file = format!("{POLICY_DIR}/{}", tier.file_name());
-            for (no, raw) in text.lines().enumerate() {
+            for (no, raw) in text(bytes.as_ref()).lines().enumerate() {
                 let Some((allow, target)) = parse_policy_line(raw, &file, no + 1, &mut warnings)
                 else {
                     continue;
@@ -295,41 +277,9 @@ impl AllowList {
     }
 }
 
-/// Reads `name` beneath `dir` (the state directory at `state_dir`); a missing
-/// file is empty. Invalid UTF-8 is replaced, not fatal. Anything but a regular
-/// file (a directory, a FIFO that would block) is a read error.
-fn read_optional(dir: &File, state_dir: &Path, name: &Path) -> Result<String, Error> {
-    let path = state_dir.join(name);
-    let mut file = match shield_tail::open_beneath(dir, name, Open::Read) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
-        Err(e) => return Err(open_error(path, e)),
-    };
-    let mut bytes = Vec::new();
-    let read = file.metadata().and_then(|meta| {
-        if meta.is_file() {
-            file.read_to_end(&mut bytes)
-        } else if meta.is_dir() {
-            Err(std::io::Error::from(std::io::ErrorKind::IsADirectory))
-        } else {
-            Err(std::io::Error::other("not a regular file"))
-        }
-    });
-    read.map_err(|e| Error::new(ErrorKind::Read, path, e))?;
-    Ok(match String::from_utf8(bytes) {
-        Ok(s) => s,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    })
-}
-
-/// A failed open: a refusal by [`shield_tail::open_beneath`] or a plain read error.
-fn open_error(path: PathBuf, e: std::io::Error) -> Error {
-    let kind = if shield_tail::Escape::of(&e).is_some() {
-        ErrorKind::Refused
-    } else {
-        ErrorKind::Read
-    };
-    Error::new(kind, path, e)
+/// A file's bytes as text: invalid UTF-8 is replaced, not fatal (and borrowed when valid).
+fn text(bytes: &[u8]) -> Cow<'_, str> {
+    String::from_utf8_lossy(bytes)
 }
 
 fn warn(warnings: &mut Vec<String>, file: &str, line: usize, why: std::fmt::Arguments<'_>) {
@@ -792,109 +742,41 @@ mod tests {
     }
 
     #[test]
-    fn load_detects_layouts_and_reports_unreadable_dirs() {
-        let dir = tempfile::tempdir().unwrap();
-        // Nothing there yet: domain files, empty.
-        let l = AllowList::load(dir.path()).unwrap();
-        assert_eq!(l.list.layout(), Layout::DomainFiles);
-        assert!(l.list.is_empty());
-        std::fs::write(
-            dir.path().join("profile.domains"),
-            "github.com\nnot valid\n",
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("denied.domains"), "github.com\n").unwrap();
-        std::fs::write(dir.path().join("live.domains"), "pypi.org\n").unwrap();
-        let l = AllowList::load(dir.path()).unwrap();
-        check(&l.list, &["pypi.org"], &["github.com"]);
+    fn bytes_that_are_not_utf8_are_replaced_not_fatal() {
+        let l = AllowList::from_domain_files(b"github.com\n\xffbad.com\n".as_slice(), b"", b"");
+        check(&l.list, &["github.com"], &["bad.com"]);
         assert_eq!(
             l.warnings,
-            ["profile.domains:2: skipping `not valid`: not a valid domain"]
+            ["profile.domains:2: skipping `?bad.com`: not a valid domain"]
         );
-
-        std::fs::create_dir(dir.path().join("policy")).unwrap();
-        std::fs::write(dir.path().join("policy/30-provider-allow"), "+github.com\n").unwrap();
-        let l = AllowList::load(dir.path()).unwrap();
-        assert_eq!(l.list.layout(), Layout::PolicyDir);
-        check(&l.list, &["api.github.com"], &["pypi.org"]);
-
-        // A tier that is a directory cannot be read: an error naming the file.
-        std::fs::create_dir(dir.path().join("policy/live")).unwrap();
-        let err = AllowList::load(dir.path()).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Read);
-        assert!(err.to_string().contains("policy/live"), "{err}");
-
-        // Not a regular file either: a FIFO would block a plain read forever.
-        std::fs::remove_dir(dir.path().join("policy/live")).unwrap();
-        let fifo = std::process::Command::new("mkfifo")
-            .arg(dir.path().join("policy/live"))
-            .status()
-            .unwrap();
-        assert!(fifo.success());
-        let err = AllowList::load(dir.path()).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Read);
-        assert!(err.to_string().contains("not a regular file"), "{err}");
-
-        let missing = dir.path().join("nope");
-        let err = AllowList::load(&missing).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Read);
-        assert_eq!(
-            AllowList::watched_paths(dir.path()),
-            [dir.path().to_path_buf(), dir.path().join("policy")]
-        );
+        let l = AllowList::from_policy(&[(PolicyTier::ProviderAllow, b"+pypi.org\xc3\n+x.io\n")]);
+        check(&l.list, &["x.io"], &["pypi.org"]);
+        assert_eq!(l.warnings.len(), 1, "{:?}", l.warnings);
+        // The same bytes give the same warnings: a reloading caller can compare them.
+        let again =
+            AllowList::from_policy(&[(PolicyTier::ProviderAllow, b"+pypi.org\xc3\n+x.io\n")]);
+        assert_eq!(again.warnings, l.warnings);
     }
 
     #[test]
-    fn symlinks_out_of_the_state_dir_are_refused_not_read() {
-        use std::os::unix::fs::symlink;
-        let tmp = tempfile::tempdir().unwrap();
-        // What the symlinks point at: were it read, github.com would be allowed.
-        std::fs::write(tmp.path().join("secret"), "github.com\n").unwrap();
-        std::fs::create_dir(tmp.path().join("elsewhere")).unwrap();
-        std::fs::write(
-            tmp.path().join("elsewhere/30-provider-allow"),
-            "+github.com\n",
-        )
-        .unwrap();
-        let state = tmp.path().join("state");
-        std::fs::create_dir(&state).unwrap();
-        // The state dir path itself may be a symlink.
-        symlink(&state, tmp.path().join("link")).unwrap();
-        let via_link = tmp.path().join("link");
-
-        // A symlink that stays inside is followed.
-        std::fs::write(state.join("real.domains"), "pypi.org\n").unwrap();
-        symlink("real.domains", state.join("profile.domains")).unwrap();
-        let l = AllowList::load(&via_link).unwrap();
-        check(&l.list, &["pypi.org"], &["github.com"]);
-
-        for (name, target) in [
-            ("live.domains", tmp.path().join("secret")),
-            ("live.domains", PathBuf::from("../secret")),
-        ] {
-            let _ = std::fs::remove_file(state.join(name));
-            symlink(&target, state.join(name)).unwrap();
-            let err = AllowList::load(&via_link).unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::Refused, "{err}");
-            assert_eq!(err.path(), via_link.join(name));
-            assert!(err.to_string().contains("live.domains"), "{err}");
-        }
-        std::fs::remove_file(state.join("live.domains")).unwrap();
-
-        // Layout B: the policy directory itself, and a tier file in it.
-        symlink(tmp.path().join("elsewhere"), state.join("policy")).unwrap();
-        let err = AllowList::load(&via_link).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Refused, "{err}");
-        assert_eq!(err.path(), via_link.join("policy"));
-        std::fs::remove_file(state.join("policy")).unwrap();
-        std::fs::create_dir(state.join("policy")).unwrap();
-        symlink(
-            "../../elsewhere/30-provider-allow",
-            state.join("policy/30-provider-allow"),
-        )
-        .unwrap();
-        let err = AllowList::load(&via_link).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Refused, "{err}");
-        assert_eq!(err.path(), via_link.join("policy/30-provider-allow"));
+    fn names_of_the_files() {
+        assert_eq!(
+            AllowList::DOMAIN_FILES,
+            ["profile.domains", "live.domains", "denied.domains"]
+        );
+        assert_eq!(AllowList::POLICY_DIR, "policy");
+        assert_eq!(
+            AllowList::watched_names(),
+            [
+                "profile.domains",
+                "live.domains",
+                "denied.domains",
+                "policy"
+            ]
+        );
+        assert_eq!(
+            AllowList::watched_paths(Path::new("/s")),
+            [PathBuf::from("/s"), PathBuf::from("/s/policy")]
+        );
     }
 }

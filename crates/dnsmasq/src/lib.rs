@@ -7,9 +7,12 @@
 //! [`DomainCache`] (address → queried name, CNAME-aware) current from the
 //! same pass. [`parse_line`] exposes the underlying parser.
 //!
-//! Invariant: everything except [`AllowList::load`] is pure — no I/O, no
-//! clock — and classifying a line allocates only for a reported name that
-//! is not already lower case, or for an address whose mapping changed.
+//! Invariant: everything is pure — no I/O, no clock, no dependency on the
+//! workspace's I/O crates: the allow-list is built from the bytes of its
+//! files ([`AllowList::from_domain_files`], [`AllowList::from_policy`]),
+//! which the caller reads. Classifying a line allocates only for a reported
+//! name that is not already lower case, or for an address whose mapping
+//! changed.
 //!
 //! ```
 //! use shield_dnsmasq::{AllowList, Classifier, DomainCache};
@@ -32,12 +35,10 @@
 mod allow;
 mod cache;
 mod classify;
-mod error;
 mod line;
 mod suffix;
 
 pub use allow::{AllowList, Layout, Loaded, PolicyTier};
 pub use cache::{DomainCache, Resolved};
 pub use classify::{BlockedQuery, Classifier};
-pub use error::{Error, ErrorKind};
 pub use line::{parse_line, AnswerSource, AnswerValue, Name, Record};

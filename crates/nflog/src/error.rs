@@ -17,8 +17,14 @@ pub enum ErrorKind {
         /// Port id of the socket bound to the group (usually its process id).
         group_held_by: Option<u32>,
     },
-    /// Entering the network namespace given to [`Builder::netns`](crate::Builder::netns) failed.
+    /// Entering the network namespace given to [`Builder::netns`](crate::Builder::netns) or
+    /// [`Builder::open_in`](crate::Builder::open_in) failed (or, for `open_in`, opening the
+    /// thread's own namespace to come back to); the thread is where it was.
     Netns,
+    /// [`Builder::open_in`](crate::Builder::open_in) entered the namespace but could not bring
+    /// the thread back to its own. **Fatal for the caller**: the thread stays in the other
+    /// namespace, and every socket it creates from then on would be created there.
+    NetnsReturn,
     /// A system call on the socket failed.
     Io,
     /// The kernel answered with something this codec does not accept (malformed message,
@@ -101,9 +107,8 @@ impl fmt::Display for Error {
             )?,
             _ => f.write_str(&self.context)?,
         }
-        if let Some(source) = &self.source {
-            write!(f, ": {source}")?;
-        }
+        // The OS error is not repeated here: `source()` hands it out, and a reporter that walks
+        // the chain would print it twice.
         Ok(())
     }
 }
@@ -143,5 +148,23 @@ mod tests {
         let text = cap.to_string();
         assert!(text.contains("CAP_NET_ADMIN"), "{text}");
         assert!(text.contains("NFLOG group 7"), "{text}");
+    }
+
+    #[test]
+    fn display_leaves_the_source_to_source() {
+        use std::error::Error as _;
+        let err = Error::io(
+            ErrorKind::Netns,
+            "entering network namespace /run/netns/x",
+            io::Error::from_raw_os_error(libc::EPERM),
+        );
+        let cause = err
+            .source()
+            .expect("the OS error is the source")
+            .to_string();
+        let text = err.to_string();
+        assert_eq!(text, "entering network namespace /run/netns/x");
+        assert!(!text.contains(&cause), "{text} repeats {cause}");
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM));
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! The main type is [`Subscription`], built with [`Subscription::builder`]: it binds one NFLOG
 //! group (default 100) on a `NETLINK_NETFILTER` socket, optionally inside another network
-//! namespace, and [`Subscription::recv`] hands out each logged [`Packet`] or a
+//! namespace ([`Builder::open_in`] opens there and brings the calling thread back; a
+//! [`NamespaceId`] tells namespaces apart), and [`Subscription::recv`] hands out each logged [`Packet`] or a
 //! [`Message::Lost`] when the kernel dropped packets, with how many (from the per-group sequence
 //! numbers and the socket's drop counter). [`Packet::headers`] reads addresses, protocol, ports
 //! and ICMP type from the copied bytes. To keep the socket's queue short under a flood, one
@@ -39,12 +40,16 @@ mod batch;
 mod error;
 mod headers;
 #[cfg(target_os = "linux")]
+mod netns;
+#[cfg(target_os = "linux")]
 mod socket;
 mod wire;
 
 pub use batch::{Batch, Decoder, Message, Stats};
 pub use error::{Error, ErrorKind};
 pub use headers::Headers;
+#[cfg(target_os = "linux")]
+pub use netns::{same_namespace, NamespaceId};
 #[cfg(target_os = "linux")]
 pub use socket::{ifname, Builder, Interfaces, Subscription};
 pub use wire::{Packet, Vlan};

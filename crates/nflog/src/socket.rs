@@ -91,7 +91,8 @@ impl Builder {
     /// [`Builder::open`] moves **the calling thread** into the namespace with `setns(2)` and
     /// leaves it there: run the subscription on a thread dedicated to it. The free function
     /// [`ifname`](crate::ifname) then resolves interface indexes in that namespace from that
-    /// thread; [`Subscription::interfaces`] does so from any thread.
+    /// thread; [`Subscription::interfaces`] does so from any thread. To open in a namespace and
+    /// keep the thread in its own, use [`Builder::open_in`] instead.
     pub fn netns(mut self, path: Option<PathBuf>) -> Builder {
         self.netns = path;
         self
@@ -127,6 +128,11 @@ impl Builder {
         if let Some(path) = &self.netns {
             enter_netns(path)?;
         }
+        self.open_here()
+    }
+
+    /// Opens the socket and binds the group in the calling thread's current namespace.
+    pub(crate) fn open_here(&self) -> Result<Subscription, Error> {
         let mut socket = Socket::new(NETLINK_NETFILTER).map_err(|e| {
             let kind = match e.raw_os_error() {
                 Some(libc::EAFNOSUPPORT | libc::EPROTONOSUPPORT | libc::ENOSYS) => {

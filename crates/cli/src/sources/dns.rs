@@ -50,7 +50,7 @@ impl SharedAllowList {
     /// Reads the files again and puts the new list in force. What the load says (a malformed
     /// line, a refused symlink, a file too large) is said once, and again only when it changes.
     pub fn reload(&self, state_dir: &Path) {
-        let (list, lines) = match AllowList::load(state_dir) {
+        let (list, lines) = match crate::allow_files::load(state_dir) {
             Ok(loaded) => (
                 loaded.list,
                 loaded

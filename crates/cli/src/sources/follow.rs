@@ -261,8 +261,9 @@ impl Reader {
         }
         if let Err(err) = result {
             crate::diag::line(format_args!(
-                "{name}: stopped following {}: {err}",
-                self.path.display()
+                "{name}: stopped following {}: {}",
+                self.path.display(),
+                crate::diag::chain(&err)
             ));
             return Step::Failed;
         }

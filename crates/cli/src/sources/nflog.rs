@@ -15,8 +15,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::MetadataExt as _;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,9 +23,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use rustix::event::{PollFd, PollFlags, Timespec};
 use shield_dnsmasq::DomainCache;
-use shield_event::map::nflog::{lost_packets, name_destination, packet_event, LoggedPacket};
+use shield_event::map::nflog::{
+    is_ipv6_link_local_multicast, lost_packets, name_destination, packet_event, LoggedPacket,
+};
 use shield_event::{format_timestamp, now_timestamp, Source};
-use shield_nflog::{Batch, Decoder, ErrorKind, Headers, Interfaces, Message, Packet, Subscription};
+use shield_nflog::{
+    Batch, Decoder, ErrorKind, Headers, Interfaces, Message, NamespaceId, Packet, Subscription,
+};
 
 use crate::confine::Confinement;
 use crate::output::Msg;
@@ -113,8 +116,8 @@ pub struct NflogThread {
 /// One container's socket.
 struct Socket {
     name: Arc<str>,
-    /// The namespace it was made in (nsfs device and inode).
-    ns: (u64, u64),
+    /// The namespace it was made in.
+    ns: Option<NamespaceId>,
     subscription: Subscription,
 }
 
@@ -225,7 +228,11 @@ impl NflogThread {
                 let s = &mut sockets[i];
                 let mut batch = self.spares.try_recv().unwrap_or_default();
                 if let Err(err) = s.subscription.try_recv_batch(&mut batch) {
-                    crate::diag::line(format_args!("container {}: nflog: stopped: {err}", s.name));
+                    crate::diag::line(format_args!(
+                        "container {}: nflog: stopped: {}",
+                        s.name,
+                        crate::diag::chain(&err)
+                    ));
                     gone.push(i);
                     continue;
                 }
@@ -325,17 +332,16 @@ impl NflogThread {
         let ns = match &ns_file {
             Some(file) => namespace_id(file),
             None => namespace_id(home),
-        }
-        .unwrap_or_default();
+        };
         if let Some(at) = sockets.iter().position(|s| s.name == name) {
-            if sockets[at].ns == ns {
+            if ns.is_some() && sockets[at].ns == ns {
                 return Ok(Opened::Kept);
             }
             // Another namespace (the container was re-created): the old socket goes.
             let old = sockets.swap_remove(at);
             let _ = self.batches.send(ToEvents::Remove(old.name));
         }
-        match self.subscribe(ns_file.as_ref(), home) {
+        match self.subscribe(ns_file.as_ref()) {
             Ok(subscription) => {
                 self.added(sockets, name, ns, subscription, cache);
                 Ok(Opened::New)
@@ -358,7 +364,7 @@ impl NflogThread {
         &self,
         sockets: &mut Vec<Socket>,
         name: Arc<str>,
-        ns: (u64, u64),
+        ns: Option<NamespaceId>,
         subscription: Subscription,
         cache: Option<Arc<Mutex<DomainCache>>>,
     ) {
@@ -384,15 +390,14 @@ impl NflogThread {
                 at += 1;
                 continue;
             }
-            match self.subscribe(held[at].ns_file.as_ref(), home) {
+            match self.subscribe(held[at].ns_file.as_ref()) {
                 Ok(subscription) => {
                     let h = held.swap_remove(at);
                     let ns = h
                         .ns_file
                         .as_ref()
                         .and_then(namespace_id)
-                        .or_else(|| namespace_id(home))
-                        .unwrap_or_default();
+                        .or_else(|| namespace_id(home));
                     crate::diag::line(format_args!(
                         "container {}: nflog: took over NFLOG group {} (its other listener is gone)",
                         h.name, self.group
@@ -415,13 +420,21 @@ impl NflogThread {
     }
 
     /// Makes a socket bound to the group, in `ns` when given (entering it and coming back).
-    fn subscribe(&self, ns: Option<&File>, home: &File) -> Result<Subscription, Refused> {
+    fn subscribe(&self, ns: Option<&File>) -> Result<Subscription, Refused> {
         let builder = Subscription::builder()
             .group(self.group)
             .recv_buffer(self.buffer, self.buffer);
-        match ns {
-            None => Ok(builder.open()?),
-            Some(ns) => open_in(builder, ns, home),
+        let ns = match ns {
+            None => return Ok(builder.open()?),
+            Some(ns) => ns,
+        };
+        match builder.open_in(ns) {
+            Err(err) if matches!(err.kind(), ErrorKind::NetnsReturn) => {
+                // Staying in a container's namespace would put every later socket there too.
+                crate::diag::line(format_args!("nflog: {}", crate::diag::chain(&err)));
+                std::process::abort();
+            }
+            opened => Ok(opened?),
         }
     }
 }
@@ -441,38 +454,14 @@ impl From<shield_nflog::Error> for Refused {
                     group_held_by: Some(_)
                 }
             ),
-            why: err.to_string(),
+            why: crate::diag::chain(&err),
         }
     }
 }
 
-/// Enters `ns`, opens the socket, and comes back to `home`. Staying in a container's namespace
-/// would put every later socket there too: not coming back ends the process.
-fn open_in(
-    builder: shield_nflog::Builder,
-    ns: &File,
-    home: &File,
-) -> Result<Subscription, Refused> {
-    use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
-    move_into_link_name_space(ns.as_fd(), Some(LinkNameSpaceType::Network)).map_err(|err| {
-        Refused {
-            held: false,
-            why: format!("cannot enter the container's network namespace: {err}"),
-        }
-    })?;
-    let opened = builder.open();
-    if let Err(err) = move_into_link_name_space(home.as_fd(), Some(LinkNameSpaceType::Network)) {
-        crate::diag::line(format_args!(
-            "nflog: cannot return to its own network namespace: {err}"
-        ));
-        std::process::abort();
-    }
-    Ok(opened?)
-}
-
-/// A network namespace's identity: its nsfs device and inode.
-fn namespace_id(ns: &File) -> Option<(u64, u64)> {
-    ns.metadata().ok().map(|m| (m.dev(), m.ino()))
+/// A network namespace's identity (its nsfs device and inode).
+fn namespace_id(ns: &File) -> Option<NamespaceId> {
+    NamespaceId::of(ns).ok()
 }
 
 /// The `nflog-events` thread: every container's batches decoded with that container's decoder
@@ -552,13 +541,6 @@ impl NflogEvents {
     }
 }
 
-/// Whether `dest` is IPv6 link-local multicast (`ff02::/16`): MLD reports, router
-/// solicitations, duplicate address detection. A container's own stack sends these, the
-/// shield's ruleset logs them, and they are not connections anyone made.
-fn is_link_local_multicast(dest: std::net::IpAddr) -> bool {
-    matches!(dest, std::net::IpAddr::V6(v6) if v6.segments()[0] == 0xff02)
-}
-
 /// The event for one NFLOG message of `container`'s group: a packet, named from the
 /// container's own domain cache, or a loss notice. `None` for a packet whose headers cannot be
 /// parsed, or link-local multicast unless asked for (both counted). A packet that carries no
@@ -579,7 +561,7 @@ pub fn message_event_read_at(
                 summary.skip(Source::Nflog, "unparsable_packet");
                 return None;
             };
-            if !show_link_multicast && is_link_local_multicast(headers.dest) {
+            if !show_link_multicast && is_ipv6_link_local_multicast(headers.dest) {
                 summary.skip(Source::Nflog, "link_local_multicast");
                 return None;
             }
@@ -613,34 +595,12 @@ pub fn message_event_read_at(
 fn logged_packet<'a>(packet: &Packet<'a>, headers: &Headers) -> LoggedPacket<'a> {
     LoggedPacket {
         prefix: packet.prefix(),
-        src: headers.src,
-        dest: headers.dest,
-        proto: headers.proto,
-        sport: headers.sport,
-        dport: headers.dport,
-        icmp: headers.icmp,
-        fragment: headers.fragment,
-        truncated: headers.truncated,
+        headers: *headers,
         indev: packet.indev(),
         outdev: packet.outdev(),
         uid: packet.uid(),
         gid: packet.gid(),
         mark: packet.mark(),
         hook: packet.hook(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn link_local_multicast_is_ff02_only() {
-        for noise in ["ff02::16", "ff02::2", "ff02::1:ff00:1"] {
-            assert!(is_link_local_multicast(noise.parse().unwrap()), "{noise}");
-        }
-        for real in ["ff05::2", "2001:db8::1", "192.0.2.1", "fe80::1"] {
-            assert!(!is_link_local_multicast(real.parse().unwrap()), "{real}");
-        }
     }
 }

@@ -2,4 +2,5 @@
 
 mod live;
 mod model;
+mod never_panics;
 mod roundtrip;

@@ -125,7 +125,7 @@ proptest! {
                               live in proptest::collection::vec(entry(), 0..3),
                               denied in proptest::collection::vec(entry(), 0..3),
                               queries in proptest::collection::vec(query(), 1..10)) {
-        let l = AllowList::from_domain_files(&profile.join("\n"), &live.join("\n"), &denied.join("\n"));
+        let l = AllowList::from_domain_files(profile.join("\n"), live.join("\n"), denied.join("\n"));
         prop_assert!(l.warnings.is_empty());
         for q in &queries {
             prop_assert_eq!(l.list.allows(q.as_bytes()), model_a(&profile, &live, &denied, q), "query {}", q);

@@ -1,10 +1,12 @@
 //! nflog: a packet the kernel logged to an event, and lost packets to a `watch` notice.
 //!
-//! The mapping works on [`LoggedPacket`], plain values the nflog source reads from the packet
-//! (shield-nflog parses it and knows nothing of events), so this crate depends on no packet
-//! parser.
+//! The mapping works on [`LoggedPacket`]: the rule's prefix and the kernel's metadata, with the
+//! layer-3/4 [`Headers`] as shield-nflog parsed them. shield-nflog knows nothing of events; this
+//! module borrows only its `Headers` type, not its socket.
 
 use std::net::IpAddr;
+
+use shield_nflog::Headers;
 
 use crate::event::{Event, Source};
 
@@ -24,22 +26,8 @@ const ACTIONS: [(&[u8], &str); 5] = [
 pub struct LoggedPacket<'a> {
     /// The rule's log prefix as the kernel sent it.
     pub prefix: &'a [u8],
-    /// Source address.
-    pub src: IpAddr,
-    /// Destination address.
-    pub dest: IpAddr,
-    /// IP protocol number (for IPv6, the header at the end of the extension-header chain).
-    pub proto: u8,
-    /// Source port (TCP, UDP, UDP-Lite, SCTP).
-    pub sport: Option<u16>,
-    /// Destination port (TCP, UDP, UDP-Lite, SCTP).
-    pub dport: Option<u16>,
-    /// ICMP or ICMPv6 `(type, code)`.
-    pub icmp: Option<(u8, u8)>,
-    /// The packet is a fragment.
-    pub fragment: bool,
-    /// The copy ended before a header the parser reads.
-    pub truncated: bool,
+    /// Addresses, protocol, ports, ICMP type and code, fragment and truncation flags.
+    pub headers: Headers,
     /// Input interface index.
     pub indev: Option<u32>,
     /// Output interface index.
@@ -52,6 +40,18 @@ pub struct LoggedPacket<'a> {
     pub mark: Option<u32>,
     /// Netfilter hook number (0 prerouting ... 4 postrouting).
     pub hook: Option<u8>,
+}
+
+/// Whether `addr` is an IPv6 link-local multicast address (`ff02::/16`): all-nodes,
+/// all-routers, MLD reports and solicited-node groups, the packets a fresh interface sends by
+/// itself (MLD, router and neighbour solicitation). terok-shield's own NFLOG reader drops these
+/// as noise; so may a caller. IPv4 addresses (even `224.0.0.0/24`) and every other IPv6
+/// multicast scope answer `false`.
+pub fn is_ipv6_link_local_multicast(addr: IpAddr) -> bool {
+    match addr {
+        IpAddr::V6(v6) => v6.segments()[0] == 0xff02,
+        IpAddr::V4(_) => false,
+    }
 }
 
 /// The event action for a log prefix: `BLOCKED`→`queued_connection`, `DENIED`→
@@ -107,16 +107,17 @@ pub fn packet_event(
         action_for_prefix(packet.prefix),
         container,
     );
-    event.dest = format_ip(packet.dest);
+    let headers = &packet.headers;
+    event.dest = format_ip(headers.dest);
     event.detail = detail_for_prefix(packet.prefix);
-    event.port = packet.dport.map_or(0, i64::from);
-    event.proto = i64::from(packet.proto);
+    event.port = headers.dport.map_or(0, i64::from);
+    event.proto = i64::from(headers.proto);
     let extra = &mut event.extra;
-    extra.insert("src", format_ip(packet.src));
-    if let Some(sport) = packet.sport {
+    extra.insert("src", format_ip(headers.src));
+    if let Some(sport) = headers.sport {
         extra.insert("sport", sport.to_string());
     }
-    if let Some((t, c)) = packet.icmp {
+    if let Some((t, c)) = headers.icmp {
         extra.insert("icmp_type", t.to_string());
         extra.insert("icmp_code", c.to_string());
     }
@@ -136,7 +137,7 @@ pub fn packet_event(
     }
     extra.insert(
         "family",
-        match packet.dest {
+        match headers.dest {
             IpAddr::V4(_) => "ipv4",
             IpAddr::V6(_) => "ipv6",
         },
@@ -144,10 +145,10 @@ pub fn packet_event(
     if let Some(hook) = packet.hook.and_then(hook_name) {
         extra.insert("hook", hook);
     }
-    if packet.fragment {
+    if headers.fragment {
         extra.insert("fragment", "true");
     }
-    if packet.truncated {
+    if headers.truncated {
         extra.insert("truncated", "true");
     }
     event
@@ -205,14 +206,16 @@ mod tests {
     fn udp() -> LoggedPacket<'static> {
         LoggedPacket {
             prefix: b"TEROK_SHIELD_BLOCKED: ",
-            src: "198.51.100.1".parse().unwrap(),
-            dest: "203.0.113.9".parse().unwrap(),
-            proto: 17,
-            sport: Some(40000),
-            dport: Some(53),
-            icmp: None,
-            fragment: false,
-            truncated: false,
+            headers: Headers {
+                src: "198.51.100.1".parse().unwrap(),
+                dest: "203.0.113.9".parse().unwrap(),
+                proto: 17,
+                sport: Some(40000),
+                dport: Some(53),
+                icmp: None,
+                fragment: false,
+                truncated: false,
+            },
             indev: None,
             outdev: Some(2),
             uid: Some(0),
@@ -242,14 +245,16 @@ mod tests {
     fn every_optional_field_in_its_place() {
         let packet = LoggedPacket {
             prefix: b"TEROK_SHIELD_PRIVATE: \0",
-            src: "2001:db8:1::1".parse().unwrap(),
-            dest: "::192.0.2.1".parse().unwrap(),
-            proto: 58,
-            sport: None,
-            dport: None,
-            icmp: Some((128, 0)),
-            fragment: true,
-            truncated: true,
+            headers: Headers {
+                src: "2001:db8:1::1".parse().unwrap(),
+                dest: "::192.0.2.1".parse().unwrap(),
+                proto: 58,
+                sport: None,
+                dport: None,
+                icmp: Some((128, 0)),
+                fragment: true,
+                truncated: true,
+            },
             indev: Some(7),
             outdev: None,
             uid: None,
@@ -321,6 +326,37 @@ mod tests {
         assert_eq!(f("::1"), "::1");
         assert_eq!(f("::"), "::");
         assert_eq!(f("192.0.2.1"), "192.0.2.1");
+    }
+
+    #[test]
+    fn link_local_multicast_is_exactly_ff02_slash_16() {
+        let yes = |s: &str| is_ipv6_link_local_multicast(s.parse().unwrap());
+        // All-nodes, all-routers, MLDv2 reports, a solicited-node group.
+        for addr in [
+            "ff02::1",
+            "ff02::2",
+            "ff02::16",
+            "ff02::1:ff00:1",
+            "ff02:ffff::",
+        ] {
+            assert!(yes(addr), "{addr}");
+        }
+        // Other scopes and flags, unicast link-local, IPv4 link-local multicast and its
+        // IPv4-mapped form.
+        for addr in [
+            "ff01::1",
+            "ff05::2",
+            "ff12::1",
+            "ff0e::1",
+            "fe80::1",
+            "2001:db8::1",
+            "::",
+            "224.0.0.1",
+            "::ffff:224.0.0.1",
+            "ff03::1",
+        ] {
+            assert!(!yes(addr), "{addr}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@ use serde_json::Value;
 use shield_event::map::audit::parse_audit_line;
 use shield_event::map::nflog::{packet_event, LoggedPacket};
 use shield_event::{sanitize, Event, Source, TextStyle, MAX_LEN};
+use shield_nflog::Headers;
 
 fn assert_safe(value: &Value) {
     match value {
@@ -96,8 +97,9 @@ proptest! {
         name in any::<Option<String>>(),
     ) {
         let packet = LoggedPacket {
-            prefix: &prefix, src, dest, proto, sport, dport, icmp,
-            fragment: flags.0, truncated: flags.1, indev: devs.0, outdev: devs.1,
+            prefix: &prefix,
+            headers: Headers { src, dest, proto, sport, dport, icmp, fragment: flags.0, truncated: flags.1 },
+            indev: devs.0, outdev: devs.1,
             uid: ids.0, gid: ids.1, mark: ids.2, hook,
         };
         let event = packet_event(&packet, "now", "c", &|_| name.clone());

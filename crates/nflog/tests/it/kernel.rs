@@ -248,3 +248,54 @@ fn drop_cap_net_admin_on_this_thread() {
     sets.permitted.remove(CapabilitySet::NET_ADMIN);
     set_capabilities(None, sets).expect("capset");
 }
+
+/// `Builder::open_in`: the socket is created and bound inside a namespace the test made (a
+/// packet logged there arrives on it), and the calling thread is back in its own namespace.
+#[test]
+fn open_in_binds_inside_the_namespace_and_comes_back() {
+    use shield_nflog::{same_namespace, Message, NamespaceId};
+    use std::fs::File;
+
+    let ns = lab::shielded();
+    let netns = File::open(ns.path()).expect("open the namespace");
+    let home = NamespaceId::of_current_thread().unwrap();
+    let own = File::open("/proc/thread-self/ns/net").unwrap();
+    assert!(!same_namespace(&netns, &own).unwrap());
+    // The handle's identity is that of a thread inside the namespace.
+    let inside = ns
+        .run_in(|| NamespaceId::of_current_thread().unwrap())
+        .unwrap();
+    assert_eq!(inside, NamespaceId::of(&netns).unwrap());
+    assert_ne!(inside.inode(), home.inode());
+
+    let mut sub = Subscription::builder()
+        .read_timeout(Some(Duration::from_millis(50)))
+        .open_in(&netns)
+        .expect("open_in");
+    assert_eq!(
+        NamespaceId::of_current_thread().unwrap(),
+        home,
+        "the thread is back in its own namespace"
+    );
+
+    let dest: SocketAddr = "203.0.113.9:53".parse().unwrap();
+    let sport = lab::send_udp(&ns, dest);
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut seen = None;
+    while seen.is_none() && std::time::Instant::now() < deadline {
+        sub.recv(&mut |message| {
+            if let Message::Packet(p) = message {
+                seen = Some((p.prefix().to_vec(), p.headers()));
+            }
+        })
+        .expect("recv");
+    }
+    let (prefix, headers) = seen.expect("the packet logged in the namespace arrives");
+    assert_eq!(prefix, b"TEROK_SHIELD_BLOCKED: ");
+    let h = headers.expect("headers");
+    assert_eq!(
+        (h.dest, h.sport, h.dport),
+        (dest.ip(), Some(sport), Some(53))
+    );
+    assert_eq!(NamespaceId::of_current_thread().unwrap(), home);
+}
