@@ -67,6 +67,12 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub netns: Option<PathBuf>,
 
+    /// Host-wide: exit 1 when the state root is replaced or removed while running (so that a
+    /// service manager restarts shield-watch on the new one); without it the loss is said on
+    /// stderr and the containers already followed stay followed.
+    #[arg(long)]
+    pub exit_on_lost_root: bool,
+
     /// Report packets to IPv6 link-local multicast (ff02::/16: MLD, router solicitations,
     /// duplicate address detection) too; by default they are counted in the summary only.
     #[arg(long = "show-multicast")]

@@ -50,7 +50,84 @@ pub enum Containers {
         tier: DnsTier,
     },
     /// Every container under `ROOT/containers/` (`--state-root`), as they come and go.
-    Root(PathBuf),
+    Root(StateRoot),
+}
+
+/// A state root as checked at start: the path given, the directory it resolved to, and that
+/// directory's identity, compared while running (a root replaced or removed is said loudly).
+pub struct StateRoot {
+    /// The directory, resolved (no symlink left in it).
+    pub dir: PathBuf,
+    /// Its device and inode at start.
+    pub identity: (u64, u64),
+    /// `--exit-on-lost-root`: a replaced or removed root ends the process (exit 1).
+    pub exit_if_lost: bool,
+}
+
+/// Why a state root is refused.
+#[derive(Debug)]
+pub struct RootRefused(pub String);
+
+impl StateRoot {
+    /// Resolves `given` and checks the chain of directories leading to it: a symbolic link on
+    /// the way is followed only when root owns it (the owner of a link decides where it leads;
+    /// a container owner who replaces their state root by a link to another user's must not
+    /// make root read that user's containers).
+    pub fn open(given: &Path, exit_if_lost: bool) -> Result<StateRoot, RootRefused> {
+        use std::os::unix::fs::MetadataExt as _;
+        let absolute = std::path::absolute(given).map_err(|e| {
+            RootRefused(format!(
+                "cannot resolve the state root {}: {e}",
+                given.display()
+            ))
+        })?;
+        let mut walked = PathBuf::new();
+        for component in absolute.components() {
+            walked.push(component);
+            let meta = std::fs::symlink_metadata(&walked).map_err(|e| {
+                RootRefused(format!(
+                    "cannot read the state root {}: {} ({e})",
+                    given.display(),
+                    walked.display()
+                ))
+            })?;
+            if meta.file_type().is_symlink() && meta.uid() != 0 {
+                return Err(RootRefused(format!(
+                    "refused the state root {}: {} is a symbolic link owned by uid {}, not by root (give the directory itself if you trust where it leads)",
+                    given.display(),
+                    walked.display(),
+                    meta.uid()
+                )));
+            }
+        }
+        let dir = std::fs::canonicalize(&absolute).map_err(|e| {
+            RootRefused(format!(
+                "cannot resolve the state root {}: {e}",
+                given.display()
+            ))
+        })?;
+        let meta = std::fs::metadata(&dir).map_err(|e| {
+            RootRefused(format!("cannot read the state root {}: {e}", dir.display()))
+        })?;
+        if !meta.is_dir() {
+            return Err(RootRefused(format!(
+                "the state root {} is not a directory",
+                dir.display()
+            )));
+        }
+        Ok(StateRoot {
+            identity: (meta.dev(), meta.ino()),
+            dir,
+            exit_if_lost,
+        })
+    }
+
+    /// Whether the directory at the root's path is still the one checked at start.
+    fn still_there(&self) -> bool {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::symlink_metadata(&self.dir)
+            .is_ok_and(|m| m.is_dir() && (m.dev(), m.ino()) == self.identity)
+    }
 }
 
 /// How per-container stderr lines are said: host-wide each names its container; one container
@@ -135,6 +212,8 @@ pub struct Runtime {
     pub tx: Sender<Msg>,
     /// Shared counters.
     pub summary: Summary,
+    /// Told when the process must stop with exit 1 (a lost state root, when so configured).
+    pub fatal: Sender<()>,
 }
 
 /// A file thread's command queue and the handle that wakes it to read the queue.
@@ -193,6 +272,10 @@ impl NflogFleet {
             .unwrap_or_else(|_| Err("no answer from its thread".into()))
     }
 }
+
+/// How often the state root's identity is checked when nothing else wakes discovery (a rename
+/// of the root wakes it at once through the watch on its parent).
+const ROOT_CHECK: Duration = Duration::from_secs(5);
 
 /// How long discovery waits for a source thread's answer.
 const ANSWER_WITHIN: Duration = Duration::from_secs(30);
@@ -290,6 +373,7 @@ pub fn start(
         nflog,
         known: BTreeMap::new(),
         refused: Vec::new(),
+        fatal: runtime.fatal.clone(),
     };
     let selected = runtime.selected.clone();
     let containers = runtime.containers;
@@ -303,7 +387,7 @@ pub fn start(
 fn present_at_start(containers: &Containers) -> Vec<(PathBuf, DnsTier)> {
     match containers {
         Containers::One { dir, tier, .. } => vec![(dir.clone(), *tier)],
-        Containers::Root(root) => std::fs::read_dir(root.join("containers"))
+        Containers::Root(root) => std::fs::read_dir(root.dir.join("containers"))
             .into_iter()
             .flatten()
             .flatten()
@@ -376,6 +460,8 @@ struct Discovery {
     known: BTreeMap<String, Known>,
     /// Lines already said about containers refused or unusable (each said once).
     refused: Vec<String>,
+    /// Told when the process must stop with exit 1.
+    fatal: Sender<()>,
 }
 
 /// What following one container gave, source by source.
@@ -418,17 +504,25 @@ impl Discovery {
                 }
                 None
             }
-            Containers::Root(root) => Some(root.join("containers")),
+            Containers::Root(root) => Some(root),
         };
-        let Some(root) = root else {
+        let Some(state_root) = root else {
             drop(ready);
             let _ = go.recv();
             self.started();
             // One container never changes: nothing more to discover.
             return;
         };
+        let root = state_root.dir.join("containers");
         let mut set = FollowSet::new(Options::default());
         let root_key = set.watch_dirs(std::slice::from_ref(&root));
+        // The root itself, by name in its parent: a rename or removal wakes the check below.
+        let lost_key = match (state_root.dir.parent(), state_root.dir.file_name()) {
+            (Some(parent), Some(name)) => {
+                name.to_str().map(|name| set.watch_names(parent, &[name]))
+            }
+            _ => None,
+        };
         if !root.is_dir() {
             crate::diag::line(format_args!(
                 "{} does not exist (yet): waiting for containers",
@@ -451,7 +545,7 @@ impl Discovery {
         let mut woken = Vec::new();
         loop {
             woken.clear();
-            if let Err(err) = set.wait(None, &mut woken) {
+            if let Err(err) = set.wait(Some(ROOT_CHECK), &mut woken) {
                 crate::diag::line(format_args!(
                     "containers: stopped watching: {}",
                     crate::diag::chain(&err)
@@ -472,6 +566,17 @@ impl Discovery {
             }
             if woken.contains(&root_key) {
                 self.scan_root(&root, &mut set, false);
+            }
+            let _ = lost_key;
+            if !state_root.still_there() {
+                crate::diag::line(format_args!(
+                    "the state root {} was replaced or removed: containers under a new one are NOT followed (the ones already followed stay followed); restart shield-watch to follow the new root",
+                    state_root.dir.display()
+                ));
+                if state_root.exit_if_lost {
+                    let _ = self.fatal.send(());
+                }
+                return;
             }
         }
     }
@@ -750,6 +855,11 @@ fn dnsmasq_pid(dir: &Path) -> Option<u32> {
         .read_to_string(&mut text)
         .ok()?;
     let pid: u32 = text.trim().parse().ok()?;
+    // A thread id would pass the command-line check (a thread's cmdline is its process's) and
+    // let one process stand for as many containers as it has threads.
+    if !is_thread_group_leader(pid) {
+        return None;
+    }
     let mut cmdline = Vec::new();
     File::open(format!("/proc/{pid}/cmdline"))
         .ok()?
@@ -772,6 +882,19 @@ fn dnsmasq_pid(dir: &Path) -> Option<u32> {
         .then_some(pid)
 }
 
+/// Whether `pid` is a process (its own thread group's leader), not another process's thread.
+fn is_thread_group_leader(pid: u32) -> bool {
+    let mut status = String::new();
+    let read = File::open(format!("/proc/{pid}/status"))
+        .and_then(|f| f.take(4096).read_to_string(&mut status));
+    read.is_ok()
+        && status
+            .lines()
+            .find_map(|l| l.strip_prefix("Tgid:"))
+            .and_then(|t| t.trim().parse::<u32>().ok())
+            == Some(pid)
+}
+
 /// Raises the soft limit on open descriptors to the hard one (as Go's runtime does): a host's
 /// containers take a few descriptors each. Says so only when even the hard limit is low.
 pub fn raise_descriptor_limit() {
@@ -788,5 +911,28 @@ pub fn raise_descriptor_limit() {
             "at most {} open files: each container takes about 6; raise the hard limit (LimitNOFILE=) for more",
             now.map_or_else(|| "unlimited".to_string(), |n| n.to_string())
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thread_id_is_not_a_process() {
+        let pid = std::process::id();
+        assert!(is_thread_group_leader(pid));
+        let (tid_tx, tid_rx) = crossbeam_channel::bounded(1);
+        let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
+        let thread = std::thread::spawn(move || {
+            let _ = tid_tx.send(rustix::thread::gettid().as_raw_nonzero().get() as u32);
+            let _ = done_rx.recv();
+        });
+        let tid = tid_rx.recv().unwrap();
+        // A thread's /proc entry exists and its cmdline is the process's: only Tgid tells.
+        assert!(Path::new(&format!("/proc/{tid}/cmdline")).exists());
+        assert!(!is_thread_group_leader(tid));
+        drop(done_tx);
+        thread.join().unwrap();
     }
 }

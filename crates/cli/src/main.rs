@@ -111,9 +111,12 @@ fn run(args: Args) -> Result<(), Failure> {
             ));
         }
         (None, Some(root)) => {
-            std::fs::read_dir(&root).map_err(|e| {
-                Failure::State(format!("cannot read the state root {}: {e}", root.display()))
+            let root = containers::StateRoot::open(&root, args.exit_on_lost_root)
+                .map_err(|refused| Failure::State(refused.0))?;
+            std::fs::read_dir(&root.dir).map_err(|e| {
+                Failure::State(format!("cannot read the state root {}: {e}", root.dir.display()))
             })?;
+            diag::line(format_args!("state root {}", root.dir.display()));
             containers::raise_descriptor_limit();
             Containers::Root(root)
         }
@@ -154,6 +157,7 @@ fn run(args: Args) -> Result<(), Failure> {
         cursors: saved_cursors.clone(),
     };
     let (ready_tx, ready_rx) = unbounded::<Ready>();
+    let (fatal_tx, fatal_rx) = bounded::<()>(1);
     // Dropped once the ready line is out: the sources read what was already there only then,
     // so that its events cannot fill stdout ahead of the position sync the ready line waits
     // for (a reader may wait for the ready line before reading stdout).
@@ -165,6 +169,7 @@ fn run(args: Args) -> Result<(), Failure> {
     let (confinement, nflog_confinement) = match &containers {
         Containers::One { dir, .. } => (Confinement::single_container(dir, cursor), None),
         Containers::Root(root) => {
+            let root = &root.dir;
             summary.lock().by_container = Some(BTreeMap::new());
             let nflog = Confinement::host_wide_nflog(root);
             // Without the nflog source there is no nflog thread to report on.
@@ -190,6 +195,9 @@ fn run(args: Args) -> Result<(), Failure> {
         show_link_multicast: args.show_link_multicast,
         tx: tx.clone(),
         summary: summary.clone(),
+        // A clone: main keeps one sender, so the channel never disconnects (a disconnected
+        // channel would make the select below spin).
+        fatal: fatal_tx.clone(),
     };
     let expected = containers::start(runtime, ready_tx, go_rx, &confinement, nflog_confinement);
 
@@ -234,12 +242,13 @@ fn run(args: Args) -> Result<(), Failure> {
     };
     let stop = match stop {
         Some(stop) => stop,
-        None => wait_for_stop(&signal_rx, &writer_done_rx, &summary),
+        None => wait_for_stop(&signal_rx, &writer_done_rx, &fatal_rx, &summary),
     };
+    let lost_root = matches!(stop, Stop::LostRoot);
 
     // Stop: everything read so far is written, positions are saved, then the summary.
     let end = match stop {
-        Stop::Signal => {
+        Stop::Signal | Stop::LostRoot => {
             let _ = tx.send(Msg::Shutdown);
             drop(tx);
             let end = writer_done_rx.recv().unwrap_or(WriterEnd::Done);
@@ -256,6 +265,11 @@ fn run(args: Args) -> Result<(), Failure> {
         WriterEnd::Failed(err) => {
             return Err(Failure::Output(format!("writing to stdout failed: {err}")));
         }
+    }
+    if lost_root {
+        return Err(Failure::State(
+            "stopped: the state root was replaced or removed (--exit-on-lost-root)".into(),
+        ));
     }
     Ok(())
 }
@@ -307,6 +321,8 @@ fn select_sources(args: &Args, containers: &Containers) -> Vec<Source> {
 enum Stop {
     /// SIGINT or SIGTERM.
     Signal,
+    /// The state root was replaced or removed, with `--exit-on-lost-root` (exit 1).
+    LostRoot,
     /// The writer ended on its own (stdout closed or failed).
     Writer(WriterEnd),
 }
@@ -392,10 +408,12 @@ fn debug_delay_sync() {
 fn wait_for_stop(
     signal_rx: &Receiver<i32>,
     writer_done_rx: &Receiver<WriterEnd>,
+    fatal_rx: &Receiver<()>,
     summary: &Summary,
 ) -> Stop {
     loop {
         select! {
+            recv(fatal_rx) -> fatal => if fatal.is_ok() { return Stop::LostRoot },
             recv(signal_rx) -> signal => match signal {
                 Ok(SIGUSR1) => diag::raw(&*summary.lock()),
                 _ => return Stop::Signal,

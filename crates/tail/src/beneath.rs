@@ -35,7 +35,8 @@ pub enum Open {
     /// A directory, read only (`O_DIRECTORY`).
     Directory,
     /// Write only in append mode, created empty when missing (mode 0666 less the umask, as
-    /// `File::create` does). Never truncates.
+    /// `File::create` does). Never truncates. With `O_NONBLOCK`: a FIFO planted in its place
+    /// fails the open (no reader) instead of blocking it; callers check the file type.
     CreateAppend,
 }
 
@@ -46,7 +47,9 @@ impl Open {
             Open::Read => common | OFlags::RDONLY | OFlags::NONBLOCK,
             Open::ReadNoFollow => common | OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW,
             Open::Directory => common | OFlags::RDONLY | OFlags::DIRECTORY,
-            Open::CreateAppend => common | OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE,
+            Open::CreateAppend => {
+                common | OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE | OFlags::NONBLOCK
+            }
         }
     }
 

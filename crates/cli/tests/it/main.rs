@@ -6,6 +6,7 @@ mod dns;
 mod exit;
 mod flags;
 mod host;
+mod hostile;
 mod matrix;
 mod nflog;
 mod rotation;

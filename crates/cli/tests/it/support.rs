@@ -57,9 +57,13 @@ impl State {
     }
 }
 
-/// The binary under test.
+/// The binary under test: the one cargo built, or `SHIELD_WATCH_TEST_BINARY` (to show that a
+/// test fails on an older build).
 pub fn binary() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_shield-watch"))
+    match std::env::var_os("SHIELD_WATCH_TEST_BINARY") {
+        Some(path) => Command::new(path),
+        None => Command::new(env!("CARGO_BIN_EXE_shield-watch")),
+    }
 }
 
 /// Starts `command` with no stdin and both outputs piped to us.

@@ -1,0 +1,270 @@
+//! A hostile state root: whoever owns it (a container's owner, unprivileged) tries to crash,
+//! stall, blind or trick the root-run watcher with one command each. Every case has a bound.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rustix::process::Signal;
+use serde_json::Value;
+
+use crate::support::{binary, State, Watch, DEADLINE};
+
+fn host(root: &Path, args: &[&str]) -> Watch {
+    let mut command = binary();
+    command.arg("--state-root").arg(root).args(args);
+    let mut watch = Watch::spawn_command(command);
+    watch.wait_stderr(|l| l.starts_with("shield-watch: ready ("));
+    watch
+}
+
+fn container(root: &Path, name: &OsStr, tier: &str) -> std::path::PathBuf {
+    let dir = root.join("containers").join(name);
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("dns.tier"), tier).unwrap();
+    dir
+}
+
+/// The peak resident memory of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn assert_printable(lines: &[String]) {
+    for line in lines {
+        assert!(
+            line.bytes().all(|b| (0x20..=0x7e).contains(&b)),
+            "a byte outside printable ASCII reached stderr: {line:?}"
+        );
+    }
+}
+
+#[test]
+fn a_fifo_in_place_of_a_log_cannot_stall_the_start() {
+    // `mkfifo DIR/audit.jsonl`: creating a missing log must not open it blocking.
+    let state = State::new(Some("lookup"));
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        state.file("audit.jsonl"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let started = Instant::now();
+    let mut command = binary();
+    command
+        .arg("--state-dir")
+        .arg(state.path())
+        .arg("--no-nflog");
+    let mut watch = Watch::spawn_command(command);
+    watch.wait_stderr(|l| l.starts_with("shield-watch: ready ("));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "ready only after {:?}",
+        started.elapsed()
+    );
+    watch.signal(Signal::TERM);
+    let (status, _) = watch.wait_exit();
+    assert!(status.success());
+}
+
+#[test]
+fn hostile_names_never_reach_stderr_as_escapes_or_forged_lines() {
+    let root = tempfile::tempdir().unwrap();
+    let evil = OsStr::new("evil\x1b]0;PWNED\x07\nshield-watch: container alpha: gone");
+    let dir = container(root.path(), evil, "dnsmasq-static");
+    // A malformed allow-list line quoting escapes, a refused symlink, a too-long line.
+    fs::write(
+        dir.join("profile.domains"),
+        "good.example\nbad\x1b[31m\x07 name\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", dir.join("audit.jsonl")).unwrap();
+    let mut watch = host(root.path(), &["--no-nflog", "--max-line", "64"]);
+    let long = format!(
+        "Dec  4 12:00:00 dnsmasq[1]: query[A] {}\x1b[2J.example from 10.0.2.100\n\
+         Dec  4 12:00:00 dnsmasq[1]: query[A] q.example from 10.0.2.100\n",
+        "x".repeat(100)
+    );
+    let mut log = fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(dir.join("dnsmasq.log"))
+        .unwrap();
+    std::io::Write::write_all(&mut log, long.as_bytes()).unwrap();
+    watch.wait_stderr(|l| l.contains("skipped a line of"));
+    let event: Value = serde_json::from_str(&watch.lines(1)[0]).unwrap();
+    assert_eq!(
+        event["container"],
+        "evil ]0;PWNED  shield-watch: container alpha: gone"
+    );
+    watch.signal(Signal::TERM);
+    let (status, stderr) = watch.wait_exit();
+    assert!(status.success());
+    assert_printable(&stderr);
+    assert!(
+        !stderr
+            .iter()
+            .any(|l| l.starts_with("shield-watch: container alpha")),
+        "a forged line: {stderr:#?}"
+    );
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l.contains("by container (evil ]0;PWNED  shield-watch")),
+        "{stderr:#?}"
+    );
+}
+
+#[test]
+fn a_malformed_allow_list_line_is_said_once_not_per_query() {
+    for host_wide in [false, true] {
+        let root = tempfile::tempdir().unwrap();
+        let dir = container(root.path(), OsStr::new("web"), "dnsmasq-static");
+        fs::write(dir.join("profile.domains"), "good.example\nnot a domain\n").unwrap();
+        let mut command = binary();
+        if host_wide {
+            command.arg("--state-root").arg(root.path());
+        } else {
+            command.arg("--state-dir").arg(&dir);
+        }
+        command.args(["--no-nflog", "--source", "dns"]);
+        let mut watch = Watch::spawn_command(command);
+        watch.wait_stderr(|l| l.starts_with("shield-watch: ready ("));
+        let mut log = fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join("dnsmasq.log"))
+            .unwrap();
+        for i in 0..100 {
+            let line =
+                format!("Dec  4 12:00:00 dnsmasq[1]: query[A] q{i}.example from 10.0.2.100\n");
+            std::io::Write::write_all(&mut log, line.as_bytes()).unwrap();
+        }
+        let events = watch.lines(100);
+        assert!(events[99].contains("q99.example"));
+        watch.signal(Signal::TERM);
+        let (status, stderr) = watch.wait_exit();
+        assert!(status.success());
+        let warnings = stderr.iter().filter(|l| l.contains("not a domain")).count();
+        assert_eq!(warnings, 1, "host-wide {host_wide}: {stderr:#?}");
+    }
+}
+
+#[test]
+fn a_64_gib_sparse_allow_list_costs_no_memory_and_stalls_nobody() {
+    let root = tempfile::tempdir().unwrap();
+    let mine = container(root.path(), OsStr::new("mine"), "dnsmasq-static");
+    let list = fs::File::create(mine.join("profile.domains")).unwrap();
+    list.set_len(64 << 30).unwrap();
+    let other = container(root.path(), OsStr::new("other"), "lookup");
+    let mut watch = host(root.path(), &["--no-nflog"]);
+    let said = watch
+        .stderr_seen
+        .iter()
+        .find(|l| l.contains("cannot load the allow-list"))
+        .cloned()
+        .unwrap_or_else(|| panic!("{:#?}", watch.stderr_seen));
+    assert!(said.contains("container mine"), "{said}");
+    fs::write(
+        other.join("audit.jsonl"),
+        "{\"action\":\"denied\",\"dest\":\"192.0.2.1\"}\n",
+    )
+    .unwrap();
+    let event: Value = serde_json::from_str(&watch.lines(1)[0]).unwrap();
+    assert_eq!(event["container"], "other");
+    let peak = peak_rss_kib(watch.child.id());
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
+}
+
+#[test]
+fn a_container_name_that_is_not_utf8_is_refused_with_a_line() {
+    let root = tempfile::tempdir().unwrap();
+    container(root.path(), OsStr::from_bytes(b"bad\xff\xfename"), "lookup");
+    container(root.path(), OsStr::new("fine"), "lookup");
+    let watch = host(root.path(), &["--no-nflog"]);
+    let refused = watch
+        .stderr_seen
+        .iter()
+        .find(|l| l.contains("not UTF-8"))
+        .unwrap_or_else(|| panic!("{:#?}", watch.stderr_seen));
+    assert!(
+        refused.starts_with("shield-watch: container bad"),
+        "{refused}"
+    );
+    assert_printable(&watch.stderr_seen);
+    assert!(watch
+        .stderr_seen
+        .iter()
+        .any(|l| l == "shield-watch: container fine: following (audit)"));
+}
+
+#[test]
+fn a_state_root_reached_through_another_users_symlink_is_refused() {
+    let base = tempfile::tempdir().unwrap();
+    let bobs = base.path().join("bob-root");
+    container(&bobs, OsStr::new("secret"), "lookup");
+    // Alice replaces her root by a link to Bob's.
+    let alices = base.path().join("alice-root");
+    std::os::unix::fs::symlink(&bobs, &alices).unwrap();
+    std::os::unix::fs::lchown(&alices, Some(12345), Some(12345)).unwrap();
+    let mut command = binary();
+    command.arg("--state-root").arg(&alices).arg("--no-nflog");
+    let mut watch = Watch::spawn_command(command);
+    let (status, stderr) = watch.wait_exit();
+    assert_eq!(status.code(), Some(1), "{stderr:#?}");
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l.contains("is a symbolic link owned by uid 12345, not by root")),
+        "{stderr:#?}"
+    );
+    // A link root owns is the operator's own: followed, and the resolved path said.
+    let operators = base.path().join("operator-root");
+    std::os::unix::fs::symlink(&bobs, &operators).unwrap();
+    let watch = host(&operators, &["--no-nflog"]);
+    let resolved = format!(
+        "shield-watch: state root {}",
+        fs::canonicalize(&bobs).unwrap().display()
+    );
+    assert!(
+        watch.stderr_seen.contains(&resolved),
+        "{:#?}",
+        watch.stderr_seen
+    );
+}
+
+#[test]
+fn a_replaced_state_root_is_said_loudly_and_can_end_the_process() {
+    for exit in [false, true] {
+        let base = tempfile::tempdir().unwrap();
+        let root = base.path().join("root");
+        container(&root, OsStr::new("web"), "lookup");
+        let args: &[&str] = if exit {
+            &["--no-nflog", "--exit-on-lost-root"]
+        } else {
+            &["--no-nflog"]
+        };
+        let mut watch = host(&root, args);
+        fs::rename(&root, base.path().join("root.old")).unwrap();
+        fs::create_dir(&root).unwrap();
+        let said = watch.wait_stderr(|l| l.contains("was replaced or removed"));
+        assert!(said.contains("NOT followed"), "{said}");
+        if exit {
+            let (status, stderr) = watch.wait_exit();
+            assert_eq!(status.code(), Some(1), "{stderr:#?}");
+        } else {
+            // Still running: what it followed stays followed.
+            assert!(watch.child.try_wait().unwrap().is_none());
+            let deadline = Instant::now() + DEADLINE;
+            assert!(Instant::now() < deadline);
+        }
+    }
+}
