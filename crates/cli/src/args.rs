@@ -21,9 +21,11 @@ pub struct Args {
     #[arg(long, value_name = "ROOT")]
     pub state_root: Option<PathBuf>,
 
-    /// Name put on events [default: the state dir's basename]; only with --state-dir.
-    #[arg(short = 'c', long, value_name = "NAME", requires = "state_dir")]
-    pub container: Option<String>,
+    /// With --state-dir: the name put on events [default: the state dir's basename]. Host-wide:
+    /// follow only the containers so named, or matching a shell-style glob (`ci-*`, `web-?`,
+    /// `[ab]*`); may be given several times.
+    #[arg(short = 'c', long, value_name = "NAME")]
+    pub container: Vec<String>,
 
     /// Output format: one JSON object per line, or a human view (colour on a terminal).
     #[arg(long, value_enum, default_value_t = Format::Json)]

@@ -62,6 +62,9 @@ pub struct StateRoot {
     pub identity: (u64, u64),
     /// `--exit-on-lost-root`: a replaced or removed root ends the process (exit 1).
     pub exit_if_lost: bool,
+    /// `--container`: the names or shell-style globs of the containers to follow (all when
+    /// empty).
+    pub select: Vec<String>,
 }
 
 /// Why a state root is refused.
@@ -73,7 +76,11 @@ impl StateRoot {
     /// the way is followed only when root owns it (the owner of a link decides where it leads;
     /// a container owner who replaces their state root by a link to another user's must not
     /// make root read that user's containers).
-    pub fn open(given: &Path, exit_if_lost: bool) -> Result<StateRoot, RootRefused> {
+    pub fn open(
+        given: &Path,
+        exit_if_lost: bool,
+        select: &[String],
+    ) -> Result<StateRoot, RootRefused> {
         use std::os::unix::fs::MetadataExt as _;
         let absolute = std::path::absolute(given).map_err(|e| {
             RootRefused(format!(
@@ -119,7 +126,13 @@ impl StateRoot {
             identity: (meta.dev(), meta.ino()),
             dir,
             exit_if_lost,
+            select: select.to_vec(),
         })
+    }
+
+    /// Whether `--container` selects the container `name`.
+    pub fn selects(&self, name: &str) -> bool {
+        selected(&self.select, name)
     }
 
     /// Whether the directory at the root's path is still the one checked at start.
@@ -374,6 +387,10 @@ pub fn start(
         known: BTreeMap::new(),
         refused: Vec::new(),
         fatal: runtime.fatal.clone(),
+        select: match &runtime.containers {
+            Containers::Root(root) => root.select.clone(),
+            Containers::One { .. } => Vec::new(),
+        },
     };
     let selected = runtime.selected.clone();
     let containers = runtime.containers;
@@ -392,6 +409,7 @@ fn present_at_start(containers: &Containers) -> Vec<(PathBuf, DnsTier)> {
             .flatten()
             .flatten()
             .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+            .filter(|entry| entry.file_name().to_str().is_some_and(|n| root.selects(n)))
             .filter_map(|entry| {
                 let state = StateDir::open(&entry.path()).ok()?;
                 Some((state.dir, state.tier))
@@ -462,6 +480,8 @@ struct Discovery {
     refused: Vec<String>,
     /// Told when the process must stop with exit 1.
     fatal: Sender<()>,
+    /// `--container` host-wide: the names or globs of the containers followed (all if empty).
+    select: Vec<String>,
 }
 
 /// What following one container gave, source by source.
@@ -581,6 +601,11 @@ impl Discovery {
         }
     }
 
+    /// Whether `--container` selects `name` (host-wide).
+    fn selects(&self, name: &str) -> bool {
+        selected(&self.select, name)
+    }
+
     fn started(&self) {
         for fleet in [&self.audit, &self.dns].into_iter().flatten() {
             fleet.send(FileCommand::Started);
@@ -604,7 +629,7 @@ impl Discovery {
                     self.say_once(&name, "refused: a symbolic link, not a directory");
                     continue;
                 }
-                if !kind.is_dir() {
+                if !kind.is_dir() || !self.selects(&name) {
                     continue;
                 }
                 let look = if self.known.contains_key(&name) {
@@ -882,6 +907,92 @@ fn dnsmasq_pid(dir: &Path) -> Option<u32> {
         .then_some(pid)
 }
 
+/// Whether the `--container` names or globs `select` take the container `name` (all when none
+/// is given).
+fn selected(select: &[String], name: &str) -> bool {
+    select.is_empty()
+        || select
+            .iter()
+            .any(|p| glob_match(p.as_bytes(), name.as_bytes()))
+}
+
+/// Shell-style glob matching, as `fnmatch(3)` without flags: `*` any run, `?` any one
+/// character, `[abc]`, `[a-z]` and `[!a]` one of a set; anything else matches itself.
+pub fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
+    // Backtracking over the last `*` only: linear for the patterns people type.
+    let (mut p, mut n) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, n));
+                p += 1;
+                continue;
+            }
+            Some(b'?') => {
+                p += 1;
+                n += 1;
+                continue;
+            }
+            Some(b'[') => {
+                if let Some((matched, len)) = class(&pattern[p..], name[n]) {
+                    if matched {
+                        p += len;
+                        n += 1;
+                        continue;
+                    }
+                } else if name[n] == b'[' {
+                    p += 1;
+                    n += 1;
+                    continue;
+                }
+            }
+            Some(&c) if c == name[n] => {
+                p += 1;
+                n += 1;
+                continue;
+            }
+            _ => {}
+        }
+        match star {
+            Some((sp, sn)) => {
+                p = sp + 1;
+                n = sn + 1;
+                star = Some((sp, sn + 1));
+            }
+            None => return false,
+        }
+    }
+    pattern[p..].iter().all(|c| *c == b'*')
+}
+
+/// A `[...]` class at the start of `pattern`: whether `c` is in it, and the class's length;
+/// `None` when the class is not closed (then `[` is an ordinary character).
+fn class(pattern: &[u8], c: u8) -> Option<(bool, usize)> {
+    let mut i = 1;
+    let negated = matches!(pattern.get(i), Some(b'!' | b'^'));
+    if negated {
+        i += 1;
+    }
+    let mut matched = false;
+    let mut first = true;
+    loop {
+        let lo = *pattern.get(i)?;
+        if lo == b']' && !first {
+            return Some((matched != negated, i + 1));
+        }
+        first = false;
+        if pattern.get(i + 1) == Some(&b'-') && pattern.get(i + 2).is_some_and(|h| *h != b']') {
+            let hi = pattern[i + 2];
+            matched |= (lo..=hi).contains(&c);
+            i += 3;
+        } else {
+            matched |= lo == c;
+            i += 1;
+        }
+    }
+}
+
 /// Whether `pid` is a process (its own thread group's leader), not another process's thread.
 fn is_thread_group_leader(pid: u32) -> bool {
     let mut status = String::new();
@@ -917,6 +1028,26 @@ pub fn raise_descriptor_limit() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn globs_match_as_the_shell_does() {
+        let m = |p: &str, n: &str| glob_match(p.as_bytes(), n.as_bytes());
+        assert!(m("ci-*", "ci-7"));
+        assert!(m("ci-*", "ci-"));
+        assert!(!m("ci-*", "web"));
+        assert!(m("web", "web"));
+        assert!(!m("web", "web2"));
+        assert!(m("web-?", "web-a"));
+        assert!(!m("web-?", "web-ab"));
+        assert!(m("*-[0-9]", "ci-7"));
+        assert!(!m("*-[0-9]", "ci-x"));
+        assert!(m("[!a]*", "bcd"));
+        assert!(!m("[!a]*", "abc"));
+        assert!(m("a*b*c", "aXXbYYc"));
+        assert!(!m("a*b*c", "aXXbYY"));
+        assert!(m("[ab", "[ab"));
+        assert!(m("*", ""));
+    }
 
     #[test]
     fn a_thread_id_is_not_a_process() {

@@ -85,10 +85,10 @@ fn run(args: Args) -> Result<(), Failure> {
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
     });
-    if args.container.is_some() && args.state_dir.is_none() {
-        // Host-wide, every event carries its own container's name.
+    if args.state_dir.is_some() && args.container.len() > 1 {
+        // One container has one name.
         return Err(Failure::Usage(
-            "--container goes with --state-dir only".into(),
+            "with --state-dir, --container names the one container: give it once".into(),
         ));
     }
     let containers = match (&args.state_dir, root) {
@@ -97,7 +97,8 @@ fn run(args: Args) -> Result<(), Failure> {
             Containers::One {
                 name: args
                     .container
-                    .clone()
+                    .first()
+                    .cloned()
                     .unwrap_or_else(|| state.default_container()),
                 dir: state.dir,
                 netns: args.netns.clone(),
@@ -111,7 +112,7 @@ fn run(args: Args) -> Result<(), Failure> {
             ));
         }
         (None, Some(root)) => {
-            let root = containers::StateRoot::open(&root, args.exit_on_lost_root)
+            let root = containers::StateRoot::open(&root, args.exit_on_lost_root, &args.container)
                 .map_err(|refused| Failure::State(refused.0))?;
             std::fs::read_dir(&root.dir).map_err(|e| {
                 Failure::State(format!("cannot read the state root {}: {e}", root.dir.display()))

@@ -202,7 +202,7 @@ fn every_container_of_a_state_root_in_one_stream() {
 }
 
 #[test]
-fn state_dir_and_state_root_exclude_each_other_and_container_needs_state_dir() {
+fn state_dir_and_state_root_exclude_each_other_and_one_container_has_one_name() {
     let root = tempfile::tempdir().unwrap();
     for args in [
         vec![
@@ -211,7 +211,14 @@ fn state_dir_and_state_root_exclude_each_other_and_container_needs_state_dir() {
             "--state-dir",
             "/nonexistent",
         ],
-        vec!["--state-root", "/nonexistent", "--container", "x"],
+        vec![
+            "--state-dir",
+            "/nonexistent",
+            "--container",
+            "x",
+            "--container",
+            "y",
+        ],
         vec![
             "--state-root",
             "/nonexistent",
@@ -581,4 +588,49 @@ fn a_group_held_by_another_listener_is_taken_over_when_it_goes() {
     web.connect("203.0.113.60:443");
     let event = event_where(&mut watch, |e| is(e, "nflog", "web"));
     assert_eq!(event["domain"], "held.example", "{event}");
+}
+
+#[test]
+fn container_names_and_globs_select_containers_host_wide() {
+    let root = tempfile::tempdir().unwrap();
+    for name in ["ci-1", "ci-2", "web", "db"] {
+        let dir = root.path().join("containers").join(name);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("dns.tier"), "lookup").unwrap();
+    }
+    let mut watch = start(
+        root.path(),
+        &["--no-nflog", "--container", "ci-*", "--container", "db"],
+    );
+    let mut following: Vec<&str> = watch
+        .stderr_seen
+        .iter()
+        .filter_map(|l| l.strip_prefix("shield-watch: container "))
+        .filter_map(|l| l.strip_suffix(": following (audit)"))
+        .collect();
+    following.sort_unstable();
+    assert_eq!(following, ["ci-1", "ci-2", "db"]);
+    // One that appears later is selected by the same rule.
+    for name in ["ci-3", "webby"] {
+        let dir = root.path().join("containers").join(name);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("dns.tier"), "lookup").unwrap();
+    }
+    watch.wait_stderr(|l| l == "shield-watch: container ci-3: following (audit)");
+    for name in ["web", "webby", "ci-3"] {
+        StateDir::append_audit(
+            &root.path().join("containers").join(name),
+            r#"{"action":"denied","dest":"192.0.2.1"}"#,
+        )
+        .unwrap();
+    }
+    let event = event_where(&mut watch, |e| e["source"] == "audit");
+    assert_eq!(
+        event["container"], "ci-3",
+        "only a selected container's event"
+    );
+    watch.signal(Signal::TERM);
+    let (status, stderr) = watch.wait_exit();
+    assert!(status.success());
+    assert!(!stderr.iter().any(|l| l.contains("webby")), "{stderr:#?}");
 }
