@@ -88,8 +88,12 @@ impl Read for PreadReader<'_> {
     }
 }
 
-/// The buffer size of every read and decode step.
+/// The buffer size of plain reads and of backward steps.
 pub(crate) const CHUNK: usize = 64 * 1024;
+
+/// The buffer size of a decode step, in and out: small, because finding a compressed file's
+/// first timed line should decode little more than that line.
+const DECODE_CHUNK: usize = 16 * 1024;
 
 /// Decodes `file` (of kind `kind`, not `Plain`) from its start and hands the content to `sink`
 /// in chunks until the end or until `sink` returns false. Returns the compressed bytes read
@@ -99,7 +103,7 @@ pub(crate) fn decode(
     file: &File,
     sink: &mut dyn FnMut(&[u8]) -> bool,
 ) -> (Result<Flow, io::Error>, u64) {
-    let mut input = BufReader::with_capacity(CHUNK, PreadReader::new(file));
+    let mut input = BufReader::with_capacity(DECODE_CHUNK, PreadReader::new(file));
     let flow = match kind {
         Compression::Gzip => pump(flate2::bufread::MultiGzDecoder::new(&mut input), sink),
         Compression::Zstd => zstd(&mut input, sink),
@@ -114,7 +118,7 @@ pub(crate) fn decode(
 }
 
 fn pump(mut r: impl Read, sink: &mut dyn FnMut(&[u8]) -> bool) -> Result<Flow, io::Error> {
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = vec![0u8; DECODE_CHUNK];
     loop {
         let n = match r.read(&mut buf) {
             Ok(0) => return Ok(Flow::Done),
@@ -172,7 +176,7 @@ fn xz(
         stopped: false,
     };
     // lzma-rs writes its output in small pieces; a buffer in between hands on whole chunks.
-    let mut buffered = io::BufWriter::with_capacity(CHUNK, &mut out);
+    let mut buffered = io::BufWriter::with_capacity(DECODE_CHUNK, &mut out);
     let result = lzma_rs::xz_decompress(input, &mut buffered);
     let flushed = buffered
         .into_inner()

@@ -549,6 +549,14 @@ impl History {
         if let Some(file) = self.open_index(i) {
             let compression = self.compression(i);
             let limit = self.limit(i, &file);
+            if compression == Compression::Plain {
+                // A few KiB settle it, unless the file starts with many untimed lines.
+                head = self.probe(&file, 0, limit, time_of).map(|(_, t)| t);
+            }
+        }
+        if let (None, Some(file)) = (head, self.open_index(i)) {
+            let compression = self.compression(i);
+            let limit = self.limit(i, &file);
             // Errors here are said when the file is read.
             let notices = self.notices.len();
             let _ = self.stream(i, &file, compression, 0, limit, &mut |line| {
@@ -597,10 +605,9 @@ impl History {
     ) -> (u64, Option<i64>) {
         let (mut lo, mut hi) = (0u64, limit);
         let mut before = None;
-        let mut buf = vec![0u8; 2 * (self.max_line + 1)];
         while hi.saturating_sub(lo) > CHUNK as u64 {
             let mid = lo + (hi - lo) / 2;
-            match self.probe(file, mid, hi, &mut buf, time_of) {
+            match self.probe(file, mid, hi, time_of) {
                 Some((end, t)) if t < since => {
                     lo = end;
                     before = Some(t);
@@ -611,30 +618,47 @@ impl History {
         (lo, before)
     }
 
-    /// The first timed line starting in `[at, hi)` after the line `at` falls in: its end
-    /// (after the `\n`) and time, looking at most `buf.len()` bytes.
+    /// The first timed line starting in `[at, hi)` after the line `at` falls in (at 0: the
+    /// first line): its end (after the `\n`) and time. Reads 4 KiB, then more while no
+    /// complete timed line is in view, up to two maximal lines.
     fn probe(
         &mut self,
         file: &File,
         at: u64,
         hi: u64,
-        buf: &mut [u8],
         time_of: &mut dyn FnMut(&[u8]) -> Option<i64>,
     ) -> Option<(u64, i64)> {
         // From the byte before `at`: a `\n` there means `at` starts a line.
-        let from = at - 1;
-        let got = pread_full(file, buf, from).ok()?;
-        self.stats.bytes_read += got as u64;
-        let data = &buf[..got];
-        let mut start = memchr::memchr(b'\n', data)? + 1;
-        while from + (start as u64) < hi {
-            let len = memchr::memchr(b'\n', &data[start..])?;
-            if let Some(t) = time_of(&data[start..start + len]) {
-                return Some((from + (start + len + 1) as u64, t));
+        let from = at.saturating_sub(1);
+        let most = 2 * (self.max_line + 1);
+        let mut size = 4096.min(most);
+        let mut buf = Vec::new();
+        loop {
+            buf.resize(size, 0);
+            let got = pread_full(file, &mut buf, from).ok()?;
+            self.stats.bytes_read += got as u64;
+            let data = &buf[..got];
+            let mut start = if at == 0 {
+                0
+            } else {
+                memchr::memchr(b'\n', data).map_or(got, |i| i + 1)
+            };
+            while from + (start as u64) < hi {
+                let Some(len) = memchr::memchr(b'\n', &data[start..]) else {
+                    break;
+                };
+                if let Some(t) = time_of(&data[start..start + len]) {
+                    return Some((from + (start + len + 1) as u64, t));
+                }
+                start += len + 1;
             }
-            start += len + 1;
+            // Nothing timed in view: look further, unless the view already reached `hi`, the
+            // end of the file, or its cap.
+            if from + (start as u64) >= hi || got < size || size >= most {
+                return None;
+            }
+            size = (size * 4).min(most);
         }
-        None
     }
 
     // ---- reading ----
