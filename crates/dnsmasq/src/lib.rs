@@ -34,6 +34,7 @@ mod cache;
 mod classify;
 mod error;
 mod line;
+mod stamp;
 mod suffix;
 
 pub use allow::{AllowList, Layout, Loaded, PolicyTier};
@@ -41,3 +42,4 @@ pub use cache::{DomainCache, Resolved};
 pub use classify::{BlockedQuery, Classifier};
 pub use error::{Error, ErrorKind};
 pub use line::{parse_line, AnswerSource, AnswerValue, Name, Record};
+pub use stamp::{parse_stamp, SyslogStamp};
