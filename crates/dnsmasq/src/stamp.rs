@@ -162,4 +162,79 @@ mod tests {
             None
         );
     }
+
+    /// `History` over a dnsmasq log rotated at midnight on New Year's Eve, in a zone other than
+    /// UTC: the window crosses the year boundary and comes out in order.
+    #[test]
+    fn history_across_new_year_in_the_hosts_zone() {
+        use shield_tail::{History, Options, Window};
+        use std::time::{Duration, SystemTime};
+        let tz = "America/New_York";
+        let now = at(tz, "2027-01-01T00:05:00");
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("dnsmasq.log");
+        let old = "Dec 31 23:59:50 dnsmasq[7]: query[A] a.test from 10.0.0.2\n\
+                   Dec 31 23:59:59 dnsmasq[7]: query[A] b.test from 10.0.0.2\n\
+                   \tcontinued without a stamp\n";
+        let new = "Jan  1 00:00:00 dnsmasq[7]: query[A] c.test from 10.0.0.2\n\
+                   Jan  1 00:00:30 dnsmasq[7]: query[A] d.test from 10.0.0.2\n";
+        let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        for (i, (name, text)) in [("dnsmasq.log.1", old), ("dnsmasq.log", new)]
+            .iter()
+            .enumerate()
+        {
+            let p = tmp.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_modified(base + Duration::from_secs(i as u64))
+                .unwrap();
+        }
+        let time_of = |line: &[u8]| {
+            let z = parse_stamp(line)?.resolve(&now)?;
+            Some(z.timestamp().as_second())
+        };
+        let second = |s: &str| at(tz, s).timestamp().as_second();
+        let read = |since: &str, until: &str| {
+            let mut h = History::open(&log, &Options::default()).unwrap();
+            let mut out = Vec::new();
+            let w = Window {
+                since: Some(second(since)),
+                until: Some(second(until)),
+            };
+            h.read(w, time_of, |l| {
+                let b = if l.time.is_some() {
+                    &l.bytes[16..]
+                } else {
+                    l.bytes
+                };
+                out.push(String::from_utf8_lossy(b).into_owned());
+                true
+            })
+            .unwrap();
+            out
+        };
+        assert_eq!(
+            read("2026-12-31T23:59:55", "2027-01-01T00:00:10"),
+            [
+                "dnsmasq[7]: query[A] b.test from 10.0.0.2",
+                "\tcontinued without a stamp",
+                "dnsmasq[7]: query[A] c.test from 10.0.0.2",
+            ]
+        );
+        assert_eq!(
+            read("2027-01-01T00:00:00", "2027-01-01T00:05:00"),
+            [
+                "dnsmasq[7]: query[A] c.test from 10.0.0.2",
+                "dnsmasq[7]: query[A] d.test from 10.0.0.2",
+            ]
+        );
+        // 23:59:50 local is 04:59:50 UTC: the zone was applied.
+        assert_eq!(
+            time_of(b"Dec 31 23:59:50 x"),
+            Some(at("UTC", "2027-01-01T04:59:50").timestamp().as_second())
+        );
+    }
 }
