@@ -36,9 +36,11 @@ mod allow;
 mod cache;
 mod classify;
 mod line;
+mod stamp;
 mod suffix;
 
 pub use allow::{AllowList, Layout, Loaded, PolicyTier};
 pub use cache::{DomainCache, Resolved};
 pub use classify::{BlockedQuery, Classifier};
 pub use line::{parse_line, AnswerSource, AnswerValue, Name, Record};
+pub use stamp::{parse_stamp, SyslogStamp};

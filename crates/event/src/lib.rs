@@ -32,8 +32,10 @@ mod proto;
 mod sanitize;
 mod text;
 mod time;
+mod when;
 
 pub use event::{Event, Extra, Source};
 pub use sanitize::{sanitize, Sanitized, MAX_LEN};
 pub use text::TextStyle;
 pub use time::{format_timestamp, now_timestamp, write_now, write_timestamp};
+pub use when::{parse_when, WhenError};

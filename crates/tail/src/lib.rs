@@ -32,10 +32,12 @@
 
 mod beneath;
 mod cursor;
+mod decompress;
 mod dirwatch;
 mod error;
 mod file;
 mod follower;
+mod history;
 mod inotify;
 mod lines;
 mod set;
@@ -43,7 +45,9 @@ mod watches;
 
 pub use beneath::{open_beneath, open_dir, Escape, Open};
 pub use cursor::{Cursor, CursorFile};
+pub use decompress::Compression;
 pub use dirwatch::DirWatcher;
 pub use error::{Error, ErrorKind};
 pub use follower::{Follower, Options, Record, Start, Stats};
+pub use history::{History, HistoryFile, HistoryLine, HistoryStats, Window};
 pub use set::{FollowSet, Key, Waker};

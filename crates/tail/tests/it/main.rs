@@ -2,6 +2,7 @@
 
 mod cases;
 mod dnsmasq;
+mod history;
 mod logrotate;
 mod model;
 mod set;
