@@ -69,6 +69,24 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub netns: Option<PathBuf>,
 
+    /// History first: events since WHEN (a duration back from now: 90s, 20m, 2h, 1d; or a time:
+    /// RFC 3339, or YYYY-MM-DD[ HH:MM[:SS]] in the host's time zone), read through every
+    /// rotated and compressed log in time order; then the live stream, unless --no-follow.
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+
+    /// History up to WHEN (same forms as --since); implies --no-follow.
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<String>,
+
+    /// History: the last N events that pass the filters (within --since/--until when given).
+    #[arg(long, value_name = "N")]
+    pub last: Option<usize>,
+
+    /// Stop at the end of what is already written (exit 0) instead of following live.
+    #[arg(long)]
+    pub no_follow: bool,
+
     /// Host-wide: exit 1 when the state root is replaced or removed while running (so that a
     /// service manager restarts shield-watch on the new one); without it the loss is said on
     /// stderr and the containers already followed stay followed.

@@ -151,6 +151,8 @@ pub enum Voice {
     One,
     /// `--state-root`.
     Host,
+    /// Says nothing (a second reader of the same files, whose problems the first one says).
+    Quiet,
 }
 
 impl Voice {
@@ -166,6 +168,7 @@ impl Voice {
         match self {
             Voice::One => crate::diag::line(what),
             Voice::Host => crate::diag::line(format_args!("container {name}: {what}")),
+            Voice::Quiet => {}
         }
     }
 }
@@ -189,6 +192,31 @@ pub struct Container {
 }
 
 impl Container {
+    /// A container as every source thread learns of it: `host_wide` decides its cursor keys
+    /// and the name its audit events carry; `from_start` where its files start without a
+    /// cursor; a new domain cache unless it keeps `cache`.
+    pub fn new(
+        name: &str,
+        dir: PathBuf,
+        host_wide: bool,
+        from_start: bool,
+        cache: Option<Arc<Mutex<DomainCache>>>,
+        cache_size: usize,
+    ) -> Container {
+        Container {
+            name: Arc::from(name),
+            dir,
+            keyed_by_name: host_wide,
+            from_start,
+            cache: cache.unwrap_or_else(|| Arc::new(Mutex::new(DomainCache::new(cache_size)))),
+            audit_naming: if host_wide {
+                AuditNaming::Watcher
+            } else {
+                AuditNaming::Entry
+            },
+        }
+    }
+
     /// The cursor-file key of its `source` file.
     pub fn cursor_key(&self, source: Source) -> String {
         if self.keyed_by_name {
@@ -227,6 +255,17 @@ pub struct Runtime {
     pub summary: Summary,
     /// Told when the process must stop with exit 1 (a lost state root, when so configured).
     pub fatal: Sender<()>,
+    /// `--since`, `--until`, `--last`: history first; and whether the live stream follows it.
+    pub history: Option<(crate::history::Plan, bool)>,
+}
+
+/// What [`start`] started.
+pub enum Started {
+    /// The live threads: main waits for this many ready reports.
+    Following(usize),
+    /// Only the history, all of it handed to the writer (`--no-follow`, `--until`); or the
+    /// writer went away during it.
+    HistoryOnly,
 }
 
 /// A file thread's command queue and the handle that wakes it to read the queue.
@@ -296,22 +335,27 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(30);
 /// Starts the threads. The nflog thread starts first, unconfined: host-wide it confines itself
 /// at once keeping what entering containers takes (`nflog_confinement`); for one container it
 /// makes its one socket first and then takes `confinement` like every other thread. Then this
-/// thread applies `confinement`, inherited by every thread started after. Returns how many
-/// ready reports main waits for.
+/// thread applies `confinement`, inherited by every thread started after, and calls
+/// `confined` (main starts its own threads, the writer among them, there: confined, and before
+/// any history goes to the channel). Returns what runs.
 pub fn start(
     runtime: Runtime,
     ready: Sender<Ready>,
     go: Receiver<()>,
     confinement: &Confinement,
     nflog_confinement: Option<Confinement>,
-) -> usize {
+    confined: impl FnOnce(),
+) -> Started {
+    let mut runtime = runtime;
     let one = matches!(runtime.containers, Containers::One { .. });
     let voice = if one { Voice::One } else { Voice::Host };
     // Missing logs of the containers present now are created while privileges allow it.
-    for (dir, tier) in present_at_start(&runtime.containers) {
+    for (dir, tier, _) in present_at_start(&runtime.containers) {
         create_missing_logs(&dir, tier, &runtime.selected, voice);
     }
-    let wants_nflog = runtime.selected.contains(&Source::Nflog);
+    let history = runtime.history.take();
+    let follows = history.as_ref().is_none_or(|(_, follow)| *follow);
+    let wants_nflog = follows && runtime.selected.contains(&Source::Nflog);
     let (confined_tx, confined_rx) = crossbeam_channel::bounded(1);
     let ((batches, to_events), (spare, spares)) = crate::sources::nflog::channels();
     let nflog = wants_nflog.then(|| {
@@ -342,6 +386,32 @@ pub fn start(
         let _ = confined_rx.recv_timeout(Duration::from_secs(10));
     }
     confinement.apply_here("main");
+    confined();
+    if let Some((plan, follow)) = history {
+        // History is read confined, before any live thread but nflog starts: the file threads
+        // start from exactly where it ended.
+        let containers: Vec<Container> = present_at_start(&runtime.containers)
+            .into_iter()
+            .map(|(dir, _, name)| Container::new(&name, dir, !one, false, None, 16))
+            .collect();
+        let ends = crate::history::replay(
+            &containers,
+            &runtime.selected,
+            &plan,
+            &runtime.options,
+            voice,
+            &runtime.tx,
+            &runtime.summary,
+        );
+        let Some(ends) = ends.filter(|_| follow) else {
+            return Started::HistoryOnly;
+        };
+        for (key, start) in ends {
+            if let shield_tail::Start::Cursor(cursor) = start {
+                runtime.cursors.insert(key, cursor);
+            }
+        }
+    }
     if nflog.is_some() {
         // Started confined, without the nflog thread's capabilities: packets from containers
         // are parsed here, never where the capabilities are.
@@ -397,13 +467,15 @@ pub fn start(
     crate::spawn("containers", move || {
         discovery.run(containers, ready, go, confined_rx)
     });
-    selected.len()
+    Started::Following(selected.len())
 }
 
-/// The containers present at start, with their tiers (for creating missing logs).
-fn present_at_start(containers: &Containers) -> Vec<(PathBuf, DnsTier)> {
+/// The containers present at start: directory, tier and name.
+fn present_at_start(containers: &Containers) -> Vec<(PathBuf, DnsTier, String)> {
     match containers {
-        Containers::One { dir, tier, .. } => vec![(dir.clone(), *tier)],
+        Containers::One {
+            dir, tier, name, ..
+        } => vec![(dir.clone(), *tier, name.clone())],
         Containers::Root(root) => std::fs::read_dir(root.dir.join("containers"))
             .into_iter()
             .flatten()
@@ -411,8 +483,9 @@ fn present_at_start(containers: &Containers) -> Vec<(PathBuf, DnsTier)> {
             .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
             .filter(|entry| entry.file_name().to_str().is_some_and(|n| root.selects(n)))
             .filter_map(|entry| {
+                let name = entry.file_name().to_str()?.to_string();
                 let state = StateDir::open(&entry.path()).ok()?;
-                Some((state.dir, state.tier))
+                Some((state.dir, state.tier, name))
             })
             .collect(),
     }
@@ -766,21 +839,16 @@ impl Discovery {
         first: bool,
         cache: Option<Arc<Mutex<DomainCache>>>,
     ) -> Container {
-        Container {
-            name: Arc::from(name),
+        // Containers present at start follow --from-start (or their cursor); those that appear
+        // later are read from their start.
+        Container::new(
+            name,
             dir,
-            keyed_by_name: host_wide,
-            // Containers present at start follow --from-start (or their cursor); those that
-            // appear later are read from their start.
-            from_start: self.from_start || !first,
-            cache: cache
-                .unwrap_or_else(|| Arc::new(Mutex::new(DomainCache::new(self.domain_cache)))),
-            audit_naming: if host_wide {
-                AuditNaming::Watcher
-            } else {
-                AuditNaming::Entry
-            },
-        }
+            host_wide,
+            self.from_start || !first,
+            cache,
+            self.domain_cache,
+        )
     }
 
     /// Asks each source thread to follow `container`. `netns` is where its NFLOG socket is

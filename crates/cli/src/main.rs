@@ -9,6 +9,7 @@ mod confine;
 mod containers;
 mod diag;
 mod files;
+mod history;
 // Not wired into the writer thread yet; its tests run the real journald.
 #[allow(dead_code)]
 mod journal;
@@ -126,6 +127,7 @@ fn run(args: Args) -> Result<(), Failure> {
         )),
     };
     let selected = select_sources(&args, &containers);
+    let history = history_plan(&args)?;
 
     let saved_cursors = match &args.cursor {
         Some(path) => shield_tail::CursorFile::load(path).map_err(|e| {
@@ -199,28 +201,51 @@ fn run(args: Args) -> Result<(), Failure> {
         // A clone: main keeps one sender, so the channel never disconnects (a disconnected
         // channel would make the select below spin).
         fatal: fatal_tx.clone(),
+        history,
     };
-    let expected = containers::start(runtime, ready_tx, go_rx, &confinement, nflog_confinement);
-
     let (signal_tx, signal_rx) = unbounded();
-    spawn("signals", move || {
-        for signal in signals.forever() {
-            if signal_tx.send(signal).is_err() {
-                break;
+    let mut writer = None;
+    let started = containers::start(
+        runtime,
+        ready_tx,
+        go_rx,
+        &confinement,
+        nflog_confinement,
+        || {
+            spawn("signals", move || {
+                for signal in signals.forever() {
+                    if signal_tx.send(signal).is_err() {
+                        break;
+                    }
+                }
+            });
+            let summary = summary.clone();
+            writer = Some(spawn("writer", move || {
+                run_writer(
+                    rx,
+                    io::stdout().lock(),
+                    writer_config,
+                    summary,
+                    writer_done_tx,
+                )
+            }));
+        },
+    );
+    let writer = writer.expect("started once main is confined");
+    let expected = match started {
+        containers::Started::Following(expected) => expected,
+        containers::Started::HistoryOnly => {
+            // Everything asked for is in the channel: write it and stop (exit 0).
+            let _ = tx.send(Msg::Shutdown);
+            drop(tx);
+            let end = writer_done_rx.recv().unwrap_or(WriterEnd::Done);
+            let _ = writer.join();
+            signal_handle.close();
+            if let WriterEnd::Failed(err) = end {
+                return Err(Failure::Output(format!("writing to stdout failed: {err}")));
             }
+            return Ok(());
         }
-    });
-    let writer = {
-        let summary = summary.clone();
-        spawn("writer", move || {
-            run_writer(
-                rx,
-                io::stdout().lock(),
-                writer_config,
-                summary,
-                writer_done_tx,
-            )
-        })
     };
 
     let stop = match wait_until_ready(
@@ -296,6 +321,65 @@ fn try_spawn(
     })?;
     let _ = started.recv();
     Ok(handle)
+}
+
+/// What `--since`, `--until`, `--last` and `--no-follow` ask for; `None` for the live stream
+/// alone. Combinations that make no sense are usage errors that say why.
+fn history_plan(args: &Args) -> Result<Option<(history::Plan, bool)>, Failure> {
+    let wants_history = args.since.is_some() || args.until.is_some() || args.last.is_some();
+    if !wants_history {
+        if args.no_follow {
+            // Without history there is nothing already written to stop at but everything:
+            // --from-start --no-follow reads whole files and ends.
+            if !args.from_start {
+                return Err(Failure::Usage(
+                    "--no-follow stops at the end of history: give --since, --until, --last or --from-start".into(),
+                ));
+            }
+        } else {
+            return Ok(None);
+        }
+    }
+    for (given, flag) in [
+        (args.cursor.is_some(), "--cursor"),
+        (args.from_start && wants_history, "--from-start"),
+    ] {
+        if given && wants_history {
+            return Err(Failure::Usage(format!(
+                "--since/--until/--last choose where to start by time; {flag} chooses otherwise: give one of them"
+            )));
+        }
+    }
+    let now = jiff::ZonedDateTime::now();
+    let when = |flag: &str, value: &Option<String>| -> Result<Option<i64>, Failure> {
+        value
+            .as_deref()
+            .map(|text| {
+                shield_event::parse_when(text, &now)
+                    .map(|t| i64::try_from(t.as_nanosecond()).unwrap_or(i64::MAX))
+                    .map_err(|e| Failure::Usage(format!("{flag}: {e}")))
+            })
+            .transpose()
+    };
+    let since = when("--since", &args.since)?;
+    let until = when("--until", &args.until)?;
+    if let (Some(since), Some(until)) = (since, until) {
+        if until < since {
+            return Err(Failure::Usage(format!(
+                "--until ({}) is before --since ({}): nothing could match",
+                args.until.as_deref().unwrap_or_default(),
+                args.since.as_deref().unwrap_or_default()
+            )));
+        }
+    }
+    let follow = !args.no_follow && args.until.is_none();
+    let plan = history::Plan {
+        window: shield_tail::Window { since, until },
+        last: args.last,
+        actions: args.action.clone(),
+        all_query_types: args.all_query_types,
+    };
+    Ok(Some((plan, follow)))
 }
 
 /// The sources to run: `--source`, or every one that applies.

@@ -1,0 +1,347 @@
+//! History (`--since`, `--until`, `--last N`): what the containers' logs already hold, read
+//! through every rotated and compressed file, merged across sources and containers in time
+//! order, before the live stream goes on from exactly where the history ended.
+//!
+//! One reader thread per (container, source) turns its log's lines into events with the same
+//! handlers as the live threads; `merge` takes the oldest head of all of them each time (memory:
+//! a few batches per reader, never the history). NFLOG has no history: the kernel keeps none.
+
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::{Receiver, Sender};
+use jiff::{Timestamp, ZonedDateTime};
+use shield_dnsmasq::DomainCache;
+use shield_event::{Event, Source};
+use shield_tail::{History, HistoryLine, Options, Start, Window};
+
+use crate::containers::{Container, Voice};
+use crate::output::Msg;
+use crate::sources::audit::AuditLines;
+use crate::sources::dns::{DnsLines, DnsOptions, SharedAllowList};
+use crate::sources::follow::LineHandler;
+use crate::summary::Summary;
+
+/// What history is asked for.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// `--since` / `--until`, in nanoseconds since the epoch.
+    pub window: Window,
+    /// `--last N`: the last N events that pass `actions` (within the window).
+    pub last: Option<usize>,
+    /// `--action`, applied here too so that `--last` counts only what would be written.
+    pub actions: Vec<String>,
+    /// `--all-query-types`.
+    pub all_query_types: bool,
+}
+
+/// Events a reader hands the merge at once.
+const BATCH: usize = 64;
+
+/// What a reader thread sends.
+enum Piece {
+    /// Events, oldest first, each with the time it is ordered by.
+    Events(Vec<(i64, Event)>),
+    /// Done: the cursor key and where the live follower starts.
+    End(String, Start),
+}
+
+/// Reads the history of `containers` for `sources` and sends its events to the writer in time
+/// order. Returns where each file's live follower starts (by cursor key), so that the live
+/// stream neither misses nor repeats a line; `None` when the writer went away.
+pub fn replay(
+    containers: &[Container],
+    sources: &[Source],
+    plan: &Plan,
+    options: &Options,
+    voice: Voice,
+    tx: &Sender<Msg>,
+    summary: &Summary,
+) -> Option<BTreeMap<String, Start>> {
+    let mut readers = Vec::new();
+    for container in containers {
+        for source in [Source::Audit, Source::Dns] {
+            if !sources.contains(&source) {
+                continue;
+            }
+            let (out, from) = crossbeam_channel::bounded(2);
+            let reader = Reader {
+                container: container.clone(),
+                source,
+                plan: plan.clone(),
+                options: options.clone(),
+                voice,
+                summary: summary.clone(),
+            };
+            crate::spawn("history", move || reader.run(&out));
+            readers.push(Feed {
+                from,
+                pending: VecDeque::new(),
+                done: false,
+            });
+        }
+    }
+    merge(readers, plan.last, tx)
+}
+
+/// One reader's queue at the merge.
+struct Feed {
+    from: Receiver<Piece>,
+    pending: VecDeque<(i64, Event)>,
+    done: bool,
+}
+
+impl Feed {
+    /// Makes sure the next event is pending, unless the reader is done; records its end.
+    fn fill(&mut self, ends: &mut BTreeMap<String, Start>) {
+        while self.pending.is_empty() && !self.done {
+            match self.from.recv() {
+                Ok(Piece::Events(events)) => self.pending.extend(events),
+                Ok(Piece::End(key, start)) => {
+                    ends.insert(key, start);
+                    self.done = true;
+                }
+                Err(_) => self.done = true,
+            }
+        }
+    }
+}
+
+/// The k-way merge: the oldest pending event of all readers next (ties in reader order, then
+/// in each reader's order). With `last`, only the last `last` are written, at the end.
+fn merge(
+    mut feeds: Vec<Feed>,
+    last: Option<usize>,
+    tx: &Sender<Msg>,
+) -> Option<BTreeMap<String, Start>> {
+    let mut ends = BTreeMap::new();
+    // (Reverse time, reader index): the heap's top is the oldest head.
+    let mut heads = BinaryHeap::new();
+    for (i, feed) in feeds.iter_mut().enumerate() {
+        feed.fill(&mut ends);
+        if let Some((time, _)) = feed.pending.front() {
+            heads.push(std::cmp::Reverse((*time, i)));
+        }
+    }
+    let mut tail: VecDeque<Event> = VecDeque::new();
+    while let Some(std::cmp::Reverse((_, i))) = heads.pop() {
+        let feed = &mut feeds[i];
+        let Some((_, event)) = feed.pending.pop_front() else {
+            continue;
+        };
+        match last {
+            Some(n) => {
+                if tail.len() == n {
+                    tail.pop_front();
+                }
+                if n > 0 {
+                    tail.push_back(event);
+                }
+            }
+            None => {
+                if tx.send(Msg::Event(event, None)).is_err() {
+                    return None;
+                }
+            }
+        }
+        feed.fill(&mut ends);
+        if let Some((time, _)) = feed.pending.front() {
+            heads.push(std::cmp::Reverse((*time, i)));
+        }
+    }
+    for event in tail {
+        if tx.send(Msg::Event(event, None)).is_err() {
+            return None;
+        }
+    }
+    Some(ends)
+}
+
+/// One (container, source) history reader.
+struct Reader {
+    container: Container,
+    source: Source,
+    plan: Plan,
+    options: Options,
+    voice: Voice,
+    summary: Summary,
+}
+
+impl Reader {
+    fn run(self, out: &Sender<Piece>) {
+        let name = match self.source {
+            Source::Dns => "dnsmasq.log",
+            _ => "audit.jsonl",
+        };
+        let path: PathBuf = self.container.dir.join(name);
+        let key = self.container.cursor_key(self.source);
+        let mut history = match History::open(&path, &self.options) {
+            Ok(history) => history,
+            Err(err) => {
+                self.voice.warn(
+                    &self.container.name,
+                    &format!(
+                        "{}: no history: {}",
+                        self.source.as_str(),
+                        crate::diag::chain(&err)
+                    ),
+                );
+                let _ = out.send(Piece::End(key, Start::End));
+                return;
+            }
+        };
+        let now = ZonedDateTime::now();
+        let source = self.source;
+        let time_of = move |line: &[u8]| line_time(source, line, &now);
+        let mut handler = self.handler();
+        let plan = &self.plan;
+        let admits =
+            |event: &Event| plan.actions.is_empty() || plan.actions.contains(&event.action);
+        let mut batch: Vec<(i64, Event)> = Vec::new();
+        let mut previous: Option<i64> = None;
+        let mut closed = false;
+        let mut emit = |line: HistoryLine<'_>| -> bool {
+            // A line without a time stands at the time of the one before it.
+            let time = line.time.or(previous);
+            if line.time.is_some() {
+                previous = line.time;
+            }
+            if let Some(event) = event_of(&mut handler, source, line.bytes, time) {
+                if admits(&event) {
+                    batch.push((time.unwrap_or(i64::MIN), event));
+                    if batch.len() >= BATCH {
+                        closed = out.send(Piece::Events(std::mem::take(&mut batch))).is_err();
+                    }
+                }
+            }
+            !closed
+        };
+        let result = match plan.last {
+            None => history.read(plan.window, time_of, &mut emit),
+            Some(n) => {
+                let window = plan.window;
+                let mut judge = self.handler();
+                let keep = |bytes: &[u8], time: Option<i64>| {
+                    let in_window = time.is_none_or(|t| {
+                        window.since.is_none_or(|s| t >= s) && window.until.is_none_or(|u| t <= u)
+                    });
+                    in_window
+                        && event_of(&mut judge, source, bytes, time).is_some_and(|e| admits(&e))
+                };
+                history.last(n, time_of, keep, &mut emit)
+            }
+        };
+        if let Err(err) = result {
+            self.voice.warn(
+                &self.container.name,
+                &format!(
+                    "{}: history stopped: {}",
+                    source.as_str(),
+                    crate::diag::chain(&err)
+                ),
+            );
+        }
+        for notice in history.take_notices() {
+            self.voice.warn(
+                &self.container.name,
+                &format!("{}: {notice}", source.as_str()),
+            );
+        }
+        if !batch.is_empty() && !closed {
+            closed = out.send(Piece::Events(batch)).is_err();
+        }
+        if !closed {
+            let _ = out.send(Piece::End(key, history.live_end()));
+        }
+    }
+
+    /// The same handler the live thread uses, for this container and source.
+    fn handler(&self) -> Box<dyn LineHandler> {
+        match self.source {
+            Source::Dns => Box::new(DnsLines::new(
+                DnsOptions {
+                    all_query_types: self.plan.all_query_types,
+                    prime_only_existing: false,
+                    emit: true,
+                },
+                SharedAllowList::load(&self.container.dir, &Voice::Quiet, &self.container.name),
+                // History names nothing: only nflog events are named, and NFLOG has no history.
+                Arc::new(Mutex::new(DomainCache::new(16))),
+                self.container.name.to_string(),
+            )),
+            _ => Box::new(AuditLines {
+                container: self.container.name.to_string(),
+                naming: self.container.audit_naming,
+                summary: self.summary.clone(),
+            }),
+        }
+    }
+}
+
+/// The event a history line gives, if any, stamped with the line's own time (dnsmasq lines;
+/// audit entries carry their own `ts`).
+fn event_of(
+    handler: &mut Box<dyn LineHandler>,
+    source: Source,
+    bytes: &[u8],
+    time: Option<i64>,
+) -> Option<Event> {
+    let mut event = Event::new(String::new(), Source::Watch, "", "");
+    let mut produced = false;
+    handler.with_lines(&mut |lines| produced = lines.line(bytes, false, &mut event));
+    if !produced {
+        return None;
+    }
+    if source == Source::Dns {
+        if let Some(ts) = time.and_then(|t| Timestamp::from_nanosecond(i128::from(t)).ok()) {
+            event.ts = shield_event::format_timestamp(ts);
+        }
+    }
+    Some(event)
+}
+
+/// A line's time in nanoseconds: a dnsmasq line's syslog stamp in the host's zone (the year the
+/// latest that does not put it after `now`), an audit entry's `ts`.
+pub fn line_time(source: Source, line: &[u8], now: &ZonedDateTime) -> Option<i64> {
+    let ts = match source {
+        Source::Dns => shield_dnsmasq::parse_stamp(line)?.resolve(now)?.timestamp(),
+        _ => audit_ts(line)?,
+    };
+    i64::try_from(ts.as_nanosecond()).ok()
+}
+
+/// An audit entry's `ts` (RFC 3339), read without parsing the whole entry.
+fn audit_ts(line: &[u8]) -> Option<Timestamp> {
+    let key = b"\"ts\":\"";
+    let at = memchr::memmem::find(line, key)? + key.len();
+    let rest = &line[at..];
+    let end = memchr::memchr(b'"', rest)?;
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_and_dnsmasq_lines_have_their_times() {
+        let now: ZonedDateTime = "2026-12-04T12:00:00[UTC]".parse().unwrap();
+        let audit = br#"{"ts":"2026-12-04T10:00:00+00:00","action":"denied"}"#;
+        let t = line_time(Source::Audit, audit, &now).unwrap();
+        assert_eq!(t, 1_796_378_400_000_000_000);
+        let dns = b"Dec  4 10:00:00 dnsmasq[1]: query[A] x.example from 10.0.2.100";
+        assert_eq!(line_time(Source::Dns, dns, &now), Some(t));
+        // A December line read in January belongs to the year before.
+        let january: ZonedDateTime = "2027-01-01T00:10:00[UTC]".parse().unwrap();
+        let dec31 = b"Dec 31 23:59:00 dnsmasq[1]: query[A] x.example from 10.0.2.100";
+        let t = line_time(Source::Dns, dec31, &january).unwrap();
+        assert_eq!(
+            Timestamp::from_nanosecond(i128::from(t))
+                .unwrap()
+                .to_string(),
+            "2026-12-31T23:59:00Z"
+        );
+        assert_eq!(line_time(Source::Audit, b"{\"ts\":\"t1\"}", &now), None);
+    }
+}
