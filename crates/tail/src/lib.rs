@@ -72,7 +72,12 @@ mod tests {
         }
         let module = |p: &Path| {
             let rel = p.strip_prefix(&src).unwrap();
-            let first = rel.components().next().unwrap().as_os_str().to_string_lossy();
+            let first = rel
+                .components()
+                .next()
+                .unwrap()
+                .as_os_str()
+                .to_string_lossy();
             first.trim_end_matches(".rs").to_string()
         };
         let modules: BTreeSet<String> = files.iter().map(|p| module(p)).collect();

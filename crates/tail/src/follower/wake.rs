@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::file::{gone, Tracked};
-use crate::watches::{Owner, Role, Watches, ANCESTOR_MASK, DIR_MASK, FILE_MASK};
+use crate::watches::{Owner, Role, Watches, DIR_MASK, FILE_MASK};
 
 use super::Follower;
 
@@ -146,33 +146,20 @@ impl Follower {
         let mut reg = reg.lock().unwrap_or_else(PoisonError::into_inner);
         // Above first, so that the directory appearing in between is still seen.
         if w.above_wd.is_none() || w.far {
-            let name: Box<[u8]> = self
-                .dir
-                .file_name()
-                .map_or_else(Default::default, |n| n.as_bytes().into());
-            let mut at = self.dir.parent();
-            let mut role = Role::Entry(name);
-            while let Some(a) = at {
-                match reg.add(w.owner, role.clone(), a, ANCESTOR_MASK) {
-                    Ok(wd) => {
-                        if let Some(old) = w.above_wd.replace(wd) {
-                            if old != wd {
-                                reg.remove(w.owner, old);
-                            }
+            match reg.watch_above(w.owner, &self.dir) {
+                Ok((wd, far)) => {
+                    if let Some(old) = w.above_wd.replace(wd) {
+                        if old != wd {
+                            reg.remove(w.owner, old);
                         }
-                        w.far = role == Role::Ancestor;
-                        break;
                     }
-                    Err(e) if gone(&e) => {
-                        at = a.parent();
-                        role = Role::Ancestor;
-                    }
-                    Err(_) => {
-                        drop(reg);
-                        // Out of watches or similar: fall back to polling, which still works.
-                        self.drop_watch();
-                        return false;
-                    }
+                    w.far = far;
+                }
+                Err(_) => {
+                    drop(reg);
+                    // Out of watches or similar: fall back to polling, which still works.
+                    self.drop_watch();
+                    return false;
                 }
             }
         }

@@ -220,15 +220,18 @@ fn a_thousand_paths_share_one_inotify_instance() {
 }
 
 /// A watched directory that does not exist yet wakes its key when it is created (through its
-/// parent; through a 1 s look where the parent is missing too), and a change inside an existing
-/// one wakes it; a followed file in the same set is not woken by either.
+/// parent, or where the parent is missing too, its nearest existing ancestor: the way a follower
+/// waits for its directory), and a change inside an existing one wakes it; a followed file in
+/// the same set is not woken by either.
 #[test]
 fn watch_dirs_wakes_on_a_late_directory_and_on_a_change() {
     let root = tempfile::tempdir().unwrap();
     let existing = root.path().join("existing");
     fs::create_dir(&existing).unwrap();
     let late = root.path().join("policy");
-    let deep = root.path().join("not/yet/there");
+    // Elsewhere, so that no other watch of the set sees its creation.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let deep = elsewhere.path().join("not/yet/there");
     let mut set = FollowSet::new(Options::default());
     let file = set.add(root.path().join("a.log"), Start::End).unwrap();
     let dirs = set.watch_dirs(&[existing.clone(), late.clone()]);
@@ -247,9 +250,23 @@ fn watch_dirs_wakes_on_a_late_directory_and_on_a_change() {
     fs::write(late.join("live"), b"+example.test\n").unwrap();
     assert_eq!(wait_for(&mut set, |r| r.contains(&dirs)), [dirs]);
 
-    // Two levels missing: found by the set's look every second.
+    // Two levels missing: found through the nearest existing ancestor's events, at once, not
+    // by a periodic look (which came every second).
+    let mut woke = Vec::new();
+    // Nothing left queued from before: only the new directory can end the next wait.
+    while {
+        set.wait(Some(Duration::from_millis(50)), &mut woke)
+            .unwrap();
+        !woke.is_empty()
+    } {}
     fs::create_dir_all(&deep).unwrap();
-    let woke = wait_for(&mut set, |r| r.contains(&deep_key));
+    let started = Instant::now();
+    set.wait(Some(Duration::from_secs(3)), &mut woke).unwrap();
+    assert!(woke.contains(&deep_key), "{woke:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "woken by an event, not a look"
+    );
     assert!(!woke.contains(&file), "{woke:?}");
     fs::write(deep.join("x"), b"").unwrap();
     wait_for(&mut set, |r| r.contains(&deep_key));
