@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -18,7 +19,7 @@ mod read;
 mod rotated;
 mod wake;
 
-use read::Draining;
+use read::{Draining, Truncation, READ_BUDGET};
 use wake::Watch;
 pub(crate) use wake::{earliest, nap};
 
@@ -185,6 +186,10 @@ pub struct Follower {
     stats: Stats,
     /// `read_available` stopped before it was done: the next `wait` returns at once.
     more: bool,
+    /// What `read_available` may still read in this call (see [`read::READ_BUDGET`]).
+    budget: u64,
+    /// A truncation being dealt with (see [`Follower::restart_truncated`]).
+    truncation: Option<Truncation>,
     /// The file at the path at open and its length then: its records up to there are
     /// `existing`.
     initial: Option<(FileId, u64)>,
@@ -247,6 +252,8 @@ impl Follower {
             }),
             stats: Stats::default(),
             more: false,
+            budget: 0,
+            truncation: None,
             initial: None,
             last: Cursor::NONE,
             notices: Vec::new(),
@@ -279,30 +286,47 @@ impl Follower {
         Ok(f)
     }
 
-    /// Delivers every complete line available right now (bytes without the `\n`), in order,
-    /// then returns how many records it delivered. Never blocks. Handles rotation, truncation
-    /// and re-creation transparently.
+    /// Delivers the complete lines available right now (bytes without the `\n`), in order, to
+    /// `on_record`, then returns how many records it delivered. Never blocks. Handles rotation,
+    /// truncation and re-creation transparently.
+    ///
+    /// It stops early, leaving the rest for the next call (and [`Follower::wait`] then returns
+    /// at once), when `on_record` returns [`ControlFlow::Break`] (the record it was given
+    /// counts as delivered: [`Follower::cursor`] is just after it), and once it has read about
+    /// 4 MiB: a huge file is read a slice per call, so that a caller serving many followers
+    /// serves them all. Holes in sparse files are skipped, not read.
     pub fn read_available(
         &mut self,
-        on_record: &mut dyn FnMut(Record<'_>),
+        on_record: &mut dyn FnMut(Record<'_>) -> ControlFlow<()>,
     ) -> Result<usize, Error> {
         let mut delivered = 0usize;
         let mut emit = |r: Record<'_>| {
             delivered += 1;
             on_record(r)
         };
+        self.budget = READ_BUDGET;
         self.ensure_dir_watch();
-        self.read_draining(&mut emit)?;
+        // Until this call gets to the end of what there is: the next `wait` returns at once.
+        self.more = true;
+        if self.read_draining(&mut emit)?.is_break() {
+            return Ok(delivered);
+        }
         // Each pass reads the current file to its end, then decides whether to move on; a
         // bounded number of passes guards against a path that changes identity endlessly
         // (what is left is picked up by the next call, which `wait` then does not delay).
-        self.more = true;
         for _ in 0..64 {
             if self.cur.is_some() {
-                if self.truncated()? {
-                    self.restart_truncated(&mut emit)?;
+                if self.truncation.is_none() && self.truncated()? {
+                    self.truncation = Some(Truncation {
+                        copy: self.find_copy(),
+                    });
                 }
-                self.pump(&mut emit)?;
+                if self.truncation.is_some() && self.restart_truncated(&mut emit)?.is_break() {
+                    return Ok(delivered);
+                }
+                if self.pump(&mut emit)?.is_break() {
+                    return Ok(delivered);
+                }
             }
             let at_path = self.stat_path();
             if let Some(cur) = &self.cur {
@@ -310,7 +334,9 @@ impl Follower {
                     // Files still queued when we reached the live file were born within the
                     // same clock tick and ordered after it by mistake: they are read anyway,
                     // like a file in its rotate-wait (late, never lost).
-                    self.drain_leftovers(&mut emit)?;
+                    if self.drain_leftovers(&mut emit)?.is_break() {
+                        return Ok(delivered);
+                    }
                     self.more = false;
                     break;
                 }
@@ -334,8 +360,9 @@ impl Follower {
                 .iter()
                 .any(|t| t.size(&self.path).is_ok_and(|s| s > 0))
             {
-                let next = self.next.pop_front().expect("checked non-empty");
-                self.move_on(next, &mut emit)?;
+                if self.move_on(&mut emit)?.is_break() {
+                    return Ok(delivered);
+                }
                 continue;
             }
             self.more = false;
@@ -404,9 +431,12 @@ mod tests {
 
     fn collect(f: &mut Follower) -> Vec<String> {
         let mut out = Vec::new();
-        f.read_available(&mut |r| match r {
-            Record::Line { bytes, .. } => out.push(String::from_utf8_lossy(bytes).into_owned()),
-            Record::TooLong { len, .. } => out.push(format!("<too long {len}>")),
+        f.read_available(&mut |r| {
+            match r {
+                Record::Line { bytes, .. } => out.push(String::from_utf8_lossy(bytes).into_owned()),
+                Record::TooLong { len, .. } => out.push(format!("<too long {len}>")),
+            }
+            ControlFlow::Continue(())
         })
         .unwrap();
         out
@@ -441,6 +471,7 @@ mod tests {
             {
                 seen.push((String::from_utf8_lossy(bytes).into_owned(), existing));
             }
+            ControlFlow::Continue(())
         })
         .unwrap();
         let want = [
@@ -453,6 +484,73 @@ mod tests {
             seen,
             want.map(|(l, e)| (l.to_string(), e)).to_vec(),
             "a line completed after open is new"
+        );
+    }
+
+    /// Reads with a callback that says stop after `every` records, until a call delivers
+    /// nothing; returns the lines in order.
+    fn read_stopping(f: &mut Follower, every: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        loop {
+            let mut taken = 0;
+            let n = f
+                .read_available(&mut |r| {
+                    if let Record::Line { bytes, .. } = r {
+                        out.push(String::from_utf8_lossy(bytes).into_owned());
+                    }
+                    taken += 1;
+                    if taken == every {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                })
+                .unwrap();
+            assert!(n <= every, "no record after the callback said stop");
+            if n == 0 {
+                return out;
+            }
+        }
+    }
+
+    #[test]
+    fn a_callback_that_says_stop_ends_the_read_just_after_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.log");
+        std::fs::write(&p, b"one\ntwo\nthree\nfour\n").unwrap();
+        let mut f = Follower::open(&p, Start::Beginning, Options::default()).unwrap();
+        let mut seen = Vec::new();
+        let n = f
+            .read_available(&mut |r| {
+                seen.push(r.end());
+                if seen.len() == 2 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(
+            f.cursor(),
+            seen[1],
+            "the cursor is just after the last record handed out"
+        );
+        assert_eq!(f.cursor().offset(), 8);
+        // The rest is there, once: for this follower, and for a restart from its cursor.
+        let mut again = Follower::open(&p, Start::Cursor(f.cursor()), Options::default()).unwrap();
+        assert_eq!(collect(&mut again), ["three", "four"]);
+        assert_eq!(collect(&mut f), ["three", "four"]);
+
+        // Across a rotation, stopping after every record changes nothing either.
+        let mut w = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+        io::Write::write_all(&mut w, b"five\nsix\nseven").unwrap();
+        std::fs::rename(&p, dir.path().join("f.log.1")).unwrap();
+        io::Write::write_all(&mut w, b"\n").unwrap();
+        std::fs::write(&p, b"eight\nnine\n").unwrap();
+        assert_eq!(
+            read_stopping(&mut f, 1),
+            ["five", "six", "seven", "eight", "nine"]
         );
     }
 }

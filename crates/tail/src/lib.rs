@@ -1,9 +1,10 @@
 //! Follows one log file the way `tail -F` should: rotation-aware, inotify-driven, and losing nothing.
 //!
 //! The main type is [`Follower`]: [`Follower::open`] a path (which need not exist yet) with a
-//! [`Start`] position, then alternate [`Follower::read_available`], which hands every complete
-//! line to a callback without blocking, and [`Follower::wait`], which sleeps on inotify (or a
-//! short stat poll where inotify is unavailable) until the file may have changed. A [`Cursor`]
+//! [`Start`] position, then alternate [`Follower::read_available`], which hands the complete
+//! lines available to a callback without blocking (the callback may say stop; a few MiB are
+//! read per call at most), and [`Follower::wait`], which sleeps on inotify (or a short stat
+//! poll where inotify is unavailable) until the file may have changed. A [`Cursor`]
 //! (device, inode, offset, fingerprint of the first bytes) marks the position after each record;
 //! [`CursorFile`] persists named cursors atomically so a restart resumes with nothing lost and
 //! nothing twice. [`DirWatcher`] reports changes in a few directories (allow-list reloads).
@@ -15,6 +16,7 @@
 //! ```
 //! use shield_tail::{Follower, Options, Record, Start};
 //! use std::io::Write;
+//! use std::ops::ControlFlow;
 //!
 //! let dir = tempfile::tempdir()?;
 //! let path = dir.path().join("dnsmasq.log");
@@ -25,6 +27,7 @@
 //!     if let Record::Line { bytes, .. } = r {
 //!         lines.push(bytes.to_vec());
 //!     }
+//!     ControlFlow::Continue(()) // or Break(()): stop here, the rest comes next time
 //! })?;
 //! assert_eq!(lines, [b"query[A] example.test from 127.0.0.1".to_vec()]);
 //! # Ok::<(), Box<dyn std::error::Error>>(())

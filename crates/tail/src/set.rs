@@ -52,7 +52,10 @@ enum Member {
 /// set.wait(Some(std::time::Duration::from_secs(5)), &mut ready)?;
 /// assert_eq!(ready, [b]);
 /// let mut lines = 0;
-/// set.follower(b).unwrap().read_available(&mut |_| lines += 1)?;
+/// set.follower(b).unwrap().read_available(&mut |_| {
+///     lines += 1;
+///     std::ops::ControlFlow::Continue(())
+/// })?;
 /// assert_eq!(lines, 1);
 /// # let _ = a;
 /// # Ok::<(), Box<dyn std::error::Error>>(())

@@ -1,6 +1,7 @@
 //! Reading: the current file, the files in their rotate-wait, a truncated file's copy, each
 //! from where we stopped to its end, turned into records.
 
+use std::ops::ControlFlow;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::PoisonError;
@@ -14,6 +15,25 @@ use crate::lines::{LineBuf, Piece};
 
 use super::{Follower, Record, Stats};
 
+/// Where records go: the caller's callback, which may say stop.
+pub(super) type Emit<'a> = dyn FnMut(Record<'_>) -> ControlFlow<()> + 'a;
+
+/// Stop reading now (the caller said so, or the read budget is spent); the rest is read later.
+pub(super) const STOP: ControlFlow<()> = ControlFlow::Break(());
+/// Go on.
+pub(super) const GO: ControlFlow<()> = ControlFlow::Continue(());
+
+/// At most this many bytes are read from files in one call of `read_available`: one huge file
+/// (a container owner's, or a sparse one with data scattered through it) must not keep the
+/// thread from the other files of its set.
+pub(super) const READ_BUDGET: u64 = 4 << 20;
+
+/// A truncation noticed, not yet dealt with: the rest we had not read is being read from
+/// copytruncate's copy (when there is one), then the file is read again from 0.
+pub(super) struct Truncation {
+    pub(super) copy: Option<std::fs::File>,
+}
+
 /// A file we moved on from, still read for a while (see [`super::Options::rotate_wait`]).
 pub(super) struct Draining {
     pub(super) t: Tracked,
@@ -25,10 +45,11 @@ pub(super) struct Draining {
 const MAX_DRAINING: usize = 16;
 
 impl Follower {
-    /// Reads the current file from `read_to` to its end, delivering complete lines.
-    pub(super) fn pump(&mut self, emit: &mut dyn FnMut(Record<'_>)) -> Result<(), Error> {
+    /// Reads the current file from `read_to` to its end, delivering complete lines, unless told
+    /// to stop.
+    pub(super) fn pump(&mut self, emit: &mut Emit<'_>) -> Result<ControlFlow<()>, Error> {
         let Some(cur) = self.cur.as_mut() else {
-            return Ok(());
+            return Ok(GO);
         };
         let existing_to = match self.initial {
             Some((id, len)) if id == cur.id => len,
@@ -40,50 +61,57 @@ impl Follower {
             &mut self.stats,
             &self.path,
             Ends::Own { existing_to },
+            &mut self.budget,
             emit,
         )
-        .map(|_| ())
+        .map(|flow| if flow.is_break() { STOP } else { GO })
     }
 
     /// Reads every file still in its rotate-wait, and finishes those whose wait is over.
-    pub(super) fn read_draining(&mut self, emit: &mut dyn FnMut(Record<'_>)) -> Result<(), Error> {
+    pub(super) fn read_draining(&mut self, emit: &mut Emit<'_>) -> Result<ControlFlow<()>, Error> {
         if self.draining.is_empty() {
-            return Ok(());
+            return Ok(GO);
         }
         let resume = self.cursor();
         let now = Instant::now();
         let mut i = 0;
         while i < self.draining.len() {
             let d = &mut self.draining[i];
-            let grew = pump(
+            let grew = match pump(
                 &mut d.t,
                 &mut d.lines,
                 &mut self.stats,
                 &self.path,
                 Ends::Fixed(resume),
+                &mut self.budget,
                 emit,
-            )?;
+            )? {
+                ControlFlow::Break(()) => return Ok(STOP),
+                ControlFlow::Continue(grew) => grew,
+            };
             if grew {
                 d.until = d.until.max(now + self.opts.rotate_wait);
             }
             if now >= d.until {
                 let d = self.draining.remove(i);
-                self.finish_draining(d, resume, emit);
+                if self.finish_draining(d, resume, emit).is_break() {
+                    return Ok(STOP);
+                }
             } else {
                 i += 1;
             }
         }
-        Ok(())
+        Ok(GO)
     }
 
     /// Moves every still-queued successor to the files in their rotate-wait (see the caller),
     /// reading each once now.
     pub(super) fn drain_leftovers(
         &mut self,
-        emit: &mut dyn FnMut(Record<'_>),
-    ) -> Result<(), Error> {
+        emit: &mut Emit<'_>,
+    ) -> Result<ControlFlow<()>, Error> {
         if self.next.is_empty() {
-            return Ok(());
+            return Ok(GO);
         }
         let until = Instant::now() + self.opts.rotate_wait;
         while let Some(t) = self.next.pop_front() {
@@ -96,17 +124,27 @@ impl Follower {
         self.read_draining(emit)
     }
 
-    /// A rotated-away file's wait is over: deliver its unterminated tail, never read it again.
+    /// A rotated-away file's wait is over: deliver what it still holds and its unterminated
+    /// tail, never read it again. Told to stop before all is delivered, it keeps the file among
+    /// those in their rotate-wait (with the wait over), to be finished by the next read.
     pub(super) fn finish_draining(
         &mut self,
         mut d: Draining,
         resume: Cursor,
-        emit: &mut dyn FnMut(Record<'_>),
-    ) {
+        emit: &mut Emit<'_>,
+    ) -> ControlFlow<()> {
         let stats = &mut self.stats;
-        d.lines
-            .finish(&mut |p| deliver(p, Ends::Fixed(resume), (d.t.id, d.t.fp), stats, emit));
-        self.forget_file(d.t);
+        let file = (d.t.id, d.t.fp);
+        let flow = d
+            .lines
+            .finish(&mut |p| deliver(p, Ends::Fixed(resume), file, stats, emit));
+        if flow.is_break() && d.lines.unscanned() {
+            d.until = Instant::now();
+            self.draining.push(d);
+        } else {
+            self.forget_file(d.t);
+        }
+        flow
     }
 
     /// Remembers a finished file (so it is never read again) and lets go of it.
@@ -148,23 +186,36 @@ impl Follower {
         Ok(false)
     }
 
+    /// Deals with the truncation noticed (`self.truncation`): reads what we had not read from
+    /// copytruncate's copy, delivers the unterminated tail, then starts over at 0. Told to stop
+    /// on the way, it goes on from there at the next call.
     pub(super) fn restart_truncated(
         &mut self,
-        emit: &mut dyn FnMut(Record<'_>),
-    ) -> Result<(), Error> {
+        emit: &mut Emit<'_>,
+    ) -> Result<ControlFlow<()>, Error> {
         // copytruncate copied the file before truncating it: what we had not read yet is in
         // the copy. Read it from there, from our offset on, before starting over.
-        if let Some(copy) = self.find_copy() {
+        let copy = self.truncation.as_mut().and_then(|t| t.copy.take());
+        if let (Some(copy), Some(cur)) = (copy, self.cur.as_mut()) {
+            let live = std::mem::replace(&mut cur.file, copy);
+            let r = self.pump(emit);
             if let Some(cur) = self.cur.as_mut() {
-                let live = std::mem::replace(&mut cur.file, copy);
-                let r = self.pump(emit);
-                if let Some(cur) = self.cur.as_mut() {
-                    cur.file = live;
+                let copy = std::mem::replace(&mut cur.file, live);
+                if matches!(r, Ok(ControlFlow::Break(()))) {
+                    if let Some(t) = self.truncation.as_mut() {
+                        t.copy = Some(copy);
+                    }
                 }
-                r?;
+            }
+            if r?.is_break() {
+                return Ok(STOP);
             }
         }
-        self.finish_partial(emit);
+        let flow = self.finish_partial(emit);
+        if flow.is_break() && self.lines.unscanned() {
+            return Ok(STOP);
+        }
+        self.truncation = None;
         if let Some(cur) = self.cur.as_mut() {
             cur.read_to = 0;
             cur.last_byte = None;
@@ -176,7 +227,7 @@ impl Follower {
         // Every file next to ours now (the copy among them) holds content we read or just
         // read from the copy: none is a successor.
         self.ignored = self.sibling_ids();
-        Ok(())
+        Ok(flow)
     }
 
     /// The copy logrotate's copytruncate made of the current file just before truncating it:
@@ -216,24 +267,26 @@ impl Follower {
         best.map(|(_, f)| f)
     }
 
-    /// The current file will not grow any more: deliver its unterminated tail as a line.
-    pub(super) fn finish_partial(&mut self, emit: &mut dyn FnMut(Record<'_>)) {
-        let Some(cur) = &self.cur else { return };
+    /// The current file will not grow any more: deliver what it still holds and its
+    /// unterminated tail as a line (unless told to stop before).
+    pub(super) fn finish_partial(&mut self, emit: &mut Emit<'_>) -> ControlFlow<()> {
+        let Some(cur) = &self.cur else { return GO };
         let ends = Ends::Own { existing_to: 0 };
         let file = (cur.id, cur.fp);
         let stats = &mut self.stats;
         self.lines
-            .finish(&mut |p| deliver(p, ends, file, stats, emit));
+            .finish(&mut |p| deliver(p, ends, file, stats, emit))
     }
 
-    /// Leaves the current file for `next` (read from 0) after a last read of the current one,
-    /// which is then still read during its rotate-wait.
-    pub(super) fn move_on(
-        &mut self,
-        next: Tracked,
-        emit: &mut dyn FnMut(Record<'_>),
-    ) -> Result<(), Error> {
-        self.pump(emit)?;
+    /// Leaves the current file for the first of `next` (read from 0) after a last read of the
+    /// current one, which is then still read during its rotate-wait.
+    pub(super) fn move_on(&mut self, emit: &mut Emit<'_>) -> Result<ControlFlow<()>, Error> {
+        if self.pump(emit)?.is_break() {
+            return Ok(STOP);
+        }
+        let Some(next) = self.next.pop_front() else {
+            return Ok(GO);
+        };
         self.stats.rotations += 1;
         let old_lines = std::mem::replace(&mut self.lines, LineBuf::new(self.opts.max_line));
         let old = self.cur.take();
@@ -247,16 +300,17 @@ impl Follower {
             };
             let resume = self.cursor();
             if self.opts.rotate_wait.is_zero() {
-                self.finish_draining(d, resume, emit);
-            } else {
-                if self.draining.len() >= MAX_DRAINING {
-                    let oldest = self.draining.remove(0);
-                    self.finish_draining(oldest, resume, emit);
-                }
-                self.draining.push(d);
+                return Ok(self.finish_draining(d, resume, emit));
             }
+            let mut flow = GO;
+            if self.draining.len() >= MAX_DRAINING {
+                let oldest = self.draining.remove(0);
+                flow = self.finish_draining(oldest, resume, emit);
+            }
+            self.draining.push(d);
+            return Ok(flow);
         }
-        Ok(())
+        Ok(GO)
     }
 }
 
@@ -271,22 +325,40 @@ enum Ends {
     Fixed(Cursor),
 }
 
-/// Reads `t` from `read_to` to its end into `lines`, delivering complete lines; returns
-/// whether anything was read.
+/// Reads `t` from `read_to` to its end into `lines`, delivering complete lines, within
+/// `budget`; returns whether anything was read, or `Break` when told to stop or out of budget
+/// (what is left is read by the next call).
 fn pump(
     t: &mut Tracked,
     lines: &mut LineBuf,
     stats: &mut Stats,
     path: &Path,
     ends: Ends,
-    emit: &mut dyn FnMut(Record<'_>),
-) -> Result<bool, Error> {
+    budget: &mut u64,
+    emit: &mut Emit<'_>,
+) -> Result<ControlFlow<(), bool>, Error> {
     let mut grew = false;
     loop {
+        // Lines read before and not yet taken (the caller said stop) come first.
+        let file = (t.id, t.fp);
+        if lines
+            .scan(&mut |p| deliver(p, ends, file, stats, emit))
+            .is_break()
+        {
+            return Ok(ControlFlow::Break(()));
+        }
+        if *budget == 0 {
+            return Ok(ControlFlow::Break(()));
+        }
+        grew |= skip_hole(t, lines, path)?;
         let spare = lines.spare();
-        let n = pread(&t.file, spare, t.read_to).map_err(|e| Error::io("read", path, e))?;
+        let want = spare
+            .len()
+            .min(usize::try_from(*budget).unwrap_or(usize::MAX));
+        let n = pread(&t.file, &mut spare[..want], t.read_to)
+            .map_err(|e| Error::io("read", path, e))?;
         if n == 0 {
-            return Ok(grew);
+            return Ok(ControlFlow::Continue(grew));
         }
         grew = true;
         let chunk = &spare[..n];
@@ -298,9 +370,38 @@ fn pump(
         t.last_data = Some(SystemTime::now());
         t.read_to += n as u64;
         stats.bytes += n as u64;
-        let file = (t.id, t.fp);
-        lines.filled(n, &mut |p| deliver(p, ends, file, stats, emit));
+        *budget -= n as u64;
+        lines.filled(n);
     }
+}
+
+/// Skips a hole at `read_to` (a sparse file's range never written, read as zeros) longer than
+/// a line may be, without reading it: it holds no line end, so the line it is part of is
+/// over-long whatever else it holds. Returns whether it skipped. (`truncate -s 16T` makes such
+/// a file in an instant; reading its zeros would take days.)
+fn skip_hole(t: &mut Tracked, lines: &mut LineBuf, path: &Path) -> Result<bool, Error> {
+    let data = match rustix::fs::seek(&t.file, rustix::fs::SeekFrom::Data(t.read_to)) {
+        Ok(at) => at,
+        // No data at or after `read_to`: a hole up to the end, or the end.
+        Err(rustix::io::Errno::NXIO) => t.size(path)?,
+        // Not supported here: the zeros are read like any bytes.
+        Err(_) => return Ok(false),
+    };
+    let hole = data.saturating_sub(t.read_to);
+    if hole <= lines.max_line() as u64 {
+        return Ok(false);
+    }
+    let fp_len = u64::from(t.fp.len);
+    if fp_len < FINGERPRINT_MAX as u64 && t.read_to <= fp_len && fp_len < data {
+        let zeros = [0u8; FINGERPRINT_MAX];
+        let n = (data - fp_len).min(FINGERPRINT_MAX as u64) as usize;
+        t.fp.extend(&zeros[..n]);
+    }
+    t.last_byte = Some(0);
+    t.last_data = Some(SystemTime::now());
+    t.read_to = data;
+    lines.skip(hole);
+    Ok(true)
 }
 
 fn deliver(
@@ -308,8 +409,8 @@ fn deliver(
     ends: Ends,
     (id, fp): (FileId, Fingerprint),
     stats: &mut Stats,
-    emit: &mut dyn FnMut(Record<'_>),
-) {
+    emit: &mut Emit<'_>,
+) -> ControlFlow<()> {
     let at = |offset: u64| match ends {
         Ends::Own { existing_to } => (Cursor::at(id, offset, fp), offset <= existing_to),
         Ends::Fixed(c) => (c, false),
@@ -322,12 +423,12 @@ fn deliver(
                 bytes,
                 end,
                 existing,
-            });
+            })
         }
         Piece::TooLong { len, end } => {
             stats.too_long += 1;
             let (end, existing) = at(end);
-            emit(Record::TooLong { len, end, existing });
+            emit(Record::TooLong { len, end, existing })
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fs;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -45,6 +46,7 @@ fn read(set: &mut FollowSet, key: Key, got: &mut Vec<(String, bool)>) {
             {
                 got.push((String::from_utf8_lossy(bytes).into_owned(), existing));
             }
+            ControlFlow::Continue(())
         })
         .unwrap();
 }
