@@ -426,3 +426,113 @@ fn flood(dir: &Path) {
         w[i % 2].write_all(b".").unwrap();
     }
 }
+
+/// One huge file does not starve the others (a container owner controls its files): a 16 TB
+/// sparse `audit.jsonl` (32 MiB of lines, then a hole to the end, as `truncate -s` makes) and a
+/// normal file in one set, served by the plain loop of `wait`, then `read_available` for each
+/// ready key. A line appended to the normal file while the huge one is still being read arrives
+/// within 100 ms; no `wait` blocks while the huge one has more; the hole is skipped, not read.
+#[test]
+fn a_huge_sparse_file_does_not_starve_the_others() {
+    if run_alone("set::a_huge_sparse_file_does_not_starve_the_others") {
+        return;
+    }
+    const DATA: u64 = 32 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let huge = dir.path().join("audit.jsonl");
+    let normal = dir.path().join("other.log");
+    let line = [b"x".repeat(16383), b"\n".to_vec()].concat();
+    let chunk = line.repeat(64);
+    let mut f = fs::File::create(&huge).unwrap();
+    for _ in 0..DATA / chunk.len() as u64 {
+        std::io::Write::write_all(&mut f, &chunk).unwrap();
+    }
+    f.set_len(16_000_000_000_000).unwrap();
+    drop(f);
+    fs::write(&normal, b"").unwrap();
+
+    // The loop runs on its own thread: should a read never return, the test fails, not hangs.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut set = FollowSet::new(Options::default());
+        let kh = set.add(&huge, Start::Beginning).unwrap();
+        let kn = set.add(&normal, Start::Beginning).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut ready = Vec::new();
+        let (mut appended, mut arrived, mut huge_lines) = (None, None, 0u64);
+        let mut huge_bytes_then = None;
+        let mut slowest_wait = Duration::ZERO;
+        let mut huge_pending = true;
+        // A caller reads a member once when it adds it; then it reads what `wait` names.
+        ready.extend([kh, kn]);
+        loop {
+            for &key in &ready {
+                let mut lines = 0u64;
+                let f = set.follower(key).unwrap();
+                f.read_available(&mut |r| {
+                    if let Record::Line { bytes, .. } = r {
+                        if bytes == b"fresh" {
+                            arrived = appended.map(|t: Instant| t.elapsed());
+                        }
+                        lines += 1;
+                    }
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+                if key == kh {
+                    huge_lines += lines;
+                }
+                if arrived.is_some() && huge_bytes_then.is_none() {
+                    huge_bytes_then = Some(set.follower(kh).unwrap().stats().bytes);
+                }
+            }
+            if appended.is_none() {
+                append(&normal, b"fresh\n");
+                appended = Some(Instant::now());
+            }
+            if Instant::now() >= deadline || arrived.is_some() && !huge_pending {
+                break;
+            }
+            let t = Instant::now();
+            set.wait(Some(Duration::from_millis(500)), &mut ready)
+                .unwrap();
+            huge_pending = ready.contains(&kh);
+            if huge_pending {
+                slowest_wait = slowest_wait.max(t.elapsed());
+            }
+        }
+        let huge_bytes = set.follower(kh).unwrap().stats().bytes;
+        let _ = tx.send((
+            arrived,
+            huge_bytes_then,
+            huge_pending,
+            huge_bytes,
+            huge_lines,
+            slowest_wait,
+        ));
+    });
+    let (arrived, huge_bytes_then, huge_pending, huge_bytes, huge_lines, slowest_wait) = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the loop never blocks");
+    let arrived = arrived.expect("the normal file's line arrived");
+    eprintln!(
+        "line arrived after {arrived:?} with {huge_bytes_then:?} bytes of the huge file read; \
+         slowest wait {slowest_wait:?}; huge file: {huge_bytes} bytes read, {huge_lines} lines"
+    );
+    assert!(arrived < Duration::from_millis(100), "{arrived:?}");
+    assert!(
+        huge_bytes_then.is_some_and(|b| b < DATA),
+        "the huge file was still being read when the line arrived"
+    );
+    assert!(
+        slowest_wait < Duration::from_millis(100),
+        "no wait blocked while the huge file had more: {slowest_wait:?}"
+    );
+    assert!(!huge_pending, "the huge file was read to its end");
+    // What one read asks for past the data is read as zeros before the hole is seen.
+    assert!(
+        huge_bytes < DATA + (1 << 20),
+        "the hole was skipped, not read"
+    );
+    assert_eq!(huge_lines, DATA / line.len() as u64);
+}
