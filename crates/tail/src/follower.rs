@@ -1,7 +1,7 @@
 //! The follower: one path, followed across rotation under any naming, truncation, re-creation
 //! and the removal of its whole directory.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::ffi::OsString;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use crate::cursor::Cursor;
 use crate::error::{Error, ErrorKind};
 use crate::file::{end_position, Tracked};
-use crate::identity::{Born, FileId, Fingerprint};
+use crate::identity::{Born, FileId, FileIds, Fingerprint};
 use crate::lines::LineBuf;
 use crate::watches::{Owner, Watches};
 
@@ -174,7 +174,7 @@ pub struct Follower {
     draining: Vec<Draining>,
     /// Siblings that are never successors: history present at open, and copies made by
     /// copytruncate (present when a truncation was noticed).
-    ignored: Vec<FileId>,
+    ignored: FileIds,
     /// Files we finished (moved on from), most recent last, at most 64: where the filesystem
     /// records no birth time, a renamed file's change time moves, so birth order alone could
     /// offer it again.
@@ -182,6 +182,11 @@ pub struct Follower {
     /// With no current file, only files born after this are successors (a cursor's file that
     /// is gone).
     horizon: Option<Born>,
+    /// Rotated files up to this one were skipped (too many waiting, see
+    /// [`rotated::MAX_QUEUED`]): never successors.
+    skipped_to: Option<rotated::BirthOrder>,
+    /// Whether skipping rotated files was said (it is said once).
+    flood_reported: bool,
     watch: Option<Watch>,
     stats: Stats,
     /// `read_available` stopped before it was done: the next `wait` returns at once.
@@ -197,7 +202,7 @@ pub struct Follower {
     /// Problems that did not stop following, not yet taken by the caller.
     notices: Vec<Error>,
     /// Names already reported as refused (each is reported once).
-    reported: Vec<OsString>,
+    reported: HashSet<OsString>,
 }
 
 impl Follower {
@@ -240,9 +245,11 @@ impl Follower {
             cur: None,
             next: VecDeque::new(),
             draining: Vec::new(),
-            ignored: Vec::new(),
+            ignored: FileIds::default(),
             done: VecDeque::new(),
             horizon: None,
+            skipped_to: None,
+            flood_reported: false,
             watch: reg.map(|reg| Watch {
                 reg,
                 owner,
@@ -257,14 +264,14 @@ impl Follower {
             initial: None,
             last: Cursor::NONE,
             notices: Vec::new(),
-            reported: Vec::new(),
+            reported: HashSet::new(),
         };
         // Watch before looking, so that a file created in between still wakes us.
         f.ensure_dir_watch();
         match start {
             Start::Beginning | Start::End => {
                 // What is next to the path now is history, not something to read.
-                f.ignored = f.sibling_ids();
+                f.ignored = f.sibling_ids().collect();
                 if let Some(t) = f.open_path()? {
                     let size = t.size(&f.path)?;
                     f.initial = Some((t.id, size));

@@ -2,6 +2,7 @@
 //! first bytes) and where it stands in the order files were born (`Born`). Shared by cursors
 //! and the files the follower holds; depends on neither.
 
+use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::time::SystemTime;
 
@@ -29,6 +30,40 @@ impl FileId {
     pub(crate) fn same_file(&self, other: &FileId) -> bool {
         (self.dev, self.ino) == (other.dev, other.ino)
             && (self.birth == 0 || other.birth == 0 || self.birth == other.birth)
+    }
+}
+
+/// Identities of many files (every name in a directory can be one), each looked up in constant
+/// time: a directory its owner filled with thousands of names must not make each look at it
+/// cost thousands of comparisons per name.
+#[derive(Debug, Default)]
+pub(crate) struct FileIds(HashMap<(u64, u64), u64>);
+
+impl FileIds {
+    pub(crate) fn insert(&mut self, id: FileId) {
+        self.0.insert((id.dev, id.ino), id.birth);
+    }
+
+    /// Whether a file that can be the same file as `id` is in the set (see
+    /// [`FileId::same_file`]; one inode number holds one file at a time, the latest inserted).
+    pub(crate) fn holds(&self, id: &FileId) -> bool {
+        self.0.get(&(id.dev, id.ino)).is_some_and(|&birth| {
+            id.same_file(&FileId {
+                dev: id.dev,
+                ino: id.ino,
+                birth,
+            })
+        })
+    }
+}
+
+impl FromIterator<FileId> for FileIds {
+    fn from_iter<I: IntoIterator<Item = FileId>>(ids: I) -> FileIds {
+        let mut set = FileIds::default();
+        for id in ids {
+            set.insert(id);
+        }
+        set
     }
 }
 
@@ -111,6 +146,20 @@ impl Fingerprint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_ids_match_like_same_file() {
+        let id = |ino, birth| FileId { dev: 1, ino, birth };
+        let set: FileIds = [id(10, 5), id(11, 0)].into_iter().collect();
+        assert!(set.holds(&id(10, 5)));
+        assert!(
+            set.holds(&id(10, 0)),
+            "an unknown birth time is not a difference"
+        );
+        assert!(!set.holds(&id(10, 6)), "the inode re-used by a new file");
+        assert!(set.holds(&id(11, 9)));
+        assert!(!set.holds(&id(12, 5)));
+    }
 
     #[test]
     fn fingerprint_extends_incrementally_and_caps() {

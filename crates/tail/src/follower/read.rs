@@ -156,6 +156,11 @@ impl Follower {
             }
             self.done.push_back((t.id, t.fp));
         }
+        self.release(t);
+    }
+
+    /// Closes a file and lets go of its watch.
+    pub(super) fn release(&mut self, t: Tracked) {
         if let (Some(w), Some(wd)) = (&self.watch, t.wd) {
             w.reg
                 .lock()
@@ -226,7 +231,7 @@ impl Follower {
         self.stats.truncations += 1;
         // Every file next to ours now (the copy among them) holds content we read or just
         // read from the copy: none is a successor.
-        self.ignored = self.sibling_ids();
+        self.ignored = self.sibling_ids().collect();
         Ok(flow)
     }
 
@@ -246,7 +251,7 @@ impl Follower {
             // copy could otherwise pass for it).
             let when = (mtime, Born::of(&m));
             if (m.dev(), m.ino()) == (cur.id.dev, cur.id.ino)
-                || self.ignored.iter().any(|i| i.same_file(&id))
+                || self.ignored.holds(&id)
                 || m.size() < cur.read_to
                 || mtime < not_before
                 || best.as_ref().is_some_and(|(t, _)| *t >= when)

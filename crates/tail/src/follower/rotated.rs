@@ -1,6 +1,7 @@
 //! Finding the files to read: the one at the path, the one a cursor names, and those rotated
 //! away after it (found by birth, not by name).
 
+use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -12,6 +13,14 @@ use crate::file::{compressed_content, compressed_name, open_tracked, pread, prea
 use crate::identity::{Born, FileId, Fingerprint, FINGERPRINT_MAX};
 
 use super::Follower;
+
+/// At most this many rotated files wait to be read, held open (and watched) by one follower;
+/// past it the oldest are skipped (see [`Follower::bound_queue`]).
+pub(super) const MAX_QUEUED: usize = 16;
+
+/// Where a file stands in the order rotated files are read: birth time, whether it is the file
+/// at the path (newest among those born in the same clock tick), inode number.
+pub(super) type BirthOrder = (u64, bool, u64);
 
 impl Follower {
     pub(super) fn open_path(&mut self) -> Result<Option<Tracked>, Error> {
@@ -31,7 +40,7 @@ impl Follower {
     pub(super) fn refuse(&mut self, name: OsString, err: Error) {
         if !self.reported.contains(&name) {
             self.stats.refused += 1;
-            self.reported.push(name);
+            self.reported.insert(name);
             self.notices.push(err);
         }
     }
@@ -99,7 +108,7 @@ impl Follower {
         if let Some(mut t) = at_path {
             if c.file_id().same_file(&t.id) {
                 // Not rotated away: what is next to it now is history (or older copies).
-                self.ignored = self.sibling_ids();
+                self.ignored = self.sibling_ids().collect();
                 let size = t.size(&self.path)?;
                 if t.starts_with(c.fp) {
                     if size >= c.offset {
@@ -130,11 +139,7 @@ impl Follower {
             });
         } else {
             let at = self.stat_path();
-            self.ignored = self
-                .sibling_ids()
-                .into_iter()
-                .filter(|id| Some(*id) != at)
-                .collect();
+            self.ignored = self.sibling_ids().filter(|id| Some(*id) != at).collect();
         }
         Ok(())
     }
@@ -154,8 +159,8 @@ impl Follower {
     }
 
     /// Identities of every regular file next to ours whose name starts with ours.
-    pub(super) fn sibling_ids(&self) -> Vec<FileId> {
-        self.siblings().iter().map(|(_, m)| FileId::of(m)).collect()
+    pub(super) fn sibling_ids(&self) -> impl Iterator<Item = FileId> {
+        self.siblings().into_iter().map(|(_, m)| FileId::of(&m))
     }
 
     /// The file next to the path with the cursor's identity and fingerprint, long enough.
@@ -178,12 +183,20 @@ impl Follower {
     }
 
     /// Brings `next` up to date: every regular file in the directory whose name starts with
-    /// ours, born after the current file (or the horizon), not compressed, not ignored and
-    /// not finished, held open in birth order.
+    /// ours, born after the current file (or the horizon), not compressed, not ignored, not
+    /// finished and not empty (unless at the path), held open in birth order; at most
+    /// [`MAX_QUEUED`], the newest.
     pub(super) fn refresh_successors(&mut self) -> Result<(), Error> {
         let horizon = self.cur.as_ref().map(|c| c.born).or(self.horizon);
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Ok(());
+        };
+        let at_path = self.stat_path();
+        // Birth order; among files born within one clock tick, the one at the path is the
+        // newest whatever its inode number (inode numbers are re-used).
+        let order = |born: Born, id: &FileId| {
+            let live = at_path.is_some_and(|p| p.same_file(id));
+            (born.nanos, live, born.ino)
         };
         let mut found = Vec::new();
         for entry in entries.flatten() {
@@ -202,19 +215,32 @@ impl Follower {
             }
             let born = Born::of(&m);
             let id = FileId::of(&m);
+            let live = at_path.is_some_and(|p| p.same_file(&id));
             let known = |t: &Tracked| (t.id.dev, t.id.ino) == (m.dev(), m.ino());
             if self.cur.as_ref().is_some_and(known)
                 || self.next.iter().any(known)
                 || self.draining.iter().any(|d| known(&d.t))
-                || self.ignored.iter().any(|i| i.same_file(&id))
+                || self.ignored.holds(&id)
                 // Files born within the same clock tick as ours cannot be ordered by birth:
                 // they are taken, unless known (a file older than ours in the same tick was
                 // finished, ignored, or never seen: reading it late beats losing it).
                 || horizon.is_some_and(|h| born.nanos < h.nanos)
+                // The file at the path is never skipped; rotated ones can be (too many).
+                || !live && self.skipped_to.is_some_and(|s| order(born, &id) <= s)
+                // An empty rotated file has nothing to read yet, so it holds no descriptor
+                // and no watch: the directory's watch wakes us when it is written.
+                || !live && m.len() == 0
             {
                 continue;
             }
-            let t = match open_tracked(&self.dir, &name) {
+            found.push((order(born, &id), name));
+        }
+        if found.is_empty() {
+            return Ok(());
+        }
+        self.bound_queue(&mut found, at_path);
+        for (_, name) in found {
+            let mut t = match open_tracked(&self.dir, &name) {
                 Ok(Some(t)) => t,
                 Ok(None) => continue,
                 Err(e) if e.kind() == ErrorKind::Escapes => {
@@ -229,7 +255,7 @@ impl Follower {
                 }
             };
             if compressed_content(&t.file) {
-                self.ignored.push(t.id);
+                self.ignored.insert(t.id);
                 continue;
             }
             if self
@@ -239,22 +265,52 @@ impl Follower {
             {
                 continue;
             }
-            found.push(t);
-        }
-        if found.is_empty() {
-            return Ok(());
-        }
-        for mut t in found {
             t.wd = self.watch_file(&t);
             self.next.push_back(t);
         }
-        // Birth order; among files born within one clock tick, the one at the path is the
-        // newest whatever its inode number (inode numbers are re-used).
-        let at_path = self.stat_path();
-        self.next.make_contiguous().sort_by_key(|t| {
-            let live = at_path.is_some_and(|id| id.same_file(&t.id));
-            (t.born.nanos, live, t.born.ino)
-        });
+        self.next
+            .make_contiguous()
+            .sort_by_key(|t| order(t.born, &t.id));
         Ok(())
+    }
+
+    /// Keeps at most [`MAX_QUEUED`] rotated files waiting to be read (queued, and `found` in
+    /// this look), the newest: a directory flooded with rotated-looking names (its owner is
+    /// not trusted) costs a bounded number of descriptors and watches. The older ones are
+    /// skipped for good, said once. The file at the path is never skipped.
+    fn bound_queue(&mut self, found: &mut Vec<(BirthOrder, OsString)>, at_path: Option<FileId>) {
+        let live = |id: &FileId| at_path.is_some_and(|p| p.same_file(id));
+        let mut waiting: Vec<BirthOrder> = self
+            .next
+            .iter()
+            .filter(|t| !live(&t.id))
+            .map(|t| (t.born.nanos, false, t.born.ino))
+            .chain(found.iter().filter(|(o, _)| !o.1).map(|(o, _)| *o))
+            .collect();
+        if waiting.len() <= MAX_QUEUED {
+            return;
+        }
+        waiting.sort_unstable();
+        let skipped = waiting.len() - MAX_QUEUED;
+        let cut = waiting[skipped - 1];
+        self.skipped_to = Some(self.skipped_to.map_or(cut, |s| s.max(cut)));
+        found.retain(|(o, _)| o.1 || *o > cut);
+        let (keep, drop): (VecDeque<Tracked>, VecDeque<Tracked>) = std::mem::take(&mut self.next)
+            .into_iter()
+            .partition(|t| live(&t.id) || (t.born.nanos, false, t.born.ino) > cut);
+        self.next = keep;
+        for t in drop {
+            self.release(t);
+        }
+        if !self.flood_reported {
+            self.flood_reported = true;
+            self.notices.push(Error::new(
+                ErrorKind::TooManyRotated,
+                format!(
+                    "{}: the {skipped} oldest skipped (at most {MAX_QUEUED} wait to be read)",
+                    self.path.display()
+                ),
+            ));
+        }
     }
 }

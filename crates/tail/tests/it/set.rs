@@ -536,3 +536,139 @@ fn a_huge_sparse_file_does_not_starve_the_others() {
     );
     assert_eq!(huge_lines, DATA / line.len() as u64);
 }
+
+/// How many descriptors this process holds.
+fn fd_count() -> usize {
+    fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Reads every member of `set` the way a caller loops (`wait`, then `read_available` for each
+/// ready key) until `done` holds or nothing happened for a while; returns each member's lines
+/// and notices, and the most descriptors and inotify watches held on the way.
+fn serve(
+    set: &mut FollowSet,
+    ino: u32,
+    got: &mut HashMap<Key, Vec<String>>,
+    notices: &mut Vec<String>,
+    mut done: impl FnMut(&HashMap<Key, Vec<String>>) -> bool,
+) -> (usize, usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut fds, mut watches) = (0, 0);
+    let mut ready = Vec::new();
+    while !done(got) {
+        assert!(Instant::now() < deadline, "not done: {got:?}");
+        set.wait(Some(Duration::from_millis(500)), &mut ready)
+            .unwrap();
+        for &key in &ready {
+            let f = set.follower(key).unwrap();
+            let lines = got.entry(key).or_default();
+            f.read_available(&mut |r| {
+                if let Record::Line { bytes, .. } = r {
+                    lines.push(String::from_utf8_lossy(bytes).into_owned());
+                }
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+            notices.extend(f.take_notices().iter().map(ToString::to_string));
+            fds = fds.max(fd_count());
+            watches = watches.max(watches_of(ino));
+        }
+    }
+    (fds, watches)
+}
+
+/// A container owner floods its log directory with rotated-looking names: 25 000 empty
+/// `audit.jsonl.N`, then the live file removed. The follower holds no descriptor and no watch
+/// for an empty sibling; of 40 rotated files with content it holds and reads the newest 16 and
+/// says once that it skipped the others. Descriptors and watches stay bounded throughout, and
+/// another member of the same set still follows its own rotation.
+#[test]
+fn a_flood_of_rotated_names_costs_a_bounded_number_of_descriptors() {
+    if run_alone("set::a_flood_of_rotated_names_costs_a_bounded_number_of_descriptors") {
+        return;
+    }
+    raise_fd_limit();
+    let root = tempfile::tempdir().unwrap();
+    let (hostile, calm) = (root.path().join("hostile"), root.path().join("calm"));
+    fs::create_dir(&hostile).unwrap();
+    fs::create_dir(&calm).unwrap();
+    let (audit, other) = (hostile.join("audit.jsonl"), calm.join("audit.jsonl"));
+    append(&audit, b"a0\n");
+    append(&other, b"b0\n");
+    let mut set = FollowSet::new(Options::default());
+    let ka = set.add(&audit, Start::Beginning).unwrap();
+    let kb = set.add(&other, Start::Beginning).unwrap();
+    let ino = *inotify_fds().last().unwrap();
+    let mut got: HashMap<Key, Vec<String>> = HashMap::new();
+    let mut notices = Vec::new();
+    for key in [ka, kb] {
+        let lines = got.entry(key).or_default();
+        set.follower(key)
+            .unwrap()
+            .read_available(&mut |r| {
+                if let Record::Line { bytes, .. } = r {
+                    lines.push(String::from_utf8_lossy(bytes).into_owned());
+                }
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+    }
+    let (fds_before, watches_before) = (fd_count(), watches_of(ino));
+
+    for n in 1..=25_000 {
+        fs::File::create(hostile.join(format!("audit.jsonl.{n}"))).unwrap();
+    }
+    fs::remove_file(&audit).unwrap();
+    // The calm member's rotation: its last line, renamed, a new file.
+    append(&other, b"b1\n");
+    fs::rename(&other, calm.join("audit.jsonl.1")).unwrap();
+    append(&other, b"b2\n");
+    let (fds, watches) = serve(&mut set, ino, &mut got, &mut notices, |got| {
+        got[&kb].len() == 3
+    });
+    assert_eq!(got[&kb], ["b0", "b1", "b2"]);
+    assert_eq!(got[&ka], ["a0"]);
+    eprintln!("25 000 empty siblings: at most {fds} descriptors (from {fds_before}), {watches} watches (from {watches_before})");
+    assert!(
+        fds <= fds_before + 4,
+        "{fds} descriptors, from {fds_before}"
+    );
+    assert!(
+        watches <= watches_before + 4,
+        "{watches} watches, from {watches_before}"
+    );
+
+    // Now with content, one line each, oldest first.
+    for n in 0..40 {
+        append(
+            &hostile.join(format!("audit.jsonl.full-{n:02}")),
+            format!("full {n:02}\n").as_bytes(),
+        );
+    }
+    let (fds, watches) = serve(&mut set, ino, &mut got, &mut notices, |got| {
+        got[&ka].last().is_some_and(|l| l == "full 39")
+    });
+    // Nothing more comes: serve a quiet moment longer.
+    let until = Instant::now() + Duration::from_millis(300);
+    serve(&mut set, ino, &mut got, &mut notices, |_| {
+        Instant::now() >= until
+    });
+    let want: Vec<String> = std::iter::once("a0".to_string())
+        .chain((24..40).map(|n| format!("full {n:02}")))
+        .collect();
+    assert_eq!(got[&ka], want, "the newest 16, in order");
+    eprintln!(
+        "40 rotated files: at most {fds} descriptors, {watches} watches; notices {notices:?}"
+    );
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(notices[0].contains("the 24 oldest skipped"), "{notices:?}");
+    // The current file, 16 waiting and 16 in their rotate-wait at most.
+    assert!(
+        fds <= fds_before + 34,
+        "{fds} descriptors, from {fds_before}"
+    );
+    assert!(
+        watches <= watches_before + 34,
+        "{watches} watches, from {watches_before}"
+    );
+}
