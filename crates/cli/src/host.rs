@@ -644,7 +644,11 @@ impl FileThread {
                     self.set.remove(key);
                     self.by_key.remove(&key);
                 }
-                return Err(format!("cannot follow {}: {err}", path.display()));
+                return Err(format!(
+                    "cannot follow {}: {}",
+                    path.display(),
+                    crate::Chain(&err)
+                ));
             }
         };
         let mut reader = Reader::new(self.source, Arc::from(cursor_key), path);

@@ -60,6 +60,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// An error and its causes, as stderr says them: `what: cause: cause`. shield-tail's errors
+/// keep the OS error as their `source`, out of their own message.
+pub(crate) struct Chain<'a>(pub(crate) &'a dyn std::error::Error);
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(err) = cause {
+            write!(f, ": {err}")?;
+            cause = err.source();
+        }
+        Ok(())
+    }
+}
+
 /// Why the process could not run.
 enum Failure {
     /// The state directory is unusable (exit 1).
@@ -121,7 +137,11 @@ fn run(args: Args) -> Result<(), Failure> {
 
     let saved_cursors = match &args.cursor {
         Some(path) => shield_tail::CursorFile::load(path).map_err(|e| {
-            Failure::State(format!("cannot read cursor file {}: {e}", path.display()))
+            Failure::State(format!(
+                "cannot read cursor file {}: {}",
+                path.display(),
+                Chain(&e)
+            ))
         })?,
         None => BTreeMap::new(),
     };

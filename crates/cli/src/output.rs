@@ -365,8 +365,9 @@ impl Cursors {
         }
         if let Err(err) = CursorFile::save(file, &self.current) {
             eprintln!(
-                "shield-watch: cannot save cursor file {}: {err}",
-                file.display()
+                "shield-watch: cannot save cursor file {}: {}",
+                file.display(),
+                crate::Chain(&err)
             );
         }
         self.dirty = false;

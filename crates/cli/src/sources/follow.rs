@@ -13,6 +13,7 @@ use shield_tail::{Cursor, Follower, Options, Record, Start};
 use crate::output::{Batch, Checkpoint, Msg};
 use crate::sources::Ready;
 use crate::summary::Summary;
+use crate::Chain;
 use shield_event::Source;
 
 /// One followed file and where its lines go.
@@ -266,7 +267,7 @@ impl Reader {
             });
         });
         for notice in follower.take_notices() {
-            eprintln!("shield-watch: {name}: {notice}");
+            eprintln!("shield-watch: {name}: {}", Chain(&notice));
         }
         // The read batch ends here: what it produced goes now, so that an isolated event is not
         // held back for company.
@@ -290,10 +291,11 @@ impl Reader {
         }
         if let Err(err) = result {
             eprintln!(
-                "shield-watch: {name}: stopped following {}: {err}",
-                self.path.display()
+                "shield-watch: {name}: stopped following {}: {}",
+                self.path.display(),
+                Chain(&err)
             );
-            return Step::Failed(err.to_string());
+            return Step::Failed(Chain(&err).to_string());
         }
         if closed {
             return Step::Closed;
@@ -329,7 +331,7 @@ impl FileSource {
         let mut follower = match Follower::open(&self.path, self.start, self.options) {
             Ok(follower) => follower,
             Err(err) => {
-                let reason = format!("cannot follow {}: {err}", self.path.display());
+                let reason = format!("cannot follow {}: {}", self.path.display(), Chain(&err));
                 match ready {
                     Some(ready) => {
                         let _ = ready.send(Ready {
@@ -367,8 +369,9 @@ impl FileSource {
             report_ready(self.source, ready.take(), Ok(()));
             if let Err(err) = follower.wait(None) {
                 eprintln!(
-                    "shield-watch: {name}: stopped following {}: {err}",
-                    self.path.display()
+                    "shield-watch: {name}: stopped following {}: {}",
+                    self.path.display(),
+                    Chain(&err)
                 );
                 return;
             }
