@@ -19,9 +19,6 @@ pub enum ErrorKind {
     /// A name in the followed directory is a symbolic link that leads out of it (or, on a
     /// kernel without `openat2`, any symbolic link): it is refused, never followed.
     Escapes,
-    /// More rotated files wait to be read next to the followed file than a follower holds
-    /// open (16): the oldest were skipped.
-    TooManyRotated,
 }
 
 /// A failed follower operation. `Display` names the operation and the path; the OS error
@@ -83,7 +80,6 @@ impl fmt::Display for Error {
             ErrorKind::NotRegularFile => write!(f, "not a regular file: {}", self.what),
             ErrorKind::BadCursor => write!(f, "bad cursor: {}", self.what),
             ErrorKind::BadCursorFile => write!(f, "bad cursor file: {}", self.what),
-            ErrorKind::TooManyRotated => write!(f, "too many rotated files next to {}", self.what),
             ErrorKind::Escapes => write!(
                 f,
                 "refused {}: a symbolic link out of its directory",

@@ -154,12 +154,21 @@ pub struct Stats {
 /// - nothing is ever opened through a symbolic link: one at our name, or a sibling, is refused
 ///   and reported once ([`Follower::take_notices`]).
 ///
+/// What the files' owner can do costs bounded work and resources (shield-watch runs as root
+/// and follows files that untrusted container owners write): one call reads at most 4 MiB
+/// (the rest at the next call, which [`Follower::wait`] and [`crate::FollowSet::wait`] then
+/// do not delay), holes of sparse files are skipped without reading them, an empty rotated
+/// file holds no descriptor and no watch, and at most 16 rotated files waiting to be read are
+/// held open (the later ones are opened as those are read, none is skipped), besides at most
+/// 16 in their rotate-wait.
+///
 /// Limits, by nature of the inputs: copytruncate loses what the writer wrote between the copy
 /// and the truncate (logrotate documents this); a truncate-and-regrow past our offset that
 /// keeps the first 256 bytes and the byte before our offset is indistinguishable from growth;
 /// rotated files moved to another directory (`olddir`) are not read; lines appended to a file
 /// after its rotate-wait ended, or (after a restart) to a file older than the cursor's, are not
-/// read; a file compressed before we read it to its end loses its rest unless we held it open.
+/// read; a file compressed before we read it to its end loses its rest unless we held it open
+/// (as are, beyond the 16 held open, rotated files deleted before their turn).
 pub struct Follower {
     path: PathBuf,
     dir: PathBuf,
@@ -168,7 +177,8 @@ pub struct Follower {
     cur: Option<Tracked>,
     lines: LineBuf,
     /// Files born after `cur`, in birth order, held open so they can be renamed or deleted
-    /// under us and still be read.
+    /// under us and still be read; not empty (but for the one at the path), at most
+    /// [`rotated::MAX_QUEUED`].
     next: VecDeque<Tracked>,
     /// Files we moved on from, still read during their rotate-wait.
     draining: Vec<Draining>,
@@ -182,11 +192,6 @@ pub struct Follower {
     /// With no current file, only files born after this are successors (a cursor's file that
     /// is gone).
     horizon: Option<Born>,
-    /// Rotated files up to this one were skipped (too many waiting, see
-    /// [`rotated::MAX_QUEUED`]): never successors.
-    skipped_to: Option<rotated::BirthOrder>,
-    /// Whether skipping rotated files was said (it is said once).
-    flood_reported: bool,
     watch: Option<Watch>,
     stats: Stats,
     /// `read_available` stopped before it was done: the next `wait` returns at once.
@@ -248,8 +253,6 @@ impl Follower {
             ignored: FileIds::default(),
             done: VecDeque::new(),
             horizon: None,
-            skipped_to: None,
-            flood_reported: false,
             watch: reg.map(|reg| Watch {
                 reg,
                 owner,

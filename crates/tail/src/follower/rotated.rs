@@ -1,7 +1,6 @@
 //! Finding the files to read: the one at the path, the one a cursor names, and those rotated
 //! away after it (found by birth, not by name).
 
-use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -14,8 +13,9 @@ use crate::identity::{Born, FileId, Fingerprint, FINGERPRINT_MAX};
 
 use super::Follower;
 
-/// At most this many rotated files wait to be read, held open (and watched) by one follower;
-/// past it the oldest are skipped (see [`Follower::bound_queue`]).
+/// At most this many rotated files waiting to be read are held open (and watched) by one
+/// follower; the newer ones are opened as these are read (see
+/// [`Follower::refresh_successors`]).
 pub(super) const MAX_QUEUED: usize = 16;
 
 /// Where a file stands in the order rotated files are read: birth time, whether it is the file
@@ -185,8 +185,17 @@ impl Follower {
     /// Brings `next` up to date: every regular file in the directory whose name starts with
     /// ours, born after the current file (or the horizon), not compressed, not ignored, not
     /// finished and not empty (unless at the path), held open in birth order; at most
-    /// [`MAX_QUEUED`], the newest.
+    /// [`MAX_QUEUED`], the oldest (the next to read).
+    ///
+    /// Files past those are left where they are, unopened, and found again once half the
+    /// queue is read: a directory flooded with rotated-looking names (its owner is not
+    /// trusted) costs a bounded number of descriptors and watches, and one look at the
+    /// directory per several files read, while a real backlog (many rotations while
+    /// shield-watch was down) is still read whole, in order.
     pub(super) fn refresh_successors(&mut self) -> Result<(), Error> {
+        if self.next.len() >= MAX_QUEUED / 2 {
+            return Ok(());
+        }
         let horizon = self.cur.as_ref().map(|c| c.born).or(self.horizon);
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Ok(());
@@ -198,7 +207,7 @@ impl Follower {
             let live = at_path.is_some_and(|p| p.same_file(id));
             (born.nanos, live, born.ino)
         };
-        let mut found = Vec::new();
+        let mut found: Vec<(BirthOrder, OsString)> = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name();
             if !name.as_bytes().starts_with(self.name.as_bytes()) {
@@ -225,8 +234,6 @@ impl Follower {
                 // they are taken, unless known (a file older than ours in the same tick was
                 // finished, ignored, or never seen: reading it late beats losing it).
                 || horizon.is_some_and(|h| born.nanos < h.nanos)
-                // The file at the path is never skipped; rotated ones can be (too many).
-                || !live && self.skipped_to.is_some_and(|s| order(born, &id) <= s)
                 // An empty rotated file has nothing to read yet, so it holds no descriptor
                 // and no watch: the directory's watch wakes us when it is written.
                 || !live && m.len() == 0
@@ -238,8 +245,12 @@ impl Follower {
         if found.is_empty() {
             return Ok(());
         }
-        self.bound_queue(&mut found, at_path);
+        // The oldest first, until the queue is full: the rest wait unopened.
+        found.sort_unstable();
         for (_, name) in found {
+            if self.next.len() >= MAX_QUEUED {
+                break;
+            }
             let mut t = match open_tracked(&self.dir, &name) {
                 Ok(Some(t)) => t,
                 Ok(None) => continue,
@@ -268,49 +279,11 @@ impl Follower {
             t.wd = self.watch_file(&t);
             self.next.push_back(t);
         }
+        // Sorted again: a file found now can be older than one queued before (born within the
+        // same clock tick as it, or with a name that sorted later).
         self.next
             .make_contiguous()
             .sort_by_key(|t| order(t.born, &t.id));
         Ok(())
-    }
-
-    /// Keeps at most [`MAX_QUEUED`] rotated files waiting to be read (queued, and `found` in
-    /// this look), the newest: a directory flooded with rotated-looking names (its owner is
-    /// not trusted) costs a bounded number of descriptors and watches. The older ones are
-    /// skipped for good, said once. The file at the path is never skipped.
-    fn bound_queue(&mut self, found: &mut Vec<(BirthOrder, OsString)>, at_path: Option<FileId>) {
-        let live = |id: &FileId| at_path.is_some_and(|p| p.same_file(id));
-        let mut waiting: Vec<BirthOrder> = self
-            .next
-            .iter()
-            .filter(|t| !live(&t.id))
-            .map(|t| (t.born.nanos, false, t.born.ino))
-            .chain(found.iter().filter(|(o, _)| !o.1).map(|(o, _)| *o))
-            .collect();
-        if waiting.len() <= MAX_QUEUED {
-            return;
-        }
-        waiting.sort_unstable();
-        let skipped = waiting.len() - MAX_QUEUED;
-        let cut = waiting[skipped - 1];
-        self.skipped_to = Some(self.skipped_to.map_or(cut, |s| s.max(cut)));
-        found.retain(|(o, _)| o.1 || *o > cut);
-        let (keep, drop): (VecDeque<Tracked>, VecDeque<Tracked>) = std::mem::take(&mut self.next)
-            .into_iter()
-            .partition(|t| live(&t.id) || (t.born.nanos, false, t.born.ino) > cut);
-        self.next = keep;
-        for t in drop {
-            self.release(t);
-        }
-        if !self.flood_reported {
-            self.flood_reported = true;
-            self.notices.push(Error::new(
-                ErrorKind::TooManyRotated,
-                format!(
-                    "{}: the {skipped} oldest skipped (at most {MAX_QUEUED} wait to be read)",
-                    self.path.display()
-                ),
-            ));
-        }
     }
 }

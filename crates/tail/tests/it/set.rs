@@ -562,10 +562,13 @@ fn serve(
         for &key in &ready {
             let f = set.follower(key).unwrap();
             let lines = got.entry(key).or_default();
+            // Counted at every line too: what a read holds while it reads.
             f.read_available(&mut |r| {
                 if let Record::Line { bytes, .. } = r {
                     lines.push(String::from_utf8_lossy(bytes).into_owned());
                 }
+                fds = fds.max(fd_count());
+                watches = watches.max(watches_of(ino));
                 ControlFlow::Continue(())
             })
             .unwrap();
@@ -654,14 +657,11 @@ fn a_flood_of_rotated_names_costs_a_bounded_number_of_descriptors() {
         Instant::now() >= until
     });
     let want: Vec<String> = std::iter::once("a0".to_string())
-        .chain((24..40).map(|n| format!("full {n:02}")))
+        .chain((0..40).map(|n| format!("full {n:02}")))
         .collect();
-    assert_eq!(got[&ka], want, "the newest 16, in order");
-    eprintln!(
-        "40 rotated files: at most {fds} descriptors, {watches} watches; notices {notices:?}"
-    );
-    assert_eq!(notices.len(), 1, "{notices:?}");
-    assert!(notices[0].contains("the 24 oldest skipped"), "{notices:?}");
+    assert_eq!(got[&ka], want, "every one, in order, once");
+    eprintln!("40 rotated files: at most {fds} descriptors, {watches} watches");
+    assert!(notices.is_empty(), "{notices:?}");
     // The current file, 16 waiting and 16 in their rotate-wait at most.
     assert!(
         fds <= fds_before + 34,
