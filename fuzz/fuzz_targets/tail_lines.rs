@@ -28,9 +28,12 @@ fuzz_target!(|data: &[u8]| {
     let step = usize::from(split_seed % 31) + 1;
     for chunk in data.chunks(step) {
         w.write_all(chunk).unwrap();
-        f.read_available(&mut |r| match r {
-            Record::Line { bytes, .. } => got.push(Ok(bytes.to_vec())),
-            Record::TooLong { len, .. } => got.push(Err(len)),
+        f.read_available(&mut |r| {
+            match r {
+                Record::Line { bytes, .. } => got.push(Ok(bytes.to_vec())),
+                Record::TooLong { len, .. } => got.push(Err(len)),
+            }
+            std::ops::ControlFlow::Continue(())
         })
         .unwrap();
     }

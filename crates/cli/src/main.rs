@@ -92,6 +92,8 @@ fn run(args: Args) -> Result<(), Failure> {
             "with --state-dir, --container names the one container: give it once".into(),
         ));
     }
+    // Usage first: a senseless combination is said before anything is opened.
+    let history = history_plan(&args)?;
     let containers = match (&args.state_dir, root) {
         (Some(dir), _) => {
             let state = StateDir::open(dir).map_err(|e| Failure::State(e.to_string()))?;
@@ -127,7 +129,6 @@ fn run(args: Args) -> Result<(), Failure> {
         )),
     };
     let selected = select_sources(&args, &containers);
-    let history = history_plan(&args)?;
 
     let saved_cursors = match &args.cursor {
         Some(path) => shield_tail::CursorFile::load(path).map_err(|e| {

@@ -9,6 +9,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use shield_tail::{FollowSet, Follower, Key, Options, Record, Start};
@@ -64,6 +65,7 @@ fn latency() {
             if let Record::Line { bytes, .. } = r {
                 lat.push(since_written(bytes, base));
             }
+            ControlFlow::Continue(())
         })
         .unwrap();
     }
@@ -105,6 +107,7 @@ fn throughput() {
                 count += 1;
                 sum += bytes.len() as u64;
             }
+            ControlFlow::Continue(())
         })
         .unwrap();
         let el = t.elapsed();
@@ -130,14 +133,16 @@ fn idle(force_poll: bool, secs: u64) {
         ..Options::default()
     };
     let mut f = Follower::open(&path, Start::End, opts).unwrap();
-    f.read_available(&mut |_| {}).unwrap();
+    f.read_available(&mut |_| ControlFlow::Continue(()))
+        .unwrap();
     let window = Duration::from_secs(secs);
     let before = cpu_time();
     let t = Instant::now();
     let mut wakeups = 0u64;
     while t.elapsed() < window {
         f.wait(Some(window - t.elapsed())).unwrap();
-        f.read_available(&mut |_| {}).unwrap();
+        f.read_available(&mut |_| ControlFlow::Continue(()))
+            .unwrap();
         wakeups += 1;
     }
     let used = cpu_time() - before;
@@ -247,6 +252,7 @@ fn set_latency() {
                 if let Record::Line { bytes, .. } = r {
                     lat.push(since_written(bytes, base));
                 }
+                ControlFlow::Continue(())
             })
             .unwrap();
         }
@@ -277,7 +283,7 @@ fn set_idle(secs: u64) {
         for &key in &ready {
             set.follower(key)
                 .unwrap()
-                .read_available(&mut |_| {})
+                .read_available(&mut |_| ControlFlow::Continue(()))
                 .unwrap();
         }
         wakeups += 1;

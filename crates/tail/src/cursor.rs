@@ -8,9 +8,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 use crate::error::{Error, ErrorKind};
-
-/// How many leading bytes of a file its fingerprint covers at most.
-pub(crate) const FINGERPRINT_MAX: usize = 256;
+use crate::identity::{FileId, Fingerprint, FINGERPRINT_MAX};
 
 /// A position in one particular file: device and inode, the byte offset just after the last
 /// record delivered, and a fingerprint of the file's first bytes.
@@ -49,7 +47,7 @@ impl Cursor {
     };
 
     /// A position in the file `id`.
-    pub(crate) fn at(id: crate::file::FileId, offset: u64, fp: Fingerprint) -> Cursor {
+    pub(crate) fn at(id: FileId, offset: u64, fp: Fingerprint) -> Cursor {
         Cursor {
             dev: id.dev,
             ino: id.ino,
@@ -60,8 +58,8 @@ impl Cursor {
     }
 
     /// The identity of the file this cursor was taken in.
-    pub(crate) fn file_id(&self) -> crate::file::FileId {
-        crate::file::FileId {
+    pub(crate) fn file_id(&self) -> FileId {
+        FileId {
             dev: self.dev,
             ino: self.ino,
             birth: self.birth,
@@ -129,44 +127,6 @@ impl FromStr for Cursor {
                 hash,
             },
         })
-    }
-}
-
-/// FNV-1a over a file's first bytes. Its algorithm must never change: cursors saved by one
-/// version are read by the next (which is why this is not `std`'s `DefaultHasher`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Fingerprint {
-    pub(crate) len: u16,
-    pub(crate) hash: u64,
-}
-
-impl Fingerprint {
-    pub(crate) const EMPTY: Fingerprint = Fingerprint {
-        len: 0,
-        hash: 0xcbf2_9ce4_8422_2325,
-    };
-
-    /// The fingerprint of exactly `bytes` (at most [`FINGERPRINT_MAX`] of them are used).
-    pub(crate) fn of(bytes: &[u8]) -> Fingerprint {
-        let mut fp = Fingerprint::EMPTY;
-        fp.extend(bytes);
-        fp
-    }
-
-    /// Extends the fingerprint with the bytes that follow the ones it covers, up to the cap.
-    pub(crate) fn extend(&mut self, bytes: &[u8]) {
-        let room = FINGERPRINT_MAX - self.len as usize;
-        let take = &bytes[..bytes.len().min(room)];
-        for &b in take {
-            self.hash ^= u64::from(b);
-            self.hash = self.hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        self.len += take.len() as u16;
-    }
-
-    #[cfg(test)]
-    pub(crate) fn is_full(&self) -> bool {
-        self.len as usize >= FINGERPRINT_MAX
     }
 }
 
@@ -309,28 +269,28 @@ mod tests {
         let c: Cursor = "v1:2049:131073:4096:6:0000000000000001".parse().unwrap();
         assert_eq!((c.dev, c.ino, c.birth, c.offset), (2049, 131_073, 0, 4096));
         // Unknown is not different.
-        assert!(c.file_id().same_file(&crate::file::FileId {
+        assert!(c.file_id().same_file(&FileId {
             dev: 2049,
             ino: 131_073,
             birth: 42
         }));
         let born: Cursor = "v2:2049:131073:7:4096:6:0000000000000001".parse().unwrap();
-        assert!(born.file_id().same_file(&crate::file::FileId {
+        assert!(born.file_id().same_file(&FileId {
             dev: 2049,
             ino: 131_073,
             birth: 7
         }));
-        assert!(born.file_id().same_file(&crate::file::FileId {
+        assert!(born.file_id().same_file(&FileId {
             dev: 2049,
             ino: 131_073,
             birth: 0
         }));
-        assert!(!born.file_id().same_file(&crate::file::FileId {
+        assert!(!born.file_id().same_file(&FileId {
             dev: 2049,
             ino: 131_073,
             birth: 8
         }));
-        assert!(!born.file_id().same_file(&crate::file::FileId {
+        assert!(!born.file_id().same_file(&FileId {
             dev: 2049,
             ino: 131_074,
             birth: 7
@@ -355,17 +315,6 @@ mod tests {
                 "{s}"
             );
         }
-    }
-
-    #[test]
-    fn fingerprint_extends_incrementally_and_caps() {
-        let data: Vec<u8> = (0..600u32).map(|i| (i * 7) as u8).collect();
-        let mut fp = Fingerprint::EMPTY;
-        fp.extend(&data[..10]);
-        fp.extend(&data[10..300]);
-        assert_eq!(fp, Fingerprint::of(&data[..256]));
-        assert!(fp.is_full());
-        assert_ne!(Fingerprint::of(b"a"), Fingerprint::of(b"b"));
     }
 
     #[test]

@@ -21,7 +21,9 @@ pub enum ErrorKind {
     Escapes,
 }
 
-/// A failed follower operation. `Display` names the operation, the path and the OS error.
+/// A failed follower operation. `Display` names the operation and the path; the OS error
+/// behind it is its [`source`](std::error::Error::source) (also [`Error::io_error`]), not part
+/// of the message, so that a caller printing the chain says it once.
 #[derive(Debug)]
 pub struct Error {
     kind: ErrorKind,
@@ -74,20 +76,16 @@ impl fmt::Display for Error {
                 "I/O error"
             } else {
                 &self.what
-            })?,
-            ErrorKind::NotRegularFile => write!(f, "not a regular file: {}", self.what)?,
-            ErrorKind::BadCursor => write!(f, "bad cursor: {}", self.what)?,
-            ErrorKind::BadCursorFile => write!(f, "bad cursor file: {}", self.what)?,
+            }),
+            ErrorKind::NotRegularFile => write!(f, "not a regular file: {}", self.what),
+            ErrorKind::BadCursor => write!(f, "bad cursor: {}", self.what),
+            ErrorKind::BadCursorFile => write!(f, "bad cursor file: {}", self.what),
             ErrorKind::Escapes => write!(
                 f,
                 "refused {}: a symbolic link out of its directory",
                 self.what
-            )?,
+            ),
         }
-        if let Some(err) = &self.source {
-            write!(f, ": {err}")?;
-        }
-        Ok(())
     }
 }
 
@@ -102,14 +100,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn display_names_the_operation_and_the_os_error() {
-        let e = Error::io(
-            "open",
-            Path::new("/x/y"),
-            io::Error::from_raw_os_error(rustix::io::Errno::ACCESS.raw_os_error()),
-        );
+    fn display_names_the_operation_and_the_source_is_the_os_error() {
+        use std::error::Error as _;
+        let os = io::Error::from_raw_os_error(rustix::io::Errno::ACCESS.raw_os_error());
+        let e = Error::io("open", Path::new("/x/y"), os);
         assert_eq!(e.kind(), ErrorKind::Io);
-        assert!(e.to_string().starts_with("open /x/y: "), "{e}");
+        // The OS error is the source, so the message does not repeat it.
+        assert_eq!(e.to_string(), "open /x/y");
+        let source = e.source().expect("the OS error is the source").to_string();
+        assert!(source.contains("os error 13"), "{source}");
+        assert_eq!(Error::from(io::Error::other("x")).to_string(), "I/O error");
         let e = Error::new(ErrorKind::BadCursor, "\"zz\"");
         assert_eq!(e.to_string(), "bad cursor: \"zz\"");
     }

@@ -13,61 +13,8 @@ use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::beneath::{Escape, Open};
-use crate::cursor::{Fingerprint, FINGERPRINT_MAX};
 use crate::error::{Error, ErrorKind};
-
-/// What makes a file the same file: device, inode, and birth time (nanoseconds since the
-/// epoch, 0 where the filesystem records none). An inode number alone can be re-used by a new
-/// file once the old one is deleted; the birth time tells them apart.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct FileId {
-    pub(crate) dev: u64,
-    pub(crate) ino: u64,
-    pub(crate) birth: u64,
-}
-
-impl FileId {
-    /// Whether two identities can be the same file (an unknown birth time is not a difference).
-    pub(crate) fn same_file(&self, other: &FileId) -> bool {
-        (self.dev, self.ino) == (other.dev, other.ino)
-            && (self.birth == 0 || other.birth == 0 || self.birth == other.birth)
-    }
-}
-
-/// Where a file stands in the order files were created in: its birth time (its change time
-/// where the filesystem records no birth), then its inode number. ext4 stamps a birth with the
-/// kernel's coarse clock, so files created within a few milliseconds of each other share one;
-/// the inode number, allocated in increasing order within a directory while nothing is
-/// deleted, orders those.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Born {
-    pub(crate) nanos: u64,
-    pub(crate) ino: u64,
-}
-
-impl Born {
-    pub(crate) fn of(m: &std::fs::Metadata) -> Born {
-        let nanos = birth_nanos(m).unwrap_or_else(|| {
-            let secs = u64::try_from(m.ctime()).unwrap_or(0);
-            secs.saturating_mul(1_000_000_000)
-                .saturating_add(u64::try_from(m.ctime_nsec()).unwrap_or(0))
-        });
-        Born {
-            nanos,
-            ino: m.ino(),
-        }
-    }
-}
-
-/// The birth time in nanoseconds (statx `btime`, which std's `created` reads), if recorded.
-pub(crate) fn birth_nanos(m: &std::fs::Metadata) -> Option<u64> {
-    let since = m
-        .created()
-        .ok()?
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .ok()?;
-    Some(u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)).filter(|&n| n != 0)
-}
+use crate::identity::{Born, FileId, Fingerprint, FINGERPRINT_MAX};
 
 /// A file we hold open and read from.
 pub(crate) struct Tracked {
@@ -127,11 +74,7 @@ pub(crate) fn open_tracked(dir: &Path, name: &OsStr) -> Result<Option<Tracked>, 
     }
     Ok(Some(Tracked {
         file,
-        id: FileId {
-            dev: m.dev(),
-            ino: m.ino(),
-            birth: birth_nanos(&m).unwrap_or(0),
-        },
+        id: FileId::of(&m),
         born: Born::of(&m),
         read_to: 0,
         last_byte: None,

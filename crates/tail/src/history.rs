@@ -15,10 +15,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::beneath::{open_beneath, open_dir, Escape, Open};
-use crate::cursor::{Cursor, Fingerprint, FINGERPRINT_MAX};
+use crate::cursor::Cursor;
 use crate::decompress::{decode, Compression, Flow, CHUNK};
 use crate::error::{Error, ErrorKind};
-use crate::file::{birth_nanos, end_position, gone, pread_full, Born, FileId};
+use crate::file::{end_position, gone, pread_full};
+use crate::identity::{birth_nanos, Born, FileId, Fingerprint, FINGERPRINT_MAX};
 use crate::follower::{Options, Start};
 use crate::lines::{LineBuf, Piece};
 
@@ -681,10 +682,17 @@ impl History {
         lines.reset(from);
         let stopped = std::cell::Cell::new(false);
         let too_long = std::cell::Cell::new(0u64);
-        let mut on_piece = |p: Piece<'_>| match p {
-            Piece::Line { bytes, .. } if !stopped.get() => stopped.set(!line(bytes)),
-            Piece::Line { .. } => {}
-            Piece::TooLong { .. } => too_long.set(too_long.get() + 1),
+        let mut on_piece = |p: Piece<'_>| {
+            match p {
+                Piece::Line { bytes, .. } if !stopped.get() => stopped.set(!line(bytes)),
+                Piece::Line { .. } => {}
+                Piece::TooLong { .. } => too_long.set(too_long.get() + 1),
+            }
+            if stopped.get() {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
         };
         match compression {
             Compression::Plain => {
@@ -699,10 +707,11 @@ impl History {
                     }
                     at += n as u64;
                     self.stats.bytes_read += n as u64;
-                    lines.filled(n, &mut on_piece);
+                    lines.filled(n);
+                    let _ = lines.scan(&mut on_piece);
                 }
                 if !stopped.get() && !live {
-                    lines.finish(&mut on_piece);
+                    let _ = lines.finish(&mut on_piece);
                 }
             }
             Compression::Unsupported(what) => {
@@ -720,14 +729,17 @@ impl History {
                         let n = spare.len().min(chunk.len());
                         spare[..n].copy_from_slice(&chunk[..n]);
                         chunk = &chunk[n..];
-                        lines.filled(n, &mut on_piece);
+                        lines.filled(n);
+                        let _ = lines.scan(&mut on_piece);
                     }
                     !stopped.get()
                 });
                 self.stats.bytes_read += read;
                 self.stats.bytes_decompressed += out;
                 match flow {
-                    Ok(Flow::Done) => lines.finish(&mut on_piece),
+                    Ok(Flow::Done) => {
+                        let _ = lines.finish(&mut on_piece);
+                    }
                     Ok(Flow::Stopped) => {}
                     Err(e) => self.notices.push(format!(
                         "{}: damaged {compression:?} data after {out} bytes ({e}): the lines \

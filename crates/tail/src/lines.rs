@@ -1,5 +1,7 @@
 //! Splitting a byte stream into complete lines, with a cap on line length. Pure: no I/O.
 
+use std::ops::ControlFlow;
+
 use memchr::memchr_iter;
 
 /// What the splitter found; offsets are relative to the stream position of the first byte
@@ -14,11 +16,15 @@ pub(crate) enum Piece<'a> {
 
 /// Holds the unfinished tail of the stream between reads.
 ///
-/// Invariant: `buf[start..end]` is the pending partial line (no `\n` in it), and it is never
-/// longer than `max_line`: a longer one is dropped and only its length is kept (`skipping`).
+/// Invariant: `buf[start..scanned]` is the pending partial line (no `\n` in it), and
+/// `buf[scanned..end]` was read but not yet split (the caller stopped taking lines). Once all is
+/// split, the pending line is never longer than `max_line`: a longer one is dropped and only its
+/// length is kept (`skipping`).
 pub(crate) struct LineBuf {
     buf: Vec<u8>,
     start: usize,
+    /// Bytes before this were split into lines; `end` when the caller took every line.
+    scanned: usize,
     end: usize,
     max_line: usize,
     /// Bytes of an over-long line dropped so far (`Some` while inside one).
@@ -41,6 +47,7 @@ impl LineBuf {
         LineBuf {
             buf: Vec::new(),
             start: 0,
+            scanned: 0,
             end: 0,
             max_line: max_line.max(1),
             skipping: None,
@@ -53,6 +60,7 @@ impl LineBuf {
     /// Forgets everything and restarts at stream offset `at`.
     pub(crate) fn reset(&mut self, at: u64) {
         self.start = 0;
+        self.scanned = 0;
         self.end = 0;
         self.skipping = None;
         self.discarding = false;
@@ -89,6 +97,7 @@ impl LineBuf {
         }
         if self.buf.len() - self.end < READ_CHUNK.min(self.buf.len() / 2) && self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
+            self.scanned -= self.start;
             self.end -= self.start;
             self.start = 0;
         }
@@ -104,6 +113,7 @@ impl LineBuf {
         let pending = self.end - self.start;
         if self.buf.capacity() > 4096 && pending <= 1024 {
             self.buf.copy_within(self.start..self.end, 0);
+            self.scanned -= self.start;
             self.start = 0;
             self.end = pending;
             self.buf.truncate(pending);
@@ -111,69 +121,121 @@ impl LineBuf {
         }
     }
 
-    /// Accounts for `n` bytes written into [`LineBuf::spare`] and reports every line they
-    /// complete, in order.
-    pub(crate) fn filled(&mut self, n: usize, emit: &mut dyn FnMut(Piece<'_>)) {
-        let scan_from = self.end;
+    /// Accounts for `n` bytes written into [`LineBuf::spare`]; [`LineBuf::scan`] reports the
+    /// lines they complete.
+    pub(crate) fn filled(&mut self, n: usize) {
         self.end += n;
+    }
+
+    /// Reports every line the bytes read so far complete, in order, until `emit` says stop:
+    /// then the rest stays for the next call, and [`LineBuf::consumed`] is just after the last
+    /// line reported.
+    pub(crate) fn scan(
+        &mut self,
+        emit: &mut dyn FnMut(Piece<'_>) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
+        let scan_from = self.scanned;
         let mut line_start = self.start;
         for nl in memchr_iter(b'\n', &self.buf[scan_from..self.end]) {
             let nl = scan_from + nl;
             let len = (nl - line_start) as u64;
             let end = self.base + len + 1;
-            if self.discarding {
+            let flow = if self.discarding {
                 self.discarding = false;
+                ControlFlow::Continue(())
             } else if let Some(skipped) = self.skipping.take() {
                 emit(Piece::TooLong {
                     len: skipped + len,
                     end,
-                });
+                })
             } else if len as usize > self.max_line {
-                emit(Piece::TooLong { len, end });
+                emit(Piece::TooLong { len, end })
             } else {
                 emit(Piece::Line {
                     bytes: &self.buf[line_start..nl],
                     end,
-                });
-            }
+                })
+            };
             self.base = end;
             self.consumed = end;
             line_start = nl + 1;
+            if flow.is_break() {
+                self.start = line_start;
+                self.scanned = line_start;
+                return flow;
+            }
         }
         self.start = line_start;
+        self.scanned = self.end;
         let pending = self.end - self.start;
         if self.discarding || self.skipping.is_some() || pending > self.max_line {
-            // Keep only the count: the line is already known to be too long (or unwanted),
-            // so holding its bytes would only let one line grow memory without bound.
-            if !self.discarding {
-                *self.skipping.get_or_insert(0) += pending as u64;
-            }
-            self.base += pending as u64;
-            self.start = 0;
-            self.end = 0;
+            self.drop_pending(0);
         }
+        ControlFlow::Continue(())
     }
 
-    /// The stream ended for good (the file was rotated away or truncated): reports the pending
-    /// partial line, if any, as a line of its own, and returns the offset after it.
-    pub(crate) fn finish(&mut self, emit: &mut dyn FnMut(Piece<'_>)) {
+    /// Keeps only the length of the pending line (and of `more` bytes after it): the line is
+    /// already known to be too long (or unwanted), so holding its bytes would only let one line
+    /// grow memory without bound. Everything read must have been split.
+    fn drop_pending(&mut self, more: u64) {
+        debug_assert_eq!(self.scanned, self.end);
+        let pending = (self.end - self.start) as u64 + more;
+        if !self.discarding {
+            *self.skipping.get_or_insert(0) += pending;
+        }
+        self.base += pending;
+        self.start = 0;
+        self.scanned = 0;
+        self.end = 0;
+    }
+
+    /// Accounts for `len` bytes that hold no line end (a hole in a sparse file: zeros), more
+    /// than `max_line` of them, without reading them: the pending line is over-long. Everything
+    /// read must have been split.
+    pub(crate) fn skip(&mut self, len: u64) {
+        debug_assert!(len > self.max_line as u64);
+        self.drop_pending(len);
+    }
+
+    /// The longest line delivered.
+    pub(crate) fn max_line(&self) -> usize {
+        self.max_line
+    }
+
+    /// Whether bytes read are still to be split (the caller stopped taking lines).
+    pub(crate) fn unscanned(&self) -> bool {
+        self.scanned < self.end
+    }
+
+    /// The stream ended for good (the file was rotated away or truncated): reports the lines
+    /// still to be split, then the pending partial line, if any, as a line of its own. Stops
+    /// where `emit` says stop, like [`LineBuf::scan`].
+    pub(crate) fn finish(
+        &mut self,
+        emit: &mut dyn FnMut(Piece<'_>) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
+        self.scan(emit)?;
         let len = (self.end - self.start) as u64;
-        if let Some(skipped) = self.skipping.take() {
+        let flow = if let Some(skipped) = self.skipping.take() {
             emit(Piece::TooLong {
                 len: skipped + len,
                 end: self.base + len,
-            });
+            })
         } else if len > 0 && !self.discarding {
             emit(Piece::Line {
                 bytes: &self.buf[self.start..self.end],
                 end: self.base + len,
-            });
-        }
+            })
+        } else {
+            ControlFlow::Continue(())
+        };
         self.base += len;
         self.consumed = self.base;
         self.start = 0;
+        self.scanned = 0;
         self.end = 0;
         self.discarding = false;
+        flow
     }
 }
 
@@ -194,12 +256,21 @@ mod tests {
             let n = spare.len().min(rest.len());
             spare[..n].copy_from_slice(&rest[..n]);
             rest = &rest[n..];
-            lb.filled(n, &mut |p| {
-                out.push(match p {
-                    Piece::Line { bytes, end } => Out::L(bytes.to_vec(), end),
-                    Piece::TooLong { len, end } => Out::T(len, end),
-                })
+            lb.filled(n);
+            let flow = lb.scan(&mut |p| {
+                out.push(Out::of(p));
+                ControlFlow::Continue(())
             });
+            assert!(flow.is_continue());
+        }
+    }
+
+    impl Out {
+        fn of(p: Piece<'_>) -> Out {
+            match p {
+                Piece::Line { bytes, end } => Out::L(bytes.to_vec(), end),
+                Piece::TooLong { len, end } => Out::T(len, end),
+            }
         }
     }
 
@@ -247,17 +318,20 @@ mod tests {
         let mut lb = LineBuf::new(10);
         let mut out = Vec::new();
         feed(&mut lb, b"a\nbc", &mut out);
-        lb.finish(&mut |p| {
-            if let Piece::Line { bytes, end } = p {
-                out.push(Out::L(bytes.to_vec(), end))
-            }
+        let flow = lb.finish(&mut |p| {
+            out.push(Out::of(p));
+            ControlFlow::Continue(())
         });
+        assert!(flow.is_continue());
         assert_eq!(
             out,
             vec![Out::L(b"a".to_vec(), 2), Out::L(b"bc".to_vec(), 4)]
         );
         let mut again = 0;
-        lb.finish(&mut |_| again += 1);
+        let _ = lb.finish(&mut |_| {
+            again += 1;
+            ControlFlow::Continue(())
+        });
         assert_eq!(again, 0);
     }
 
@@ -299,6 +373,62 @@ mod tests {
             }
             proptest::prop_assert_eq!(out, want);
             proptest::prop_assert_eq!(lb.consumed(), at);
+        }
+    }
+
+    proptest::proptest! {
+        /// A caller that stops taking lines after any of them, then takes them again, gets the
+        /// same lines as one that never stops: none lost, none twice, and where it stopped
+        /// `consumed` is just after the last line it took.
+        #[test]
+        fn stopping_and_going_on_never_changes_the_lines(
+            data in proptest::collection::vec(proptest::sample::select(vec![b'a', b'\n', 0u8]), 0..400),
+            chunk in 1usize..60,
+            stop_every in 1usize..5,
+            max_line in 1usize..20,
+        ) {
+            let mut whole = LineBuf::new(max_line);
+            let mut want = Vec::new();
+            feed(&mut whole, &data, &mut want);
+            let _ = whole.finish(&mut |p| { want.push(Out::of(p)); ControlFlow::Continue(()) });
+
+            let mut lb = LineBuf::new(max_line);
+            let mut got = Vec::new();
+            let mut taken = 0usize;
+            let mut take = |p: Piece<'_>, got: &mut Vec<Out>, said_stop: &mut bool| {
+                proptest::prop_assert!(!*said_stop, "a line after stop");
+                got.push(Out::of(p));
+                taken += 1;
+                *said_stop = taken % stop_every == 0;
+                Ok(())
+            };
+            let mut flow_of = |p: Piece<'_>, got: &mut Vec<Out>, said_stop: &mut bool, failed: &mut Option<proptest::test_runner::TestCaseError>| {
+                if let Err(e) = take(p, got, said_stop) { *failed = Some(e); }
+                if *said_stop { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+            };
+            let mut failed = None;
+            for part in data.chunks(chunk) {
+                let spare = lb.spare();
+                spare[..part.len()].copy_from_slice(part);
+                lb.filled(part.len());
+                loop {
+                    let mut said_stop = false;
+                    let flow = lb.scan(&mut |p| flow_of(p, &mut got, &mut said_stop, &mut failed));
+                    if let Some(e) = failed.take() { return Err(e); }
+                    proptest::prop_assert_eq!(flow.is_break(), said_stop);
+                    if flow.is_continue() { break; }
+                    let last = got.last().map(|o| match o { Out::L(_, e) | Out::T(_, e) => *e });
+                    proptest::prop_assert_eq!(Some(lb.consumed()), last);
+                }
+            }
+            loop {
+                let mut said_stop = false;
+                let flow = lb.finish(&mut |p| flow_of(p, &mut got, &mut said_stop, &mut failed));
+                if let Some(e) = failed.take() { return Err(e); }
+                proptest::prop_assert_eq!(flow.is_break(), said_stop);
+                if flow.is_continue() { break; }
+            }
+            proptest::prop_assert_eq!(got, want);
         }
     }
 

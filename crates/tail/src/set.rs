@@ -19,12 +19,12 @@ pub struct Key {
 }
 
 /// Directories watched for any change (or for changes to some names); a missing one is
-/// watched through its parent.
+/// waited for the way a follower waits for its directory ([`Watches::watch_above`]).
 struct Dirs {
     role: Role,
     dirs: Vec<PathBuf>,
     wds: Vec<Option<i32>>,
-    /// Watches on the parents of missing directories.
+    /// Watches on the parents (or nearest existing ancestors) of missing directories.
     parents: Vec<i32>,
 }
 
@@ -52,7 +52,10 @@ enum Member {
 /// set.wait(Some(std::time::Duration::from_secs(5)), &mut ready)?;
 /// assert_eq!(ready, [b]);
 /// let mut lines = 0;
-/// set.follower(b).unwrap().read_available(&mut |_| lines += 1)?;
+/// set.follower(b).unwrap().read_available(&mut |_| {
+///     lines += 1;
+///     std::ops::ControlFlow::Continue(())
+/// })?;
 /// assert_eq!(lines, 1);
 /// # let _ = a;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -270,7 +273,6 @@ impl FollowSet {
         loop {
             let now = Instant::now();
             let mut next_deadline = deadline;
-            let mut any_missing_dir = false;
             for (i, m) in self.members.iter().enumerate() {
                 match m {
                     Some(Member::File(f)) => {
@@ -282,11 +284,7 @@ impl FollowSet {
                         }
                         next_deadline = earliest(next_deadline, f.deadline());
                     }
-                    Some(Member::Dirs(d)) => {
-                        any_missing_dir |=
-                            d.wds.iter().any(Option::is_none) && d.parents.is_empty();
-                    }
-                    None => {}
+                    Some(Member::Dirs(_)) | None => {}
                 }
             }
             let Some(reg) = self.reg.clone() else {
@@ -303,10 +301,6 @@ impl FollowSet {
                 ready.sort_unstable();
                 ready.dedup();
                 return Ok(());
-            }
-            if any_missing_dir {
-                // A directory with no existing parent: look again within a second.
-                next_deadline = earliest(next_deadline, Some(now + Duration::from_secs(1)));
             }
             let all = self.owners();
             let arrived = match &self.waker {
@@ -334,9 +328,6 @@ impl FollowSet {
             };
             if arrived {
                 self.collect_woken(&reg, ready);
-            }
-            if any_missing_dir {
-                self.retry_missing_dirs(ready);
             }
             ready.sort_unstable();
             ready.dedup();
@@ -391,32 +382,21 @@ impl FollowSet {
                             r.remove(owner, wd);
                         }
                     }
+                    let missing = d.wds.iter().filter(|w| w.is_none()).count();
                     add_dir_watches(Some(reg), owner, d);
-                    ready.push(Key {
-                        slot: owner,
-                        generation: self.generations[owner],
-                    });
+                    let appeared = d.wds.iter().filter(|w| w.is_none()).count() < missing;
+                    // An ancestor's change alone is only a step towards a missing directory.
+                    if wake.relevant || wake.dir_lost || wake.overflow || appeared {
+                        ready.push(Key {
+                            slot: owner,
+                            generation: self.generations[owner],
+                        });
+                    }
                 }
                 _ => {
                     reg.lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .take_wake(owner);
-                }
-            }
-        }
-    }
-
-    fn retry_missing_dirs(&mut self, ready: &mut Vec<Key>) {
-        let reg = self.reg.clone();
-        for (i, m) in self.members.iter_mut().enumerate() {
-            if let Some(Member::Dirs(d)) = m {
-                let missing = d.wds.iter().filter(|w| w.is_none()).count();
-                add_dir_watches(reg.as_ref(), i, d);
-                if d.wds.iter().filter(|w| w.is_none()).count() < missing {
-                    ready.push(Key {
-                        slot: i,
-                        generation: self.generations[i],
-                    });
                 }
             }
         }
@@ -458,13 +438,23 @@ impl FollowSet {
     }
 }
 
-/// Watches every directory of `d` that exists now, and the parent of each that does not.
+/// Watches every directory of `d` that exists now, and what tells that each missing one
+/// appeared ([`Watches::watch_above`]).
 fn add_dir_watches(reg: Option<&Arc<Mutex<Watches>>>, owner: Owner, d: &mut Dirs) {
     let Some(reg) = reg else { return };
     let mut r = reg.lock().unwrap_or_else(PoisonError::into_inner);
-    for wd in d.parents.drain(..) {
-        if !d.wds.contains(&Some(wd)) {
-            r.remove(owner, wd);
+    let old = std::mem::take(&mut d.parents);
+    // Above first, so that a directory appearing in between is still seen.
+    let mut above = Vec::new();
+    for (i, dir) in d
+        .dirs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| d.wds[*i].is_none())
+    {
+        // Out of watches: the directory is looked for again at the next wake.
+        if let Ok((wd, _)) = r.watch_above(owner, dir) {
+            above.push((i, wd));
         }
     }
     for (dir, slot) in d.dirs.iter().zip(d.wds.iter_mut()) {
@@ -472,21 +462,16 @@ fn add_dir_watches(reg: Option<&Arc<Mutex<Watches>>>, owner: Owner, d: &mut Dirs
             *slot = r.add(owner, d.role.clone(), dir, ANY_CHANGE_MASK).ok();
         }
     }
-    // Parents are watched by the same role as the directories, so that a missing directory's
-    // creation wakes the owner too; already watched parents (the state dir of `policy/`)
-    // simply share the watch.
-    let missing: Vec<PathBuf> = d
-        .dirs
-        .iter()
-        .zip(&d.wds)
-        .filter(|(_, w)| w.is_none())
-        .filter_map(|(dir, _)| dir.parent().map(Path::to_path_buf))
-        .collect();
-    for parent in missing {
-        if let Ok(wd) = r.add(owner, Role::AnyChange, &parent, ANY_CHANGE_MASK) {
-            if !d.wds.contains(&Some(wd)) && !d.parents.contains(&wd) {
-                d.parents.push(wd);
-            }
+    for &(i, wd) in &above {
+        if d.wds[i].is_none() && !d.parents.contains(&wd) {
+            d.parents.push(wd);
+        }
+    }
+    // A watch no missing directory needs any more goes, unless it watches one of ours.
+    for wd in old.into_iter().chain(above.into_iter().map(|(_, wd)| wd)) {
+        let needed = d.parents.contains(&wd) || d.wds.contains(&Some(wd));
+        if !needed {
+            r.remove(owner, wd);
         }
     }
 }

@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use rustix::fs::inotify::{ReadFlags, WatchFlags};
 
+use crate::file::gone;
 use crate::inotify::Inotify;
 
 /// Identifies one member (a follower, or a set of watched directories) of a registry.
@@ -120,6 +121,31 @@ impl Watches {
             list.push((owner, role));
         }
         Ok(wd)
+    }
+
+    /// Watches what tells that `dir` was created or removed: its parent, for events on `dir`'s
+    /// own name ([`Role::Entry`]), or while the parent is missing too, the nearest existing
+    /// ancestor ([`Role::Ancestor`]: the owner looks again when anything there changes, and
+    /// calls this again). Returns the watch and whether it is on a farther ancestor than the
+    /// parent. This is the one way a directory that does not exist yet is waited for, by a
+    /// follower (its file's directory) and by a set's watched directories alike.
+    pub(crate) fn watch_above(&mut self, owner: Owner, dir: &Path) -> io::Result<(i32, bool)> {
+        let name: Box<[u8]> = dir
+            .file_name()
+            .map_or_else(Default::default, |n| n.as_bytes().into());
+        let mut at = dir.parent();
+        let mut role = Role::Entry(name);
+        while let Some(a) = at {
+            match self.add(owner, role.clone(), a, ANCESTOR_MASK) {
+                Ok(wd) => return Ok((wd, role == Role::Ancestor)),
+                Err(e) if gone(&e) => {
+                    at = a.parent();
+                    role = Role::Ancestor;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::ErrorKind::NotFound.into())
     }
 
     /// `owner` lets go of `wd` (in every role); the watch goes when nobody holds it.

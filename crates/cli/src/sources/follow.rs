@@ -1,6 +1,7 @@
 //! Following log files on shield-tail and handing each line to a source's parser.
 
 use std::cell::RefCell;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -191,12 +192,9 @@ impl Reader {
         handler.with_lines(&mut |lines| {
             let mut since_pause = 0;
             result = follower.read_available(&mut |record| {
-                if closed {
-                    return;
-                }
                 let Some(events) = batch.as_mut() else {
                     closed = true;
-                    return;
+                    return ControlFlow::Break(());
                 };
                 let end = record.end();
                 match record {
@@ -233,7 +231,11 @@ impl Reader {
                     });
                     closed = !send_batch(tx, &mut batch);
                     *last_sent = Some(end);
+                    if closed {
+                        return ControlFlow::Break(());
+                    }
                 }
+                ControlFlow::Continue(())
             });
         });
         for notice in follower.take_notices() {

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
@@ -335,6 +336,7 @@ fn one_mib_line_under_64kib_cap_not_re_emitted_after_restart() {
         if let shield_tail::Record::TooLong { end, .. } = r {
             end_of_long = Some(end);
         }
+        ControlFlow::Continue(())
     })
     .unwrap();
     let mut f3 = Follower::open(&p, Start::Cursor(end_of_long.unwrap()), opts()).unwrap();

@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::net::UdpSocket;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -123,6 +124,7 @@ fn dnsmasq_rotated_by_rename_and_sigusr2() {
                 if let Record::Line { bytes, .. } = r {
                     lines.push(bytes.to_vec());
                 }
+                ControlFlow::Continue(())
             })
             .unwrap();
             if let Ok(n) = stop_rx.try_recv() {

@@ -8,6 +8,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -65,7 +66,11 @@ fn recv<T>(rx: &Receiver<T>, what: &str) -> T {
 fn follow_until(f: &mut Follower, out: &mut Vec<Got>, n: usize) {
     let deadline = Instant::now() + STEP;
     loop {
-        f.read_available(&mut |r| out.push(got(&r))).unwrap();
+        f.read_available(&mut |r| {
+            out.push(got(&r));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
         if out.len() >= n {
             return;
         }
@@ -182,7 +187,11 @@ fn create_mode(
             "{} of {N} lines within {STEP:?} of the last rotation",
             out.len()
         );
-        f.read_available(&mut |r| out.push(got(&r))).unwrap();
+        f.read_available(&mut |r| {
+            out.push(got(&r));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
         if k < gates {
             if let Ok(Writer::AtGate) = tell.try_recv() {
                 before_rotation(k);
@@ -199,7 +208,11 @@ fn create_mode(
                     let deadline = Instant::now() + STEP;
                     while !t.is_finished() {
                         assert!(Instant::now() < deadline, "logrotate hangs");
-                        f.read_available(&mut |r| out.push(got(&r))).unwrap();
+                        f.read_available(&mut |r| {
+                            out.push(got(&r));
+                            ControlFlow::Continue(())
+                        })
+                        .unwrap();
                         f.wait(Some(Duration::from_millis(20))).unwrap();
                     }
                     t.join().unwrap();
@@ -221,7 +234,11 @@ fn create_mode(
     let want: Vec<Got> = (0..N).map(|i| Got::line(&line(i))).collect();
     assert_records(&out, &want);
     // Nothing more comes, whatever is left in the directory.
-    f.read_available(&mut |r| out.push(got(&r))).unwrap();
+    f.read_available(&mut |r| {
+        out.push(got(&r));
+        ControlFlow::Continue(())
+    })
+    .unwrap();
     assert_eq!(out.len(), N);
     assert_eq!(f.stats().rotations, gates as u64, "{:?}", f.stats());
     (tmp, f)
@@ -354,7 +371,11 @@ fn logrotate_copytruncate_mode_with_live_writer() {
         }
     }
     writer.join().unwrap();
-    f.read_available(&mut |r| out.push(got(&r))).unwrap();
+    f.read_available(&mut |r| {
+        out.push(got(&r));
+        ControlFlow::Continue(())
+    })
+    .unwrap();
     let want: Vec<Got> = (0..BATCHES * PER).map(|i| Got::line(&line(i))).collect();
     assert_records(&out, &want);
     assert_eq!(f.stats().truncations, 4, "{:?}", f.stats());

@@ -9,6 +9,7 @@ mod set;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -30,7 +31,11 @@ impl Got {
 /// Everything available right now.
 pub(crate) fn drain(f: &mut Follower) -> Vec<Got> {
     let mut out = Vec::new();
-    f.read_available(&mut |r| out.push(got(&r))).unwrap();
+    f.read_available(&mut |r| {
+        out.push(got(&r));
+        ControlFlow::Continue(())
+    })
+    .unwrap();
     out
 }
 
@@ -50,7 +55,11 @@ pub(crate) fn collect_n(f: &mut Follower, n: usize, limit: Duration) -> Vec<Got>
     let deadline = Instant::now() + limit;
     let mut out = Vec::new();
     loop {
-        f.read_available(&mut |r| out.push(got(&r))).unwrap();
+        f.read_available(&mut |r| {
+            out.push(got(&r));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
         let now = Instant::now();
         if out.len() >= n || now >= deadline {
             return out;

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -155,7 +156,11 @@ impl Harness {
     fn sync(&mut self) {
         if let Some(f) = &mut self.follower {
             let got = &mut self.got;
-            f.read_available(&mut |r| got.push(got_of(&r))).unwrap();
+            f.read_available(&mut |r| {
+                got.push(got_of(&r));
+                ControlFlow::Continue(())
+            })
+            .unwrap();
             // (A deleted file's inode number can come back on a new file: only names count.)
             self.held = inos_in(&self.dir).into_iter().collect();
         }

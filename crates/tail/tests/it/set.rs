@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fs;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -45,6 +46,7 @@ fn read(set: &mut FollowSet, key: Key, got: &mut Vec<(String, bool)>) {
             {
                 got.push((String::from_utf8_lossy(bytes).into_owned(), existing));
             }
+            ControlFlow::Continue(())
         })
         .unwrap();
 }
@@ -220,15 +222,18 @@ fn a_thousand_paths_share_one_inotify_instance() {
 }
 
 /// A watched directory that does not exist yet wakes its key when it is created (through its
-/// parent; through a 1 s look where the parent is missing too), and a change inside an existing
-/// one wakes it; a followed file in the same set is not woken by either.
+/// parent, or where the parent is missing too, its nearest existing ancestor: the way a follower
+/// waits for its directory), and a change inside an existing one wakes it; a followed file in
+/// the same set is not woken by either.
 #[test]
 fn watch_dirs_wakes_on_a_late_directory_and_on_a_change() {
     let root = tempfile::tempdir().unwrap();
     let existing = root.path().join("existing");
     fs::create_dir(&existing).unwrap();
     let late = root.path().join("policy");
-    let deep = root.path().join("not/yet/there");
+    // Elsewhere, so that no other watch of the set sees its creation.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let deep = elsewhere.path().join("not/yet/there");
     let mut set = FollowSet::new(Options::default());
     let file = set.add(root.path().join("a.log"), Start::End).unwrap();
     let dirs = set.watch_dirs(&[existing.clone(), late.clone()]);
@@ -247,9 +252,23 @@ fn watch_dirs_wakes_on_a_late_directory_and_on_a_change() {
     fs::write(late.join("live"), b"+example.test\n").unwrap();
     assert_eq!(wait_for(&mut set, |r| r.contains(&dirs)), [dirs]);
 
-    // Two levels missing: found by the set's look every second.
+    // Two levels missing: found through the nearest existing ancestor's events, at once, not
+    // by a periodic look (which came every second).
+    let mut woke = Vec::new();
+    // Nothing left queued from before: only the new directory can end the next wait.
+    while {
+        set.wait(Some(Duration::from_millis(50)), &mut woke)
+            .unwrap();
+        !woke.is_empty()
+    } {}
     fs::create_dir_all(&deep).unwrap();
-    let woke = wait_for(&mut set, |r| r.contains(&deep_key));
+    let started = Instant::now();
+    set.wait(Some(Duration::from_secs(3)), &mut woke).unwrap();
+    assert!(woke.contains(&deep_key), "{woke:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "woken by an event, not a look"
+    );
     assert!(!woke.contains(&file), "{woke:?}");
     fs::write(deep.join("x"), b"").unwrap();
     wait_for(&mut set, |r| r.contains(&deep_key));
@@ -406,4 +425,250 @@ fn flood(dir: &Path) {
     for i in 0..max_q + 100 {
         w[i % 2].write_all(b".").unwrap();
     }
+}
+
+/// One huge file does not starve the others (a container owner controls its files): a 16 TB
+/// sparse `audit.jsonl` (32 MiB of lines, then a hole to the end, as `truncate -s` makes) and a
+/// normal file in one set, served by the plain loop of `wait`, then `read_available` for each
+/// ready key. A line appended to the normal file while the huge one is still being read arrives
+/// within 100 ms; no `wait` blocks while the huge one has more; the hole is skipped, not read.
+#[test]
+fn a_huge_sparse_file_does_not_starve_the_others() {
+    if run_alone("set::a_huge_sparse_file_does_not_starve_the_others") {
+        return;
+    }
+    const DATA: u64 = 32 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let huge = dir.path().join("audit.jsonl");
+    let normal = dir.path().join("other.log");
+    let line = [b"x".repeat(16383), b"\n".to_vec()].concat();
+    let chunk = line.repeat(64);
+    let mut f = fs::File::create(&huge).unwrap();
+    for _ in 0..DATA / chunk.len() as u64 {
+        std::io::Write::write_all(&mut f, &chunk).unwrap();
+    }
+    f.set_len(16_000_000_000_000).unwrap();
+    drop(f);
+    fs::write(&normal, b"").unwrap();
+
+    // The loop runs on its own thread: should a read never return, the test fails, not hangs.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut set = FollowSet::new(Options::default());
+        let kh = set.add(&huge, Start::Beginning).unwrap();
+        let kn = set.add(&normal, Start::Beginning).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut ready = Vec::new();
+        let (mut appended, mut arrived, mut huge_lines) = (None, None, 0u64);
+        let mut huge_bytes_then = None;
+        let mut slowest_wait = Duration::ZERO;
+        let mut huge_pending = true;
+        // A caller reads a member once when it adds it; then it reads what `wait` names.
+        ready.extend([kh, kn]);
+        loop {
+            for &key in &ready {
+                let mut lines = 0u64;
+                let f = set.follower(key).unwrap();
+                f.read_available(&mut |r| {
+                    if let Record::Line { bytes, .. } = r {
+                        if bytes == b"fresh" {
+                            arrived = appended.map(|t: Instant| t.elapsed());
+                        }
+                        lines += 1;
+                    }
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+                if key == kh {
+                    huge_lines += lines;
+                }
+                if arrived.is_some() && huge_bytes_then.is_none() {
+                    huge_bytes_then = Some(set.follower(kh).unwrap().stats().bytes);
+                }
+            }
+            if appended.is_none() {
+                append(&normal, b"fresh\n");
+                appended = Some(Instant::now());
+            }
+            if Instant::now() >= deadline || arrived.is_some() && !huge_pending {
+                break;
+            }
+            let t = Instant::now();
+            set.wait(Some(Duration::from_millis(500)), &mut ready)
+                .unwrap();
+            huge_pending = ready.contains(&kh);
+            if huge_pending {
+                slowest_wait = slowest_wait.max(t.elapsed());
+            }
+        }
+        let huge_bytes = set.follower(kh).unwrap().stats().bytes;
+        let _ = tx.send((
+            arrived,
+            huge_bytes_then,
+            huge_pending,
+            huge_bytes,
+            huge_lines,
+            slowest_wait,
+        ));
+    });
+    let (arrived, huge_bytes_then, huge_pending, huge_bytes, huge_lines, slowest_wait) = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the loop never blocks");
+    let arrived = arrived.expect("the normal file's line arrived");
+    eprintln!(
+        "line arrived after {arrived:?} with {huge_bytes_then:?} bytes of the huge file read; \
+         slowest wait {slowest_wait:?}; huge file: {huge_bytes} bytes read, {huge_lines} lines"
+    );
+    assert!(arrived < Duration::from_millis(100), "{arrived:?}");
+    assert!(
+        huge_bytes_then.is_some_and(|b| b < DATA),
+        "the huge file was still being read when the line arrived"
+    );
+    assert!(
+        slowest_wait < Duration::from_millis(100),
+        "no wait blocked while the huge file had more: {slowest_wait:?}"
+    );
+    assert!(!huge_pending, "the huge file was read to its end");
+    // What one read asks for past the data is read as zeros before the hole is seen.
+    assert!(
+        huge_bytes < DATA + (1 << 20),
+        "the hole was skipped, not read"
+    );
+    assert_eq!(huge_lines, DATA / line.len() as u64);
+}
+
+/// How many descriptors this process holds.
+fn fd_count() -> usize {
+    fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Reads every member of `set` the way a caller loops (`wait`, then `read_available` for each
+/// ready key) until `done` holds or nothing happened for a while; returns each member's lines
+/// and notices, and the most descriptors and inotify watches held on the way.
+fn serve(
+    set: &mut FollowSet,
+    ino: u32,
+    got: &mut HashMap<Key, Vec<String>>,
+    notices: &mut Vec<String>,
+    mut done: impl FnMut(&HashMap<Key, Vec<String>>) -> bool,
+) -> (usize, usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut fds, mut watches) = (0, 0);
+    let mut ready = Vec::new();
+    while !done(got) {
+        assert!(Instant::now() < deadline, "not done: {got:?}");
+        set.wait(Some(Duration::from_millis(500)), &mut ready)
+            .unwrap();
+        for &key in &ready {
+            let f = set.follower(key).unwrap();
+            let lines = got.entry(key).or_default();
+            // Counted at every line too: what a read holds while it reads.
+            f.read_available(&mut |r| {
+                if let Record::Line { bytes, .. } = r {
+                    lines.push(String::from_utf8_lossy(bytes).into_owned());
+                }
+                fds = fds.max(fd_count());
+                watches = watches.max(watches_of(ino));
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+            notices.extend(f.take_notices().iter().map(ToString::to_string));
+            fds = fds.max(fd_count());
+            watches = watches.max(watches_of(ino));
+        }
+    }
+    (fds, watches)
+}
+
+/// A container owner floods its log directory with rotated-looking names: 25 000 empty
+/// `audit.jsonl.N`, then the live file removed. The follower holds no descriptor and no watch
+/// for an empty sibling; of 40 rotated files with content it holds and reads the newest 16 and
+/// says once that it skipped the others. Descriptors and watches stay bounded throughout, and
+/// another member of the same set still follows its own rotation.
+#[test]
+fn a_flood_of_rotated_names_costs_a_bounded_number_of_descriptors() {
+    if run_alone("set::a_flood_of_rotated_names_costs_a_bounded_number_of_descriptors") {
+        return;
+    }
+    raise_fd_limit();
+    let root = tempfile::tempdir().unwrap();
+    let (hostile, calm) = (root.path().join("hostile"), root.path().join("calm"));
+    fs::create_dir(&hostile).unwrap();
+    fs::create_dir(&calm).unwrap();
+    let (audit, other) = (hostile.join("audit.jsonl"), calm.join("audit.jsonl"));
+    append(&audit, b"a0\n");
+    append(&other, b"b0\n");
+    let mut set = FollowSet::new(Options::default());
+    let ka = set.add(&audit, Start::Beginning).unwrap();
+    let kb = set.add(&other, Start::Beginning).unwrap();
+    let ino = *inotify_fds().last().unwrap();
+    let mut got: HashMap<Key, Vec<String>> = HashMap::new();
+    let mut notices = Vec::new();
+    for key in [ka, kb] {
+        let lines = got.entry(key).or_default();
+        set.follower(key)
+            .unwrap()
+            .read_available(&mut |r| {
+                if let Record::Line { bytes, .. } = r {
+                    lines.push(String::from_utf8_lossy(bytes).into_owned());
+                }
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+    }
+    let (fds_before, watches_before) = (fd_count(), watches_of(ino));
+
+    for n in 1..=25_000 {
+        fs::File::create(hostile.join(format!("audit.jsonl.{n}"))).unwrap();
+    }
+    fs::remove_file(&audit).unwrap();
+    // The calm member's rotation: its last line, renamed, a new file.
+    append(&other, b"b1\n");
+    fs::rename(&other, calm.join("audit.jsonl.1")).unwrap();
+    append(&other, b"b2\n");
+    let (fds, watches) = serve(&mut set, ino, &mut got, &mut notices, |got| {
+        got[&kb].len() == 3
+    });
+    assert_eq!(got[&kb], ["b0", "b1", "b2"]);
+    assert_eq!(got[&ka], ["a0"]);
+    eprintln!("25 000 empty siblings: at most {fds} descriptors (from {fds_before}), {watches} watches (from {watches_before})");
+    assert!(
+        fds <= fds_before + 4,
+        "{fds} descriptors, from {fds_before}"
+    );
+    assert!(
+        watches <= watches_before + 4,
+        "{watches} watches, from {watches_before}"
+    );
+
+    // Now with content, one line each, oldest first.
+    for n in 0..40 {
+        append(
+            &hostile.join(format!("audit.jsonl.full-{n:02}")),
+            format!("full {n:02}\n").as_bytes(),
+        );
+    }
+    let (fds, watches) = serve(&mut set, ino, &mut got, &mut notices, |got| {
+        got[&ka].last().is_some_and(|l| l == "full 39")
+    });
+    // Nothing more comes: serve a quiet moment longer.
+    let until = Instant::now() + Duration::from_millis(300);
+    serve(&mut set, ino, &mut got, &mut notices, |_| {
+        Instant::now() >= until
+    });
+    let want: Vec<String> = std::iter::once("a0".to_string())
+        .chain((0..40).map(|n| format!("full {n:02}")))
+        .collect();
+    assert_eq!(got[&ka], want, "every one, in order, once");
+    eprintln!("40 rotated files: at most {fds} descriptors, {watches} watches");
+    assert!(notices.is_empty(), "{notices:?}");
+    // The current file, 16 waiting and 16 in their rotate-wait at most.
+    assert!(
+        fds <= fds_before + 34,
+        "{fds} descriptors, from {fds_before}"
+    );
+    assert!(
+        watches <= watches_before + 34,
+        "{watches} watches, from {watches_before}"
+    );
 }

@@ -1,0 +1,290 @@
+//! History end to end: logs rotated by the real logrotate (numbered with `compress` +
+//! `delaycompress`, and `dateext`), lines at known times, read back with `--since`, `--until`,
+//! `--last` and `--no-follow` in both modes, then live with nothing lost or twice.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::{binary, Watch};
+
+/// A container `web` under `ROOT/containers/` whose two logs hold minute `m` of 10:00 UTC on
+/// 2026-12-04 for `m` in `minutes`, rotated by logrotate after every third minute.
+struct Recorded {
+    root: tempfile::TempDir,
+}
+
+impl Recorded {
+    fn new(minutes: std::ops::Range<u32>, dateext: bool) -> Recorded {
+        assert!(
+            Command::new("logrotate").arg("--version").output().is_ok(),
+            "this test needs the real logrotate: apt-get install logrotate (cargo xtask ci does)"
+        );
+        let root = tempfile::tempdir().unwrap();
+        let recorded = Recorded { root };
+        let dir = recorded.dir();
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("dns.tier"), "dnsmasq-static\n").unwrap();
+        fs::write(dir.join("profile.domains"), "allowed.example\n").unwrap();
+        let naming = if dateext {
+            "  dateext\n  dateformat -%Y%m%d-%s\n"
+        } else {
+            "  compress\n  delaycompress\n"
+        };
+        let conf = recorded.root.path().join("logrotate.conf");
+        fs::write(
+            &conf,
+            format!(
+                "{dir}/dnsmasq.log {dir}/audit.jsonl {{\n{naming}  create\n  rotate 20\n  missingok\n}}\n",
+                dir = dir.display()
+            ),
+        )
+        .unwrap();
+        for m in minutes {
+            recorded.write_minute(m);
+            if m % 3 == 2 {
+                let out = Command::new("logrotate")
+                    .arg("-f")
+                    .arg("-s")
+                    .arg(recorded.root.path().join("logrotate.state"))
+                    .arg(&conf)
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                if dateext {
+                    // dateformat's %s has one-second resolution: rotations a second apart.
+                    std::thread::sleep(std::time::Duration::from_millis(1100));
+                }
+            }
+        }
+        recorded
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.root.path().join("containers").join("web")
+    }
+
+    /// One blocked lookup and one audit entry at minute `m` (seconds 10 and 20).
+    fn write_minute(&self, m: u32) {
+        append(
+            &self.dir().join("dnsmasq.log"),
+            &format!("Dec  4 10:{m:02}:10 dnsmasq[7]: query[A] m{m}.example from 10.0.2.100\n"),
+        );
+        append(
+            &self.dir().join("audit.jsonl"),
+            &format!(
+                "{{\"ts\":\"2026-12-04T10:{m:02}:20+00:00\",\"action\":\"denied\",\"dest\":\"192.0.2.{m}\"}}\n"
+            ),
+        );
+    }
+}
+
+fn append(path: &Path, text: &str) {
+    let mut file = OpenOptions::new().create(true).append(true).open(path).unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    One,
+    Root,
+}
+
+fn command(recorded: &Recorded, mode: Mode, args: &[&str]) -> Command {
+    let mut command = binary();
+    match mode {
+        Mode::One => command.arg("--state-dir").arg(recorded.dir()),
+        Mode::Root => command.arg("--state-root").arg(recorded.root.path()),
+    };
+    command.env("TZ", "UTC").arg("--no-nflog").args(args);
+    command
+}
+
+/// Runs to its end (`--no-follow`): exit 0, stdout's events.
+fn history(recorded: &Recorded, mode: Mode, args: &[&str]) -> Vec<Value> {
+    let out = command(recorded, mode, args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{mode:?} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// `(source, minute)` of each event.
+fn minutes(events: &[Value]) -> Vec<(String, u32)> {
+    events
+        .iter()
+        .map(|e| {
+            let ts = e["ts"].as_str().unwrap();
+            (
+                e["source"].as_str().unwrap().to_string(),
+                ts[14..16].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn both(m: u32) -> Vec<(String, u32)> {
+    vec![("dns".to_string(), m), ("audit".to_string(), m)]
+}
+
+#[test]
+fn since_until_and_last_over_rotated_and_compressed_logs_in_both_modes() {
+    let recorded = Recorded::new(0..12, false);
+    let files: Vec<String> = fs::read_dir(recorded.dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(files.iter().any(|f| f.ends_with(".gz")), "{files:?}");
+    for mode in [Mode::One, Mode::Root] {
+        let window = history(
+            &recorded,
+            mode,
+            &["--since", "2026-12-04 10:04", "--until", "2026-12-04T10:07:15Z"],
+        );
+        // In time order across both sources and every file: 10:04:10 dns, 10:04:20 audit, ...
+        let want: Vec<(String, u32)> = (4..7).flat_map(both).chain([("dns".into(), 7)]).collect();
+        assert_eq!(minutes(&window), want, "{mode:?}");
+        assert_eq!(window[0]["ts"], "2026-12-04T10:04:10.000000+00:00");
+        assert_eq!(window[0]["domain"], "m4.example");
+        assert_eq!(window[1]["ts"], "2026-12-04T10:04:20+00:00");
+
+        let last = history(&recorded, mode, &["--last", "3", "--no-follow"]);
+        assert_eq!(
+            minutes(&last),
+            [("audit".into(), 10), ("dns".into(), 11), ("audit".into(), 11)],
+            "{mode:?}"
+        );
+        let last_dns = history(&recorded, mode, &["--last", "2", "--source", "dns", "--no-follow"]);
+        assert_eq!(minutes(&last_dns), [("dns".into(), 10), ("dns".into(), 11)]);
+        let everything = history(&recorded, mode, &["--since", "2026-12-04", "--no-follow"]);
+        assert_eq!(everything.len(), 24, "{mode:?}");
+        // The text format, the same events.
+        let out = command(
+            &recorded,
+            mode,
+            &["--since", "2026-12-04 10:04", "--until", "2026-12-04 10:07:15", "--format", "text", "--color", "never"],
+        )
+        .output()
+        .unwrap();
+        assert!(out.status.success());
+        assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 7);
+    }
+}
+
+#[test]
+fn dateext_history_then_live_with_nothing_lost_or_twice() {
+    let recorded = Recorded::new(0..6, true);
+    let mut watch = Watch::spawn_command(command(&recorded, Mode::Root, &["--since", "2026-12-04 10:02"]));
+    watch.wait_stderr(|l| l.starts_with("shield-watch: ready ("));
+    let history: Vec<Value> = watch
+        .lines(8)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(minutes(&history), (2..6).flat_map(both).collect::<Vec<_>>());
+    // Live: the next minutes, once each.
+    recorded.write_minute(6);
+    recorded.write_minute(7);
+    let live: Vec<Value> = watch
+        .lines(4)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut got: Vec<(String, String)> = live
+        .iter()
+        .map(|e| (e["source"].as_str().unwrap().into(), e["domain"].as_str().or(e["dest"].as_str()).unwrap().into()))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("audit".into(), "192.0.2.6".into()),
+            ("audit".into(), "192.0.2.7".into()),
+            ("dns".into(), "m6.example".into()),
+            ("dns".into(), "m7.example".into())
+        ]
+    );
+    watch.no_more_lines(std::time::Duration::from_millis(300));
+}
+
+#[test]
+fn a_new_years_boundary_in_another_time_zone() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("web");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("dns.tier"), "dnsmasq-static\n").unwrap();
+    fs::write(
+        dir.join("dnsmasq.log"),
+        "Dec 31 23:59:30 dnsmasq[7]: query[A] old.example from 10.0.2.100\n\
+         Jan  1 00:00:30 dnsmasq[7]: query[A] new.example from 10.0.2.100\n",
+    )
+    .unwrap();
+    let out = binary()
+        .env("TZ", "America/New_York")
+        .arg("--state-dir")
+        .arg(&dir)
+        .args(["--no-nflog", "--source", "dns", "--since", "2025-12-31 23:00", "--until", "2026-01-01 01:00"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let events: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Each line in the latest year that does not put it in the future, in New York time.
+    assert_eq!(events.len(), 2, "{events:#?}");
+    assert_eq!(events[0]["domain"], "old.example");
+    assert_eq!(events[0]["ts"], "2026-01-01T04:59:30.000000+00:00");
+    assert_eq!(events[1]["domain"], "new.example");
+    assert_eq!(events[1]["ts"], "2026-01-01T05:00:30.000000+00:00");
+}
+
+#[test]
+fn a_corrupt_gz_is_skipped_with_a_line_and_the_rest_delivered() {
+    let recorded = Recorded::new(0..9, false);
+    let gz = fs::read_dir(recorded.dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("audit.jsonl.2.gz"))
+        .expect("a compressed rotation");
+    let mut bytes = fs::read(&gz).unwrap();
+    let len = bytes.len();
+    bytes.truncate(len / 2);
+    fs::write(&gz, bytes).unwrap();
+    let out = command(&recorded, Mode::One, &["--since", "2026-12-04", "--no-follow", "--source", "audit"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("audit.jsonl.2.gz"), "{stderr}");
+    let events = String::from_utf8(out.stdout).unwrap();
+    // Minutes 3 to 8 (the other files) all there.
+    for m in 3..9 {
+        assert!(events.contains(&format!("192.0.2.{m}\"")), "minute {m}: {events}");
+    }
+}
+
+#[test]
+fn senseless_combinations_are_usage_errors() {
+    for args in [
+        &["--state-dir", "/nonexistent", "--since", "1h", "--cursor", "/tmp/c"][..],
+        &["--state-dir", "/nonexistent", "--since", "1h", "--from-start"],
+        &["--state-dir", "/nonexistent", "--since", "1h", "--until", "2h"],
+        &["--state-dir", "/nonexistent", "--since", "yesterday-ish"],
+        &["--state-dir", "/nonexistent", "--no-follow"],
+    ] {
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+        let (status, _, stderr) = crate::support::run_to_exit(&args);
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+    }
+}
