@@ -19,8 +19,8 @@ use crate::cursor::Cursor;
 use crate::decompress::{decode, Compression, Flow, CHUNK};
 use crate::error::{Error, ErrorKind};
 use crate::file::{end_position, gone, pread_full};
-use crate::identity::{birth_nanos, Born, FileId, Fingerprint, FINGERPRINT_MAX};
 use crate::follower::{Options, Start};
+use crate::identity::{birth_nanos, Born, FileId, Fingerprint, FINGERPRINT_MAX};
 use crate::lines::{LineBuf, Piece};
 
 /// A time window over lines, in the unit of the caller's `time_of` (seconds, nanoseconds, ...);
