@@ -173,7 +173,7 @@ impl History {
             let key = (mtime(&m), birth_nanos(&m).unwrap_or(0), m.ino());
             found.push((key, sib, m));
         }
-        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found.sort_by_key(|f| f.0);
         for (_, sib, m) in found {
             let compression = match h.open_checked(&dir, &sib) {
                 Ok(Some(f)) => Compression::of(&f),
@@ -632,9 +632,8 @@ impl History {
         let from = at.saturating_sub(1);
         let most = 2 * (self.max_line + 1);
         let mut size = 4096.min(most);
-        let mut buf = Vec::new();
+        let mut buf = vec![0u8; size];
         loop {
-            buf.resize(size, 0);
             let got = pread_full(file, &mut buf, from).ok()?;
             self.stats.bytes_read += got as u64;
             let data = &buf[..got];
@@ -658,6 +657,7 @@ impl History {
                 return None;
             }
             size = (size * 4).min(most);
+            buf.resize(size, 0);
         }
     }
 
