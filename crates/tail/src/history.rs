@@ -109,6 +109,37 @@ struct Live {
 ///   dropped for lacking one.
 /// - Memory is bounded by one read buffer per open file, plus the lines asked for by
 ///   [`History::last`].
+///
+/// ```
+/// use shield_tail::{Follower, History, Options, Window};
+///
+/// let dir = tempfile::tempdir()?;
+/// let log = dir.path().join("audit.jsonl");
+/// std::fs::write(dir.path().join("audit.jsonl.1"), "100 rotated\n200 rotated\n")?;
+/// std::fs::write(&log, "300 live\ncontinued\n400 live\n")?;
+/// // The caller knows how its lines tell their time.
+/// let time_of = |line: &[u8]| std::str::from_utf8(line).ok()?.split(' ').next()?.parse().ok();
+///
+/// let mut history = History::open(&log, &Options::default())?;
+/// let mut lines = Vec::new();
+/// let window = Window { since: Some(200), until: Some(300) };
+/// history.read(window, time_of, |l| {
+///     lines.push((String::from_utf8_lossy(l.bytes).into_owned(), l.time, l.rotated));
+///     true // false stops
+/// })?;
+/// assert_eq!(lines, [
+///     ("200 rotated".to_string(), Some(200), true),
+///     ("300 live".to_string(), Some(300), false),
+///     ("continued".to_string(), None, false),
+/// ]);
+/// for notice in history.take_notices() {
+///     eprintln!("shield-watch: audit: {notice}");
+/// }
+/// // Then live, from just after the last line history could read.
+/// let follower = Follower::open(&log, history.live_end(), Options::default())?;
+/// # drop(follower);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct History {
     dir_path: PathBuf,
     dir: Option<File>,

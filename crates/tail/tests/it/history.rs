@@ -456,6 +456,7 @@ proptest! {
         since in prop::option::of(0i64..700),
         span in prop::option::of(0i64..400),
         partial in any::<bool>(),
+        unterminated in prop::collection::vec(any::<bool>(), 6),
         n in 0usize..50,
     ) {
         let mut t = 0i64;
@@ -492,6 +493,10 @@ proptest! {
                 }
                 ("app.log".to_string(), text)
             } else {
+                // A rotated file's last line may lack its newline: it is still a line.
+                if unterminated[age % unterminated.len()] {
+                    text.pop();
+                }
                 let kind = kinds[age % kinds.len()];
                 (format!("app.log.{age}"), compress(kind, &text))
             };
@@ -509,6 +514,15 @@ proptest! {
         prop_assert_eq!(read(&mut h, w), reference(&all, w));
         prop_assert!(h.take_notices().is_empty());
         prop_assert_eq!(last(&mut h, n), all[all.len().saturating_sub(n)..].to_vec());
+        // The last N that pass a filter (odd lengths here), read from the end.
+        let odd: Vec<String> = all.iter().filter(|l| l.len() % 2 == 1).cloned().collect();
+        let mut got = Vec::new();
+        h.last(n, time_of, |l, _| l.len() % 2 == 1, |l| {
+            got.push(String::from_utf8_lossy(l.bytes).into_owned());
+            true
+        })
+        .unwrap();
+        prop_assert_eq!(got, odd[odd.len().saturating_sub(n)..].to_vec());
         let live_len = all[bounds[files - 1]..].iter().map(|l| l.len() as u64 + 1).sum::<u64>();
         match h.live_end() {
             Start::Cursor(c) => prop_assert_eq!(c.offset(), live_len),
