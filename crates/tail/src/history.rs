@@ -585,7 +585,12 @@ impl History {
                 head = self.probe(&file, 0, limit, time_of).map(|(_, t)| t);
             }
         }
-        if let (None, Some(file)) = (head, self.open_index(i)) {
+        let rest = if head.is_none() {
+            self.open_index(i)
+        } else {
+            None
+        };
+        if let Some(file) = rest {
             let compression = self.compression(i);
             let limit = self.limit(i, &file);
             // Errors here are said when the file is read.

@@ -219,10 +219,12 @@ fn history_after_logrotate_compress_delaycompress_returns_each_window_exactly() 
 }
 
 #[test]
-fn history_after_numbered_and_dateext_rotation() {
+fn history_after_numbered_dateext_zstd_and_xz_rotation() {
     for body in [
         "rotate 10",
         "rotate 10\ncompress\ndateext\ndateformat -%Y%m%d-%s",
+        "rotate 10\ncompress\ncompresscmd /usr/bin/zstd\ncompressext .zst",
+        "rotate 10\ncompress\ndelaycompress\ncompresscmd /usr/bin/xz\ncompressext .xz",
     ] {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
@@ -246,6 +248,17 @@ fn history_after_numbered_and_dateext_rotation() {
         let log = dir.join("app.log");
         let mut h = History::open(&log, &Options::default()).unwrap();
         assert_eq!(h.files().len(), 4, "{body}: {:?}", names(&h));
+        let kinds: Vec<Compression> = h.files().iter().map(|f| f.compression).collect();
+        let want = if body.contains("zstd") {
+            Compression::Zstd
+        } else if body.contains("xz") {
+            Compression::Xz
+        } else if body.contains("compress") {
+            Compression::Gzip
+        } else {
+            Compression::Plain
+        };
+        assert!(kinds[..2].iter().all(|k| *k == want), "{body}: {kinds:?}");
         assert_eq!(read(&mut h, Window::default()), all, "{body}");
         for since in [1000, 1500, 2500, 3400] {
             let w = Window {
