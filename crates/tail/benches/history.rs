@@ -113,6 +113,61 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// Runs the child on one window; prints and returns the lines it counted.
+fn measure(dir: &Path, since: i64, last: i64) -> u64 {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .env(
+            "SHIELD_HISTORY_BENCH_CHILD",
+            format!("{}\n{since}", dir.display()),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut it = text.lines();
+    let fields: Vec<u64> = it
+        .next()
+        .unwrap()
+        .split(' ')
+        .map(|f| f.parse().unwrap())
+        .collect();
+    println!(
+        "History::read since the last {} s: {} lines, {} ms, peak RSS {} MiB\n  {}",
+        last - since + 1,
+        fields[0],
+        fields[1],
+        fields[2] >> 10,
+        it.next().unwrap()
+    );
+    fields[0]
+}
+
+/// Runs `script` under `/usr/bin/time`; prints and returns the count it printed.
+fn shell(what: &str, script: &str) -> u64 {
+    let t = Instant::now();
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "%M", "sh", "-c", script])
+        .output()
+        .unwrap();
+    let wall = t.elapsed();
+    let count: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let peak: u64 = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0);
+    println!(
+        "{what}: {count} lines, {} ms, peak RSS of the largest process {} MiB",
+        wall.as_millis(),
+        peak >> 10
+    );
+    count
+}
+
 /// The child: one History read, timed; prints `lines wall_ms peak_kib` and the stats.
 fn child(dir: &Path, since: i64) {
     let t = Instant::now();
@@ -165,61 +220,30 @@ fn main() {
         on_disk >> 20,
         t.elapsed()
     );
-    // The last 100 s (3 200 lines): a prefix grep can count too.
+    // The last 100 s (3 200 lines): a prefix grep can count them too.
     let since = last - last % 100;
-    let prefix = &since.to_string()[..8];
-    let out = Command::new(std::env::current_exe().unwrap())
-        .env(
-            "SHIELD_HISTORY_BENCH_CHILD",
-            format!("{}\n{since}", dir.display()),
-        )
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let mut it = text.lines();
-    let fields: Vec<u64> = it
-        .next()
-        .unwrap()
-        .split(' ')
-        .map(|f| f.parse().unwrap())
-        .collect();
-    println!(
-        "History::read since the last {}s: {} lines, {} ms, peak RSS {} MiB\n  {}",
-        last - since + 1,
-        fields[0],
-        fields[1],
-        fields[2] >> 10,
-        it.next().unwrap()
-    );
-    // The same answer the brute way, all files oldest first.
     let files: Vec<String> = (0..FILES).rev().map(name).collect();
+    let history = measure(&dir, since, last);
+    let prefix = &since.to_string()[..8];
     let script = format!(
         "cd '{}' && zcat -f {} | grep -c '^{prefix}'",
         dir.display(),
         files.join(" ")
     );
-    let t = Instant::now();
-    let out = Command::new("/usr/bin/time")
-        .args(["-f", "%M", "sh", "-c", &script])
-        .output()
-        .unwrap();
-    let wall = t.elapsed();
-    let count: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    let peak: u64 = String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .last()
-        .and_then(|l| l.trim().parse().ok())
-        .unwrap_or(0);
-    println!(
-        "zcat -f | grep -c: {count} lines, {} ms, peak RSS of the largest process {} MiB",
-        wall.as_millis(),
-        peak >> 10
-    );
-    assert_eq!(count, fields[0], "History and grep disagree");
+    let grep = shell("zcat -f | grep -c", &script);
+    assert_eq!(grep, history, "History and grep disagree");
+    // Windows that start far back: in the middle (the first uncompressed file) and at a
+    // quarter (inside the third compressed file), against a full scan that compares times.
+    for fraction in [2, 4] {
+        let since = T0 + (last - T0) / fraction;
+        let history = measure(&dir, since, last);
+        let script = format!(
+            "cd '{}' && zcat -f {} | awk -v s={since} '$1 >= s {{ n++ }} END {{ print n }}'",
+            dir.display(),
+            files.join(" ")
+        );
+        let awk = shell("zcat -f | awk '$1 >= since'", &script);
+        assert_eq!(awk, history, "History and awk disagree");
+    }
     drop(tmp);
 }

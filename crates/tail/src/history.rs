@@ -110,6 +110,37 @@ struct Live {
 ///   dropped for lacking one.
 /// - Memory is bounded by one read buffer per open file, plus the lines asked for by
 ///   [`History::last`].
+///
+/// ```
+/// use shield_tail::{Follower, History, Options, Window};
+///
+/// let dir = tempfile::tempdir()?;
+/// let log = dir.path().join("audit.jsonl");
+/// std::fs::write(dir.path().join("audit.jsonl.1"), "100 rotated\n200 rotated\n")?;
+/// std::fs::write(&log, "300 live\ncontinued\n400 live\n")?;
+/// // The caller knows how its lines tell their time.
+/// let time_of = |line: &[u8]| std::str::from_utf8(line).ok()?.split(' ').next()?.parse().ok();
+///
+/// let mut history = History::open(&log, &Options::default())?;
+/// let mut lines = Vec::new();
+/// let window = Window { since: Some(200), until: Some(300) };
+/// history.read(window, time_of, |l| {
+///     lines.push((String::from_utf8_lossy(l.bytes).into_owned(), l.time, l.rotated));
+///     true // false stops
+/// })?;
+/// assert_eq!(lines, [
+///     ("200 rotated".to_string(), Some(200), true),
+///     ("300 live".to_string(), Some(300), false),
+///     ("continued".to_string(), None, false),
+/// ]);
+/// for notice in history.take_notices() {
+///     eprintln!("shield-watch: audit: {notice}");
+/// }
+/// // Then live, from just after the last line history could read.
+/// let follower = Follower::open(&log, history.live_end(), Options::default())?;
+/// # drop(follower);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct History {
     dir_path: PathBuf,
     dir: Option<File>,
@@ -174,7 +205,7 @@ impl History {
             let key = (mtime(&m), birth_nanos(&m).unwrap_or(0), m.ino());
             found.push((key, sib, m));
         }
-        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found.sort_by_key(|f| f.0);
         for (_, sib, m) in found {
             let compression = match h.open_checked(&dir, &sib) {
                 Ok(Some(f)) => Compression::of(&f),
@@ -555,7 +586,12 @@ impl History {
                 head = self.probe(&file, 0, limit, time_of).map(|(_, t)| t);
             }
         }
-        if let (None, Some(file)) = (head, self.open_index(i)) {
+        let rest = if head.is_none() {
+            self.open_index(i)
+        } else {
+            None
+        };
+        if let Some(file) = rest {
             let compression = self.compression(i);
             let limit = self.limit(i, &file);
             // Errors here are said when the file is read.
@@ -633,9 +669,8 @@ impl History {
         let from = at.saturating_sub(1);
         let most = 2 * (self.max_line + 1);
         let mut size = 4096.min(most);
-        let mut buf = Vec::new();
+        let mut buf = vec![0u8; size];
         loop {
-            buf.resize(size, 0);
             let got = pread_full(file, &mut buf, from).ok()?;
             self.stats.bytes_read += got as u64;
             let data = &buf[..got];
@@ -659,6 +694,7 @@ impl History {
                 return None;
             }
             size = (size * 4).min(most);
+            buf.resize(size, 0);
         }
     }
 

@@ -219,10 +219,12 @@ fn history_after_logrotate_compress_delaycompress_returns_each_window_exactly() 
 }
 
 #[test]
-fn history_after_numbered_and_dateext_rotation() {
+fn history_after_numbered_dateext_zstd_and_xz_rotation() {
     for body in [
         "rotate 10",
         "rotate 10\ncompress\ndateext\ndateformat -%Y%m%d-%s",
+        "rotate 10\ncompress\ncompresscmd /usr/bin/zstd\ncompressext .zst",
+        "rotate 10\ncompress\ndelaycompress\ncompresscmd /usr/bin/xz\ncompressext .xz",
     ] {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
@@ -246,6 +248,17 @@ fn history_after_numbered_and_dateext_rotation() {
         let log = dir.join("app.log");
         let mut h = History::open(&log, &Options::default()).unwrap();
         assert_eq!(h.files().len(), 4, "{body}: {:?}", names(&h));
+        let kinds: Vec<Compression> = h.files().iter().map(|f| f.compression).collect();
+        let want = if body.contains("zstd") {
+            Compression::Zstd
+        } else if body.contains("xz") {
+            Compression::Xz
+        } else if body.contains("compress") {
+            Compression::Gzip
+        } else {
+            Compression::Plain
+        };
+        assert!(kinds[..2].iter().all(|k| *k == want), "{body}: {kinds:?}");
         assert_eq!(read(&mut h, Window::default()), all, "{body}");
         for since in [1000, 1500, 2500, 3400] {
             let w = Window {
@@ -456,6 +469,7 @@ proptest! {
         since in prop::option::of(0i64..700),
         span in prop::option::of(0i64..400),
         partial in any::<bool>(),
+        unterminated in prop::collection::vec(any::<bool>(), 6),
         n in 0usize..50,
     ) {
         let mut t = 0i64;
@@ -492,6 +506,10 @@ proptest! {
                 }
                 ("app.log".to_string(), text)
             } else {
+                // A rotated file's last line may lack its newline: it is still a line.
+                if unterminated[age % unterminated.len()] {
+                    text.pop();
+                }
                 let kind = kinds[age % kinds.len()];
                 (format!("app.log.{age}"), compress(kind, &text))
             };
@@ -509,6 +527,15 @@ proptest! {
         prop_assert_eq!(read(&mut h, w), reference(&all, w));
         prop_assert!(h.take_notices().is_empty());
         prop_assert_eq!(last(&mut h, n), all[all.len().saturating_sub(n)..].to_vec());
+        // The last N that pass a filter (odd lengths here), read from the end.
+        let odd: Vec<String> = all.iter().filter(|l| l.len() % 2 == 1).cloned().collect();
+        let mut got = Vec::new();
+        h.last(n, time_of, |l, _| l.len() % 2 == 1, |l| {
+            got.push(String::from_utf8_lossy(l.bytes).into_owned());
+            true
+        })
+        .unwrap();
+        prop_assert_eq!(got, odd[odd.len().saturating_sub(n)..].to_vec());
         let live_len = all[bounds[files - 1]..].iter().map(|l| l.len() as u64 + 1).sum::<u64>();
         match h.live_end() {
             Start::Cursor(c) => prop_assert_eq!(c.offset(), live_len),
