@@ -9,6 +9,7 @@ mod confine;
 mod containers;
 mod diag;
 mod files;
+mod helper;
 // Not wired into the writer thread yet; its tests run the real journald.
 #[allow(dead_code)]
 mod journal;
@@ -134,6 +135,23 @@ fn run(args: Args) -> Result<(), Failure> {
         None => BTreeMap::new(),
     };
 
+    // Host-wide, the sockets in containers' namespaces are made by a helper process that keeps
+    // what that takes and nothing else; forked here, while this is the only thread (signal
+    // handlers are not installed yet, so the helper starts with the default ones and sets its
+    // own).
+    let helper = match &containers {
+        Containers::Root(_) if selected.contains(&Source::Nflog) => match helper::Helper::start() {
+            Ok((helper, report)) => Some((helper, report)),
+            Err(why) => {
+                diag::line(format_args!(
+                    "nflog: the privileged helper did not start: {why}; containers' packets will not be shown"
+                ));
+                None
+            }
+        },
+        _ => None,
+    };
+
     // Signals are caught before any thread starts, so none can arrive unhandled.
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR1])
         .map_err(|e| Failure::State(format!("cannot install signal handlers: {e}")))?;
@@ -162,21 +180,17 @@ fn run(args: Args) -> Result<(), Failure> {
     // Confines this thread once the privileged part of starting is done; every thread started
     // after that inherits the confinement.
     let cursor = args.cursor.as_deref();
-    let (confinement, nflog_confinement) = match &containers {
-        Containers::One { dir, .. } => (Confinement::single_container(dir, cursor), None),
+    let confinement = match &containers {
+        Containers::One { dir, .. } => Confinement::single_container(dir, cursor),
         Containers::Root(root) => {
             summary.lock().by_container = Some(BTreeMap::new());
-            let nflog = Confinement::host_wide_nflog(root);
-            // Without the nflog source there is no nflog thread to report on.
-            if selected.contains(&Source::Nflog) {
-                thread_reports.push(("nflog thread", nflog.clone()));
-            }
-            (
-                Confinement::host_wide(root, cursor, confine::KEEP_SINGLE_CONTAINER),
-                Some(nflog),
-            )
+            Confinement::host_wide(root, cursor)
         }
     };
+    let helper = helper.map(|(helper, report)| {
+        thread_reports.push(format!("nflog helper (pid {}) {report}", helper.pid()));
+        helper
+    });
     let runtime = Runtime {
         containers,
         selected: selected.clone(),
@@ -191,7 +205,7 @@ fn run(args: Args) -> Result<(), Failure> {
         tx: tx.clone(),
         summary: summary.clone(),
     };
-    let expected = containers::start(runtime, ready_tx, go_rx, &confinement, nflog_confinement);
+    let expected = containers::start(runtime, ready_tx, go_rx, &confinement, helper);
 
     let (signal_tx, signal_rx) = unbounded();
     spawn("signals", move || {
@@ -223,8 +237,8 @@ fn run(args: Args) -> Result<(), Failure> {
         &summary,
     ) {
         Ok(running) => {
-            for (thread, confinement) in &thread_reports {
-                diag::line(format_args!("{thread} {}", confinement.report()));
+            for report in &thread_reports {
+                diag::line(report);
             }
             let stop = announce_ready(&running, &tx, &signal_rx, &writer_done_rx, &confinement);
             drop(go_tx);

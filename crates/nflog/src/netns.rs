@@ -46,6 +46,20 @@ impl NamespaceId {
         NamespaceId::of(File::open(THREAD_NETNS)?)
     }
 
+    /// An identity received from elsewhere (another process's [`NamespaceId::device`] and
+    /// [`NamespaceId::inode`]).
+    pub fn from_parts(device: u64, inode: u64) -> NamespaceId {
+        NamespaceId {
+            dev: device,
+            ino: inode,
+        }
+    }
+
+    /// The device of the namespace's nsfs file.
+    pub fn device(self) -> u64 {
+        self.dev
+    }
+
     /// The namespace's inode number, the number `ip netns identify` and `ls -l /proc/PID/ns`
     /// show (`net:[4026531840]`). Unique among the namespaces alive at one time; one of a
     /// namespace that is gone can be reused.
