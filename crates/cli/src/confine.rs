@@ -115,7 +115,11 @@ impl Confinement {
             _ => PathBuf::from("."),
         });
         let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
-        Confinement::new(vec![root, PathBuf::from("/proc")], write, KEEP_SINGLE_CONTAINER)
+        Confinement::new(
+            vec![root, PathBuf::from("/proc")],
+            write,
+            KEEP_SINGLE_CONTAINER,
+        )
     }
 
     /// Host-wide, the nflog helper process ([`crate::helper`]): [`KEEP_HELPER`] and

@@ -92,12 +92,12 @@ impl Helper {
                     pid: unsafe { Pid::from_raw_unchecked(pid) },
                 };
                 let mut buf = [0u8; MAX_REPLY + 1];
-                let hello = match rustix::net::recv(&helper.socket, &mut buf[..], RecvFlags::empty())
-                {
-                    Ok((0, _)) => Err(format!("it ended at once ({})", helper.ended())),
-                    Ok((n, _)) => parse_hello(&buf[..n]).map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
+                let hello =
+                    match rustix::net::recv(&helper.socket, &mut buf[..], RecvFlags::empty()) {
+                        Ok((0, _)) => Err(format!("it ended at once ({})", helper.ended())),
+                        Ok((n, _)) => parse_hello(&buf[..n]).map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
                 hello.map(|text| (helper, text))
             }
         }
@@ -202,7 +202,13 @@ impl AsFd for Helper {
 fn serve(socket: OwnedFd) -> ! {
     // Terminal signals go to the whole process group and systemd signals every process of the
     // unit: the worker stops cleanly on them, and the helper ends when the worker has gone.
-    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGUSR1, libc::SIGHUP, libc::SIGPIPE] {
+    for signal in [
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGUSR1,
+        libc::SIGHUP,
+        libc::SIGPIPE,
+    ] {
         // SAFETY: setting a signal's disposition to SIG_IGN installs no handler.
         unsafe { libc::signal(signal, libc::SIG_IGN) };
     }
@@ -248,12 +254,19 @@ fn serve(socket: OwnedFd) -> ! {
         reply.encode(&mut bytes);
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
         let mut control = SendAncillaryBuffer::new(&mut space);
-        let fds = request.as_ref().map(|(socket, names)| [socket.as_fd(), names.as_fd()]);
+        let fds = request
+            .as_ref()
+            .map(|(socket, names)| [socket.as_fd(), names.as_fd()]);
         if let Some(fds) = &fds {
             control.push(SendAncillaryMessage::ScmRights(fds));
         }
-        if rustix::net::sendmsg(&socket, &[IoSlice::new(&bytes)], &mut control, SendFlags::NOSIGNAL)
-            .is_err()
+        if rustix::net::sendmsg(
+            &socket,
+            &[IoSlice::new(&bytes)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        )
+        .is_err()
         {
             std::process::exit(0);
         }
@@ -299,7 +312,12 @@ fn answer(request: &Request, home: NamespaceId) -> (Reply, Option<(OwnedFd, Owne
         Ok(false) => return refused(format!("{pid} is a thread, not a process")),
         Err(e) => return refused(format!("cannot read the status of {pid}: {e}")),
     }
-    let ns = match rustix::fs::openat(&dir, "ns/net", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) {
+    let ns = match rustix::fs::openat(
+        &dir,
+        "ns/net",
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
         Ok(fd) => File::from(fd),
         Err(e) => {
             return refused(format!(
@@ -363,7 +381,8 @@ mod tests {
 
     #[test]
     fn a_leader_is_its_own_thread_group() {
-        let status = b"Name:\tdnsmasq\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t42\nNgid:\t0\nPid:\t42\n";
+        let status =
+            b"Name:\tdnsmasq\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t42\nNgid:\t0\nPid:\t42\n";
         assert!(leader(status, 42));
         assert!(!leader(status, 43));
         let thread = b"Name:\tworker\nTgid:\t42\nPid:\t43\n";

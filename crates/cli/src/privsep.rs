@@ -235,20 +235,22 @@ impl Reply {
             return Err(Malformed::Field("holder"));
         }
         let held_by = (has_holder == 1).then_some(holder);
-        match status {
-            0 | 1 if !text.is_empty() => Err(Malformed::Field("text")),
-            0 => Ok(Reply::New { ns, held_by }),
-            1 if held_by.is_none() => Ok(Reply::Same { ns }),
-            2 if held_by.is_none() && ns == (Namespace { dev: 0, ino: 0 }) => {
-                if text.is_empty() || text.iter().any(|&b| printable(b) != b) {
+        let no_ns = ns == Namespace { dev: 0, ino: 0 };
+        match (status, held_by, text.is_empty()) {
+            (0, _, true) => Ok(Reply::New { ns, held_by }),
+            (1, None, true) => Ok(Reply::Same { ns }),
+            (2, None, false) if no_ns => {
+                if text.iter().any(|&b| printable(b) != b) {
                     return Err(Malformed::Field("text"));
                 }
                 Ok(Reply::Refused(
                     String::from_utf8(text.to_vec()).map_err(|_| Malformed::Field("text"))?,
                 ))
             }
-            0..=2 => Err(Malformed::Field("holder")),
-            _ => Err(Malformed::Field("status")),
+            (3.., _, _) => Err(Malformed::Field("status")),
+            // A field that does not go with the status: a holder or a namespace with a refusal,
+            // text with a socket.
+            _ => Err(Malformed::Field("reply")),
         }
     }
 }

@@ -28,10 +28,10 @@ use shield_event::map::nflog::{
     is_ipv6_link_local_multicast, lost_packets, name_destination, packet_event, LoggedPacket,
 };
 use shield_event::{format_timestamp, now_timestamp, Source};
-use shield_watch_cli::privsep::{Namespace, Request};
 use shield_nflog::{
     Batch, Decoder, ErrorKind, Headers, Interfaces, Message, NamespaceId, Packet, Subscription,
 };
+use shield_watch_cli::privsep::{Namespace, Request};
 
 use crate::confine::Confinement;
 use crate::helper::{Answer, Gone, Helper};
@@ -359,7 +359,7 @@ impl NflogThread {
         match made {
             Ok(Made::Same) => Ok(Opened::Kept),
             Ok(Made::New(subscription, ns)) => {
-                self.added(sockets, name, ns, subscription, cache);
+                self.added(sockets, name, ns, *subscription, cache);
                 Ok(Opened::New)
             }
             Err(refused) if refused.held && self.retry_held => {
@@ -384,7 +384,10 @@ impl NflogThread {
         home: &File,
     ) -> Result<Made, Refused> {
         match netns {
-            Netns::Current => Ok(Made::New(self.subscribe(None)?, namespace_id(home))),
+            Netns::Current => Ok(Made::New(
+                Box::new(self.subscribe(None)?),
+                namespace_id(home),
+            )),
             Netns::Path(path) => {
                 let file = File::open(path).map_err(|e| Refused {
                     held: false,
@@ -398,7 +401,7 @@ impl NflogThread {
                 if ns.is_some() && ns == known {
                     return Ok(Made::Same);
                 }
-                Ok(Made::New(self.subscribe(Some(&file))?, ns))
+                Ok(Made::New(Box::new(self.subscribe(Some(&file))?), ns))
             }
             Netns::Dnsmasq { pid, argument } => {
                 let checking = |why: String| Refused {
@@ -429,7 +432,7 @@ impl NflogThread {
                             .group(self.group)
                             .recv_buffer(self.buffer, self.buffer)
                             .finish(bind)?;
-                        Ok(Made::New(subscription, Some(ns)))
+                        Ok(Made::New(Box::new(subscription), Some(ns)))
                     }
                     Err(Gone(why)) => {
                         self.helper_gone(&why);
@@ -479,7 +482,7 @@ impl NflogThread {
                         "container {}: nflog: took over NFLOG group {} (its other listener is gone)",
                         h.name, self.group
                     ));
-                    self.added(sockets, h.name, ns, subscription, h.cache);
+                    self.added(sockets, h.name, ns, *subscription, h.cache);
                 }
                 Err(refused) if refused.held => {
                     held[at].next = now + RETRY_HELD;
@@ -522,7 +525,7 @@ impl NflogThread {
 /// What [`NflogThread::make`] made.
 enum Made {
     /// A socket, in this namespace.
-    New(Subscription, Option<NamespaceId>),
+    New(Box<Subscription>, Option<NamespaceId>),
     /// None: the namespace is the one the container's socket is in already.
     Same,
 }

@@ -303,11 +303,8 @@ fn after_the_ready_line_every_thread_holds_only_cap_dac_read_search_and_no_new_p
         "{:#?}",
         watch.stderr_seen
     );
-    let children = fs::read_to_string(format!(
-        "/proc/{0}/task/{0}/children",
-        watch.child.id()
-    ))
-    .unwrap_or_default();
+    let children = fs::read_to_string(format!("/proc/{0}/task/{0}/children", watch.child.id()))
+        .unwrap_or_default();
     assert_eq!(children.trim(), "", "no child process");
     let names = assert_thread_privileges(watch.child.id(), |_| ONLY_DAC_READ_SEARCH);
     // Every thread shield-watch runs, so none escaped the check.

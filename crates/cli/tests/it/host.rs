@@ -643,10 +643,12 @@ fn the_helper_opens_no_file_of_the_state_root() {
         let Some(path) = line.split('"').nth(1) else {
             continue;
         };
-        assert!(!path.contains(root_path), "the helper opened {path}: {trace}");
         assert!(
-            path.starts_with("/proc/")
-                || ["cmdline", "status", "ns/net"].contains(&path),
+            !path.contains(root_path),
+            "the helper opened {path}: {trace}"
+        );
+        assert!(
+            path.starts_with("/proc/") || ["cmdline", "status", "ns/net"].contains(&path),
             "the helper opened {path}: {trace}"
         );
         opened.push(path.to_string());
@@ -686,7 +688,9 @@ fn the_worker_says_when_the_helper_dies_and_keeps_running() {
     assert_eq!(event["domain"], "web.example", "{event}");
     let _late = Container::shielded(root.path(), "late", &[]);
     watch.wait_stderr(|l| {
-        l.starts_with("shield-watch: container late: nflog: no privileged helper to make the socket")
+        l.starts_with(
+            "shield-watch: container late: nflog: no privileged helper to make the socket",
+        )
     });
     watch.signal(Signal::TERM);
     let (status, stderr) = watch.wait_exit();
