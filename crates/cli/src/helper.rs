@@ -23,6 +23,7 @@ use std::fs::File;
 use std::io::{self, IoSlice, IoSliceMut, Read as _};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 
 use rustix::fs::{Mode, OFlags};
 use rustix::net::{
@@ -41,6 +42,68 @@ use crate::confine::Confinement;
 const HELPER_NAME: &CStr = c"nflog-helper";
 /// How much of `/proc/PID/cmdline` is compared (the worker reads as much).
 const CMDLINE_MAX: u64 = 64 * 1024;
+
+/// What the helper accepts, fixed when it is forked (from the command line): even a worker
+/// taken over can ask it only for the group and buffer shield-watch was started with, in the
+/// namespace of a process started as one of the state root's dnsmasqs.
+pub struct Limits {
+    /// `--nflog-group`.
+    pub group: u16,
+    /// `--nflog-buffer`.
+    pub buffer: u64,
+    /// The accepted beginnings of the argument: `--conf-file=ROOT/containers/`, with the root
+    /// as given and made absolute.
+    pub prefixes: Vec<Vec<u8>>,
+}
+
+impl Limits {
+    /// The limits of a host-wide run on `root`.
+    pub fn new(root: &Path, group: u16, buffer: u64) -> Limits {
+        let mut prefixes: Vec<Vec<u8>> = [Some(root.to_path_buf()), std::path::absolute(root).ok()]
+            .into_iter()
+            .flatten()
+            .map(|root| {
+                let mut prefix = b"--conf-file=".to_vec();
+                prefix.extend_from_slice(root.join("containers").as_os_str().as_encoded_bytes());
+                prefix.push(b'/');
+                prefix
+            })
+            .collect();
+        prefixes.dedup();
+        Limits {
+            group,
+            buffer: buffer.min(shield_watch_cli::privsep::MAX_BUFFER),
+            prefixes,
+        }
+    }
+
+    /// Whether `request` stays within the limits: its group and buffer, and an argument that is
+    /// `--conf-file=ROOT/containers/NAME/dnsmasq.conf` for some NAME (one path component, not
+    /// `.` or `..`). Byte comparisons only.
+    fn check(&self, request: &Request) -> Result<(), String> {
+        if request.group != self.group || request.buffer != self.buffer {
+            return Err(
+                "refused: not the NFLOG group and buffer shield-watch was started with".into(),
+            );
+        }
+        let name = self.prefixes.iter().find_map(|prefix| {
+            request
+                .argument
+                .strip_prefix(prefix.as_slice())?
+                .strip_suffix(b"/dnsmasq.conf".as_slice())
+        });
+        match name {
+            Some(name)
+                if !name.is_empty() && !name.contains(&b'/') && name != b"." && name != b".." =>
+            {
+                Ok(())
+            }
+            _ => {
+                Err("refused: not the argument of a dnsmasq of the state root's containers".into())
+            }
+        }
+    }
+}
 
 /// The worker's end: asks the helper for sockets.
 pub struct Helper {
@@ -66,7 +129,7 @@ impl Helper {
     /// Forks the helper. Call it while the process has one thread (before any thread starts,
     /// signal handlers included): the child then runs only [`serve`]. Returns the worker's end
     /// and the helper's own account of its confinement (its first message).
-    pub fn start() -> Result<(Helper, String), String> {
+    pub fn start(limits: Limits) -> Result<(Helper, String), String> {
         let (worker_end, helper_end) = rustix::net::socketpair(
             AddressFamily::UNIX,
             SocketType::SEQPACKET,
@@ -82,7 +145,7 @@ impl Helper {
             -1 => Err(format!("cannot fork: {}", io::Error::last_os_error())),
             0 => {
                 drop(worker_end);
-                serve(helper_end)
+                serve(helper_end, &limits)
             }
             pid => {
                 drop(helper_end);
@@ -199,7 +262,7 @@ impl AsFd for Helper {
 
 /// The helper process: confines itself, says how, then answers requests until the worker's end
 /// of `socket` closes. Never returns.
-fn serve(socket: OwnedFd) -> ! {
+fn serve(socket: OwnedFd, limits: &Limits) -> ! {
     // Terminal signals go to the whole process group and systemd signals every process of the
     // unit: the worker stops cleanly on them, and the helper ends when the worker has gone.
     for signal in [
@@ -241,7 +304,10 @@ fn serve(socket: OwnedFd) -> ! {
         } else {
             match Request::parse(&buf[..n]) {
                 Ok(request) => match home {
-                    Some(home) => answer(&request, home),
+                    Some(home) => match limits.check(&request) {
+                        Ok(()) => answer(&request, home),
+                        Err(why) => (Reply::Refused(why), None),
+                    },
                     None => (
                         Reply::Refused("the helper cannot tell its own network namespace".into()),
                         None,
@@ -378,6 +444,38 @@ fn leader(status: &[u8], pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_state_roots_dnsmasq_arguments_group_and_buffer_are_accepted() {
+        let limits = Limits::new(Path::new("/s"), 100, 1 << 20);
+        let request = |argument: &[u8]| Request {
+            pid: 7,
+            group: 100,
+            buffer: 1 << 20,
+            known_ns: None,
+            argument: argument.to_vec(),
+        };
+        assert_eq!(
+            limits.check(&request(b"--conf-file=/s/containers/c1/dnsmasq.conf")),
+            Ok(())
+        );
+        for refused in [
+            &b"--conf-file=/s/containers//dnsmasq.conf"[..],
+            b"--conf-file=/s/containers/../dnsmasq.conf",
+            b"--conf-file=/s/containers/a/b/dnsmasq.conf",
+            b"--conf-file=/t/containers/c1/dnsmasq.conf",
+            b"--conf-file=/s/containers/c1/dnsmasq.conf.x",
+            b"/s/containers/c1/dnsmasq.conf",
+        ] {
+            assert!(limits.check(&request(refused)).is_err(), "{refused:?}");
+        }
+        let mut other_group = request(b"--conf-file=/s/containers/c1/dnsmasq.conf");
+        other_group.group = 101;
+        assert!(limits.check(&other_group).is_err());
+        let mut other_buffer = request(b"--conf-file=/s/containers/c1/dnsmasq.conf");
+        other_buffer.buffer = 1 << 21;
+        assert!(limits.check(&other_buffer).is_err());
+    }
 
     #[test]
     fn a_leader_is_its_own_thread_group() {

@@ -140,7 +140,9 @@ fn run(args: Args) -> Result<(), Failure> {
     // handlers are not installed yet, so the helper starts with the default ones and sets its
     // own).
     let helper = match &containers {
-        Containers::Root(_) if selected.contains(&Source::Nflog) => match helper::Helper::start() {
+        Containers::Root(root) if selected.contains(&Source::Nflog) => match helper::Helper::start(
+            helper::Limits::new(root, args.nflog_group, args.nflog_buffer),
+        ) {
             Ok((helper, report)) => Some((helper, report)),
             Err(why) => {
                 diag::line(format_args!(
