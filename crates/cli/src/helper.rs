@@ -137,7 +137,14 @@ impl Helper {
             None,
         )
         .map_err(|e| format!("cannot make the socketpair: {e}"))?;
-        // SAFETY: called from `main` before any other thread exists (see above), so the child,
+        // The safety of the fork below rests on this process having one thread: checked, not
+        // assumed.
+        match std::fs::read_dir("/proc/self/task").map(Iterator::count) {
+            Ok(1) => {}
+            Ok(n) => return Err(format!("the process has {n} threads already; not forking")),
+            Err(e) => return Err(format!("cannot count this process's threads: {e}")),
+        }
+        // SAFETY: called from `main` before any other thread exists (checked above), so the child,
         // a copy of this one thread, holds no lock another thread could have held; it runs
         // `serve`, which never returns.
         let pid = unsafe { libc::fork() };
