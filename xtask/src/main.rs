@@ -18,6 +18,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("dig", "dnsutils"),
     ("ip", "iproute2"),
     ("logrotate", "logrotate"),
+    // The host-wide test that the nflog helper opens no file of the state root traces it.
+    ("strace", "strace"),
     // CI's check of the Debian package: its units verified, their Documentation= man page found.
     ("systemd-analyze", "systemd"),
     ("man", "man-db"),

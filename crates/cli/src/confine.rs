@@ -6,7 +6,9 @@
 //! binds the NFLOG socket, maybe inside another network namespace), then confines itself, and
 //! only then starts the other threads, which inherit the confinement; the nflog thread, started
 //! before, confines itself at its ready point. Every thread is therefore confined before the
-//! ready line. What is kept and why: docs/SECURITY.md.
+//! ready line. Host-wide, what entering containers takes is kept by a separate process, the
+//! nflog helper ([`Confinement::helper`], `crate::helper`). What is kept and why:
+//! docs/SECURITY.md.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -28,18 +30,17 @@ const LANDLOCK_ABI: ABI = ABI::V7;
 /// without CAP_DAC_READ_SEARCH could not open it.
 pub const KEEP_SINGLE_CONTAINER: CapabilitySet = CapabilitySet::DAC_READ_SEARCH;
 
-/// Host-wide, the nflog thread keeps what entering a container that starts later takes:
+/// Host-wide, the nflog helper process keeps what entering a container that starts later takes:
 /// CAP_SYS_PTRACE to open `/proc/PID/ns/net` of a dnsmasq run by another user, CAP_SYS_ADMIN
-/// for `setns`, CAP_NET_ADMIN to bind the NFLOG group there and size its buffer, and
-/// CAP_DAC_READ_SEARCH like every thread.
-pub const KEEP_HOST_WIDE_NFLOG: CapabilitySet = CapabilitySet::DAC_READ_SEARCH
-    .union(CapabilitySet::SYS_PTRACE)
+/// for `setns`, CAP_NET_ADMIN to bind the NFLOG group there and size its buffer; nothing else
+/// (it reads no file that needs CAP_DAC_READ_SEARCH).
+pub const KEEP_HELPER: CapabilitySet = CapabilitySet::SYS_PTRACE
     .union(CapabilitySet::SYS_ADMIN)
     .union(CapabilitySet::NET_ADMIN);
 
-/// Why the host-wide nflog thread has no Landlock domain (said in the confinement line).
-const NO_LANDLOCK_FOR_NFLOG: &str =
-    "none for the thread that enters containers' namespaces: Landlock forbids it";
+/// Why the nflog helper has no Landlock domain (said in its confinement line).
+const NO_LANDLOCK_FOR_HELPER: &str =
+    "none for the process that enters containers' namespaces: Landlock forbids it";
 
 /// What a confinement allows, decided before any thread starts.
 #[derive(Clone)]
@@ -106,31 +107,34 @@ impl Confinement {
     }
 
     /// Decides the confinement of host-wide mode: read the state root and `/proc` (the dnsmasq
-    /// PID checks), write the directory of `cursor` (when given), keep `keep`: the nflog thread
-    /// keeps [`KEEP_HOST_WIDE_NFLOG`] to enter containers that start later, the others
-    /// [`KEEP_SINGLE_CONTAINER`].
-    pub fn host_wide(root: &Path, cursor: Option<&Path>, keep: CapabilitySet) -> Confinement {
+    /// PID checks), write the directory of `cursor` (when given), keep [`KEEP_SINGLE_CONTAINER`]:
+    /// every thread, the nflog one included (entering containers is the helper's).
+    pub fn host_wide(root: &Path, cursor: Option<&Path>) -> Confinement {
         let write = cursor.map(|c| match c.parent() {
             Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
             _ => PathBuf::from("."),
         });
         let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
-        Confinement::new(vec![root, PathBuf::from("/proc")], write, keep)
+        Confinement::new(
+            vec![root, PathBuf::from("/proc")],
+            write,
+            KEEP_SINGLE_CONTAINER,
+        )
     }
 
-    /// Host-wide, the nflog thread: capabilities and `no_new_privs` like the others, but no
-    /// Landlock. A Landlock domain forbids ptrace-mode access to processes outside it, and
-    /// opening `/proc/PID/ns/net` of a container's dnsmasq is such an access: the thread that
-    /// enters containers started later cannot be in one. It reads no file after start but
-    /// those (docs/SECURITY.md).
-    pub fn host_wide_nflog(root: &Path) -> Confinement {
-        let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+    /// Host-wide, the nflog helper process ([`crate::helper`]): [`KEEP_HELPER`] and
+    /// `no_new_privs`, but no Landlock. A Landlock domain forbids ptrace-mode access to
+    /// processes outside it, and opening `/proc/PID/ns/net` of a container's dnsmasq is such an
+    /// access: the process that enters containers started later cannot be in one. It opens no
+    /// file but `/proc/PID/{cmdline,status,ns/net}` and the kernel's NFLOG listing
+    /// (docs/SECURITY.md).
+    pub fn helper() -> Confinement {
         Confinement {
             inner: Arc::new(Inner {
-                read: vec![root, PathBuf::from("/proc")],
+                read: vec![PathBuf::from("/proc")],
                 write: None,
-                keep: KEEP_HOST_WIDE_NFLOG,
-                ruleset: Err(NO_LANDLOCK_FOR_NFLOG.to_string()),
+                keep: KEEP_HELPER,
+                ruleset: Err(NO_LANDLOCK_FOR_HELPER.to_string()),
                 applied: Mutex::new(Vec::new()),
             }),
         }

@@ -27,6 +27,7 @@ use shield_tail::{FollowSet, Key, Options, Waker};
 
 use crate::confine::Confinement;
 use crate::files::{FileCommand, FileThread};
+use crate::helper::Helper;
 use crate::output::Msg;
 use crate::sources::audit::AuditNaming;
 use crate::sources::nflog::{ConfineWhen, Netns, NflogCommand, NflogEvents, NflogThread, Opened};
@@ -332,18 +333,18 @@ const ROOT_CHECK: Duration = Duration::from_secs(5);
 /// How long discovery waits for a source thread's answer.
 const ANSWER_WITHIN: Duration = Duration::from_secs(30);
 
-/// Starts the threads. The nflog thread starts first, unconfined: host-wide it confines itself
-/// at once keeping what entering containers takes (`nflog_confinement`); for one container it
-/// makes its one socket first and then takes `confinement` like every other thread. Then this
-/// thread applies `confinement`, inherited by every thread started after, and calls
-/// `confined` (main starts its own threads, the writer among them, there: confined, and before
-/// any history goes to the channel). Returns what runs.
+/// Starts the threads. The nflog thread starts first, unconfined: host-wide it takes
+/// `confinement` at once (the sockets are made by `helper`, the privileged process forked
+/// before any thread); for one container it makes its one socket first and then takes
+/// `confinement` like every other thread. Then this thread applies `confinement`, inherited by
+/// every thread started after, and calls `confined` (main starts its own threads, the writer
+/// among them, there: confined, and before any history goes to the channel). Returns what runs.
 pub fn start(
     runtime: Runtime,
     ready: Sender<Ready>,
     go: Receiver<()>,
     confinement: &Confinement,
-    nflog_confinement: Option<Confinement>,
+    helper: Option<Helper>,
     confined: impl FnOnce(),
 ) -> Started {
     let mut runtime = runtime;
@@ -370,10 +371,12 @@ pub fn start(
             batches,
             spares,
             retry_held: !one,
+            helper,
         };
-        let when = match &nflog_confinement {
-            Some(nflog) => ConfineWhen::Now(nflog.clone()),
-            None => ConfineWhen::AfterFirstOpen(confinement.clone()),
+        let when = if one {
+            ConfineWhen::AfterFirstOpen(confinement.clone())
+        } else {
+            ConfineWhen::Now(confinement.clone())
         };
         let thread_wake = wake.clone();
         crate::spawn("nflog", move || {
@@ -413,8 +416,8 @@ pub fn start(
         }
     }
     if nflog.is_some() {
-        // Started confined, without the nflog thread's capabilities: packets from containers
-        // are parsed here, never where the capabilities are.
+        // Started confined: packets from containers are parsed here, not on the thread that
+        // reads the sockets.
         let events = NflogEvents {
             tx: runtime.tx.clone(),
             summary: runtime.summary.clone(),
@@ -747,7 +750,7 @@ impl Discovery {
                 self.say_once(name, &why);
                 (None, None)
             }
-            Some(Look::State { tier, pid }) => (tier, pid),
+            Some(Look::State { tier, dnsmasq }) => (tier, dnsmasq),
         };
         let dir = root.join(name);
         if absent {
@@ -788,10 +791,10 @@ impl Discovery {
             (false, Some(tier)) => {
                 known.following = true;
                 known.tier = Some(tier);
-                known.pid = pid;
+                known.pid = pid.as_ref().map(|(pid, _)| *pid);
                 let container = self.container(name, dir, true, first, None);
                 self.known.get_mut(name).expect("known").cache = Some(container.cache.clone());
-                let netns = pid.map(Netns::Dnsmasq);
+                let netns = pid.map(|(pid, argument)| Netns::Dnsmasq { pid, argument });
                 let added = self.add(&container, tier, netns);
                 let running: Vec<&str> = added.running.iter().map(|s| s.as_str()).collect();
                 self.voice
@@ -801,14 +804,14 @@ impl Discovery {
                         .tell(name, &format!("{}: {why}", source.as_str()));
                 }
             }
-            (true, Some(_)) if known.pid != pid => {
+            (true, Some(_)) if known.pid != pid.as_ref().map(|(pid, _)| *pid) => {
                 // Its dnsmasq restarted (or stopped): the socket follows its namespace, and
                 // stays open when that is the same one.
-                known.pid = pid;
+                known.pid = pid.as_ref().map(|(pid, _)| *pid);
                 let cache = known.cache.clone();
-                if let (Some(nflog), Some(pid)) = (&self.nflog, pid) {
+                if let (Some(nflog), Some((pid, argument))) = (&self.nflog, pid) {
                     let container = self.container(name, dir, true, first, cache);
-                    match nflog.open(&container, Netns::Dnsmasq(pid)) {
+                    match nflog.open(&container, Netns::Dnsmasq { pid, argument }) {
                         Ok(Opened::Kept) => {}
                         Ok(Opened::New) => self
                             .voice
@@ -914,7 +917,8 @@ enum Look {
     /// Its tier (`None`: no `dns.tier` yet) and its dnsmasq, when one runs.
     State {
         tier: Option<DnsTier>,
-        pid: Option<u32>,
+        /// Its PID and the `--conf-file=` argument its command line holds.
+        dnsmasq: Option<(u32, Arc<[u8]>)>,
     },
     /// Its `dns.tier` cannot be used: why.
     Unusable(String),
@@ -930,16 +934,17 @@ fn look_at(dir: &Path) -> Look {
         }) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(err) => return Look::Unusable(err.to_string()),
     };
-    let pid = tier
+    let dnsmasq = tier
         .filter(|t| t.has_dnsmasq())
         .and_then(|_| dnsmasq_pid(dir));
-    Look::State { tier, pid }
+    Look::State { tier, dnsmasq }
 }
 
 /// The PID in `dir/dnsmasq.pid`, accepted only when that process is the dnsmasq started for
 /// this container: its command line holds exactly `--conf-file=DIR/dnsmasq.conf` (how
-/// terok-shield starts it, and how it recognises it).
-fn dnsmasq_pid(dir: &Path) -> Option<u32> {
+/// terok-shield starts it, and how it recognises it); with the argument found, which the nflog
+/// helper checks again before it enters the process's namespace.
+fn dnsmasq_pid(dir: &Path) -> Option<(u32, Arc<[u8]>)> {
     let handle = shield_tail::open_dir(dir).ok()?;
     let mut text = String::new();
     shield_tail::open_beneath(&handle, "dnsmasq.pid", shield_tail::Open::ReadNoFollow)
@@ -971,8 +976,8 @@ fn dnsmasq_pid(dir: &Path) -> Option<u32> {
         .collect();
     cmdline
         .split(|b| *b == 0)
-        .any(|arg| wanted.iter().any(|w| w.as_slice() == arg))
-        .then_some(pid)
+        .find(|arg| wanted.iter().any(|w| w.as_slice() == *arg))
+        .map(|arg| (pid, Arc::from(arg)))
 }
 
 /// Whether the `--container` names or globs `select` take the container `name` (all when none

@@ -2,7 +2,9 @@
 //! which generates shell completions and the man page from it.
 //!
 //! Everything else of the program lives in the binary (`main.rs` and its modules): this library
-//! only exposes [`Args`] so the generated documentation can never drift from the real flags.
+//! exposes [`Args`] so the generated documentation can never drift from the real flags, and
+//! [`privsep`], the pure codec of the messages between the process and its privileged nflog
+//! helper, so its parsers can be fuzzed (`fuzz/fuzz_targets/privsep_request.rs`).
 //!
 //! ```
 //! use clap::Parser;
@@ -11,5 +13,6 @@
 //! ```
 
 mod args;
+pub mod privsep;
 
 pub use args::{Args, ColorChoice, Format};

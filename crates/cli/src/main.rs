@@ -9,6 +9,7 @@ mod confine;
 mod containers;
 mod diag;
 mod files;
+mod helper;
 mod history;
 // Not wired into the writer thread yet; its tests run the real journald.
 #[allow(dead_code)]
@@ -141,6 +142,33 @@ fn run(args: Args) -> Result<(), Failure> {
         None => BTreeMap::new(),
     };
 
+    // Host-wide, the sockets in containers' namespaces are made by a helper process that keeps
+    // what that takes and nothing else; forked here, while this is the only thread (signal
+    // handlers are not installed yet, so the helper starts with the default ones and sets its
+    // own).
+    let helper = match &containers {
+        // Not for a history that does not follow: no socket is made then.
+        Containers::Root(root)
+            if selected.contains(&Source::Nflog)
+                && history.as_ref().is_none_or(|(_, follow)| *follow) =>
+        {
+            match helper::Helper::start(helper::Limits::new(
+                &root.dir,
+                args.nflog_group,
+                args.nflog_buffer,
+            )) {
+                Ok((helper, report)) => Some((helper, report)),
+                Err(why) => {
+                    diag::line(format_args!(
+                    "nflog: the privileged helper did not start: {why}; containers' packets will not be shown"
+                ));
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+
     // Signals are caught before any thread starts, so none can arrive unhandled.
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR1])
         .map_err(|e| Failure::State(format!("cannot install signal handlers: {e}")))?;
@@ -170,22 +198,18 @@ fn run(args: Args) -> Result<(), Failure> {
     // Confines this thread once the privileged part of starting is done; every thread started
     // after that inherits the confinement.
     let cursor = args.cursor.as_deref();
-    let (confinement, nflog_confinement) = match &containers {
-        Containers::One { dir, .. } => (Confinement::single_container(dir, cursor), None),
+    let confinement = match &containers {
+        Containers::One { dir, .. } => Confinement::single_container(dir, cursor),
         Containers::Root(root) => {
             let root = &root.dir;
             summary.lock().by_container = Some(BTreeMap::new());
-            let nflog = Confinement::host_wide_nflog(root);
-            // Without the nflog source there is no nflog thread to report on.
-            if selected.contains(&Source::Nflog) {
-                thread_reports.push(("nflog thread", nflog.clone()));
-            }
-            (
-                Confinement::host_wide(root, cursor, confine::KEEP_SINGLE_CONTAINER),
-                Some(nflog),
-            )
+            Confinement::host_wide(root, cursor)
         }
     };
+    let helper = helper.map(|(helper, report)| {
+        thread_reports.push(format!("nflog helper (pid {}) {report}", helper.pid()));
+        helper
+    });
     let runtime = Runtime {
         containers,
         selected: selected.clone(),
@@ -206,32 +230,25 @@ fn run(args: Args) -> Result<(), Failure> {
     };
     let (signal_tx, signal_rx) = unbounded();
     let mut writer = None;
-    let started = containers::start(
-        runtime,
-        ready_tx,
-        go_rx,
-        &confinement,
-        nflog_confinement,
-        || {
-            spawn("signals", move || {
-                for signal in signals.forever() {
-                    if signal_tx.send(signal).is_err() {
-                        break;
-                    }
+    let started = containers::start(runtime, ready_tx, go_rx, &confinement, helper, || {
+        spawn("signals", move || {
+            for signal in signals.forever() {
+                if signal_tx.send(signal).is_err() {
+                    break;
                 }
-            });
-            let summary = summary.clone();
-            writer = Some(spawn("writer", move || {
-                run_writer(
-                    rx,
-                    io::stdout().lock(),
-                    writer_config,
-                    summary,
-                    writer_done_tx,
-                )
-            }));
-        },
-    );
+            }
+        });
+        let summary = summary.clone();
+        writer = Some(spawn("writer", move || {
+            run_writer(
+                rx,
+                io::stdout().lock(),
+                writer_config,
+                summary,
+                writer_done_tx,
+            )
+        }));
+    });
     let writer = writer.expect("started once main is confined");
     let expected = match started {
         containers::Started::Following(expected) => expected,
@@ -258,8 +275,8 @@ fn run(args: Args) -> Result<(), Failure> {
         &summary,
     ) {
         Ok(running) => {
-            for (thread, confinement) in &thread_reports {
-                diag::line(format_args!("{thread} {}", confinement.report()));
+            for report in &thread_reports {
+                diag::line(report);
             }
             let stop = announce_ready(&running, &tx, &signal_rx, &writer_done_rx, &confinement);
             drop(go_tx);

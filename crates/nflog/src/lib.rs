@@ -9,7 +9,9 @@
 //! and ICMP type from the copied bytes. To keep the socket's queue short under a flood, one
 //! thread can read raw [`Batch`]es with [`Subscription::recv_batch`] (or poll many
 //! subscriptions and use [`Subscription::try_recv_batch`]) while another decodes them with a
-//! [`Decoder`].
+//! [`Decoder`]. Opening can be split between two processes: one with the capabilities makes the
+//! socket and sends the bind request ([`Builder::request_in`], a [`BindRequest`]), hands the
+//! descriptors over, and one with none finishes it ([`Builder::finish`]).
 //!
 //! A protocol crate: it knows the kernel's messages and IP headers, not what shield-watch makes
 //! of them (the prefix-to-action table and the event live in `shield_event::map::nflog`).
@@ -51,7 +53,7 @@ pub use headers::Headers;
 #[cfg(target_os = "linux")]
 pub use netns::{same_namespace, NamespaceId};
 #[cfg(target_os = "linux")]
-pub use socket::{ifname, Builder, Interfaces, Subscription};
+pub use socket::{ifname, BindRequest, Builder, Interfaces, Subscription};
 pub use wire::{Packet, Vlan};
 
 /// The nfnetlink_log wire codec itself: configuration requests encoded and decoded, datagrams

@@ -15,7 +15,7 @@ use std::os::fd::AsFd;
 use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
 
 use crate::error::{Error, ErrorKind};
-use crate::socket::{Builder, Subscription};
+use crate::socket::{BindRequest, Builder, Subscription};
 
 /// The calling thread's own network namespace (`/proc/self` would be the main thread's).
 const THREAD_NETNS: &str = "/proc/thread-self/ns/net";
@@ -44,6 +44,20 @@ impl NamespaceId {
     /// The identity of the calling thread's network namespace.
     pub fn of_current_thread() -> io::Result<NamespaceId> {
         NamespaceId::of(File::open(THREAD_NETNS)?)
+    }
+
+    /// An identity received from elsewhere (another process's [`NamespaceId::device`] and
+    /// [`NamespaceId::inode`]).
+    pub fn from_parts(device: u64, inode: u64) -> NamespaceId {
+        NamespaceId {
+            dev: device,
+            ino: inode,
+        }
+    }
+
+    /// The device of the namespace's nsfs file.
+    pub fn device(self) -> u64 {
+        self.dev
     }
 
     /// The namespace's inode number, the number `ip netns identify` and `ls -l /proc/PID/ns`
@@ -75,12 +89,19 @@ impl Builder {
         self.open_in_with(netns, Builder::open_here)
     }
 
+    /// [`Builder::request_here`] inside the network namespace `netns`, the calling thread moved
+    /// there and back as [`Builder::open_in`] does (with the same errors, `NetnsReturn`
+    /// included). The privileged half of an open whose [`Builder::finish`] may run elsewhere.
+    pub fn request_in(&self, netns: &File) -> Result<BindRequest, Error> {
+        self.open_in_with(netns, Builder::request_here)
+    }
+
     /// [`Builder::open_in`] with the open itself given, so that a test can make the return fail.
-    pub(crate) fn open_in_with(
+    pub(crate) fn open_in_with<T>(
         &self,
         netns: &File,
-        open: impl FnOnce(&Builder) -> Result<Subscription, Error>,
-    ) -> Result<Subscription, Error> {
+        open: impl FnOnce(&Builder) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         let home = File::open(THREAD_NETNS).map_err(|e| {
             Error::io(
                 ErrorKind::Netns,
@@ -176,7 +197,7 @@ mod tests {
             // Entering our own namespace is a real setns(2); the return then fails the same way
             // as from a container's.
             let netns = File::open("/proc/thread-self/ns/net").unwrap();
-            let opened = Subscription::builder().open_in_with(&netns, |_| {
+            let opened = Subscription::builder().open_in_with(&netns, |_| -> Result<(), Error> {
                 let mut caps = capabilities(None).unwrap();
                 caps.effective.remove(CapabilitySet::SYS_ADMIN);
                 set_capabilities(None, caps).unwrap();

@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -133,6 +133,20 @@ impl Builder {
 
     /// Opens the socket and binds the group in the calling thread's current namespace.
     pub(crate) fn open_here(&self) -> Result<Subscription, Error> {
+        self.finish(self.request_here()?)
+    }
+
+    /// The privileged half of [`Builder::open`], in the calling thread's current namespace:
+    /// opens the `NETLINK_NETFILTER` socket, sizes its receive buffer (`SO_RCVBUFFORCE` needs
+    /// `CAP_NET_ADMIN`), sends the bind request (the kernel needs `CAP_NET_ADMIN` of the
+    /// sender) and notes which socket holds the group afterwards. Reads nothing from the
+    /// socket: the kernel's answer, and any packet logged right after the bind, wait in its
+    /// queue for [`Builder::finish`], which may run in another process that received the
+    /// descriptors ([`BindRequest::into_parts`]). Also opens the socket that resolves interface
+    /// names in this namespace ([`Interfaces`]).
+    ///
+    /// Errors: [`ErrorKind::NoNetlink`], [`ErrorKind::Io`].
+    pub fn request_here(&self) -> Result<BindRequest, Error> {
         let mut socket = Socket::new(NETLINK_NETFILTER).map_err(|e| {
             let kind = match e.raw_os_error() {
                 Some(libc::EAFNOSUPPORT | libc::EPROTONOSUPPORT | libc::ENOSYS) => {
@@ -145,7 +159,53 @@ impl Builder {
         let addr = socket
             .bind_auto()
             .map_err(|e| Error::io(ErrorKind::Io, "binding the netlink socket", e))?;
-        let interfaces = Interfaces::new()?;
+        let names = Interfaces::socket()?;
+        force_recv_buffer(&socket, self.recv_initial);
+        let config = Config {
+            group: self.group,
+            command: Some(Command::Bind),
+            copy: Some((CopyMode::Packet, self.copy_range)),
+            qthresh: Some(1),
+            flags: Some(FLAG_SEQ),
+            ..Config::default()
+        };
+        let mut request = Vec::new();
+        config.encode(BIND_SEQ, &mut request);
+        socket
+            .send(&request, 0)
+            .map_err(|e| Error::io(ErrorKind::Io, "sending the NFLOG bind request", e))?;
+        // The kernel handles the request within the send: the listing now names the group's
+        // holder, ours or (when the bind was refused) another socket's.
+        let held_by = group_holder(self.group).filter(|&port| port != addr.port_number());
+        Ok(BindRequest {
+            // SAFETY: `into_raw_fd` gives up the socket's ownership of the descriptor.
+            socket: unsafe { OwnedFd::from_raw_fd(socket.into_raw_fd()) },
+            names,
+            held_by,
+        })
+    }
+
+    /// The unprivileged half of [`Builder::open`]: waits on a socket made by
+    /// [`Builder::request_here`] (maybe in another process and another namespace, the
+    /// descriptors passed over a UNIX socket) for the kernel's answer to the bind, and returns
+    /// the subscription. Packets that arrived before the answer are kept, not lost. Needs no
+    /// capability; the builder's group, copy range and buffer ceiling must be those the request
+    /// was made with.
+    ///
+    /// Errors: [`ErrorKind::PermissionDenied`] (whether another socket holds the group, as the
+    /// request saw it), [`ErrorKind::Protocol`], [`ErrorKind::Io`].
+    pub fn finish(&self, request: BindRequest) -> Result<Subscription, Error> {
+        let BindRequest {
+            socket,
+            names,
+            held_by,
+        } = request;
+        // SAFETY: the descriptor is owned (moved out of an OwnedFd), so nothing else closes it.
+        let socket = unsafe { Socket::from_raw_fd(socket.into_raw_fd()) };
+        let mut addr = netlink_sys::SocketAddr::new(0, 0);
+        socket
+            .get_address(&mut addr)
+            .map_err(|e| Error::io(ErrorKind::Io, "reading the netlink socket's address", e))?;
         let mut sub = Subscription {
             socket,
             group: self.group,
@@ -161,15 +221,48 @@ impl Builder {
             stats: Stats::default(),
             batch: Batch::new(),
             decoder: Decoder::new(),
-            interfaces,
+            interfaces: Interfaces {
+                socket: Arc::new(names),
+            },
         };
-        sub.set_recv_buffer(self.recv_initial);
+        sub.stats.recv_buffer = sub.socket.get_rx_buf_sz().unwrap_or(0);
         sub.set_timeout(Some(ACK_TIMEOUT))?;
-        sub.bind(self.copy_range)?;
+        sub.await_bind(held_by)?;
         sub.set_timeout(self.read_timeout)?;
         // Only the bind needs room for any datagram; after it, reads go through the slots.
         sub.buf = Vec::new();
         Ok(sub)
+    }
+}
+
+/// A `NETLINK_NETFILTER` socket on which a bind request was sent, the kernel's answer waiting
+/// in its queue, and a socket of the same namespace for interface names: what
+/// [`Builder::request_here`] (or [`Builder::request_in`]) makes and [`Builder::finish`] turns into
+/// a [`Subscription`]. A process that holds the capabilities can make it and hand the
+/// descriptors to one that holds none.
+#[derive(Debug)]
+pub struct BindRequest {
+    socket: OwnedFd,
+    names: OwnedFd,
+    held_by: Option<u32>,
+}
+
+impl BindRequest {
+    /// The netlink socket, the interface-name socket, and the port id of another socket that
+    /// held the group when the request was sent (the bind is then refused).
+    pub fn into_parts(self) -> (OwnedFd, OwnedFd, Option<u32>) {
+        (self.socket, self.names, self.held_by)
+    }
+
+    /// The parts of [`BindRequest::into_parts`], received from elsewhere. `socket` must be the
+    /// netlink socket of a request made with the same builder settings, `names` any socket of
+    /// the same network namespace.
+    pub fn from_parts(socket: OwnedFd, names: OwnedFd, held_by: Option<u32>) -> BindRequest {
+        BindRequest {
+            socket,
+            names,
+            held_by,
+        }
     }
 }
 
@@ -412,22 +505,10 @@ impl Subscription {
         self.interfaces.clone()
     }
 
-    /// Binds the group with the latency- and loss-conscious settings, in one request so the
-    /// group is never live without sequence numbers for longer than the kernel's own call.
-    fn bind(&mut self, copy_range: u32) -> Result<(), Error> {
-        let config = Config {
-            group: self.group,
-            command: Some(Command::Bind),
-            copy: Some((CopyMode::Packet, copy_range)),
-            qthresh: Some(1),
-            flags: Some(FLAG_SEQ),
-            ..Config::default()
-        };
-        let mut request = Vec::new();
-        config.encode(BIND_SEQ, &mut request);
-        self.socket
-            .send(&request, 0)
-            .map_err(|e| Error::io(ErrorKind::Io, "sending the NFLOG bind request", e))?;
+    /// Waits for the kernel's answer to the bind request [`Builder::request_here`] sent (one
+    /// request carries every setting, so the group is never live without sequence numbers for
+    /// longer than the kernel's own call). Packets queued before the answer are kept.
+    fn await_bind(&mut self, held_by: Option<u32>) -> Result<(), Error> {
         loop {
             let mut buf = std::mem::take(&mut self.buf);
             let result = self.socket.recv(&mut &mut buf[..], 0);
@@ -476,17 +557,17 @@ impl Subscription {
             match answer {
                 None => continue,
                 Some(Ok(())) => return Ok(()),
-                Some(Err(errno)) => return Err(self.bind_error(errno)),
+                Some(Err(errno)) => return Err(self.bind_error(errno, held_by)),
             }
         }
     }
 
-    fn bind_error(&self, errno: i32) -> Error {
+    fn bind_error(&self, errno: i32, held_by: Option<u32>) -> Error {
         let cause = io::Error::from_raw_os_error(errno);
         let context = "binding the NFLOG group";
         match errno {
             libc::EPERM => {
-                let holder = group_holder(self.group).filter(|&port| port != self.port_id);
+                let holder = held_by.filter(|&port| port != self.port_id);
                 Error::io(
                     ErrorKind::PermissionDenied {
                         group_held_by: holder,
@@ -513,12 +594,7 @@ impl Subscription {
     /// Sets the receive buffer, bypassing `rmem_max` when we may (`SO_RCVBUFFORCE` needs
     /// CAP_NET_ADMIN), else as large as the system allows.
     fn set_recv_buffer(&mut self, bytes: usize) {
-        // The kernel takes an int and doubles it; stay where doubling cannot overflow.
-        let value = bytes.min(i32::MAX as usize / 2);
-        if sockopt::set_socket_recv_buffer_size_force(&self.socket, value).is_err() {
-            // Best effort: a smaller buffer only means earlier (reported) overruns.
-            let _ = sockopt::set_socket_recv_buffer_size(&self.socket, value);
-        }
+        force_recv_buffer(&self.socket, bytes);
         self.stats.recv_buffer = self.socket.get_rx_buf_sz().unwrap_or(0);
     }
 
@@ -528,6 +604,17 @@ impl Subscription {
         if current < self.recv_max {
             self.set_recv_buffer((current.max(4096) * 2).min(self.recv_max));
         }
+    }
+}
+
+/// Sets the receive buffer, bypassing `rmem_max` when we may (`SO_RCVBUFFORCE` needs
+/// CAP_NET_ADMIN), else as large as the system allows.
+fn force_recv_buffer(socket: &Socket, bytes: usize) {
+    // The kernel takes an int and doubles it; stay where doubling cannot overflow.
+    let value = bytes.min(i32::MAX as usize / 2);
+    if sockopt::set_socket_recv_buffer_size_force(socket, value).is_err() {
+        // Best effort: a smaller buffer only means earlier (reported) overruns.
+        let _ = sockopt::set_socket_recv_buffer_size(socket, value);
     }
 }
 
@@ -554,7 +641,14 @@ pub struct Interfaces {
 
 impl Interfaces {
     fn new() -> Result<Interfaces, Error> {
-        let socket = rustix::net::socket_with(
+        Ok(Interfaces {
+            socket: Arc::new(Interfaces::socket()?),
+        })
+    }
+
+    /// A socket of the calling thread's namespace, for `SIOCGIFNAME`.
+    fn socket() -> Result<OwnedFd, Error> {
+        rustix::net::socket_with(
             AddressFamily::UNIX,
             SocketType::DGRAM,
             SocketFlags::CLOEXEC,
@@ -566,9 +660,6 @@ impl Interfaces {
                 "opening a socket for interface names",
                 io::Error::from(e),
             )
-        })?;
-        Ok(Interfaces {
-            socket: Arc::new(socket),
         })
     }
 

@@ -3,8 +3,9 @@
 //!
 //! Two threads, whatever the number of containers:
 //! - `nflog` ([`NflogThread`]) holds one socket per container's network namespace, made inside
-//!   that namespace, and polls them all. It is the thread that may keep capabilities (to enter
-//!   containers that start later), so it only copies datagrams out, in batches.
+//!   that namespace, and polls them all; it only copies datagrams out, in batches. With one
+//!   container it makes its one socket itself before confining itself; host-wide it asks the
+//!   privileged helper process for each ([`crate::helper`]) and holds no capability to enter.
 //! - `nflog-events` ([`NflogEvents`]) holds none: it decodes each batch with its container's
 //!   decoder, counts losses and builds the events.
 //!
@@ -30,8 +31,10 @@ use shield_event::{format_timestamp, now_timestamp, Source};
 use shield_nflog::{
     Batch, Decoder, ErrorKind, Headers, Interfaces, Message, NamespaceId, Packet, Subscription,
 };
+use shield_watch_cli::privsep::{Namespace, Request};
 
 use crate::confine::Confinement;
+use crate::helper::{Answer, Gone, Helper};
 use crate::output::Msg;
 use crate::summary::Summary;
 
@@ -57,8 +60,15 @@ pub enum Netns {
     Current,
     /// `--netns PATH`, given by the operator.
     Path(PathBuf),
-    /// The namespace of the container's dnsmasq (host-wide): never shield-watch's own.
-    Dnsmasq(u32),
+    /// The namespace of the container's dnsmasq (host-wide): never shield-watch's own. The
+    /// socket is made by the helper, which checks again that `pid`'s command line holds exactly
+    /// `argument` (`--conf-file=ROOT/containers/NAME/dnsmasq.conf`).
+    Dnsmasq {
+        /// Its PID, from `dnsmasq.pid`.
+        pid: u32,
+        /// The argument its command line was found to hold.
+        argument: Arc<[u8]>,
+    },
 }
 
 /// What the nflog thread is asked.
@@ -109,8 +119,10 @@ pub struct NflogThread {
     /// Emptied batches come back from it.
     pub spares: Receiver<Batch>,
     /// Whether a group held by another listener is tried again until it is free (host-wide,
-    /// where this thread keeps the capability to bind); else that is an error.
+    /// where the helper makes the sockets); else that is an error.
     pub retry_held: bool,
+    /// Host-wide, the privileged helper that makes each container's socket in its namespace.
+    pub helper: Option<Helper>,
 }
 
 /// One container's socket.
@@ -124,7 +136,7 @@ struct Socket {
 /// A group another listener held when asked: tried again every [`RETRY_HELD`].
 struct Held {
     name: Arc<str>,
-    ns_file: Option<File>,
+    netns: Netns,
     cache: Option<Arc<Mutex<DomainCache>>>,
     next: Instant,
 }
@@ -159,13 +171,13 @@ impl NflogThread {
     /// Serves `queue` (woken through `wake`) until the event thread or the command queue goes.
     /// `confined` is told once this thread's confinement is in place, whenever that is.
     pub fn run(
-        self,
+        mut self,
         queue: Receiver<NflogCommand>,
         wake: Arc<OwnedFd>,
         confine: ConfineWhen,
         confined: Sender<()>,
     ) {
-        // The namespace this thread comes back to after making each socket.
+        // The namespace this thread comes back to after making each socket (one container).
         let home = File::open("/proc/thread-self/ns/net");
         let mut after_first = match confine {
             ConfineWhen::Now(confinement) => {
@@ -201,8 +213,14 @@ impl NflogThread {
                         tv_nsec: 0,
                     })
                 });
-            let mut fds = Vec::with_capacity(sockets.len() + 1);
+            // The wake-up, the helper's end of the socketpair (it hangs up when the helper
+            // ends; it says nothing unasked), then the sockets.
+            let first = 1 + usize::from(self.helper.is_some());
+            let mut fds = Vec::with_capacity(sockets.len() + first);
             fds.push(PollFd::new(&*wake, PollFlags::IN));
+            if let Some(helper) = &self.helper {
+                fds.push(PollFd::new(helper, PollFlags::IN));
+            }
             for s in &sockets {
                 fds.push(PollFd::new(&s.subscription, PollFlags::IN));
             }
@@ -216,12 +234,16 @@ impl NflogThread {
             let readable: Vec<usize> = fds
                 .iter()
                 .enumerate()
-                .skip(1)
+                .skip(first)
                 .filter(|(_, fd)| !fd.revents().is_empty())
-                .map(|(i, _)| i - 1)
+                .map(|(i, _)| i - first)
                 .collect();
             let woken = !fds[0].revents().is_empty();
+            let helper_spoke = first == 2 && !fds[1].revents().is_empty();
             drop(fds);
+            if helper_spoke {
+                self.helper_gone("it hung up");
+            }
             let mut gone = Vec::new();
             let mut datagrams = 0;
             for i in readable {
@@ -295,9 +317,21 @@ impl NflogThread {
         }
     }
 
+    /// The helper ended (or broke the protocol): said once; the sockets it made stay ours, and
+    /// containers that need a new one from now on are told why they get none.
+    fn helper_gone(&mut self, why: &str) {
+        if let Some(helper) = self.helper.take() {
+            crate::diag::line(format_args!(
+                "nflog: the privileged helper (pid {}) is gone: {why}, {}; sockets already made keep working, no new container gets one",
+                helper.pid(),
+                helper.ended()
+            ));
+        }
+    }
+
     /// Makes `name`'s socket in `netns`, or keeps the one it has there already.
     fn open(
-        &self,
+        &mut self,
         sockets: &mut Vec<Socket>,
         held: &mut Vec<Held>,
         name: Arc<str>,
@@ -305,58 +339,109 @@ impl NflogThread {
         cache: Option<Arc<Mutex<DomainCache>>>,
         home: &File,
     ) -> Result<Opened, String> {
-        let ns_file = match &netns {
-            Netns::Current => None,
-            Netns::Path(path) => Some(File::open(path).map_err(|e| {
-                format!(
-                    "cannot open the network namespace {}: {e}; packets will not be shown",
-                    path.display()
-                )
-            })?),
-            Netns::Dnsmasq(pid) => {
-                let file = File::open(format!("/proc/{pid}/ns/net")).map_err(|e| {
-                    format!("cannot open the network namespace of dnsmasq {pid}: {e}")
-                })?;
-                // terok-shield starts a container's dnsmasq inside the container's namespace,
-                // never in ours. Whoever can write dnsmasq.pid can also start a process with the
-                // right --conf-file= in the host's namespace; following it would read (and
-                // hold) the host's NFLOG group under a container's name.
-                if namespace_id(&file).is_none_or(|id| Some(id) == namespace_id(home)) {
-                    return Err(format!(
-                        "dnsmasq {pid} runs in shield-watch's own network namespace, not a container's: refused"
-                    ));
-                }
-                Some(file)
+        let known = sockets.iter().find(|s| s.name == name).and_then(|s| s.ns);
+        let made = self.make(&netns, known, home);
+        if let Err(refused) = &made {
+            if refused.checking {
+                // Refused before any socket was made (not that dnsmasq, our own namespace): the
+                // socket the container has, if any, stays.
+                return Err(refused.why.clone());
             }
-        };
-        let ns = match &ns_file {
-            Some(file) => namespace_id(file),
-            None => namespace_id(home),
-        };
+        }
+        if let Ok(Made::Same) = made {
+            return Ok(Opened::Kept);
+        }
         if let Some(at) = sockets.iter().position(|s| s.name == name) {
-            if ns.is_some() && sockets[at].ns == ns {
-                return Ok(Opened::Kept);
-            }
             // Another namespace (the container was re-created): the old socket goes.
             let old = sockets.swap_remove(at);
             let _ = self.batches.send(ToEvents::Remove(old.name));
         }
-        match self.subscribe(ns_file.as_ref()) {
-            Ok(subscription) => {
-                self.added(sockets, name, ns, subscription, cache);
+        match made {
+            Ok(Made::Same) => Ok(Opened::Kept),
+            Ok(Made::New(subscription, ns)) => {
+                self.added(sockets, name, ns, *subscription, cache);
                 Ok(Opened::New)
             }
             Err(refused) if refused.held && self.retry_held => {
                 let why = format!("{}; taken over when that listener goes", refused.why);
                 held.push(Held {
                     name,
-                    ns_file,
+                    netns,
                     cache,
                     next: Instant::now() + RETRY_HELD,
                 });
                 Ok(Opened::Waiting(why))
             }
             Err(refused) => Err(format!("{}; packets will not be shown", refused.why)),
+        }
+    }
+
+    /// A socket in `netns`, or [`Made::Same`] when that is the namespace `known`.
+    fn make(
+        &mut self,
+        netns: &Netns,
+        known: Option<NamespaceId>,
+        home: &File,
+    ) -> Result<Made, Refused> {
+        match netns {
+            Netns::Current => Ok(Made::New(
+                Box::new(self.subscribe(None)?),
+                namespace_id(home),
+            )),
+            Netns::Path(path) => {
+                let file = File::open(path).map_err(|e| Refused {
+                    held: false,
+                    checking: true,
+                    why: format!(
+                        "cannot open the network namespace {}: {e}; packets will not be shown",
+                        path.display()
+                    ),
+                })?;
+                let ns = namespace_id(&file);
+                if ns.is_some() && ns == known {
+                    return Ok(Made::Same);
+                }
+                Ok(Made::New(Box::new(self.subscribe(Some(&file))?), ns))
+            }
+            Netns::Dnsmasq { pid, argument } => {
+                let checking = |why: String| Refused {
+                    held: false,
+                    checking: true,
+                    why,
+                };
+                let Some(helper) = &self.helper else {
+                    return Err(checking(format!(
+                        "no privileged helper to make the socket in dnsmasq {pid}'s namespace; packets will not be shown"
+                    )));
+                };
+                let request = Request {
+                    pid: *pid,
+                    group: self.group,
+                    buffer: u64::try_from(self.buffer).unwrap_or(u64::MAX),
+                    known_ns: known.map(|id| Namespace {
+                        dev: id.device(),
+                        ino: id.inode(),
+                    }),
+                    argument: argument.to_vec(),
+                };
+                match helper.ask(&request) {
+                    Ok(Answer::Refused(why)) => Err(checking(why)),
+                    Ok(Answer::Same) => Ok(Made::Same),
+                    Ok(Answer::New(bind, ns)) => {
+                        let subscription = Subscription::builder()
+                            .group(self.group)
+                            .recv_buffer(self.buffer, self.buffer)
+                            .finish(bind)?;
+                        Ok(Made::New(Box::new(subscription), Some(ns)))
+                    }
+                    Err(Gone(why)) => {
+                        self.helper_gone(&why);
+                        Err(checking(format!(
+                            "the privileged helper is gone ({why}); packets will not be shown"
+                        )))
+                    }
+                }
+            }
         }
     }
 
@@ -382,7 +467,7 @@ impl NflogThread {
     }
 
     /// Tries again the groups another listener held; says once when one is taken over.
-    fn retry_held(&self, sockets: &mut Vec<Socket>, held: &mut Vec<Held>, home: &File) {
+    fn retry_held(&mut self, sockets: &mut Vec<Socket>, held: &mut Vec<Held>, home: &File) {
         let now = Instant::now();
         let mut at = 0;
         while at < held.len() {
@@ -390,23 +475,21 @@ impl NflogThread {
                 at += 1;
                 continue;
             }
-            match self.subscribe(held[at].ns_file.as_ref()) {
-                Ok(subscription) => {
+            match self.make(&held[at].netns, None, home) {
+                Ok(Made::New(subscription, ns)) => {
                     let h = held.swap_remove(at);
-                    let ns = h
-                        .ns_file
-                        .as_ref()
-                        .and_then(namespace_id)
-                        .or_else(|| namespace_id(home));
                     crate::diag::line(format_args!(
                         "container {}: nflog: took over NFLOG group {} (its other listener is gone)",
                         h.name, self.group
                     ));
-                    self.added(sockets, h.name, ns, subscription, h.cache);
+                    self.added(sockets, h.name, ns, *subscription, h.cache);
                 }
                 Err(refused) if refused.held => {
                     held[at].next = now + RETRY_HELD;
                     at += 1;
+                }
+                Ok(Made::Same) => {
+                    held.swap_remove(at);
                 }
                 Err(refused) => {
                     let h = held.swap_remove(at);
@@ -439,9 +522,19 @@ impl NflogThread {
     }
 }
 
-/// Why a socket could not be made: whether another listener holds the group, and what to say.
+/// What [`NflogThread::make`] made.
+enum Made {
+    /// A socket, in this namespace.
+    New(Box<Subscription>, Option<NamespaceId>),
+    /// None: the namespace is the one the container's socket is in already.
+    Same,
+}
+
+/// Why a socket could not be made: whether another listener holds the group, whether it was
+/// refused while checking where to make it (before any socket), and what to say.
 struct Refused {
     held: bool,
+    checking: bool,
     why: String,
 }
 
@@ -454,6 +547,7 @@ impl From<shield_nflog::Error> for Refused {
                     group_held_by: Some(_)
                 }
             ),
+            checking: false,
             why: crate::diag::chain(&err),
         }
     }

@@ -17,6 +17,9 @@ const NOBODY: u32 = 65534;
 /// CAP_DAC_READ_SEARCH alone, as `/proc/PID/status` prints a capability set.
 const ONLY_DAC_READ_SEARCH: &str = "0000000000000004";
 
+/// CAP_NET_ADMIN, CAP_SYS_PTRACE and CAP_SYS_ADMIN: what the nflog helper keeps.
+const HELPER_KEEPS: &str = "0000000000281000";
+
 fn chown(path: &Path, uid: u32) {
     std::os::unix::fs::chown(path, Some(uid), Some(uid)).unwrap();
 }
@@ -294,6 +297,15 @@ fn after_the_ready_line_every_thread_holds_only_cap_dac_read_search_and_no_new_p
         "{confined}"
     );
 
+    // One container makes its one socket before confining itself: no helper process.
+    assert!(
+        !watch.stderr_seen.iter().any(|l| l.contains("nflog helper")),
+        "{:#?}",
+        watch.stderr_seen
+    );
+    let children = fs::read_to_string(format!("/proc/{0}/task/{0}/children", watch.child.id()))
+        .unwrap_or_default();
+    assert_eq!(children.trim(), "", "no child process");
     let names = assert_thread_privileges(watch.child.id(), |_| ONLY_DAC_READ_SEARCH);
     // Every thread shield-watch runs, so none escaped the check.
     assert_eq!(
@@ -428,13 +440,14 @@ fn a_0600_file_of_another_user_rotated_in_after_start_is_still_followed() {
     assert!(line.contains("\"action\":\"after\""), "{line}");
 }
 
-/// Host-wide (docs/SECURITY.md): whatever the number of containers, the same seven threads;
-/// each holds only CAP_DAC_READ_SEARCH, except the nflog thread, which keeps what entering the
-/// namespace of a container started later takes and has no Landlock domain; `no_new_privs` on
-/// all. Landlock lets the others read the state root and nothing outside it.
+/// Host-wide (docs/SECURITY.md): whatever the number of containers, the same threads in the
+/// worker process, each with only CAP_DAC_READ_SEARCH and in the Landlock domain, the nflog thread
+/// included; what entering a container's namespace takes (CAP_NET_ADMIN, CAP_SYS_ADMIN,
+/// CAP_SYS_PTRACE) is held by the nflog helper alone, a process of one thread with no Landlock
+/// domain; `no_new_privs` everywhere.
 #[test]
-fn host_wide_every_thread_but_nflog_holds_only_cap_dac_read_search_and_nflog_what_entering_takes() {
-    const NFLOG_KEEPS: &str = "0000000000281004"; // DAC_READ_SEARCH, NET_ADMIN, SYS_PTRACE, SYS_ADMIN
+fn host_wide_every_worker_thread_holds_only_cap_dac_read_search_and_only_the_helper_what_entering_takes(
+) {
     let root = tempfile::tempdir().unwrap();
     for n in 0..12 {
         let dir = root.path().join(format!("containers/c{n}"));
@@ -462,36 +475,46 @@ fn host_wide_every_thread_but_nflog_holds_only_cap_dac_read_search_and_nflog_wha
     };
     let confined = line("shield-watch: confined: ");
     assert!(
-        confined.ends_with("capabilities dropped (kept CAP_DAC_READ_SEARCH), no_new_privs"),
-        "{confined}"
+        confined.ends_with("capabilities dropped (kept CAP_DAC_READ_SEARCH), no_new_privs")
+            && !confined.contains(';'),
+        "every thread got what main got: {confined}"
     );
-    let nflog = line("shield-watch: nflog thread confined: ");
+    let helper_line = line("shield-watch: nflog helper (pid ");
     assert!(
-        nflog.starts_with("shield-watch: nflog thread confined: no landlock (")
-            && nflog.ends_with(
-                "capabilities dropped (kept \
-                 CAP_DAC_READ_SEARCH,CAP_NET_ADMIN,CAP_SYS_ADMIN,CAP_SYS_PTRACE), no_new_privs"
+        helper_line.contains(") confined: no landlock (")
+            && helper_line.ends_with(
+                "capabilities dropped (kept CAP_NET_ADMIN,CAP_SYS_ADMIN,CAP_SYS_PTRACE), no_new_privs"
             ),
-        "{nflog}"
+        "{helper_line}"
     );
-    // The probe outside the root: refused on main (Landlock), read on nflog (no domain).
+    let helper = crate::support::helper_pid(&watch.stderr_seen);
+    // The probe outside the root: refused on main and on nflog (Landlock), read by the helper
+    // (no domain: it must open other processes' namespaces).
     let main_probe = line("shield-watch: debug: main thread reading ");
     let nflog_probe = line("shield-watch: debug: nflog thread reading ");
+    let helper_probe = line("shield-watch: debug: nflog helper thread reading ");
     if landlock_abi() > 0 {
-        assert!(
-            main_probe.ends_with("failed: Permission denied (os error 13)"),
-            "{main_probe}"
-        );
-    }
-    assert!(nflog_probe.ends_with("read 21 bytes"), "{nflog_probe}");
-
-    let names = assert_thread_privileges(watch.child.id(), |name| {
-        if name == "nflog" {
-            NFLOG_KEEPS
-        } else {
-            ONLY_DAC_READ_SEARCH
+        for probe in [&main_probe, &nflog_probe] {
+            assert!(
+                probe.ends_with("failed: Permission denied (os error 13)"),
+                "{probe}"
+            );
         }
-    });
+    }
+    assert!(helper_probe.ends_with("read 21 bytes"), "{helper_probe}");
+
+    // The helper is the worker's child, one thread, holding only what entering takes.
+    let status = fs::read_to_string(format!("/proc/{helper}/status")).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l == format!("PPid:\t{}", watch.child.id())),
+        "{status}"
+    );
+    let helper_threads = assert_thread_privileges(helper, |_| HELPER_KEEPS);
+    assert_eq!(helper_threads, ["nflog-helper"], "the helper's threads");
+
+    let names = assert_thread_privileges(watch.child.id(), |_| ONLY_DAC_READ_SEARCH);
     // Twelve containers, and no thread of their own.
     assert_eq!(
         names,
@@ -510,7 +533,7 @@ fn host_wide_every_thread_but_nflog_holds_only_cap_dac_read_search_and_nflog_wha
     watch.signal(Signal::TERM);
     assert!(watch.wait_exit().0.success());
 
-    // Without the nflog source: no nflog thread, and no line about one.
+    // Without the nflog source: no nflog thread, no helper, and no line about either.
     let mut command = crate::support::binary();
     command
         .arg("--state-root")
@@ -519,7 +542,7 @@ fn host_wide_every_thread_but_nflog_holds_only_cap_dac_read_search_and_nflog_wha
     let mut watch = Watch::spawn_command(command);
     watch.wait_stderr(|l| l == "shield-watch: ready (audit,dns)");
     assert!(
-        !watch.stderr_seen.iter().any(|l| l.contains("nflog thread")),
+        !watch.stderr_seen.iter().any(|l| l.contains("nflog helper")),
         "{:#?}",
         watch.stderr_seen
     );

@@ -634,3 +634,135 @@ fn container_names_and_globs_select_containers_host_wide() {
     assert!(status.success());
     assert!(!stderr.iter().any(|l| l.contains("webby")), "{stderr:#?}");
 }
+
+/// Every file the nflog helper opens while containers come, restart their dnsmasq and go, as
+/// `strace` sees it: only its dnsmasq checks under `/proc` (through a `/proc/PID` directory:
+/// `cmdline`, `status`, `ns/net`) and the kernel's NFLOG listing; never a file of the state
+/// root.
+#[test]
+fn the_helper_opens_no_file_of_the_state_root() {
+    let root = tempfile::tempdir().unwrap();
+    let mut watch = start(root.path(), &[]);
+    let helper = crate::support::helper_pid(&watch.stderr_seen);
+    let trace_dir = tempfile::tempdir().unwrap();
+    let trace = trace_dir.path().join("trace");
+    let mut strace = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=openat,openat2,open", "-o"])
+        .arg(&trace)
+        .args(["-p", &helper.to_string()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("strace (Debian package strace)");
+    // Attached once the helper shows a tracer.
+    let deadline = Instant::now() + crate::support::DEADLINE;
+    while !fs::read_to_string(format!("/proc/{helper}/status"))
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("TracerPid:") && l.trim_end() != "TracerPid:\t0")
+    {
+        assert!(Instant::now() < deadline, "strace did not attach");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut web = Container::shielded(root.path(), "web", &[("web.example", "203.0.113.70")]);
+    let db = Container::shielded(root.path(), "db", &[]);
+    for name in ["web", "db"] {
+        // Followed with its socket at once, or once its dnsmasq.pid appears.
+        watch.wait_stderr(|l| {
+            l == format!("shield-watch: container {name}: following (audit,dns,nflog)")
+                || l.starts_with(&format!(
+                    "shield-watch: container {name}: nflog: following dnsmasq "
+                ))
+        });
+    }
+    let pid = web.restart_dnsmasq();
+    // The same namespace: the socket is kept, and nothing is said; then it still works.
+    std::thread::sleep(Duration::from_millis(500));
+    web.lookup("web.example");
+    web.connect("203.0.113.70:443");
+    let event = event_where(&mut watch, |e| is(e, "nflog", "web"));
+    assert_eq!(event["domain"], "web.example", "{event}");
+    drop(db);
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(strace.id() as i32).unwrap(),
+        Signal::INT,
+    )
+    .unwrap();
+    strace.wait().unwrap();
+    let trace = fs::read_to_string(&trace).unwrap();
+    let root_path = root.path().to_str().unwrap();
+    let mut opened = Vec::new();
+    for line in trace.lines().filter(|l| l.contains("open")) {
+        let Some(path) = line.split('"').nth(1) else {
+            continue;
+        };
+        assert!(
+            !path.contains(root_path),
+            "the helper opened {path}: {trace}"
+        );
+        assert!(
+            path.starts_with("/proc/") || ["cmdline", "status", "ns/net"].contains(&path),
+            "the helper opened {path}: {trace}"
+        );
+        opened.push(path.to_string());
+    }
+    // The trace saw the work: both containers' namespaces, and the restarted dnsmasq checked.
+    assert!(
+        opened.iter().filter(|p| *p == "ns/net").count() >= 3,
+        "{trace}"
+    );
+    assert!(opened.contains(&format!("/proc/{pid}")), "{trace}");
+}
+
+/// The helper ending (here killed) is said once on stderr; the worker goes on with the sockets
+/// it has, tells a container that starts later why it gets none, and still stops cleanly.
+#[test]
+fn the_worker_says_when_the_helper_dies_and_keeps_running() {
+    let root = tempfile::tempdir().unwrap();
+    let web = Container::shielded(root.path(), "web", &[("web.example", "203.0.113.80")]);
+    let mut watch = start(root.path(), &[]);
+    let helper = crate::support::helper_pid(&watch.stderr_seen);
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(helper as i32).unwrap(),
+        Signal::KILL,
+    )
+    .unwrap();
+    watch.wait_stderr(|l| {
+        l.starts_with(&format!(
+            "shield-watch: nflog: the privileged helper (pid {helper}) is gone: it hung up, killed by signal 9"
+        ))
+    });
+    // Reaped by the worker: no zombie left behind.
+    assert!(!Path::new(&format!("/proc/{helper}")).exists());
+    // The socket made before still delivers.
+    web.lookup("web.example");
+    web.connect("203.0.113.80:443");
+    let event = event_where(&mut watch, |e| is(e, "nflog", "web"));
+    assert_eq!(event["domain"], "web.example", "{event}");
+    let _late = Container::shielded(root.path(), "late", &[]);
+    watch.wait_stderr(|l| {
+        l.starts_with(
+            "shield-watch: container late: nflog: no privileged helper to make the socket",
+        )
+    });
+    watch.signal(Signal::TERM);
+    let (status, stderr) = watch.wait_exit();
+    assert!(status.success(), "{stderr:#?}");
+}
+
+/// The worker killed outright: the helper sees its end of the socketpair close and ends too.
+#[test]
+fn the_helper_ends_when_the_worker_dies() {
+    let root = tempfile::tempdir().unwrap();
+    let watch = start(root.path(), &[]);
+    let helper = crate::support::helper_pid(&watch.stderr_seen);
+    assert!(Path::new(&format!("/proc/{helper}")).exists());
+    drop(watch); // SIGKILL, then reaped
+    let deadline = Instant::now() + crate::support::DEADLINE;
+    // Its parent gone, it is reaped by init (or the subreaper) once it ends.
+    while fs::read_to_string(format!("/proc/{helper}/status"))
+        .is_ok_and(|s| !s.lines().any(|l| l.starts_with("State:\tZ")))
+    {
+        assert!(Instant::now() < deadline, "the helper outlived the worker");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -386,3 +386,13 @@ pub fn assert_thread_privileges(pid: u32, keeps: impl Fn(&str) -> &'static str) 
     names.sort();
     names
 }
+
+/// The nflog helper's PID, from its confinement line (`nflog helper (pid N) confined: ...`).
+pub fn helper_pid(stderr: &[String]) -> u32 {
+    stderr
+        .iter()
+        .find_map(|l| l.strip_prefix("shield-watch: nflog helper (pid "))
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no helper line: {stderr:#?}"))
+}

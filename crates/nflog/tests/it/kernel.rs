@@ -299,3 +299,74 @@ fn open_in_binds_inside_the_namespace_and_comes_back() {
     );
     assert_eq!(NamespaceId::of_current_thread().unwrap(), home);
 }
+
+/// Opening split in two, as shield-watch's nflog helper and worker do: `request_in` makes the
+/// socket in a namespace and sends the bind request; `finish`, on a thread that holds no
+/// capability at all, reads the answer. A packet logged between the two is kept, interface names
+/// resolve in the socket's namespace through the descriptor that came with it, and a second
+/// request for the held group finishes as refused, naming the holder.
+#[test]
+fn a_bind_requested_in_a_namespace_is_finished_without_any_capability() {
+    use shield_nflog::{BindRequest, ErrorKind, Message};
+    use std::fs::File;
+
+    let ns = lab::shielded();
+    let netns = File::open(ns.path()).expect("open the namespace");
+    let builder = Subscription::builder().read_timeout(Some(Duration::from_millis(50)));
+    let request = builder.request_in(&netns).expect("request_in");
+    // Logged after the bind, before anyone read the answer.
+    let dest: SocketAddr = "203.0.113.9:53".parse().unwrap();
+    let sport = lab::send_udp(&ns, dest);
+    // The descriptors as another process would receive them.
+    let (socket, names, held_by) = request.into_parts();
+    assert_eq!(held_by, None);
+    let finisher = builder.clone();
+    let (first, uplink) = std::thread::spawn(move || {
+        use rustix::thread::{set_capabilities, CapabilitySet, CapabilitySets};
+        set_capabilities(
+            None,
+            CapabilitySets {
+                effective: CapabilitySet::empty(),
+                permitted: CapabilitySet::empty(),
+                inheritable: CapabilitySet::empty(),
+            },
+        )
+        .expect("capset");
+        let mut sub = finisher
+            .finish(BindRequest::from_parts(socket, names, held_by))
+            .expect("finish");
+        let deadline = std::time::Instant::now() + WAIT;
+        let mut seen = None;
+        while seen.is_none() && std::time::Instant::now() < deadline {
+            sub.recv(&mut |message| {
+                if let Message::Packet(p) = message {
+                    seen = Some((p.headers(), p.outdev()));
+                }
+            })
+            .expect("recv");
+        }
+        let (headers, outdev) = seen.expect("the packet logged before finish arrives");
+        let h = headers.expect("headers");
+        assert_eq!((h.dest, h.sport), (dest.ip(), Some(sport)));
+        let names = sub.interfaces();
+        assert_eq!(names.name(1).as_deref(), Some("lo"));
+        let uplink = outdev.and_then(|index| names.name(index));
+        (sub, uplink)
+    })
+    .join()
+    .unwrap();
+    // The namespace's own uplink (its peer on the host is `up1`).
+    assert_eq!(uplink.as_deref(), Some("up0"));
+    // Kept open (the group stays bound) while the second request is tried.
+
+    let second = builder.request_in(&netns).expect("second request_in");
+    let err = builder.finish(second).unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::PermissionDenied {
+            group_held_by: Some(first.port_id())
+        },
+        "{err}"
+    );
+    drop(first);
+}
