@@ -43,6 +43,7 @@ mod probe;
 mod ruleset;
 mod scene;
 mod statedir;
+mod terok;
 
 pub use dig::{dig, dig_status};
 pub use dnsmasq::{Dnsmasq, ShieldedOptions};
@@ -59,3 +60,7 @@ pub use scene::{
     lines_of, normalize, Finish, Scene, Step, StepReport, BETA_RECORDS, CONTAINER, HOST, RECORDS,
 };
 pub use statedir::StateDir;
+pub use terok::{
+    find_python, TerokContainer, TerokLayout, TerokReader, TerokShield, PRIVATE_PROBE,
+    TEROK_SHIELD_VERSION,
+};
