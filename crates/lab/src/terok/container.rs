@@ -297,6 +297,18 @@ impl Drop for TerokContainer<'_> {
     }
 }
 
+/// How terok's orchestrator prepares a container whose state lives in its task dir: a
+/// `ShieldConfig` whose `state_dir` is that dir, then `Shield.pre_start`, whose podman arguments
+/// are printed as JSON (argv: STATE_DIR PROFILES_DIR DNS_CACHE_DIR NAME PROFILE).
+const PRE_START: &str = "\
+import json, sys
+from pathlib import Path
+from terok_shield import Shield, ShieldConfig
+cfg = ShieldConfig(state_dir=Path(sys.argv[1]), profiles_dir=Path(sys.argv[2]),
+                   dns_cache_dir=Path(sys.argv[3]))
+print(json.dumps(Shield(cfg).pre_start(sys.argv[4], [sys.argv[5]])))
+";
+
 /// Runs `prepare` for `layout`; returns the state dir and the podman arguments printed.
 fn prepare(
     shield: &TerokShield,
@@ -319,17 +331,9 @@ fn prepare(
         }
         TerokLayout::StateDir(dir) => {
             // What terok-sandbox does: a ShieldConfig whose state_dir is the task's own.
-            let script = format!(
-                "import json, sys\n\
-                 from pathlib import Path\n\
-                 from terok_shield import Shield, ShieldConfig\n\
-                 cfg = ShieldConfig(state_dir=Path(sys.argv[1]), profiles_dir=Path(sys.argv[2]),\n\
-                 \x20   dns_cache_dir=Path(sys.argv[3]))\n\
-                 print(json.dumps(Shield(cfg).pre_start(sys.argv[4], [sys.argv[5]])))\n"
-            );
             let mut command = std::process::Command::new(shield.python());
             command
-                .args(["-c", &script])
+                .args(["-c", PRE_START])
                 .arg(dir)
                 .arg(shield.profiles_dir())
                 .arg(shield.terok_root().join("dns-cache"))

@@ -248,6 +248,20 @@ fn annotated_state_dir_and_the_clearance_reader() {
         .expect("terok-shield allow via the annotation");
     assert_ne!(c.dnsmasq_pid().unwrap(), pid);
 
+    // A live deny restarts dnsmasq with a `local=` sinkhole: the name is NXDOMAIN from then on.
+    let pid = c.dnsmasq_pid().unwrap();
+    c.deny("example.org").expect("terok-shield deny");
+    assert_ne!(c.dnsmasq_pid().unwrap(), pid);
+    assert!(std::fs::read_to_string(state.join("dnsmasq.conf"))
+        .unwrap()
+        .contains("local=/example.org/"));
+    assert_eq!(
+        shield_lab::dig_status(c.netns(), c.resolver().unwrap(), "example.org", "A").unwrap(),
+        "NXDOMAIN"
+    );
+    let log = wait_for_line(&state.join("dnsmasq.log"), "config example.org is NXDOMAIN");
+    assert!(log.contains("config example.org is NXDOMAIN"), "{log}");
+
     // The reader holds group 100: nobody else can bind it in that namespace meanwhile.
     let mut reader = c.start_reader().expect("nflog-reader.py --emit=json");
     assert!(
