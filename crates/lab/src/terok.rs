@@ -87,6 +87,13 @@ impl TerokShield {
         Ok(shield)
     }
 
+    /// Makes sure the venv at `venv` holds terok-shield [`TEROK_SHIELD_VERSION`] (built with
+    /// [`find_python`] and pip from PyPI when missing; reused as it is otherwise). `cargo xtask
+    /// setup` calls this so that the tests find it ready.
+    pub fn install(venv: &Path) -> Result<(), Error> {
+        ensure_venv(venv)
+    }
+
     /// Where the venv lives unless told otherwise: `$SHIELD_LAB_TEROK_VENV`, else
     /// `$CARGO_TARGET_DIR/terok-venv`, else the workspace's `target/terok-venv`.
     pub fn default_venv() -> PathBuf {
