@@ -43,7 +43,7 @@ pub enum TerokLayout {
 /// 3. a fake internet (`shield_lab::Dnsmasq::upstream`) on the address terok-shield recorded in
 ///    `STATE/upstream.dns` (`169.254.1.1:53`, pasta's forwarder), answering `records`;
 /// 4. `sleep infinity` inside the namespace standing for the container's init process;
-/// 5. the OCI state `{ociVersion, id (64 hex), status: "created", pid, bundle, annotations}` fed
+/// 5. the OCI state `{ociVersion, id (64 hex), status: "creating", pid, bundle, annotations}` fed
 ///    to both installed createRuntime hooks, so terok-shield applies `STATE/ruleset.nft` in the
 ///    namespace and starts its dnsmasq there (`dnsmasq --conf-file=STATE/dnsmasq.conf`).
 #[derive(Debug)]
@@ -101,7 +101,7 @@ impl<'s> TerokContainer<'s> {
         let oci_state = serde_json::json!({
             "ociVersion": "1.0.2",
             "id": id,
-            "status": "created",
+            "status": "creating",
             "pid": init.id(),
             "bundle": state_dir,
             "annotations": annotations,
