@@ -36,10 +36,14 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::cmd;
 use crate::dnsmasq::CONF_ROOT;
 use crate::error::{Error, ErrorKind};
+
+/// What terok-util says when its setup lock is held by someone else.
+const SETUP_BUSY: &str = "Another setup operation is already running";
 
 /// The terok-shield release the lab installs (pinned: its file layout is what the tests assert).
 pub const TEROK_SHIELD_VERSION: &str = "0.9.0";
@@ -83,8 +87,25 @@ impl TerokShield {
             home,
         };
         shield.write_standins()?;
-        shield.run(&["setup"])?;
+        shield.setup()?;
         Ok(shield)
+    }
+
+    /// `terok-shield setup`, retried while another one holds terok-util's setup lock. That lock
+    /// is `/var/lib/terok/setup.lock` for real root whatever `TEROK_ROOT` says
+    /// (terok_util/setup.py `setup_lock`), taken without waiting: tests setting up in parallel
+    /// (threads here, or another test process) would otherwise fail with "Another setup operation
+    /// is already running".
+    fn setup(&self) -> Result<(), Error> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match self.run(&["setup"]) {
+                Err(e) if e.to_string().contains(SETUP_BUSY) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                other => return other.map(drop),
+            }
+        }
     }
 
     /// Makes sure the venv at `venv` holds terok-shield [`TEROK_SHIELD_VERSION`] (built with

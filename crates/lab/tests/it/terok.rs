@@ -299,3 +299,30 @@ fn annotated_state_dir_and_the_clearance_reader() {
 fn libc_ehostunreach() -> i32 {
     113
 }
+
+#[test]
+fn shields_set_up_side_by_side() {
+    // terok-util's setup lock is one file host-wide, taken without waiting: four setups at once
+    // must all succeed (the lab retries a busy lock), each in a home of its own.
+    let prefix = format!("{}-teroks", crate::prefix());
+    let homes: Vec<_> = (0..4)
+        .map(|_| {
+            let prefix = prefix.clone();
+            std::thread::spawn(move || {
+                let shield = TerokShield::ensure(&prefix).expect("setup");
+                assert!(shield.hooks_dir().join("terok-shield-hook").is_file());
+                assert!(shield.reader_script().is_file());
+                shield.hooks_dir()
+            })
+        })
+        .map(|t| t.join().unwrap())
+        .collect();
+    assert_eq!(
+        homes
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        4
+    );
+    assert_eq!(leftovers(&prefix), Vec::<String>::new());
+}
