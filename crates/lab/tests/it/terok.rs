@@ -279,6 +279,12 @@ fn annotated_state_dir_and_the_clearance_reader() {
         audit.contains(r#""action":"blocked","dest":"203.0.113.30","port":443,"proto":"tcp""#),
         "{audit}"
     );
+    let held = leftovers(&prefix);
+    assert!(
+        held.iter()
+            .any(|f| f.starts_with("process ") && f.contains("nflog-reader.py")),
+        "{held:?}"
+    );
     reader.stop().unwrap();
     // Released: the group can be bound again.
     let deadline = Instant::now() + WAIT;
