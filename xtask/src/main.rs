@@ -17,6 +17,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("dnsmasq", "dnsmasq-base"),
     ("dig", "dnsutils"),
     ("ip", "iproute2"),
+    // terok-shield's hooks enter the container's namespace with it.
+    ("nsenter", "util-linux"),
     ("logrotate", "logrotate"),
     // The host-wide test that the nflog helper opens no file of the state root traces it.
     ("strace", "strace"),
@@ -104,7 +106,7 @@ fn is_root() -> bool {
 }
 
 /// Installs what the tests need and a fresh machine lacks: the Debian packages (as root),
-/// cargo-deny and cargo-deb. Without root, says exactly what to install and fails.
+/// cargo-deny, cargo-deb, and terok-shield 0.9.0 in `target/terok-venv` (needs a Python >= 3.12). Without root, says exactly what to install and fails.
 fn setup() -> Result<()> {
     let missing: Vec<&str> = PACKAGES
         .iter()
@@ -130,7 +132,15 @@ fn setup() -> Result<()> {
         run(install)?;
     }
     cargo_tool("deny", "cargo-deny")?;
-    cargo_tool("deb", "cargo-deb")
+    cargo_tool("deb", "cargo-deb")?;
+    // The tests that run the real terok-shield need it in a venv (Python >= 3.12, pip from PyPI).
+    let venv = shield_lab::TerokShield::default_venv();
+    eprintln!(
+        "xtask: terok-shield {} in {}",
+        shield_lab::TEROK_SHIELD_VERSION,
+        venv.display()
+    );
+    shield_lab::TerokShield::install(&venv).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Installs the crate that provides `cargo <subcommand>` unless the subcommand already works.

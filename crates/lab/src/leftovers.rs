@@ -9,7 +9,8 @@ use crate::dnsmasq::CONF_ROOT;
 
 /// Everything the lab created under `prefix` that still exists, described for a person:
 /// network namespaces named `prefix-*` (with any nft tables inside them), dnsmasq processes
-/// whose config lives in a `prefix-*` lab directory, and such directories. Empty means clean.
+/// whose config lives in a `prefix-*` lab directory, other processes running something from such
+/// a directory (terok-shield's clearance reader), and such directories. Empty means clean.
 pub fn leftovers(prefix: &str) -> Vec<String> {
     let mine = |name: &str| name.starts_with(prefix) && name[prefix.len()..].starts_with('-');
     let mut found = Vec::new();
@@ -28,6 +29,7 @@ pub fn leftovers(prefix: &str) -> Vec<String> {
         );
     }
     let lab_conf = format!("--conf-file={CONF_ROOT}/");
+    let lab_home = format!("{CONF_ROOT}/{prefix}-");
     for pid in names_in(Path::new("/proc"))
         .into_iter()
         .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
@@ -47,6 +49,9 @@ pub fn leftovers(prefix: &str) -> Vec<String> {
             if mine(conf) {
                 found.push(format!("dnsmasq pid {pid} ({CONF_ROOT}/{conf})"));
             }
+        } else if argv.iter().any(|a| a.contains(&lab_home)) {
+            // A process running something from a lab home, e.g. terok-shield's nflog-reader.py.
+            found.push(format!("process {pid} ({})", argv.join(" ")));
         }
     }
     for dir in names_in(Path::new(CONF_ROOT))
@@ -58,7 +63,10 @@ pub fn leftovers(prefix: &str) -> Vec<String> {
     found
 }
 
-/// Every network namespace, dnsmasq process and lab directory on the machine right now, whoever
+/// terok-shield's clearance reader, as its argv names it.
+const READER: &str = "nflog-reader.py";
+
+/// Every network namespace, dnsmasq process, terok-shield clearance reader and lab directory on the machine right now, whoever
 /// made them. `cargo xtask ci` takes one before and one after the tests: what is new was left
 /// behind, whatever prefix (or none) the test used.
 pub fn snapshot() -> BTreeSet<String> {
@@ -82,6 +90,10 @@ pub fn snapshot() -> BTreeSet<String> {
         };
         if comm.trim() == "dnsmasq" {
             found.insert(format!("dnsmasq pid {pid}"));
+        } else if fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| c.windows(READER.len()).any(|w| w == READER.as_bytes()))
+        {
+            found.insert(format!("nflog-reader pid {pid}"));
         }
     }
     found

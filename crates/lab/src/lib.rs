@@ -9,6 +9,31 @@
 //! On top of these, [`Scene`] plays a scripted scene on such a container while the real
 //! `shield-watch` follows it: the end-to-end test of the whole product and `cargo xtask demo`.
 //!
+//! The same container can also be shielded by the **real terok-shield 0.9.0** from PyPI:
+//! [`TerokShield`] keeps it in a venv (`target/terok-venv`, needs a Python >= 3.12, found by
+//! [`find_python`]) and runs its `setup` in a home of its own, with a stand-in `podman` (and
+//! `dig`) on PATH; [`TerokContainer`] runs its `prepare` and its OCI hooks on a namespace of the
+//! lab, so terok-shield applies its own ruleset and starts its own dnsmasq there
+//! (`dnsmasq --conf-file=STATE/dnsmasq.conf`, pid in `STATE/dnsmasq.pid`); [`TerokReader`] is its
+//! clearance reader holding NFLOG group 100. What terok-shield does, with references into its
+//! source, is in `docs/DECISIONS.md` ("terok-shield 0.9.0 as measured").
+//!
+//! ```no_run
+//! use shield_lab::{TerokContainer, TerokLayout, TerokShield};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let shield = TerokShield::ensure("demo")?;
+//! let root = std::path::PathBuf::from("/tmp/demo-root"); // ROOT/containers/alpha/ is its state
+//! let records = [("api.github.com", "203.0.113.10".parse()?), ("example.org", "203.0.113.20".parse()?)];
+//! let c = TerokContainer::start(&shield, "demo", "alpha", TerokLayout::StateRoot(root), &["github.com"], &records)?;
+//! assert_eq!(c.dig("api.github.com", "A")?.trim(), "203.0.113.10"); // through terok's dnsmasq
+//! assert!(c.connect("203.0.113.20:443".parse()?, std::time::Duration::from_secs(2)).is_err());
+//! let before = c.dnsmasq_pid()?;
+//! c.allow("example.org")?; // terok-shield allow alpha example.org: dnsmasq restarted
+//! assert_ne!(c.dnsmasq_pid()?, before);
+//! c.stop()?; // poststop hooks; the namespace and everything in it go
+//! # Ok(()) }
+//! ```
+//!
 //! **Invariant:** everything the lab creates is owned by a value and removed by its `Drop`,
 //! also when a test panics; [`leftovers`] says what is still there. Only TEST-NET and loopback
 //! addresses are used, inside namespaces the lab made, so nothing leaves the machine.
@@ -43,6 +68,7 @@ mod probe;
 mod ruleset;
 mod scene;
 mod statedir;
+mod terok;
 
 pub use dig::{dig, dig_status};
 pub use dnsmasq::{Dnsmasq, ShieldedOptions};
@@ -59,3 +85,7 @@ pub use scene::{
     lines_of, normalize, Finish, Scene, Step, StepReport, BETA_RECORDS, CONTAINER, HOST, RECORDS,
 };
 pub use statedir::StateDir;
+pub use terok::{
+    find_python, TerokContainer, TerokLayout, TerokReader, TerokShield, PRIVATE_PROBE,
+    TEROK_SHIELD_VERSION,
+};

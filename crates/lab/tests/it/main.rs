@@ -5,6 +5,7 @@ mod leftovers;
 mod netns;
 mod ruleset;
 mod scene;
+mod terok;
 
 /// The namespace prefix of this run. The leftovers test re-runs the suite under its own prefix
 /// (`SHIELD_LAB_PREFIX`) so that its check cannot see namespaces of tests still running here.
