@@ -13,3 +13,4 @@ mod nflog;
 mod rotation;
 mod scene;
 mod support;
+mod terok;

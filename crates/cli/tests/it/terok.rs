@@ -1,0 +1,304 @@
+//! shield-watch against the real terok-shield 0.9.0 from PyPI: containers prepared by its own
+//! CLI, shielded by its own OCI hook (its ruleset, its dnsmasq), changed by its own live
+//! `allow`/`deny`, watched host-wide under one name each.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::Path;
+use std::time::Duration;
+
+use rustix::process::Signal;
+use serde_json::Value;
+use shield_lab::{TerokContainer, TerokLayout, TerokShield};
+
+use crate::support::{binary, Watch};
+
+fn records() -> Vec<(&'static str, IpAddr)> {
+    vec![
+        ("api.github.com", "203.0.113.10".parse().unwrap()),
+        ("example.org", "203.0.113.20".parse().unwrap()),
+        ("other.example", "203.0.113.30".parse().unwrap()),
+    ]
+}
+
+fn prefix(what: &str) -> String {
+    format!("shw{}-{what}", std::process::id() % 100_000)
+}
+
+fn start(root: &Path) -> Watch {
+    let mut command = binary();
+    command.arg("--state-root").arg(root);
+    let mut watch = Watch::spawn_command(command);
+    watch.wait_stderr(|l| l.starts_with("shield-watch: ready ("));
+    watch
+}
+
+fn event_where(watch: &mut Watch, want: impl Fn(&Value) -> bool) -> Value {
+    let lines = watch.lines_until(|line| want(&serde_json::from_str(line).unwrap()));
+    serde_json::from_str(lines.last().unwrap()).unwrap()
+}
+
+#[test]
+fn real_terok_containers_are_watched_under_one_name_each() {
+    let prefix = prefix("terok");
+    let shield = TerokShield::ensure(&prefix).expect("terok-shield 0.9.0 in a venv");
+    let root = tempfile::tempdir().unwrap();
+    let alpha = TerokContainer::start(
+        &shield,
+        &prefix,
+        "alpha",
+        TerokLayout::StateRoot(root.path().to_path_buf()),
+        &["github.com"],
+        &records(),
+    )
+    .expect("prepare + createRuntime hook");
+    let beta = TerokContainer::start(
+        &shield,
+        &prefix,
+        "beta",
+        TerokLayout::StateRoot(root.path().to_path_buf()),
+        &["github.com"],
+        &records(),
+    )
+    .expect("prepare + createRuntime hook");
+    let mut watch = start(root.path());
+    for name in ["alpha", "beta"] {
+        assert!(
+            watch.stderr_seen.contains(&format!(
+                "shield-watch: container {name}: following (audit,dns,nflog)"
+            )),
+            "{:#?}",
+            watch.stderr_seen
+        );
+    }
+
+    // A refused lookup, through terok's own dnsmasq.
+    alpha.dig("example.org", "A").unwrap();
+    let event = event_where(&mut watch, |e| e["source"] == "dns");
+    assert_eq!(event["container"], "alpha");
+    assert_eq!(event["domain"], "example.org");
+    // A refused connection, logged by terok's own ruleset, named from alpha's log.
+    let to: SocketAddr = "203.0.113.20:443".parse().unwrap();
+    assert!(alpha.connect(to, Duration::from_millis(500)).is_err());
+    let event = event_where(&mut watch, |e| {
+        e["source"] == "nflog" && e["dest"] == "203.0.113.20"
+    });
+    assert_eq!(event["container"], "alpha");
+    assert_eq!(event["domain"], "example.org", "{event}");
+    // A private-range probe.
+    let _ = beta.probe_private();
+    let event = event_where(&mut watch, |e| e["action"] == "private_range");
+    assert_eq!(event["container"], "beta");
+    // A live allow: terok's own audit line, and its dnsmasq restarted in the same namespace.
+    let before = beta.dnsmasq_pid().unwrap();
+    beta.allow("other.example").unwrap();
+    assert_ne!(beta.dnsmasq_pid().unwrap(), before);
+    let event = event_where(&mut watch, |e| {
+        e["source"] == "audit" && e["action"] == "allowed"
+    });
+    assert_eq!(event["container"], "beta", "{event}");
+    // IPv6 link-local multicast from the container's own stack is noise: counted, not shown.
+    // Give the lab's uplink an IPv6 link-local address, as a container's interface has.
+    let links = beta.netns().exec_ok(&["ip", "-o", "link", "show"]).unwrap();
+    let uplink = links
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n))
+        .find(|n| *n != "lo")
+        .expect("an uplink in the lab namespace")
+        .to_string();
+    beta.netns()
+        .exec_ok(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            "fe80::77/64",
+            "dev",
+            &uplink,
+            "nodad",
+        ])
+        .unwrap();
+    let sent = beta
+        .netns()
+        .run_in(|| {
+            // The first interface with an IPv6 link-local address (its index is the scope).
+            let table =
+                std::fs::read_to_string("/proc/thread-self/net/if_inet6").unwrap_or_default();
+            let index = table
+                .lines()
+                .filter(|l| l.starts_with("fe80"))
+                .find_map(|l| u32::from_str_radix(l.split_whitespace().nth(1)?, 16).ok());
+            let Some(index) = index else { return false };
+            let to = std::net::SocketAddrV6::new("ff02::16".parse().unwrap(), 9, 0, index);
+            // EPERM from the shield's reject is expected: the packet was logged before.
+            let _ = UdpSocket::bind("[::]:0").and_then(|s| s.send_to(b"mld", to));
+            true
+        })
+        .unwrap();
+    let _ = beta.connect(
+        "203.0.113.20:8443".parse().unwrap(),
+        Duration::from_millis(300),
+    );
+    let event = event_where(&mut watch, |e| e["source"] == "nflog" && e["port"] == 8443);
+    assert_eq!(event["container"], "beta");
+    watch.signal(Signal::TERM);
+    let (status, stderr) = watch.wait_exit();
+    assert!(status.success(), "{stderr:#?}");
+    let summary = stderr.iter().find(|l| l.contains("summary")).unwrap();
+    assert!(summary.contains("by container (alpha="), "{summary}");
+    assert!(!summary.contains("beta=0"), "{summary}");
+    // terok-shield's ruleset logged the multicast packet; it was counted, not shown.
+    assert!(
+        sent,
+        "the lab namespace has an IPv6 link-local interface to send from"
+    );
+    assert!(summary.contains("link_local_multicast"), "{summary}");
+    let lines = watch.rest();
+    assert!(!lines.iter().any(|l| l.contains("ff02::")), "{lines:#?}");
+    drop(alpha);
+    drop(beta);
+}
+
+#[test]
+fn terok_restarting_its_dnsmasq_ten_times_loses_no_packet() {
+    let prefix = prefix("terokr");
+    let shield = TerokShield::ensure(&prefix).expect("terok-shield 0.9.0 in a venv");
+    let root = tempfile::tempdir().unwrap();
+    let web = TerokContainer::start(
+        &shield,
+        &prefix,
+        "web",
+        TerokLayout::StateRoot(root.path().to_path_buf()),
+        &["github.com"],
+        &records(),
+    )
+    .expect("prepare + createRuntime hook");
+    let mut watch = start(root.path());
+    const PACKETS: u16 = 400;
+    let ns_path = web.netns().path();
+    let sender = std::thread::spawn(move || {
+        let ns = std::fs::File::open(&ns_path).unwrap();
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&ns),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .unwrap();
+        let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+        for i in 0..PACKETS {
+            let _ = socket.send_to(b"probe", ("203.0.113.77", 20000 + i));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let mut pids = vec![web.dnsmasq_pid().unwrap()];
+    for i in 0..10 {
+        if i % 2 == 0 {
+            web.allow("other.example").unwrap();
+        } else {
+            web.deny("other.example").unwrap();
+        }
+        pids.push(web.dnsmasq_pid().unwrap());
+    }
+    sender.join().unwrap();
+    pids.dedup();
+    assert!(
+        pids.len() > 5,
+        "terok-shield restarted its dnsmasq: {pids:?}"
+    );
+    let last = 20000 + PACKETS - 1;
+    let lines = watch.lines_until(|line| {
+        let event: Value = serde_json::from_str(line).unwrap();
+        event["port"] == last
+    });
+    let mut seen = std::collections::BTreeSet::new();
+    let mut lost = 0u64;
+    for line in lines {
+        let event: Value = serde_json::from_str(&line).unwrap();
+        if event["action"] == "nflog_overrun" {
+            lost += event["extra"]["lost"]
+                .as_str()
+                .unwrap_or("0")
+                .parse::<u64>()
+                .unwrap_or(0);
+        } else if event["dest"] == "203.0.113.77" {
+            seen.insert(event["port"].as_u64().unwrap());
+        }
+    }
+    let missing: Vec<u64> = (20000..=u64::from(last))
+        .filter(|p| !seen.contains(p))
+        .collect();
+    assert!(
+        missing.len() as u64 <= lost,
+        "{} packets neither delivered nor counted across {} restarts: {missing:?}",
+        missing.len() as u64 - lost,
+        pids.len() - 1
+    );
+    watch.signal(Signal::TERM);
+    assert!(watch.wait_exit().0.success());
+}
+
+#[test]
+fn terok_reader_holding_the_group_then_exiting_is_taken_over() {
+    let prefix = prefix("terokh");
+    let shield = TerokShield::ensure(&prefix).expect("terok-shield 0.9.0 in a venv");
+    let root = tempfile::tempdir().unwrap();
+    let held = TerokContainer::start(
+        &shield,
+        &prefix,
+        "held",
+        TerokLayout::StateRoot(root.path().to_path_buf()),
+        &["github.com"],
+        &records(),
+    )
+    .unwrap();
+    let free = TerokContainer::start(
+        &shield,
+        &prefix,
+        "free",
+        TerokLayout::StateRoot(root.path().to_path_buf()),
+        &["github.com"],
+        &records(),
+    )
+    .unwrap();
+    let mut reader = held.start_reader().expect("nflog-reader.py --emit=json");
+    let mut watch = start(root.path());
+    let said = watch
+        .stderr_seen
+        .iter()
+        .find(|l| l.starts_with("shield-watch: container held: nflog: "))
+        .unwrap_or_else(|| panic!("{:#?}", watch.stderr_seen))
+        .clone();
+    assert!(said.contains("already bound"), "{said}");
+    // The reader's own blocked entries arrive through the audit log, under the one name.
+    let _ = held.connect(
+        "203.0.113.20:443".parse().unwrap(),
+        Duration::from_millis(300),
+    );
+    let event = event_where(&mut watch, |e| {
+        e["source"] == "audit" && e["action"] == "blocked"
+    });
+    // Whatever the reader calls the container (its name, or the 12-hex id it was given),
+    // the event carries the one name; a different word of the entry's is kept in extra.
+    assert_eq!(event["container"], "held", "{event}");
+    if let Some(own) = event["extra"]["audit_container"].as_str() {
+        assert_eq!(own, &held.id()[..12], "{event}");
+    }
+    // The other container is unaffected.
+    let _ = free.connect(
+        "203.0.113.10:443".parse().unwrap(),
+        Duration::from_millis(300),
+    );
+    let event = event_where(&mut watch, |e| e["source"] == "nflog");
+    assert_eq!(event["container"], "free");
+    reader.stop().unwrap();
+    watch.wait_stderr(|l| {
+        l == "shield-watch: container held: nflog: took over NFLOG group 100 (its other listener is gone)"
+    });
+    let _ = held.connect(
+        "203.0.113.30:443".parse().unwrap(),
+        Duration::from_millis(300),
+    );
+    let event = event_where(&mut watch, |e| {
+        e["source"] == "nflog" && e["container"] == "held"
+    });
+    assert_eq!(event["dest"], "203.0.113.30");
+}
