@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read as _;
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -52,6 +53,13 @@ pub enum Containers {
     },
     /// Every container under `ROOT/containers/` (`--state-root`), as they come and go.
     Root(StateRoot),
+    /// Every shielded container of the host, wherever its state lives (no `--state-dir`,
+    /// `--state-root` or `$TEROK_SHIELD_STATE_DIR`): found through the dnsmasq terok-shield
+    /// starts for each, whose command line names its state directory. `--container` selects.
+    Everywhere {
+        /// `--container`: names or globs of the containers to follow (all when empty).
+        select: Vec<String>,
+    },
 }
 
 /// A state root as checked at start: the path given, the directory it resolved to, and that
@@ -330,6 +338,10 @@ impl NflogFleet {
 /// of the root wakes it at once through the watch on its parent).
 const ROOT_CHECK: Duration = Duration::from_secs(5);
 
+/// How often `/proc` is looked at for new dnsmasq processes when every container of the host
+/// is followed (no inotify for processes; a look reads only processes not seen before).
+const PROCESS_SCAN: Duration = Duration::from_secs(1);
+
 /// How long discovery waits for a source thread's answer.
 const ANSWER_WITHIN: Duration = Duration::from_secs(30);
 
@@ -462,6 +474,7 @@ pub fn start(
         fatal: runtime.fatal.clone(),
         select: match &runtime.containers {
             Containers::Root(root) => root.select.clone(),
+            Containers::Everywhere { select } => select.clone(),
             Containers::One { .. } => Vec::new(),
         },
     };
@@ -479,6 +492,8 @@ fn present_at_start(containers: &Containers) -> Vec<(PathBuf, DnsTier, String)> 
         Containers::One {
             dir, tier, name, ..
         } => vec![(dir.clone(), *tier, name.clone())],
+        // Found by the containers thread, after the start.
+        Containers::Everywhere { .. } => Vec::new(),
         Containers::Root(root) => std::fs::read_dir(root.dir.join("containers"))
             .into_iter()
             .flatten()
@@ -533,6 +548,8 @@ fn create_missing_logs(dir: &Path, tier: DnsTier, selected: &[Source], voice: Vo
 
 /// What the containers thread knows of one container (host-wide).
 struct Known {
+    /// Its state directory.
+    dir: PathBuf,
     watch: Key,
     tier: Option<DnsTier>,
     /// The dnsmasq whose namespace its NFLOG socket is in.
@@ -601,6 +618,9 @@ impl Discovery {
                 None
             }
             Containers::Root(root) => Some(root),
+            Containers::Everywhere { .. } => {
+                return self.run_everywhere(ready, go);
+            }
         };
         let Some(state_root) = root else {
             drop(ready);
@@ -658,7 +678,7 @@ impl Discovery {
             for name in names {
                 let dir = root.join(&name);
                 let found = dir.is_dir().then(|| look_at(&dir));
-                self.update(&root, &mut set, &name, found, false);
+                self.update(&mut set, &name, dir, found, false);
             }
             if woken.contains(&root_key) {
                 self.scan_root(&root, &mut set, false);
@@ -674,6 +694,134 @@ impl Discovery {
                 }
                 return;
             }
+        }
+    }
+
+    /// Every shielded container of the host: those whose dnsmasq runs now, then each new one
+    /// as its dnsmasq starts (a look at `/proc` every [`PROCESS_SCAN`]; only processes not seen
+    /// before are read). A container stays followed until its directory or `dns.tier` goes.
+    fn run_everywhere(mut self, ready: Sender<Ready>, go: Receiver<()>) {
+        let mut set = FollowSet::new(Options::default());
+        let mut seen = std::collections::HashSet::new();
+        self.scan_processes(&mut set, &mut seen, true);
+        for source in &self.selected {
+            let _ = ready.send(Ready {
+                source: *source,
+                result: Ok(()),
+            });
+        }
+        drop(ready);
+        let _ = go.recv();
+        self.started();
+        let mut woken = Vec::new();
+        loop {
+            woken.clear();
+            if let Err(err) = set.wait(Some(PROCESS_SCAN), &mut woken) {
+                crate::diag::line(format_args!(
+                    "containers: stopped watching: {}",
+                    crate::diag::chain(&err)
+                ));
+                return;
+            }
+            let changed: Vec<(String, PathBuf)> = self
+                .known
+                .iter()
+                .filter(|(_, k)| woken.contains(&k.watch))
+                .map(|(name, k)| (name.clone(), k.dir.clone()))
+                .collect();
+            for (name, dir) in changed {
+                let found = dir.is_dir().then(|| look_at(&dir));
+                self.update(&mut set, &name, dir, found, false);
+            }
+            self.scan_processes(&mut set, &mut seen, false);
+        }
+    }
+
+    /// Follows the state directory of every dnsmasq started since the last look.
+    fn scan_processes(
+        &mut self,
+        set: &mut FollowSet,
+        seen: &mut std::collections::HashSet<u32>,
+        first: bool,
+    ) {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        let mut alive = std::collections::HashSet::new();
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            alive.insert(pid);
+            if !seen.insert(pid) {
+                continue;
+            }
+            let Some(dir) = dnsmasq_state_dir(pid) else {
+                continue;
+            };
+            if self.known.values().any(|k| k.dir == dir) {
+                continue;
+            }
+            let dir = match checked_state_dir(&dir, pid) {
+                Ok(dir) => dir,
+                Err(why) => {
+                    let shown = dir.display().to_string();
+                    self.say_once(&shown, &why);
+                    continue;
+                }
+            };
+            if self.known.values().any(|k| k.dir == dir) {
+                continue;
+            }
+            let name = self.name_for(&dir);
+            if !self.selects(&name) {
+                continue;
+            }
+            let look = look_at(&dir);
+            self.update(set, &name, dir, Some(look), first);
+        }
+        // Forget processes that ended (their PIDs may be used again by a new dnsmasq).
+        seen.retain(|pid| alive.contains(pid));
+    }
+
+    /// A container's name: the `ROOT/containers/NAME` directory's NAME; for terok's
+    /// orchestrator layout `{task_dir}/shield`, the task directory's name; else the directory's
+    /// own name; suffixed with the container's 12-hex id when another container has that name.
+    fn name_for(&self, dir: &Path) -> String {
+        let own = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+        let parent = dir
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned());
+        let base = match (own, parent) {
+            (Some(own), Some(parent)) if own == "shield" => parent,
+            (Some(own), _) => own,
+            (None, _) => "container".to_string(),
+        };
+        if !self.known.contains_key(&base) {
+            return base;
+        }
+        let id = shield_tail::open_dir(dir)
+            .ok()
+            .and_then(|d| {
+                shield_tail::open_beneath(&d, "container.id", shield_tail::Open::ReadNoFollow).ok()
+            })
+            .and_then(|f| {
+                let mut text = String::new();
+                f.take(64).read_to_string(&mut text).ok()?;
+                Some(text.trim().chars().take(12).collect::<String>())
+            })
+            .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit()));
+        match id {
+            Some(id) => format!("{base}-{id}"),
+            None => (2..)
+                .map(|n| format!("{base}-{n}"))
+                .find(|n| !self.known.contains_key(n))
+                .expect("a free name"),
         }
     }
 
@@ -724,11 +872,11 @@ impl Discovery {
             .cloned()
             .collect();
         for name in gone {
-            self.update(root, set, &name, None, first);
+            self.update(set, &name, root.join(&name), None, first);
         }
         for (name, look) in present {
             if !matches!(look, Look::Unchanged) {
-                self.update(root, set, &name, Some(look), first);
+                self.update(set, &name, root.join(&name), Some(look), first);
             }
         }
     }
@@ -736,9 +884,9 @@ impl Discovery {
     /// Acts on what `name` now is: `None` when its directory is gone.
     fn update(
         &mut self,
-        root: &Path,
         set: &mut FollowSet,
         name: &str,
+        dir: PathBuf,
         found: Option<Look>,
         first: bool,
     ) {
@@ -752,7 +900,6 @@ impl Discovery {
             }
             Some(Look::State { tier, dnsmasq }) => (tier, dnsmasq),
         };
-        let dir = root.join(name);
         if absent {
             if let Some(known) = self.known.remove(name) {
                 if known.following {
@@ -768,6 +915,7 @@ impl Discovery {
             self.known.insert(
                 name.to_string(),
                 Known {
+                    dir: dir.clone(),
                     watch,
                     tier: None,
                     pid: None,
@@ -1064,6 +1212,72 @@ fn class(pattern: &[u8], c: u8) -> Option<(bool, usize)> {
             i += 1;
         }
     }
+}
+
+/// The state directory a dnsmasq process names: `STATE` of its `--conf-file=STATE/dnsmasq.conf`
+/// (absolute, as terok-shield starts it). `None` for anything else: another program, a thread,
+/// a relative or odd path. The path is untrusted: [`checked_state_dir`] decides.
+fn dnsmasq_state_dir(pid: u32) -> Option<PathBuf> {
+    let mut comm = String::new();
+    File::open(format!("/proc/{pid}/comm"))
+        .ok()?
+        .take(64)
+        .read_to_string(&mut comm)
+        .ok()?;
+    if comm.trim_end() != "dnsmasq" || !is_thread_group_leader(pid) {
+        return None;
+    }
+    let mut cmdline = Vec::new();
+    File::open(format!("/proc/{pid}/cmdline"))
+        .ok()?
+        .take(64 * 1024)
+        .read_to_end(&mut cmdline)
+        .ok()?;
+    cmdline.split(|b| *b == 0).find_map(|arg| {
+        let path = arg.strip_prefix(b"--conf-file=")?;
+        let path = Path::new(std::ffi::OsStr::from_bytes(path));
+        let sane = path.is_absolute()
+            && path.file_name() == Some(std::ffi::OsStr::new("dnsmasq.conf"))
+            && path.components().all(|c| {
+                matches!(
+                    c,
+                    std::path::Component::RootDir | std::path::Component::Normal(_)
+                )
+            });
+        sane.then(|| path.parent().map(Path::to_path_buf)).flatten()
+    })
+}
+
+/// Accepts a state directory named by process `pid`: reached through no symbolic link root does
+/// not own, and owned by the process's user (or root): a user's dnsmasq cannot make root read
+/// another user's state. Returns the resolved directory.
+fn checked_state_dir(dir: &Path, pid: u32) -> Result<PathBuf, String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut walked = PathBuf::new();
+    for component in dir.components() {
+        walked.push(component);
+        let meta = std::fs::symlink_metadata(&walked).map_err(|e| format!("refused: {e}"))?;
+        if meta.file_type().is_symlink() && meta.uid() != 0 {
+            return Err(format!(
+                "refused: {} is a symbolic link owned by uid {}",
+                walked.display(),
+                meta.uid()
+            ));
+        }
+    }
+    let resolved = std::fs::canonicalize(dir).map_err(|e| format!("refused: {e}"))?;
+    let owner = std::fs::metadata(&resolved)
+        .map_err(|e| format!("refused: {e}"))?
+        .uid();
+    let process = std::fs::metadata(format!("/proc/{pid}"))
+        .map_err(|e| format!("refused: {e}"))?
+        .uid();
+    if owner != 0 && owner != process {
+        return Err(format!(
+            "refused: owned by uid {owner}, but its dnsmasq {pid} runs as uid {process}"
+        ));
+    }
+    Ok(resolved)
 }
 
 /// Whether `pid` is a process (its own thread group's leader), not another process's thread.

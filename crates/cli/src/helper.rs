@@ -54,6 +54,9 @@ pub struct Limits {
     /// The accepted beginnings of the argument: `--conf-file=ROOT/containers/`, with the root
     /// as given and made absolute.
     pub prefixes: Vec<Vec<u8>>,
+    /// Every container of the host (no state root): any absolute `--conf-file=STATE/dnsmasq.conf`
+    /// without `.` or `..` components.
+    pub anywhere: bool,
 }
 
 impl Limits {
@@ -74,6 +77,17 @@ impl Limits {
             group,
             buffer: buffer.min(shield_watch_cli::privsep::MAX_BUFFER),
             prefixes,
+            anywhere: false,
+        }
+    }
+
+    /// The limits of a run over every container of the host, wherever its state lives.
+    pub fn anywhere(group: u16, buffer: u64) -> Limits {
+        Limits {
+            group,
+            buffer: buffer.min(shield_watch_cli::privsep::MAX_BUFFER),
+            prefixes: vec![b"--conf-file=/".to_vec()],
+            anywhere: true,
         }
     }
 
@@ -92,7 +106,12 @@ impl Limits {
                 .strip_prefix(prefix.as_slice())?
                 .strip_suffix(b"/dnsmasq.conf".as_slice())
         });
+        let normal = |path: &[u8]| {
+            path.split(|b| *b == b'/')
+                .all(|c| !c.is_empty() && c != b"." && c != b"..")
+        };
         match name {
+            Some(name) if self.anywhere && normal(name) => Ok(()),
             Some(name)
                 if !name.is_empty() && !name.contains(&b'/') && name != b"." && name != b".." =>
             {

@@ -21,7 +21,7 @@ mod summary;
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::thread;
 
@@ -119,15 +119,23 @@ fn run(args: Args) -> Result<(), Failure> {
             let root = containers::StateRoot::open(&root, args.exit_on_lost_root, &args.container)
                 .map_err(|refused| Failure::State(refused.0))?;
             std::fs::read_dir(&root.dir).map_err(|e| {
-                Failure::State(format!("cannot read the state root {}: {e}", root.dir.display()))
+                Failure::State(format!(
+                    "cannot read the state root {}: {e}",
+                    root.dir.display()
+                ))
             })?;
             diag::line(format_args!("state root {}", root.dir.display()));
             containers::raise_descriptor_limit();
             Containers::Root(root)
         }
-        (None, None) => return Err(Failure::Usage(
-            "give --state-dir DIR (one container) or --state-root ROOT (every container; default $TEROK_SHIELD_STATE_DIR)".into(),
-        )),
+        (None, None) => {
+            // Nothing named: every shielded container of the host, wherever its state lives.
+            diag::line("every shielded container of the host (found through its dnsmasq; --state-root ROOT for one root)");
+            containers::raise_descriptor_limit();
+            Containers::Everywhere {
+                select: args.container.clone(),
+            }
+        }
     };
     let selected = select_sources(&args, &containers);
 
@@ -146,17 +154,25 @@ fn run(args: Args) -> Result<(), Failure> {
     // what that takes and nothing else; forked here, while this is the only thread (signal
     // handlers are not installed yet, so the helper starts with the default ones and sets its
     // own).
-    let helper = match &containers {
+    let limits = match &containers {
+        Containers::Root(root) => Some(helper::Limits::new(
+            &root.dir,
+            args.nflog_group,
+            args.nflog_buffer,
+        )),
+        Containers::Everywhere { .. } => Some(helper::Limits::anywhere(
+            args.nflog_group,
+            args.nflog_buffer,
+        )),
+        Containers::One { .. } => None,
+    };
+    let helper = match limits {
         // Not for a history that does not follow: no socket is made then.
-        Containers::Root(root)
+        Some(limits)
             if selected.contains(&Source::Nflog)
                 && history.as_ref().is_none_or(|(_, follow)| *follow) =>
         {
-            match helper::Helper::start(helper::Limits::new(
-                &root.dir,
-                args.nflog_group,
-                args.nflog_buffer,
-            )) {
+            match helper::Helper::start(limits) {
                 Ok((helper, report)) => Some((helper, report)),
                 Err(why) => {
                     diag::line(format_args!(
@@ -204,6 +220,12 @@ fn run(args: Args) -> Result<(), Failure> {
             let root = &root.dir;
             summary.lock().by_container = Some(BTreeMap::new());
             Confinement::host_wide(root, cursor)
+        }
+        // State directories anywhere: reading is not confined to a directory (the files are
+        // still opened beneath each state directory, never through a symlink out of it).
+        Containers::Everywhere { .. } => {
+            summary.lock().by_container = Some(BTreeMap::new());
+            Confinement::host_wide(Path::new("/"), cursor)
         }
     };
     let helper = helper.map(|(helper, report)| {

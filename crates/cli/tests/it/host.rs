@@ -230,11 +230,16 @@ fn state_dir_and_state_root_exclude_each_other_and_one_container_has_one_name() 
         let (status, _, stderr) = crate::support::run_to_exit(&args);
         assert_eq!(status.code(), Some(2), "{stderr}");
     }
-    // TEROK_SHIELD_STATE_DIR is the default root; without it, nothing says what to watch.
+    // TEROK_SHIELD_STATE_DIR is the default root; without it, every container of the host.
     let mut command = binary();
-    command.env_remove("TEROK_SHIELD_STATE_DIR");
-    let out = command.output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    command
+        .env_remove("TEROK_SHIELD_STATE_DIR")
+        .arg("--no-nflog");
+    let mut watch = Watch::spawn_command(command);
+    watch.wait_stderr(|l| l.starts_with("shield-watch: every shielded container of the host"));
+    watch.wait_stderr(|l| l.starts_with("shield-watch: ready ("));
+    watch.signal(Signal::TERM);
+    assert!(watch.wait_exit().0.success());
     let mut command = binary();
     command
         .env("TEROK_SHIELD_STATE_DIR", root.path())

@@ -302,3 +302,96 @@ fn terok_reader_holding_the_group_then_exiting_is_taken_over() {
     });
     assert_eq!(event["dest"], "203.0.113.30");
 }
+
+#[test]
+fn with_no_flag_every_terok_container_is_found_wherever_its_state_lives() {
+    // terok's orchestrator keeps each task's state in {task_dir}/shield, recorded only in the
+    // container's annotation: two unrelated task directories, and one ROOT/containers/NAME.
+    let prefix = prefix("terokw");
+    let shield = TerokShield::ensure(&prefix).expect("terok-shield 0.9.0 in a venv");
+    let tasks = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let one = tasks.path().join("task-one").join("shield");
+    let two = elsewhere.path().join("task-two").join("shield");
+    let a = TerokContainer::start(
+        &shield,
+        &prefix,
+        "one",
+        TerokLayout::StateDir(one),
+        &["github.com"],
+        &records(),
+    )
+    .expect("pre_start + createRuntime hook");
+    let b = TerokContainer::start(
+        &shield,
+        &prefix,
+        "two",
+        TerokLayout::StateDir(two),
+        &["github.com"],
+        &records(),
+    )
+    .expect("pre_start + createRuntime hook");
+    let c = TerokContainer::start(
+        &shield,
+        &prefix,
+        "three",
+        TerokLayout::StateRoot(root.path().to_path_buf()),
+        &["github.com"],
+        &records(),
+    )
+    .expect("prepare + createRuntime hook");
+    let mut command = binary();
+    command.env_remove("TEROK_SHIELD_STATE_DIR").args([
+        "--container",
+        "task-*",
+        "--container",
+        "three",
+    ]);
+    let mut watch = Watch::spawn_command(command);
+    watch.wait_stderr(|l| l.starts_with("shield-watch: ready ("));
+    for name in ["task-one", "task-two", "three"] {
+        assert!(
+            watch.stderr_seen.contains(&format!(
+                "shield-watch: container {name}: following (audit,dns,nflog)"
+            )),
+            "{name}: {:#?}",
+            watch.stderr_seen
+        );
+    }
+    for (container, name) in [(&a, "task-one"), (&b, "task-two"), (&c, "three")] {
+        let to: SocketAddr = "203.0.113.20:443".parse().unwrap();
+        container.dig("example.org", "A").unwrap();
+        let event = event_where(&mut watch, |e| {
+            e["source"] == "dns" && e["container"] == name
+        });
+        assert_eq!(event["domain"], "example.org");
+        assert!(container.connect(to, Duration::from_millis(300)).is_err());
+        let event = event_where(&mut watch, |e| {
+            e["source"] == "nflog" && e["container"] == name
+        });
+        assert_eq!(event["domain"], "example.org", "{event}");
+    }
+    // A container started while running is found through its new dnsmasq.
+    let late_dir = tasks.path().join("task-late").join("shield");
+    let late = TerokContainer::start(
+        &shield,
+        &prefix,
+        "late",
+        TerokLayout::StateDir(late_dir),
+        &["github.com"],
+        &records(),
+    )
+    .expect("pre_start + createRuntime hook");
+    watch.wait_stderr(|l| {
+        l == "shield-watch: container task-late: following (audit,dns,nflog)"
+            || l.starts_with("shield-watch: container task-late: nflog: following dnsmasq")
+    });
+    late.dig("example.org", "A").unwrap();
+    let event = event_where(&mut watch, |e| {
+        e["source"] == "dns" && e["container"] == "task-late"
+    });
+    assert_eq!(event["domain"], "example.org");
+    watch.signal(Signal::TERM);
+    assert!(watch.wait_exit().0.success());
+}
