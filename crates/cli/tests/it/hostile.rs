@@ -268,3 +268,79 @@ fn a_replaced_state_root_is_said_loudly_and_can_end_the_process() {
         }
     }
 }
+
+/// Open descriptors of a process.
+fn descriptors(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+}
+
+#[test]
+fn a_16_tb_sparse_log_stalls_no_other_container() {
+    let root = tempfile::tempdir().unwrap();
+    let mine = container(root.path(), OsStr::new("mine"), "dnsmasq-static");
+    let other = container(root.path(), OsStr::new("other"), "lookup");
+    // Present at start: the query log is read for the cache from its start.
+    fs::File::create(mine.join("dnsmasq.log"))
+        .unwrap()
+        .set_len(16_000_000_000_000)
+        .unwrap();
+    let started = Instant::now();
+    let mut watch = host(root.path(), &["--no-nflog"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "ready after {:?}",
+        started.elapsed()
+    );
+    // Grown while running, on both of its logs.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(mine.join("audit.jsonl"))
+        .unwrap()
+        .set_len(16_000_000_000_000)
+        .unwrap();
+    let sent = Instant::now();
+    fs::write(
+        other.join("audit.jsonl"),
+        "{\"action\":\"denied\",\"dest\":\"192.0.2.5\"}\n",
+    )
+    .unwrap();
+    let event: Value = serde_json::from_str(&watch.lines(1)[0]).unwrap();
+    assert_eq!(event["container"], "other");
+    assert!(
+        sent.elapsed() < Duration::from_secs(2),
+        "another container's line after {:?}",
+        sent.elapsed()
+    );
+}
+
+#[test]
+fn twenty_five_thousand_planted_siblings_take_bounded_descriptors() {
+    let root = tempfile::tempdir().unwrap();
+    let mine = container(root.path(), OsStr::new("mine"), "lookup");
+    let other = container(root.path(), OsStr::new("other"), "lookup");
+    fs::write(other.join("audit.jsonl"), "").unwrap();
+    let mut watch = host(root.path(), &["--no-nflog"]);
+    let before = descriptors(watch.child.id());
+    for i in 0..25_000 {
+        fs::File::create(mine.join(format!("audit.jsonl.{i}"))).unwrap();
+    }
+    fs::remove_file(mine.join("audit.jsonl")).unwrap();
+    // Another container's rotation still works.
+    fs::rename(other.join("audit.jsonl"), other.join("audit.jsonl.1")).unwrap();
+    fs::write(
+        other.join("audit.jsonl"),
+        "{\"action\":\"denied\",\"dest\":\"192.0.2.6\"}\n",
+    )
+    .unwrap();
+    let event: Value = serde_json::from_str(&watch.lines(1)[0]).unwrap();
+    assert_eq!(event["container"], "other");
+    assert_eq!(event["dest"], "192.0.2.6");
+    let after = descriptors(watch.child.id());
+    assert!(
+        after <= before + 40,
+        "descriptors {before} -> {after} with 25 000 planted siblings"
+    );
+    watch.signal(Signal::TERM);
+    let (status, stderr) = watch.wait_exit();
+    assert!(status.success(), "{stderr:#?}");
+}
