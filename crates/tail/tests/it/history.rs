@@ -543,3 +543,47 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn history_reader_peeks_without_taking_and_places_untimed_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("app.log");
+    fs::write(tmp.path().join("app.log.1"), "- before any\nT000010 a\n").unwrap();
+    fs::write(&log, "- after a\nT000020 b\n").unwrap();
+    let mut h = History::open(&log, &Options::default()).unwrap();
+    let mut r = h.reader(Window::default(), time_of);
+    let seen = |l: Option<HistoryLine<'_>>| {
+        l.map(|l| {
+            (
+                String::from_utf8_lossy(l.bytes).into_owned(),
+                l.time,
+                l.order_time,
+                l.rotated,
+            )
+        })
+    };
+    let first = Some(("- before any".to_string(), None, None, true));
+    assert_eq!(seen(r.peek().unwrap()), first);
+    assert_eq!(seen(r.peek().unwrap()), first);
+    assert_eq!(seen(r.next_line().unwrap()), first);
+    let a = Some(("T000010 a".to_string(), Some(10), Some(10), true));
+    assert_eq!(seen(r.peek().unwrap()), a);
+    assert_eq!(seen(r.next_line().unwrap()), a);
+    let after = Some(("- after a".to_string(), None, Some(10), false));
+    assert_eq!(seen(r.next_line().unwrap()), after);
+    let b = Some(("T000020 b".to_string(), Some(20), Some(20), false));
+    assert_eq!(seen(r.next_line().unwrap()), b);
+    assert_eq!(seen(r.peek().unwrap()), None);
+    assert_eq!(seen(r.next_line().unwrap()), None);
+    drop(r);
+    // With a window, lines before the first timed one stand at its time.
+    let mut r = h.reader(
+        Window {
+            since: Some(10),
+            until: None,
+        },
+        time_of,
+    );
+    let first = Some(("- before any".to_string(), None, Some(10), true));
+    assert_eq!(seen(r.next_line().unwrap()), first);
+}
