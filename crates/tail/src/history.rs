@@ -261,6 +261,12 @@ impl History {
         }
     }
 
+    /// The cursor [`History::live_end`] starts from, to save with [`crate::CursorFile`] where
+    /// the caller keeps cursors; `None` where there was no live file.
+    pub fn live_cursor(&self) -> Option<Cursor> {
+        self.live.as_ref().map(|l| l.cursor)
+    }
+
     /// Problems that did not stop the reading (a file gone, corrupt, refused, unreadable),
     /// one string each, not yet taken.
     pub fn take_notices(&mut self) -> Vec<String> {

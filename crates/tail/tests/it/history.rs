@@ -587,3 +587,36 @@ fn history_reader_peeks_without_taking_and_places_untimed_lines() {
     let first = Some(("- before any".to_string(), None, Some(10), true));
     assert_eq!(seen(r.next_line().unwrap()), first);
 }
+
+#[test]
+fn history_skips_an_unreadable_compressor_and_a_fifo_with_a_notice_each() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let log = dir.join("app.log");
+    let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    for (k, (name, data)) in [
+        ("app.log.2", &b"T000001 two\n"[..]),
+        ("app.log.1.bz2", b"BZh91AY&SY not read"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        fs::write(dir.join(name), data).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(dir.join(name))
+            .unwrap()
+            .set_modified(base + Duration::from_secs(k as u64))
+            .unwrap();
+    }
+    // A FIFO at the live name: opened without blocking, refused as not a regular file.
+    let ok = Command::new("mkfifo").arg(&log).status().unwrap();
+    assert!(ok.success());
+    let mut h = History::open(&log, &Options::default()).unwrap();
+    assert!(matches!(h.live_end(), Start::Beginning) && h.live_cursor().is_none());
+    assert_eq!(read(&mut h, Window::default()), ["T000001 two"]);
+    let notices = h.take_notices();
+    assert_eq!(notices.len(), 2, "{notices:?}");
+    assert!(notices[0].contains("not a regular file"), "{notices:?}");
+    assert!(notices[1].contains("bzip2"), "{notices:?}");
+}
