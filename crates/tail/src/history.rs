@@ -45,7 +45,8 @@ pub struct HistoryLine<'a> {
     pub time: Option<i64>,
     /// The time the line stands at in the history's order: its own, else that of the timed
     /// line before it, else (before any) the first timed line's; `None` only where no line
-    /// has a time. What a merge of several logs orders by.
+    /// has a time. What a merge of several logs orders by. (From [`History::last`]: the
+    /// line's own time.)
     pub order_time: Option<i64>,
     /// From a rotated file (`true`) or from the live file (`false`).
     pub rotated: bool,

@@ -72,12 +72,8 @@ impl History {
         window: Window,
         mut time_of: T,
     ) -> HistoryReader<'_, T> {
-        let first = if window.since.is_some() || window.until.is_some() {
-            // Lines before the first timed line stand at its time.
-            (0..self.count()).find_map(|i| self.head(i, &mut time_of))
-        } else {
-            None
-        };
+        // Lines before the first timed line stand at its time.
+        let first = (0..self.count()).find_map(|i| self.head(i, &mut time_of));
         HistoryReader {
             h: self,
             time_of,

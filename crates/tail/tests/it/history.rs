@@ -562,7 +562,8 @@ fn history_reader_peeks_without_taking_and_places_untimed_lines() {
             )
         })
     };
-    let first = Some(("- before any".to_string(), None, None, true));
+    // Lines before the first timed one stand at its time.
+    let first = Some(("- before any".to_string(), None, Some(10), true));
     assert_eq!(seen(r.peek().unwrap()), first);
     assert_eq!(seen(r.peek().unwrap()), first);
     assert_eq!(seen(r.next_line().unwrap()), first);
@@ -576,7 +577,7 @@ fn history_reader_peeks_without_taking_and_places_untimed_lines() {
     assert_eq!(seen(r.peek().unwrap()), None);
     assert_eq!(seen(r.next_line().unwrap()), None);
     drop(r);
-    // With a window, lines before the first timed one stand at its time.
+    // And so are in a window that starts there.
     let mut r = h.reader(
         Window {
             since: Some(10),
@@ -584,7 +585,6 @@ fn history_reader_peeks_without_taking_and_places_untimed_lines() {
         },
         time_of,
     );
-    let first = Some(("- before any".to_string(), None, Some(10), true));
     assert_eq!(seen(r.next_line().unwrap()), first);
 }
 
