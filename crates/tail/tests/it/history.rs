@@ -468,6 +468,7 @@ proptest! {
         kinds in prop::collection::vec(kind(), 6),
         since in prop::option::of(0i64..700),
         span in prop::option::of(0i64..400),
+        until_alone in prop::option::of(0i64..1100),
         partial in any::<bool>(),
         unterminated in prop::collection::vec(any::<bool>(), 6),
         n in 0usize..50,
@@ -522,7 +523,11 @@ proptest! {
                 .set_modified(base + Duration::from_secs(k as u64))
                 .unwrap();
         }
-        let w = Window { since, until: since.zip(span).map(|(s, d)| s + d) };
+        let until = match since {
+            Some(s) => span.map(|d| s + d),
+            None => until_alone,
+        };
+        let w = Window { since, until };
         let mut h = History::open(dir.join("app.log"), &Options::default()).unwrap();
         prop_assert_eq!(read(&mut h, w), reference(&all, w));
         prop_assert!(h.take_notices().is_empty());
