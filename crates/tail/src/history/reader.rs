@@ -56,12 +56,19 @@ pub struct HistoryReader<'h, T> {
     next_file: usize,
     /// The file being read, and whether it is a rotated one.
     cur: Option<(FileLines, usize, bool)>,
-    /// The next line, read but not taken: its range in the buffer, own time, order time.
-    ready: Option<(std::ops::Range<usize>, Option<i64>, Option<i64>)>,
+    /// The next line, read but not taken.
+    ready: Option<Ready>,
     /// `ready` was handed out by `next_line`: the next call moves past it.
     taken: bool,
     /// A line after `until` was seen, or the last file is done.
     done: bool,
+}
+
+/// A line read and not yet moved past: where it is in the file's buffer, and its times.
+struct Ready {
+    range: std::ops::Range<usize>,
+    time: Option<i64>,
+    order_time: Option<i64>,
 }
 
 impl History {
@@ -117,23 +124,19 @@ impl<T: FnMut(&[u8]) -> Option<i64>> HistoryReader<'_, T> {
 
     /// The line read and not yet moved past.
     fn current(&self) -> Option<HistoryLine<'_>> {
-        let (Some((range, time, order_time)), Some((lines, _, rotated))) = (&self.ready, &self.cur)
-        else {
+        let (Some(ready), Some((lines, _, rotated))) = (&self.ready, &self.cur) else {
             return None;
         };
         Some(HistoryLine {
-            bytes: &lines.buf()[range.clone()],
-            time: *time,
-            order_time: *order_time,
+            bytes: &lines.buf()[ready.range.clone()],
+            time: ready.time,
+            order_time: ready.order_time,
             rotated: *rotated,
         })
     }
 
     /// Reads on to the next line in the window.
-    #[allow(clippy::type_complexity)]
-    fn load(
-        &mut self,
-    ) -> Result<Option<(std::ops::Range<usize>, Option<i64>, Option<i64>)>, Error> {
+    fn load(&mut self) -> Result<Option<Ready>, Error> {
         loop {
             let Some((lines, i, _)) = &mut self.cur else {
                 if !self.open_next()? {
@@ -159,7 +162,11 @@ impl<T: FnMut(&[u8]) -> Option<i64>> HistoryReader<'_, T> {
                         w.since.is_none_or(|s| t >= s) && w.until.is_none_or(|u| t <= u)
                     });
                     if inside {
-                        return Ok(Some((range, own, order_time)));
+                        return Ok(Some(Ready {
+                            range,
+                            time: own,
+                            order_time,
+                        }));
                     }
                 }
                 Ok(None) => self.close(),
