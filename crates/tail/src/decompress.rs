@@ -5,8 +5,12 @@
 //! None needs a C compiler, and each keeps a bounded window (gzip 32 KiB, zstd and xz the
 //! frame's or dictionary's window), so memory does not grow with the file.
 
+use std::fmt;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::Arc;
 
 use crate::file::{pread, pread_full};
 
@@ -58,137 +62,167 @@ impl Compression {
     }
 }
 
-/// How a decoding pass ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Flow {
-    /// The whole content was handed on.
-    Done,
-    /// The consumer said stop.
-    Stopped,
-}
-
 /// Reads a file from offset 0 with positioned reads (the descriptor's own offset is never
-/// used), counting the bytes.
-pub(crate) struct PreadReader<'a> {
-    file: &'a File,
+/// used), counting the bytes into `read`.
+pub(crate) struct Counted {
+    file: File,
     offset: u64,
+    read: Arc<AtomicU64>,
 }
 
-impl<'a> PreadReader<'a> {
-    pub(crate) fn new(file: &'a File) -> PreadReader<'a> {
-        PreadReader { file, offset: 0 }
-    }
-}
-
-impl Read for PreadReader<'_> {
+impl Read for Counted {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = pread(self.file, buf, self.offset)?;
+        let n = pread(&self.file, buf, self.offset)?;
         self.offset += n as u64;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
 }
 
-/// The buffer size of plain reads and of backward steps.
+/// The buffer size of plain backward steps and of a binary search's range floor.
 pub(crate) const CHUNK: usize = 64 * 1024;
 
 /// The buffer size of a decode step, in and out: small, because finding a compressed file's
 /// first timed line should decode little more than that line.
-const DECODE_CHUNK: usize = 16 * 1024;
+pub(crate) const DECODE_CHUNK: usize = 16 * 1024;
 
-/// Decodes `file` (of kind `kind`, not `Plain`) from its start and hands the content to `sink`
-/// in chunks until the end or until `sink` returns false. Returns the compressed bytes read
-/// beside the flow; an `Err` is corrupt or truncated data (everything before it was handed on).
-pub(crate) fn decode(
+/// A reader of the decoded content of `file` (of kind `kind`, compressed), from its start;
+/// the compressed bytes it reads are added to `read`. A read error is damaged or truncated
+/// data (everything before it was returned).
+pub(crate) fn decoder(
     kind: Compression,
-    file: &File,
-    sink: &mut dyn FnMut(&[u8]) -> bool,
-) -> (Result<Flow, io::Error>, u64) {
-    let mut input = BufReader::with_capacity(DECODE_CHUNK, PreadReader::new(file));
-    let flow = match kind {
-        Compression::Gzip => pump(flate2::bufread::MultiGzDecoder::new(&mut input), sink),
-        Compression::Zstd => zstd(&mut input, sink),
-        Compression::Xz => xz(&mut input, sink),
-        Compression::Plain | Compression::Unsupported(_) => Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a compressed stream this crate reads",
-        )),
-    };
-    let read = input.get_ref().offset - input.buffer().len() as u64;
-    (flow, read)
+    file: File,
+    read: Arc<AtomicU64>,
+) -> io::Result<Box<dyn Read + Send>> {
+    let input = BufReader::with_capacity(
+        DECODE_CHUNK,
+        Counted {
+            file,
+            offset: 0,
+            read,
+        },
+    );
+    Ok(match kind {
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
+        Compression::Zstd => Box::new(ZstdFrames {
+            input: Some(input),
+            frame: None,
+        }),
+        Compression::Xz => Box::new(XzPipe::spawn(input)?),
+        Compression::Plain | Compression::Unsupported(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a compressed stream this crate reads",
+            ))
+        }
+    })
 }
 
-fn pump(mut r: impl Read, sink: &mut dyn FnMut(&[u8]) -> bool) -> Result<Flow, io::Error> {
-    let mut buf = vec![0u8; DECODE_CHUNK];
-    loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) => return Ok(Flow::Done),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if !sink(&buf[..n]) {
-            return Ok(Flow::Stopped);
-        }
-    }
+fn invalid(e: impl fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
 }
+
+type Input = BufReader<Counted>;
 
 /// One zstd frame after another (`zstd` writes one; concatenated files hold several).
-fn zstd(
-    input: &mut BufReader<PreadReader<'_>>,
-    sink: &mut dyn FnMut(&[u8]) -> bool,
-) -> Result<Flow, io::Error> {
-    loop {
-        let dec = ruzstd::decoding::StreamingDecoder::new(&mut *input)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-        if pump(dec, sink)? == Flow::Stopped {
-            return Ok(Flow::Stopped);
-        }
-        if input.fill_buf()?.is_empty() {
-            return Ok(Flow::Done);
+struct ZstdFrames {
+    input: Option<Input>,
+    frame: Option<ruzstd::decoding::StreamingDecoder<Input, ruzstd::decoding::FrameDecoder>>,
+}
+
+impl Read for ZstdFrames {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some(frame) = &mut self.frame {
+                let n = frame.read(buf)?;
+                if n > 0 || buf.is_empty() {
+                    return Ok(n);
+                }
+                self.input = self.frame.take().map(|f| f.into_inner());
+            }
+            let Some(input) = &mut self.input else {
+                return Ok(0);
+            };
+            if input.fill_buf()?.is_empty() {
+                return Ok(0);
+            }
+            let input = self.input.take().expect("checked above");
+            self.frame = Some(ruzstd::decoding::StreamingDecoder::new(input).map_err(invalid)?);
         }
     }
 }
 
-/// lzma-rs decodes into an `io::Write`: the writer is the sink, and a stop is an error it
-/// returns, told apart from a real one by `stopped`.
-fn xz(
-    input: &mut BufReader<PreadReader<'_>>,
-    sink: &mut dyn FnMut(&[u8]) -> bool,
-) -> Result<Flow, io::Error> {
-    struct Out<'a> {
-        sink: &'a mut dyn FnMut(&[u8]) -> bool,
-        stopped: bool,
-    }
-    impl io::Write for Out<'_> {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            if self.stopped || !(self.sink)(buf) {
-                self.stopped = true;
-                return Err(io::Error::other("stopped"));
+/// lzma-rs decodes xz only into an `io::Write`, so it runs on a thread of its own that hands
+/// decoded chunks through a channel two deep (memory stays bounded); dropping the reader makes
+/// the thread's next write fail, which ends it.
+struct XzPipe {
+    rx: Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    pos: usize,
+    failed: bool,
+}
+
+impl XzPipe {
+    fn spawn(mut input: Input) -> io::Result<XzPipe> {
+        struct Pipe(SyncSender<io::Result<Vec<u8>>>);
+        impl io::Write for Pipe {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.0
+                    .send(Ok(buf.to_vec()))
+                    .map_err(|_| io::Error::other("the reader is gone"))?;
+                Ok(buf.len())
             }
-            Ok(buf.len())
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
         }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
+        let (tx, rx) = mpsc::sync_channel(2);
+        let errors = tx.clone();
+        std::thread::Builder::new()
+            .name("history-xz".into())
+            .spawn(move || {
+                let mut out = io::BufWriter::with_capacity(DECODE_CHUNK, Pipe(tx));
+                let result = match lzma_rs::xz_decompress(&mut input, &mut out) {
+                    Ok(()) => io::Write::flush(&mut out),
+                    Err(lzma_rs::error::Error::IoError(e)) => Err(e),
+                    Err(e) => Err(invalid(e)),
+                };
+                if let Err(e) = result {
+                    let _ = errors.send(Err(e));
+                }
+            })?;
+        Ok(XzPipe {
+            rx,
+            chunk: Vec::new(),
+            pos: 0,
+            failed: false,
+        })
+    }
+}
+
+impl Read for XzPipe {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            if self.failed {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    self.chunk = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => {
+                    self.failed = true;
+                    return Err(e);
+                }
+                // The thread finished without error.
+                Err(_) => return Ok(0),
+            }
         }
-    }
-    let mut out = Out {
-        sink,
-        stopped: false,
-    };
-    // lzma-rs writes its output in small pieces; a buffer in between hands on whole chunks.
-    let mut buffered = io::BufWriter::with_capacity(DECODE_CHUNK, &mut out);
-    let result = lzma_rs::xz_decompress(input, &mut buffered);
-    let flushed = buffered
-        .into_inner()
-        .map(|_| ())
-        .map_err(|e| e.into_error());
-    if out.stopped {
-        return Ok(Flow::Stopped);
-    }
-    match result {
-        Ok(()) => flushed.map(|()| Flow::Done),
-        Err(lzma_rs::error::Error::IoError(e)) => Err(e),
-        Err(e) => Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
     }
 }
 
@@ -197,18 +231,27 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn decoded(kind: Compression, bytes: &[u8]) -> (Vec<u8>, Result<Flow, io::Error>) {
+    fn decoded(kind: Compression, bytes: &[u8]) -> (Vec<u8>, io::Result<()>) {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
         std::fs::write(&p, bytes).unwrap();
         let f = File::open(&p).unwrap();
         assert_eq!(Compression::of(&f), kind);
+        let read = Arc::new(AtomicU64::new(0));
+        let mut r = decoder(kind, f, read.clone()).unwrap();
         let mut out = Vec::new();
-        let (flow, _) = decode(kind, &f, &mut |c| {
-            out.extend_from_slice(c);
-            true
-        });
-        (out, flow)
+        let mut buf = [0u8; 1000];
+        let result = loop {
+            match r.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) => break Err(e),
+            }
+        };
+        if result.is_ok() {
+            assert_eq!(read.load(Ordering::Relaxed), bytes.len() as u64);
+        }
+        (out, result)
     }
 
     fn gzip(data: &[u8]) -> Vec<u8> {
@@ -223,7 +266,7 @@ mod tests {
             .flat_map(|i| format!("line {i}\n").into_bytes())
             .collect();
         let (out, flow) = decoded(Compression::Gzip, &gzip(&text));
-        assert_eq!((out == text, flow.unwrap()), (true, Flow::Done));
+        assert!(out == text && flow.is_ok());
         let mut two = gzip(b"a\n");
         two.extend(gzip(b"b\n"));
         assert_eq!(decoded(Compression::Gzip, &two).0, b"a\nb\n");
@@ -233,12 +276,17 @@ mod tests {
             ruzstd::encoding::CompressionLevel::Fastest,
         );
         let (out, flow) = decoded(Compression::Zstd, &z);
-        assert_eq!((out == text, flow.unwrap()), (true, Flow::Done));
+        assert!(out == text && flow.is_ok());
+
+        let fastest = ruzstd::encoding::CompressionLevel::Fastest;
+        let mut two = ruzstd::encoding::compress_to_vec(&b"c\n"[..], fastest);
+        two.extend(ruzstd::encoding::compress_to_vec(&b"d\n"[..], fastest));
+        assert_eq!(decoded(Compression::Zstd, &two).0, b"c\nd\n");
 
         let mut x = Vec::new();
         lzma_rs::xz_compress(&mut &text[..], &mut x).unwrap();
         let (out, flow) = decoded(Compression::Xz, &x);
-        assert_eq!((out == text, flow.unwrap()), (true, Flow::Done));
+        assert!(out == text && flow.is_ok());
     }
 
     #[test]
@@ -257,6 +305,11 @@ mod tests {
         // Truncated: an error too, after the bytes that were there.
         let (out, flow) = decoded(Compression::Gzip, &gzip(&text)[..n / 2]);
         assert!(flow.is_err() && !out.is_empty());
+        // xz cut short: the same, through the decoding thread.
+        let mut x = Vec::new();
+        lzma_rs::xz_compress(&mut &text[..], &mut x).unwrap();
+        let (out, flow) = decoded(Compression::Xz, &x[..x.len() / 2]);
+        assert!(flow.is_err() && text.starts_with(&out));
     }
 
     #[test]

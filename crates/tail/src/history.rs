@@ -9,19 +9,23 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::beneath::{open_beneath, open_dir, Escape, Open};
 use crate::cursor::Cursor;
-use crate::decompress::{decode, Compression, Flow, CHUNK};
+use crate::decompress::{Compression, CHUNK};
 use crate::error::{Error, ErrorKind};
 use crate::file::{end_position, gone, pread_full};
 use crate::follower::{Options, Start};
 use crate::identity::{birth_nanos, Born, FileId, Fingerprint, FINGERPRINT_MAX};
-use crate::lines::{LineBuf, Piece};
+
+mod lines;
+mod reader;
+
+use lines::{rev_lines, FileLines};
+pub use reader::HistoryReader;
 
 /// A time window over lines, in the unit of the caller's `time_of` (seconds, nanoseconds, ...);
 /// both ends included, either open.
@@ -40,6 +44,11 @@ pub struct HistoryLine<'a> {
     pub bytes: &'a [u8],
     /// The line's own time as `time_of` read it; `None` for a line without one.
     pub time: Option<i64>,
+    /// The time the line stands at in the history's order: its own, else that of the timed
+    /// line before it, else (before any) the first timed line's; `None` only where no line
+    /// has a time. What a merge of several logs orders by. (From [`History::last`]: the
+    /// line's own time.)
+    pub order_time: Option<i64>,
     /// From a rotated file (`true`) or from the live file (`false`).
     pub rotated: bool,
 }
@@ -254,6 +263,12 @@ impl History {
         }
     }
 
+    /// The cursor [`History::live_end`] starts from, to save with [`crate::CursorFile`] where
+    /// the caller keeps cursors; `None` where there was no live file.
+    pub fn live_cursor(&self) -> Option<Cursor> {
+        self.live.as_ref().map(|l| l.cursor)
+    }
+
     /// Problems that did not stop the reading (a file gone, corrupt, refused, unreadable),
     /// one string each, not yet taken.
     pub fn take_notices(&mut self) -> Vec<String> {
@@ -275,59 +290,14 @@ impl History {
     pub fn read(
         &mut self,
         window: Window,
-        mut time_of: impl FnMut(&[u8]) -> Option<i64>,
+        time_of: impl FnMut(&[u8]) -> Option<i64>,
         mut emit: impl FnMut(HistoryLine<'_>) -> bool,
     ) -> Result<(), Error> {
-        let n = self.count();
-        let mut scan = Scan {
-            window,
-            prev: None,
-            first: None,
-            stopped: false,
-            rotated: true,
-        };
-        if window.since.is_some() || window.until.is_some() {
-            // Lines before the first timed line stand at its time.
-            scan.first = (0..n).find_map(|i| self.head(i, &mut time_of));
-        }
-        let mut found_start = window.since.is_none();
-        for i in 0..n {
-            if scan.stopped {
+        let mut reader = self.reader(window, time_of);
+        while let Some(line) = reader.next_line()? {
+            if !emit(line) {
                 break;
             }
-            scan.rotated = i + 1 < n || self.live.is_none();
-            let Some(file) = self.open_index(i) else {
-                continue;
-            };
-            let compression = self.compression(i);
-            let limit = self.limit(i, &file);
-            let mut from = 0;
-            if let (false, Some(since)) = (found_start, window.since) {
-                // Every line of this file is at or before the next timed file's first line.
-                let next = (i + 1..n).find_map(|j| self.head(j, &mut time_of));
-                if next.is_some_and(|t| t < since) {
-                    scan.prev = next;
-                    self.stats.files_skipped += 1;
-                    continue;
-                }
-                if compression == Compression::Plain {
-                    let last = self.last_time(&file, limit, &mut time_of);
-                    if last.is_some_and(|t| t < since) {
-                        scan.prev = last;
-                        self.stats.files_skipped += 1;
-                        continue;
-                    }
-                    let (lo, before) = self.search(&file, limit, since, &mut time_of);
-                    from = lo;
-                    if before.is_some() {
-                        scan.prev = before;
-                    }
-                }
-                found_start = true;
-            }
-            self.stream(i, &file, compression, from, limit, &mut |line| {
-                scan.line(line, &mut time_of, &mut emit)
-            })?;
         }
         Ok(())
     }
@@ -372,7 +342,7 @@ impl History {
                 self.stats.bytes_read += read;
             } else {
                 let mut ring = std::collections::VecDeque::with_capacity(want.min(4096));
-                self.stream(i, &file, compression, 0, limit, &mut |line| {
+                self.stream(i, file, compression, 0, limit, &mut |line| {
                     let t = time_of(line);
                     if keep(line, t) {
                         if ring.len() == want {
@@ -389,6 +359,7 @@ impl History {
             if !emit(HistoryLine {
                 bytes,
                 time: *time,
+                order_time: *time,
                 rotated: *rotated,
             }) {
                 break;
@@ -596,7 +567,7 @@ impl History {
             let limit = self.limit(i, &file);
             // Errors here are said when the file is read.
             let notices = self.notices.len();
-            let _ = self.stream(i, &file, compression, 0, limit, &mut |line| {
+            let _ = self.stream(i, file, compression, 0, limit, &mut |line| {
                 head = time_of(line);
                 head.is_none()
             });
@@ -700,257 +671,91 @@ impl History {
 
     // ---- reading ----
 
-    /// Hands the complete lines of file `i` between `from` and `limit` to `line` (a rotated
-    /// file's unterminated last line too), until it returns false. Damage in a compressed
-    /// file is a notice, not an error.
+    /// The lines of file `i` from `from` to `limit` (a compressed one: all of it), or `None`
+    /// with a notice when it cannot be read (a compressor this crate does not read).
+    fn lines(
+        &mut self,
+        i: usize,
+        file: File,
+        compression: Compression,
+        from: u64,
+        limit: u64,
+    ) -> Option<FileLines> {
+        let path = self.dir_path.join(self.name(i));
+        if let Compression::Unsupported(what) = compression {
+            self.notices.push(format!(
+                "skipped {}: {what}-compressed, which shield-watch does not read",
+                path.display()
+            ));
+            return None;
+        }
+        // A rotated file's last line needs no newline; the live file ends at `limit`.
+        let rotated = i < self.files.len();
+        match FileLines::new(file, compression, from, limit, self.max_line, rotated) {
+            Ok(lines) => Some(lines),
+            Err(e) => {
+                self.notices
+                    .push(format!("cannot read {}: {e}", path.display()));
+                None
+            }
+        }
+    }
+
+    /// Adds what reading file `i` cost to the stats, and says once how many over-long lines
+    /// it skipped.
+    fn account(&mut self, lines: &FileLines, i: usize) {
+        self.stats.bytes_read += lines.bytes_read();
+        self.stats.bytes_decompressed += lines.decoded;
+        if lines.too_long > 0 {
+            self.stats.too_long += lines.too_long;
+            self.notices.push(format!(
+                "{}: {} line(s) over {} bytes skipped",
+                self.dir_path.join(self.name(i)).display(),
+                lines.too_long,
+                self.max_line
+            ));
+        }
+    }
+
+    /// Hands the lines of file `i` between `from` and `limit` to `line` until it returns
+    /// false. Damage in a compressed file is a notice, not an error.
     fn stream(
         &mut self,
         i: usize,
-        file: &File,
+        file: File,
         compression: Compression,
         from: u64,
         limit: u64,
         line: &mut dyn FnMut(&[u8]) -> bool,
     ) -> Result<(), Error> {
+        let Some(mut lines) = self.lines(i, file, compression, from, limit) else {
+            return Ok(());
+        };
+        let result = loop {
+            match lines.next() {
+                Ok(Some(r)) => {
+                    if !line(&lines.buf()[r]) {
+                        break Ok(());
+                    }
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        self.account(&lines, i);
         let path = self.dir_path.join(self.name(i));
-        let live = i == self.files.len();
-        let mut lines = LineBuf::new(self.max_line);
-        lines.reset(from);
-        let stopped = std::cell::Cell::new(false);
-        let too_long = std::cell::Cell::new(0u64);
-        let mut on_piece = |p: Piece<'_>| {
-            match p {
-                Piece::Line { bytes, .. } if !stopped.get() => stopped.set(!line(bytes)),
-                Piece::Line { .. } => {}
-                Piece::TooLong { .. } => too_long.set(too_long.get() + 1),
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if compression.is_compressed() => {
+                let note = reader::damaged(&path, compression, lines.decoded, &e);
+                self.notices.push(note);
+                Ok(())
             }
-            if stopped.get() {
-                std::ops::ControlFlow::Break(())
-            } else {
-                std::ops::ControlFlow::Continue(())
-            }
-        };
-        match compression {
-            Compression::Plain => {
-                let mut at = from;
-                while at < limit && !stopped.get() {
-                    let spare = lines.spare();
-                    let want = spare.len().min((limit - at) as usize);
-                    let n = crate::file::pread(file, &mut spare[..want], at)
-                        .map_err(|e| Error::io("read", &path, e))?;
-                    if n == 0 {
-                        break;
-                    }
-                    at += n as u64;
-                    self.stats.bytes_read += n as u64;
-                    lines.filled(n);
-                    let _ = lines.scan(&mut on_piece);
-                }
-                if !stopped.get() && !live {
-                    let _ = lines.finish(&mut on_piece);
-                }
-            }
-            Compression::Unsupported(what) => {
-                self.notices.push(format!(
-                    "skipped {}: {what}-compressed, which shield-watch does not read",
-                    path.display()
-                ));
-            }
-            _ => {
-                let mut out = 0u64;
-                let (flow, read) = decode(compression, file, &mut |mut chunk| {
-                    out += chunk.len() as u64;
-                    while !chunk.is_empty() && !stopped.get() {
-                        let spare = lines.spare();
-                        let n = spare.len().min(chunk.len());
-                        spare[..n].copy_from_slice(&chunk[..n]);
-                        chunk = &chunk[n..];
-                        lines.filled(n);
-                        let _ = lines.scan(&mut on_piece);
-                    }
-                    !stopped.get()
-                });
-                self.stats.bytes_read += read;
-                self.stats.bytes_decompressed += out;
-                match flow {
-                    Ok(Flow::Done) => {
-                        let _ = lines.finish(&mut on_piece);
-                    }
-                    Ok(Flow::Stopped) => {}
-                    Err(e) => self.notices.push(format!(
-                        "{}: damaged {compression:?} data after {out} bytes ({e}): the lines \
-                         before the damage were read, the rest of the file skipped",
-                        path.display()
-                    )),
-                }
-            }
+            Err(e) => Err(Error::io("read", &path, e)),
         }
-        let too_long = too_long.get();
-        if too_long > 0 {
-            self.stats.too_long += too_long;
-            self.notices.push(format!(
-                "{}: {too_long} line(s) over {} bytes skipped",
-                path.display(),
-                self.max_line
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// The window logic over the lines in order.
-struct Scan {
-    window: Window,
-    /// The time of the last timed line seen (or known to be before `since`).
-    prev: Option<i64>,
-    /// The first timed line's time in the whole history: where untimed lines before it stand.
-    first: Option<i64>,
-    stopped: bool,
-    rotated: bool,
-}
-
-impl Scan {
-    fn line(
-        &mut self,
-        bytes: &[u8],
-        time_of: &mut impl FnMut(&[u8]) -> Option<i64>,
-        emit: &mut impl FnMut(HistoryLine<'_>) -> bool,
-    ) -> bool {
-        let own = time_of(bytes);
-        if let Some(t) = own {
-            if self.window.until.is_some_and(|u| t > u) {
-                self.stopped = true;
-                return false;
-            }
-            self.prev = Some(t);
-        }
-        let inside = match own.or(self.prev).or(self.first) {
-            None => true,
-            Some(t) => {
-                self.window.since.is_none_or(|s| t >= s) && self.window.until.is_none_or(|u| t <= u)
-            }
-        };
-        if inside
-            && !emit(HistoryLine {
-                bytes,
-                time: own,
-                rotated: self.rotated,
-            })
-        {
-            self.stopped = true;
-            return false;
-        }
-        true
     }
 }
 
 fn mtime(m: &std::fs::Metadata) -> (i64, i64) {
     (m.mtime(), m.mtime_nsec())
-}
-
-/// Hands the lines of `file` before `limit` to `line`, last first, until it returns false;
-/// lines over `max_line` are skipped. Returns the bytes read.
-fn rev_lines(
-    file: &File,
-    limit: u64,
-    max_line: usize,
-    line: &mut dyn FnMut(&[u8]) -> bool,
-) -> io::Result<u64> {
-    let mut read = 0u64;
-    let mut end = limit;
-    // A final `\n` ends the last line; it does not start an empty one.
-    if end > 0 {
-        let mut one = [0u8];
-        if pread_full(file, &mut one, end - 1)? == 1 && one[0] == b'\n' {
-            end -= 1;
-        }
-    }
-    // `carry` is the head of the line that starts before the chunk read last (no `\n` in it).
-    let mut carry: Vec<u8> = Vec::new();
-    let mut skipping = false;
-    let mut chunk = vec![0u8; CHUNK];
-    let mut pos = end;
-    while pos > 0 {
-        let lo = pos.saturating_sub(CHUNK as u64);
-        let len = (pos - lo) as usize;
-        let got = pread_full(file, &mut chunk[..len], lo)?;
-        read += got as u64;
-        if got < len {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank"));
-        }
-        let data = &chunk[..len];
-        let mut right = len;
-        for nl in memchr::memrchr_iter(b'\n', data) {
-            let piece = &data[nl + 1..right];
-            if skipping {
-                skipping = false;
-            } else if carry.is_empty() {
-                if piece.len() <= max_line && !line(piece) {
-                    return Ok(read);
-                }
-            } else {
-                let mut whole = piece.to_vec();
-                whole.extend_from_slice(&carry);
-                carry.clear();
-                if whole.len() <= max_line && !line(&whole) {
-                    return Ok(read);
-                }
-            }
-            right = nl;
-        }
-        if !skipping {
-            let mut head = data[..right].to_vec();
-            head.extend_from_slice(&carry);
-            carry = head;
-            if carry.len() > max_line {
-                carry.clear();
-                skipping = true;
-            }
-        }
-        pos = lo;
-    }
-    if !skipping && (end > 0) {
-        line(&carry);
-    }
-    Ok(read)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rev(text: &[u8], max_line: usize) -> Vec<String> {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f");
-        std::fs::write(&p, text).unwrap();
-        let f = File::open(&p).unwrap();
-        let mut out = Vec::new();
-        rev_lines(&f, text.len() as u64, max_line, &mut |l| {
-            out.push(String::from_utf8_lossy(l).into_owned());
-            true
-        })
-        .unwrap();
-        out
-    }
-
-    #[test]
-    fn history_reverse_lines_cross_chunks_and_skip_long_ones() {
-        assert_eq!(rev(b"a\nb\nc\n", 100), ["c", "b", "a"]);
-        assert_eq!(rev(b"a\n\nc", 100), ["c", "", "a"]);
-        assert_eq!(rev(b"", 100), Vec::<String>::new());
-        let big: Vec<u8> = (0..50_000)
-            .flat_map(|i| format!("{i}\n").into_bytes())
-            .collect();
-        let got = rev(&big, 100);
-        assert_eq!(got.len(), 50_000);
-        assert!(got
-            .iter()
-            .rev()
-            .enumerate()
-            .all(|(i, l)| *l == i.to_string()));
-        let mut long = b"x\n".to_vec();
-        long.extend(vec![b'y'; 3 * CHUNK]);
-        long.extend(b"\nz\n");
-        assert_eq!(rev(&long, 100), ["z", "x"]);
-    }
 }

@@ -53,7 +53,7 @@ pub use decompress::Compression;
 pub use dirwatch::DirWatcher;
 pub use error::{Error, ErrorKind};
 pub use follower::{Follower, Options, Record, Start, Stats};
-pub use history::{History, HistoryFile, HistoryLine, HistoryStats, Window};
+pub use history::{History, HistoryFile, HistoryLine, HistoryReader, HistoryStats, Window};
 pub use set::{FollowSet, Key, Waker};
 
 #[cfg(test)]

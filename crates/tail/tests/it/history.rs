@@ -468,6 +468,7 @@ proptest! {
         kinds in prop::collection::vec(kind(), 6),
         since in prop::option::of(0i64..700),
         span in prop::option::of(0i64..400),
+        until_alone in prop::option::of(0i64..1100),
         partial in any::<bool>(),
         unterminated in prop::collection::vec(any::<bool>(), 6),
         n in 0usize..50,
@@ -522,7 +523,11 @@ proptest! {
                 .set_modified(base + Duration::from_secs(k as u64))
                 .unwrap();
         }
-        let w = Window { since, until: since.zip(span).map(|(s, d)| s + d) };
+        let until = match since {
+            Some(s) => span.map(|d| s + d),
+            None => until_alone,
+        };
+        let w = Window { since, until };
         let mut h = History::open(dir.join("app.log"), &Options::default()).unwrap();
         prop_assert_eq!(read(&mut h, w), reference(&all, w));
         prop_assert!(h.take_notices().is_empty());
@@ -542,4 +547,81 @@ proptest! {
             other => prop_assert!(false, "{:?}", other),
         }
     }
+}
+
+#[test]
+fn history_reader_peeks_without_taking_and_places_untimed_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("app.log");
+    fs::write(tmp.path().join("app.log.1"), "- before any\nT000010 a\n").unwrap();
+    fs::write(&log, "- after a\nT000020 b\n").unwrap();
+    let mut h = History::open(&log, &Options::default()).unwrap();
+    let mut r = h.reader(Window::default(), time_of);
+    let seen = |l: Option<HistoryLine<'_>>| {
+        l.map(|l| {
+            (
+                String::from_utf8_lossy(l.bytes).into_owned(),
+                l.time,
+                l.order_time,
+                l.rotated,
+            )
+        })
+    };
+    // Lines before the first timed one stand at its time.
+    let first = Some(("- before any".to_string(), None, Some(10), true));
+    assert_eq!(seen(r.peek().unwrap()), first);
+    assert_eq!(seen(r.peek().unwrap()), first);
+    assert_eq!(seen(r.next_line().unwrap()), first);
+    let a = Some(("T000010 a".to_string(), Some(10), Some(10), true));
+    assert_eq!(seen(r.peek().unwrap()), a);
+    assert_eq!(seen(r.next_line().unwrap()), a);
+    let after = Some(("- after a".to_string(), None, Some(10), false));
+    assert_eq!(seen(r.next_line().unwrap()), after);
+    let b = Some(("T000020 b".to_string(), Some(20), Some(20), false));
+    assert_eq!(seen(r.next_line().unwrap()), b);
+    assert_eq!(seen(r.peek().unwrap()), None);
+    assert_eq!(seen(r.next_line().unwrap()), None);
+    drop(r);
+    // And so are in a window that starts there.
+    let mut r = h.reader(
+        Window {
+            since: Some(10),
+            until: None,
+        },
+        time_of,
+    );
+    assert_eq!(seen(r.next_line().unwrap()), first);
+}
+
+#[test]
+fn history_skips_an_unreadable_compressor_and_a_fifo_with_a_notice_each() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let log = dir.join("app.log");
+    let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    for (k, (name, data)) in [
+        ("app.log.2", &b"T000001 two\n"[..]),
+        ("app.log.1.bz2", b"BZh91AY&SY not read"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        fs::write(dir.join(name), data).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(dir.join(name))
+            .unwrap()
+            .set_modified(base + Duration::from_secs(k as u64))
+            .unwrap();
+    }
+    // A FIFO at the live name: opened without blocking, refused as not a regular file.
+    let ok = Command::new("mkfifo").arg(&log).status().unwrap();
+    assert!(ok.success());
+    let mut h = History::open(&log, &Options::default()).unwrap();
+    assert!(matches!(h.live_end(), Start::Beginning) && h.live_cursor().is_none());
+    assert_eq!(read(&mut h, Window::default()), ["T000001 two"]);
+    let notices = h.take_notices();
+    assert_eq!(notices.len(), 2, "{notices:?}");
+    assert!(notices[0].contains("not a regular file"), "{notices:?}");
+    assert!(notices[1].contains("bzip2"), "{notices:?}");
 }
