@@ -49,7 +49,9 @@ fn usage_errors_exit_2() {
             state.path().as_os_str(),
             OsStr::new("--bogus"),
         ],
-        vec![],
+        // No state named is every container of the host now; --no-follow without history is
+        // still a usage error.
+        vec![OsStr::new("--no-follow")],
         vec![
             OsStr::new("-s"),
             state.path().as_os_str(),
