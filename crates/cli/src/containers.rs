@@ -626,8 +626,11 @@ impl Discovery {
             drop(ready);
             let _ = go.recv();
             self.started();
-            // One container never changes: nothing more to discover.
-            return;
+            // One container never changes: nothing more to discover. The thread stays (idle),
+            // so that the process has the same threads whatever it watches.
+            loop {
+                std::thread::park();
+            }
         };
         let root = state_root.dir.join("containers");
         let mut set = FollowSet::new(Options::default());

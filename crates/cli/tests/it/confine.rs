@@ -312,6 +312,7 @@ fn after_the_ready_line_every_thread_holds_only_cap_dac_read_search_and_no_new_p
         names,
         [
             "audit",
+            "containers",
             "dns",
             "nflog",
             "nflog-events",
