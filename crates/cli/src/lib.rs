@@ -12,4 +12,4 @@
 
 mod args;
 
-pub use args::{Args, ColorChoice, Format};
+pub use args::{Args, ColorChoice, Destination, Format};

@@ -8,9 +8,8 @@ mod confine;
 mod containers;
 mod diag;
 mod files;
-// Not wired into the writer thread yet; its tests run the real journald.
-#[allow(dead_code)]
 mod journal;
+mod metrics;
 mod output;
 mod sources;
 mod state;
@@ -18,6 +17,7 @@ mod summary;
 
 use std::collections::BTreeMap;
 use std::io;
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::thread;
@@ -31,7 +31,9 @@ use signal_hook::iterator::Signals;
 
 use output::{run_writer, text_style, Msg, WriterConfig, WriterEnd};
 use shield_event::{Source, TextStyle};
-use shield_watch_cli::{Args, Format};
+use journal::Journal;
+use metrics::Metrics;
+use shield_watch_cli::{Args, Destination, Format};
 use sources::Ready;
 use state::StateDir;
 use summary::Summary;
@@ -134,7 +136,35 @@ fn run(args: Args) -> Result<(), Failure> {
         .map_err(|e| Failure::State(format!("cannot install signal handlers: {e}")))?;
     let signal_handle = signals.handle();
 
-    let summary = Summary::default();
+    // The listener is bound now, before confinement: Landlock then lets this process bind no
+    // TCP port at all.
+    let listener = match args.metrics_listen {
+        Some(addr) => Some(TcpListener::bind(addr).map_err(|e| {
+            Failure::State(format!("cannot listen on {addr} for --metrics-listen: {e}"))
+        })?),
+        None => None,
+    };
+    let metrics = (listener.is_some() || args.metrics_textfile.is_some()).then(|| {
+        let single = match &containers {
+            Containers::One { name, .. } => Some(name.clone()),
+            Containers::Root(_) => None,
+        };
+        Metrics::new(args.metrics_domains, single)
+    });
+    let summary = Summary::default().with_metrics(metrics.clone());
+    let journal = args
+        .output
+        .contains(&Destination::Journal)
+        .then(|| {
+            Journal::connect(
+                args.journal_socket
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new(journal::DEFAULT_SOCKET)),
+            )
+        });
+    if journal.is_some() {
+        summary.lock().journal_dropped = Some(0);
+    }
     let (tx, rx) = bounded::<Msg>(CHANNEL_CAPACITY);
     let (writer_done_tx, writer_done_rx) = bounded(1);
     let writer_config = WriterConfig {
@@ -147,6 +177,9 @@ fn run(args: Args) -> Result<(), Failure> {
         dedup: args.dedup,
         cursor_file: args.cursor.clone(),
         cursors: saved_cursors.clone(),
+        stdout: args.output.contains(&Destination::Stdout),
+        journal,
+        metrics: metrics.clone(),
     };
     let (ready_tx, ready_rx) = unbounded::<Ready>();
     // Dropped once the ready line is out: the sources read what was already there only then,
@@ -156,9 +189,12 @@ fn run(args: Args) -> Result<(), Failure> {
     let mut thread_reports = Vec::new();
     // Confines this thread once the privileged part of starting is done; every thread started
     // after that inherits the confinement.
-    let cursor = args.cursor.as_deref();
+    let written: Vec<&std::path::Path> = [args.cursor.as_deref(), args.metrics_textfile.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
     let (confinement, nflog_confinement) = match &containers {
-        Containers::One { dir, .. } => (Confinement::single_container(dir, cursor), None),
+        Containers::One { dir, .. } => (Confinement::single_container(dir, &written), None),
         Containers::Root(root) => {
             summary.lock().by_container = Some(BTreeMap::new());
             let nflog = Confinement::host_wide_nflog(root);
@@ -167,7 +203,7 @@ fn run(args: Args) -> Result<(), Failure> {
                 thread_reports.push(("nflog thread", nflog.clone()));
             }
             (
-                Confinement::host_wide(root, cursor, confine::KEEP_SINGLE_CONTAINER),
+                Confinement::host_wide(root, &written, confine::KEEP_SINGLE_CONTAINER),
                 Some(nflog),
             )
         }
@@ -187,6 +223,18 @@ fn run(args: Args) -> Result<(), Failure> {
         summary: summary.clone(),
     };
     let expected = containers::start(runtime, ready_tx, go_rx, &confinement, nflog_confinement);
+
+    // Started after `main` is confined: they inherit it.
+    let mut serving = None;
+    if let (Some(listener), Some(metrics)) = (listener, &metrics) {
+        serving = listener.local_addr().ok();
+        let metrics = metrics.clone();
+        spawn("metrics", move || metrics::http::serve(listener, metrics));
+    }
+    if let (Some(path), Some(metrics)) = (args.metrics_textfile.clone(), &metrics) {
+        let metrics = metrics.clone();
+        spawn("textfile", move || metrics::textfile::run(path, metrics));
+    }
 
     let (signal_tx, signal_rx) = unbounded();
     spawn("signals", move || {
@@ -221,7 +269,14 @@ fn run(args: Args) -> Result<(), Failure> {
             for (thread, confinement) in &thread_reports {
                 diag::line(format_args!("{thread} {}", confinement.report()));
             }
-            let stop = announce_ready(&running, &tx, &signal_rx, &writer_done_rx, &confinement);
+            let stop = announce_ready(
+                &running,
+                serving,
+                &tx,
+                &signal_rx,
+                &writer_done_rx,
+                &confinement,
+            );
             drop(go_tx);
             stop
         }
@@ -344,6 +399,7 @@ fn wait_until_ready(
 /// Saves the starting positions, then prints the confinement line and the one ready line.
 fn announce_ready(
     running: &[Source],
+    serving: Option<std::net::SocketAddr>,
     tx: &Sender<Msg>,
     signal_rx: &Receiver<i32>,
     writer_done_rx: &Receiver<WriterEnd>,
@@ -367,7 +423,13 @@ fn announce_ready(
     // Every thread is confined by now (the sources that confine themselves do so before they
     // report): say how, just before the line everybody waits for.
     diag::line(confinement.report());
-    diag::line(format_args!("ready ({})", names.join(",")));
+    match serving {
+        Some(addr) => diag::line(format_args!(
+            "ready ({}); metrics on http://{addr}/metrics",
+            names.join(",")
+        )),
+        None => diag::line(format_args!("ready ({})", names.join(","))),
+    }
     None
 }
 
