@@ -36,6 +36,7 @@ mod cmd;
 mod dig;
 mod dnsmasq;
 mod error;
+pub mod journald;
 mod leftovers;
 mod netns;
 mod preflight;

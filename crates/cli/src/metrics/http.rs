@@ -18,8 +18,10 @@ use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
 use super::Metrics;
 
-/// The most connections held open at once; one more is accepted and closed at once, so that
-/// the kernel's backlog never fills with them.
+/// The most connections held open at once. One more takes the place of the oldest, so that
+/// the kernel's backlog never fills and a crowd of silent clients cannot keep a scrape out:
+/// a real scrape is answered within milliseconds of connecting, long before 64 newer
+/// connections push it out.
 pub const MAX_CONNECTIONS: usize = 64;
 
 /// The largest request head read; a longer one is answered 431 and closed.
@@ -87,13 +89,17 @@ pub fn serve(listener: TcpListener, metrics: Metrics) {
     }
 }
 
-/// Accepts what is waiting; past [`MAX_CONNECTIONS`] a connection is closed at once.
+/// Accepts what is waiting; past [`MAX_CONNECTIONS`] the oldest connection is closed.
 fn accept(listener: &TcpListener, connections: &mut Vec<Connection>) {
     loop {
         match listener.accept() {
             Ok((stream, _)) => {
-                if connections.len() >= MAX_CONNECTIONS || stream.set_nonblocking(true).is_err() {
+                if stream.set_nonblocking(true).is_err() {
                     continue;
+                }
+                if connections.len() >= MAX_CONNECTIONS {
+                    // Oldest first: connections are kept in the order they came.
+                    connections.remove(0);
                 }
                 connections.push(Connection {
                     stream,

@@ -4,6 +4,7 @@ mod audit;
 mod confine;
 mod dns;
 mod exit;
+mod fleet;
 mod flags;
 mod host;
 mod matrix;
