@@ -91,7 +91,13 @@ pub struct Args {
 
     /// Where events go (comma list): stdout, journal (one journald entry per event, MESSAGE =
     /// the JSON line, SHIELD_* fields to match on), or both.
-    #[arg(long, value_enum, value_name = "LIST", value_delimiter = ',', default_value = "stdout")]
+    #[arg(
+        long,
+        value_enum,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "stdout"
+    )]
     pub output: Vec<Destination>,
 
     /// journald's native socket, for --output journal [default: /run/systemd/journal/socket].

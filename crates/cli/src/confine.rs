@@ -431,10 +431,11 @@ mod tests {
         );
         std::fs::create_dir(tmp.path().join("c")).unwrap();
         let textfile = tmp.path().join("t.prom");
-        let c = Confinement::single_container(
-            tmp.path(),
-            &[&tmp.path().join("c/cursor"), &textfile],
+        let c =
+            Confinement::single_container(tmp.path(), &[&tmp.path().join("c/cursor"), &textfile]);
+        assert_eq!(
+            c.inner.write,
+            [tmp.path().join("c"), tmp.path().to_path_buf()]
         );
-        assert_eq!(c.inner.write, [tmp.path().join("c"), tmp.path().to_path_buf()]);
     }
 }

@@ -29,10 +29,10 @@ use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
-use output::{run_writer, text_style, Msg, WriterConfig, WriterEnd};
-use shield_event::{Source, TextStyle};
 use journal::Journal;
 use metrics::Metrics;
+use output::{run_writer, text_style, Msg, WriterConfig, WriterEnd};
+use shield_event::{Source, TextStyle};
 use shield_watch_cli::{Args, Destination, Format};
 use sources::Ready;
 use state::StateDir;
@@ -152,16 +152,13 @@ fn run(args: Args) -> Result<(), Failure> {
         Metrics::new(args.metrics_domains, single)
     });
     let summary = Summary::default().with_metrics(metrics.clone());
-    let journal = args
-        .output
-        .contains(&Destination::Journal)
-        .then(|| {
-            Journal::connect(
-                args.journal_socket
-                    .as_deref()
-                    .unwrap_or(std::path::Path::new(journal::DEFAULT_SOCKET)),
-            )
-        });
+    let journal = args.output.contains(&Destination::Journal).then(|| {
+        Journal::connect(
+            args.journal_socket
+                .as_deref()
+                .unwrap_or(std::path::Path::new(journal::DEFAULT_SOCKET)),
+        )
+    });
     if journal.is_some() {
         summary.lock().journal_dropped = Some(0);
     }

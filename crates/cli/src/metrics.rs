@@ -381,7 +381,12 @@ impl Metrics {
 
     /// The counter of (container, source, action), `None` when the container is not followed
     /// (an event still in flight after it went must not bring its series back).
-    fn event_counter(&self, container: &str, source: Source, action: &'static str) -> Option<Counter> {
+    fn event_counter(
+        &self,
+        container: &str,
+        source: Source,
+        action: &'static str,
+    ) -> Option<Counter> {
         let container = self.label(container).to_string();
         let mut followed = self.followed();
         let series = followed.get_mut(&container)?;
@@ -401,7 +406,12 @@ impl Metrics {
         let mut followed = self.followed();
         let series = followed.get_mut(&container)?;
         let own = series.domains.contains(domain)
-            || series.domains.iter().filter(|d| *d != OTHER_DOMAINS).count() < *limit;
+            || series
+                .domains
+                .iter()
+                .filter(|d| *d != OTHER_DOMAINS)
+                .count()
+                < *limit;
         let domain = if own { domain } else { OTHER_DOMAINS };
         series.domains.insert(domain.to_string());
         Some(family.get_or_create_owned(&DomainLabels {
@@ -509,13 +519,13 @@ impl EventCounter {
                 counter.inc();
             }
             None => {
-                if let Some(counter) = self.metrics.event_counter(container, event.source, action)
-                {
+                if let Some(counter) = self.metrics.event_counter(container, event.source, action) {
                     counter.inc();
-                    self.events
-                        .entry(container.to_string())
-                        .or_default()
-                        .push((event.source, action, counter));
+                    self.events.entry(container.to_string()).or_default().push((
+                        event.source,
+                        action,
+                        counter,
+                    ));
                 }
             }
         }
@@ -576,7 +586,9 @@ mod tests {
         }
         assert!(text.contains("shield_watch_nflog_lost_packets_total{container=\"web\"} 0"));
         assert!(text.contains("shield_watch_source_following{container=\"web\",source=\"dns\"} 1"));
-        assert!(text.contains("shield_watch_source_following{container=\"web\",source=\"nflog\"} 0"));
+        assert!(
+            text.contains("shield_watch_source_following{container=\"web\",source=\"nflog\"} 0")
+        );
         assert!(text.contains("shield_watch_containers 1"));
         assert!(text.contains(&format!(
             "shield_watch_build_info{{version=\"{}\"}} 1",
@@ -630,8 +642,10 @@ mod tests {
             counter.count(&e);
         }
         let text = metrics.openmetrics();
-        assert!(text.contains("shield_watch_blocked_domains_total{container=\"c\",domain=\"a.test\"} 2"));
-        assert!(text.contains("shield_watch_blocked_domains_total{container=\"c\",domain=\"b.test\"} 1"));
+        assert!(text
+            .contains("shield_watch_blocked_domains_total{container=\"c\",domain=\"a.test\"} 2"));
+        assert!(text
+            .contains("shield_watch_blocked_domains_total{container=\"c\",domain=\"b.test\"} 1"));
         assert!(text.contains(&format!(
             "shield_watch_blocked_domains_total{{container=\"c\",domain=\"{OTHER_DOMAINS}\"}} 3"
         )));
@@ -643,8 +657,14 @@ mod tests {
         let metrics = Metrics::new(None, None);
         metrics.follow("web", &[Source::Dns], &[Source::Dns]);
         let text = metrics.classic_text();
-        assert!(text.contains("# TYPE shield_watch_events_total counter\n"), "{text}");
-        assert!(text.contains("# TYPE shield_watch_build_info gauge\n"), "{text}");
+        assert!(
+            text.contains("# TYPE shield_watch_events_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE shield_watch_build_info gauge\n"),
+            "{text}"
+        );
         assert!(!text.contains("# EOF"));
     }
 }

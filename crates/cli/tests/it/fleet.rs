@@ -32,7 +32,10 @@ const BLOCKING: [(&str, &str); 5] = [
 ];
 
 /// The alert rule of the README's "Alert on it", as Prometheus loads it.
-const RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../packaging/prometheus/shield-watch.rules.yml");
+const RULES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../packaging/prometheus/shield-watch.rules.yml"
+);
 
 /// The address in a ready line's `metrics on http://ADDR/metrics`.
 fn metrics_addr(watch: &Watch) -> SocketAddr {
@@ -176,7 +179,10 @@ impl Prometheus {
             "prometheus",
             Command::new("prometheus")
                 .arg(format!("--config.file={}", config.display()))
-                .arg(format!("--storage.tsdb.path={}", work.join("tsdb").display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    work.join("tsdb").display()
+                ))
                 .arg(format!("--web.listen-address={addr}")),
             work,
         );
@@ -221,10 +227,7 @@ impl Prometheus {
             if got.len() == 1 && got[0].1 == want {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "{query} is {got:?}, not {want}"
-            );
+            assert!(Instant::now() < deadline, "{query} is {got:?}, not {want}");
             thread::sleep(POLL);
         }
     }
@@ -286,7 +289,9 @@ fn prometheus_counts_real_blocks_per_container_from_zero_and_forgets_a_removed_o
         }
     }
     prometheus.wait_value("shield_watch_containers{job=\"shield-watch\"}", 2.0);
-    assert!(prometheus.query("ALERTS{alertname=\"ShieldWatchBlocked\"}").is_empty());
+    assert!(prometheus
+        .query("ALERTS{alertname=\"ShieldWatchBlocked\"}")
+        .is_empty());
 
     // Real blocks: 3 lookups and 2 connections in web, 1 and 1 in db.
     for name in ["tracker.example", "ads.example", "beacon.example"] {
@@ -305,8 +310,16 @@ fn prometheus_counts_real_blocks_per_container_from_zero_and_forgets_a_removed_o
         );
         *seen.entry(key).or_default() += 1;
     }
-    assert_eq!(seen[&("web".to_string(), "blocked_query".to_string())], 3, "{seen:?}");
-    assert_eq!(seen[&("db".to_string(), "blocked_query".to_string())], 1, "{seen:?}");
+    assert_eq!(
+        seen[&("web".to_string(), "blocked_query".to_string())],
+        3,
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen[&("db".to_string(), "blocked_query".to_string())],
+        1,
+        "{seen:?}"
+    );
     for job in ["shield-watch", "node"] {
         for ((container, action), n) in &seen {
             prometheus.wait_value(
@@ -368,7 +381,13 @@ fn metrics_listener_survives_hostile_clients_and_never_stalls_the_stream() {
     let state = State::new(Some("lookup\n"));
     let mut watch = Watch::start(
         &state,
-        &["--no-nflog", "--container", "c", "--metrics-listen", "127.0.0.1:0"],
+        &[
+            "--no-nflog",
+            "--container",
+            "c",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
     );
     let metrics = metrics_addr(&watch);
     let denied = |n: u32| format!("{{\"action\":\"denied\",\"dest\":\"192.0.2.{n}\"}}\n");
@@ -382,11 +401,15 @@ fn metrics_listener_survives_hostile_clients_and_never_stalls_the_stream() {
     let lines = watch.lines_within(1, Duration::from_secs(2));
     assert!(lines[0].contains("\"dest\":\"192.0.2.1\""), "{lines:?}");
     // A scrape is still answered: the newest connection takes the oldest one's place.
-    let (status, body) = get(metrics, "/metrics", "application/openmetrics-text").expect("a scrape");
+    let (status, body) =
+        get(metrics, "/metrics", "application/openmetrics-text").expect("a scrape");
     assert_eq!(status, 200);
-    assert!(body.contains(
-        "shield_watch_events_total{container=\"c\",source=\"audit\",action=\"denied\"} 1"
-    ), "{body}");
+    assert!(
+        body.contains(
+            "shield_watch_events_total{container=\"c\",source=\"audit\",action=\"denied\"} 1"
+        ),
+        "{body}"
+    );
     assert!(body.ends_with("# EOF\n"));
     drop(crowd);
 
@@ -411,10 +434,19 @@ fn metrics_listener_survives_hostile_clients_and_never_stalls_the_stream() {
     assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
 
     // Garbage: refused, each on its own connection.
-    let huge = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(100_000));
+    let huge = format!(
+        "GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n",
+        "a".repeat(100_000)
+    );
     for (request, status) in [
-        (&b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n"[..], "400"),
-        (b"POST /metrics HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", "405"),
+        (
+            &b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n"[..],
+            "400",
+        ),
+        (
+            b"POST /metrics HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+            "405",
+        ),
         (b"GET /../../etc/shadow HTTP/1.1\r\n\r\n", "404"),
         (b"GET /metrics\r\n\r\n", "400"),
         (huge.as_bytes(), "431"),
@@ -498,10 +530,18 @@ fn journal_output_holds_exactly_the_events_and_never_stalls_the_stream() {
     };
 
     // Blocked lookups, one allowed lookup (no event), an audit entry --action leaves out.
-    for name in ["evil.example", "tracker.example", "allowed.example", "x.evil.example"] {
+    for name in [
+        "evil.example",
+        "tracker.example",
+        "allowed.example",
+        "x.evil.example",
+    ] {
         state.append("dnsmasq.log", query(name).as_bytes());
     }
-    state.append("audit.jsonl", b"{\"action\":\"setup\"}\n{\"action\":\"denied\",\"dest\":\"192.0.2.9\"}\n");
+    state.append(
+        "audit.jsonl",
+        b"{\"action\":\"setup\"}\n{\"action\":\"denied\",\"dest\":\"192.0.2.9\"}\n",
+    );
     let mut lines = watch.lines(4);
     lines.sort();
     let entries = journald.wait_for(&["SHIELD_CONTAINER=web", "SHIELD_ACTION=blocked_query"], 3);
@@ -547,7 +587,11 @@ fn journal_output_holds_exactly_the_events_and_never_stalls_the_stream() {
         .iter()
         .rfind(|l| l.starts_with("shield-watch: summary:"))
         .unwrap();
-    assert_eq!(journal_dropped(summary), dropped_while_stopped + 1, "{summary}");
+    assert_eq!(
+        journal_dropped(summary),
+        dropped_while_stopped + 1,
+        "{summary}"
+    );
     assert_eq!(
         journald.entries(&["SHIELD_CONTAINER=web"]).len(),
         4 + burst - dropped_while_stopped
