@@ -71,6 +71,12 @@ impl Journald {
         self.dir.path().join("socket/socket")
     }
 
+    /// Its process ID: `/proc/PID/ns/mnt` is the mount namespace where `/run/log/journal`
+    /// holds its files, for a reader of the journal (rsyslog's imjournal) to enter.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("journald runs").id()
+    }
+
     /// What journald said on its stdout and stderr.
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("journald.log")).unwrap_or_default()

@@ -270,6 +270,12 @@ fn prometheus_counts_real_blocks_per_container_from_zero_and_forgets_a_removed_o
     let metrics = metrics_addr(&watch);
     let (_node, node) = node_exporter(textfiles.path(), work.path());
     let prometheus = Prometheus::start(metrics, node, work.path());
+    let readme =
+        fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    assert!(
+        readme.contains(&fs::read_to_string(RULES).unwrap()),
+        "the README shows packaging/prometheus/shield-watch.rules.yml as it is"
+    );
 
     // Before any block: every blocking series at 0, through both ways in.
     for job in ["shield-watch", "node"] {
@@ -606,4 +612,218 @@ fn journal_dropped(summary: &str) -> usize {
         .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no drop count in {summary}"))
+}
+
+/// The README's "Send it to your log server": shield-watch writes to a real journald, an
+/// `rsyslogd -n` reading that journal (imjournal, in journald's mount namespace) runs the
+/// packaged `packaging/rsyslog/shield-watch.conf` with only the server's address and CA
+/// replaced, and forwards over TLS (a CA made here) to a second `rsyslogd -n` on loopback,
+/// which keeps each message as received: RFC 5424, the SHIELD_* fields as structured data,
+/// the JSON line as the message, byte for byte.
+#[test]
+fn rsyslog_forwards_each_event_over_tls_as_rfc5424_with_its_fields() {
+    let journald = Journald::start();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let state = State::new(None);
+    StateDir::domain_files(state.path(), "dnsmasq-live", &["allowed.example"], &[]).unwrap();
+    let socket = journald.socket();
+    let mut watch = Watch::start(
+        &state,
+        &[
+            "--no-nflog",
+            "--container",
+            "web",
+            "--output",
+            "stdout,journal",
+            "--journal-socket",
+            socket.to_str().unwrap(),
+        ],
+    );
+    for name in ["evil.example", "tracker.example", "allowed.example"] {
+        state.append("dnsmasq.log", query(name).as_bytes());
+    }
+    let lines = watch.lines(2);
+    journald.wait_for(&["SHIELD_CONTAINER=web"], 2);
+
+    // A throwaway CA and the log server's certificate for logs.example.net.
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=shield-watch test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=logs.example.net",
+    ]);
+    fs::write(dir.join("san.ext"), "subjectAltName=DNS:logs.example.net\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "san.ext",
+    ]);
+
+    // The log server: TLS only, each message kept as received.
+    let port = free_port().port();
+    let received = dir.join("received.log");
+    fs::create_dir(dir.join("server")).unwrap();
+    fs::write(
+        dir.join("server.conf"),
+        format!(
+            "global(workDirectory=\"{d}/server\" DefaultNetstreamDriver=\"gtls\"\n\
+             \x20 DefaultNetstreamDriverCAFile=\"{d}/ca.pem\" DefaultNetstreamDriverCertFile=\"{d}/server.pem\"\n\
+             \x20 DefaultNetstreamDriverKeyFile=\"{d}/server.key\")\n\
+             module(load=\"imtcp\" StreamDriver.Name=\"gtls\" StreamDriver.Mode=\"1\" StreamDriver.AuthMode=\"anon\")\n\
+             template(name=\"raw\" type=\"string\" string=\"%rawmsg%\\n\")\n\
+             ruleset(name=\"in\") {{ action(type=\"omfile\" file=\"{r}\" template=\"raw\") }}\n\
+             input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\" ruleset=\"in\")\n",
+            d = dir.display(),
+            r = received.display(),
+        ),
+    )
+    .unwrap();
+    let _server = Server::start(
+        "rsyslogd-server",
+        Command::new("rsyslogd")
+            .arg("-n")
+            .arg("-f")
+            .arg(dir.join("server.conf"))
+            .arg("-i")
+            .arg(dir.join("server.pid")),
+        dir,
+    );
+
+    // Listening before the client starts: a client that finds no server retries, and rsyslog
+    // forwards at least once, so a retry may repeat a message (seen: 3 messages for 2 events).
+    let deadline = Instant::now() + DEADLINE;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "rsyslogd-server: {}",
+            _server.log()
+        );
+        thread::sleep(POLL);
+    }
+
+    // The packaged recipe, pointed at it.
+    let recipe = fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../packaging/rsyslog/shield-watch.conf"
+    ))
+    .unwrap();
+    let readme =
+        fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    assert!(
+        readme.contains(&recipe),
+        "the README shows packaging/rsyslog/shield-watch.conf as it is"
+    );
+    let recipe = recipe
+        .replace("target=\"logs.example.net\"", "target=\"127.0.0.1\"")
+        .replace("port=\"6514\"", &format!("port=\"{port}\""))
+        .replace(
+            "/etc/ssl/certs/logs-ca.pem",
+            &format!("{}/ca.pem", dir.display()),
+        );
+    fs::write(dir.join("shield-watch.conf"), recipe).unwrap();
+    fs::create_dir(dir.join("client")).unwrap();
+    fs::write(
+        dir.join("client.conf"),
+        format!(
+            "global(workDirectory=\"{d}/client\")\ninclude(file=\"{d}/shield-watch.conf\")\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let _client = Server::start(
+        "rsyslogd-client",
+        Command::new("nsenter")
+            .arg(format!("--mount=/proc/{}/ns/mnt", journald.pid()))
+            .arg("rsyslogd")
+            .arg("-n")
+            .arg("-f")
+            .arg(dir.join("client.conf"))
+            .arg("-i")
+            .arg(dir.join("client.pid")),
+        dir,
+    );
+
+    let deadline = Instant::now() + DEADLINE;
+    let messages = loop {
+        let text = fs::read_to_string(&received).unwrap_or_default();
+        let messages: Vec<String> = text.lines().map(str::to_string).collect();
+        if messages.len() >= 2 {
+            break messages;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "received {messages:?}\nclient: {}\nserver: {}",
+            _client.log(),
+            _server.log()
+        );
+        thread::sleep(POLL);
+    };
+    assert_eq!(
+        messages.len(),
+        2,
+        "{messages:?}\nclient: {}\nserver: {}",
+        _client.log(),
+        _server.log()
+    );
+    for (message, line) in messages.iter().zip(&lines) {
+        // <user.warning>1 TIMESTAMP HOST shield-watch - - [SD] MSG
+        assert!(message.starts_with("<12>1 "), "{message}");
+        let (head, msg) = message.split_once("] ").unwrap();
+        assert_eq!(msg, line, "the message is the JSON line");
+        let event: Value = serde_json::from_str(line).unwrap();
+        let sd = head.split_once(" shield-watch - - [").unwrap().1;
+        assert_eq!(
+            sd,
+            format!(
+                "shield@32473 container=\"web\" source=\"dns\" action=\"blocked_query\" domain=\"{}\" dest=\"\" port=\"\"",
+                event["domain"].as_str().unwrap()
+            )
+        );
+    }
 }
