@@ -481,6 +481,9 @@ fn to_classic(openmetrics: &str) -> String {
 pub struct EventCounter {
     metrics: Metrics,
     generation: u64,
+    /// The (container, source, action) of the last event and its counter: events come in
+    /// runs of the same kind, which then cost three comparisons and an atomic add.
+    last: Option<(String, Source, String, Counter)>,
     /// By container: (source, action, counter).
     events: HashMap<String, Vec<(Source, &'static str, Counter)>>,
     /// By container, then name: at most `--metrics-domains` names each.
@@ -493,6 +496,7 @@ impl EventCounter {
         EventCounter {
             metrics,
             generation: 0,
+            last: None,
             events: HashMap::new(),
             domains: HashMap::new(),
         }
@@ -505,7 +509,20 @@ impl EventCounter {
             // A container went: its counters are no longer in the registry.
             self.events.clear();
             self.domains.clear();
+            self.last = None;
             self.generation = generation;
+        }
+        if event.source == Source::Dns
+            && event.action == "blocked_query"
+            && !event.domain.is_empty()
+        {
+            self.count_domain(&event.container, &event.domain);
+        }
+        if let Some((container, source, action, counter)) = &self.last {
+            if *source == event.source && *action == event.action && *container == event.container {
+                counter.inc();
+                return;
+            }
         }
         let action = known_action(&event.action);
         let container = self.metrics.label(&event.container);
@@ -514,23 +531,38 @@ impl EventCounter {
                 .iter()
                 .find(|(s, a, _)| *s == event.source && *a == action)
         });
-        match cached {
-            Some((_, _, counter)) => {
-                counter.inc();
+        let counter = match cached {
+            Some((_, _, counter)) => counter.clone(),
+            None => {
+                let Some(counter) = self.metrics.event_counter(container, event.source, action)
+                else {
+                    return;
+                };
+                self.events.entry(container.to_string()).or_default().push((
+                    event.source,
+                    action,
+                    counter.clone(),
+                ));
+                counter
+            }
+        };
+        counter.inc();
+        // Remembered by the event's own strings, which the next event is compared with.
+        match &mut self.last {
+            Some((container, source, action, last)) => {
+                container.clone_from(&event.container);
+                *source = event.source;
+                action.clone_from(&event.action);
+                *last = counter;
             }
             None => {
-                if let Some(counter) = self.metrics.event_counter(container, event.source, action) {
-                    counter.inc();
-                    self.events.entry(container.to_string()).or_default().push((
-                        event.source,
-                        action,
-                        counter,
-                    ));
-                }
+                self.last = Some((
+                    event.container.clone(),
+                    event.source,
+                    event.action.clone(),
+                    counter,
+                ));
             }
-        }
-        if event.source == Source::Dns && action == "blocked_query" && !event.domain.is_empty() {
-            self.count_domain(&event.container, &event.domain);
         }
     }
 
