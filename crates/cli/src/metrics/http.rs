@@ -37,7 +37,14 @@ struct Connection {
     head: Vec<u8>,
     /// The answer once the request is read, and how much of it went out.
     answer: Option<(Vec<u8>, usize)>,
+    /// Answered and shut for writing: what the client still sends is read and thrown away
+    /// until it closes, so that closing does not reset the connection (a reset can destroy
+    /// the answer before the client read it, e.g. a 431 while it is still sending).
+    draining: usize,
 }
+
+/// The most read and thrown away after an answer before the connection is closed anyway.
+const MAX_DRAIN: usize = 1 << 20;
 
 /// Serves `metrics` on `listener` until the process ends.
 pub fn serve(listener: TcpListener, metrics: Metrics) {
@@ -50,7 +57,11 @@ pub fn serve(listener: TcpListener, metrics: Metrics) {
         let mut fds = Vec::with_capacity(connections.len() + 1);
         fds.push(PollFd::new(&listener, PollFlags::IN));
         for connection in &connections {
-            let want = if connection.answer.is_some() {
+            let answering = connection
+                .answer
+                .as_ref()
+                .is_some_and(|(a, sent)| *sent < a.len());
+            let want = if answering {
                 PollFlags::OUT
             } else {
                 PollFlags::IN
@@ -106,6 +117,7 @@ fn accept(listener: &TcpListener, connections: &mut Vec<Connection>) {
                     since: Instant::now(),
                     head: Vec::new(),
                     answer: None,
+                    draining: 0,
                 });
             }
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
@@ -123,6 +135,23 @@ fn step(mut connection: Connection, ready: bool, metrics: &Metrics) -> Option<Co
     }
     if !ready {
         return Some(connection);
+    }
+    if connection
+        .answer
+        .as_ref()
+        .is_some_and(|(answer, sent)| *sent == answer.len())
+    {
+        let mut buf = [0u8; 4096];
+        return match connection.stream.read(&mut buf) {
+            Ok(0) => None,
+            Ok(n) if connection.draining + n > MAX_DRAIN => None,
+            Ok(n) => {
+                connection.draining += n;
+                Some(connection)
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Some(connection),
+            Err(_) => None,
+        };
     }
     if connection.answer.is_none() {
         let mut buf = [0u8; 2048];
@@ -149,9 +178,10 @@ fn step(mut connection: Connection, ready: bool, metrics: &Metrics) -> Option<Co
             Ok(n) => {
                 *sent += n;
                 if *sent == answer.len() {
-                    // One request per connection: the answer said `Connection: close`.
+                    // One request per connection: the answer said `Connection: close`. The
+                    // client closes its side once it has read it.
                     let _ = connection.stream.shutdown(std::net::Shutdown::Write);
-                    return None;
+                    return Some(connection);
                 }
             }
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Some(connection),

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use shield_lab::Netns;
 
-use crate::support::{assert_thread_privileges, run_to_exit, State, Watch};
+use crate::support::{assert_thread_privileges, run_to_exit, wait_thread_gone, State, Watch};
 
 /// `nobody`: a user that is not us, to own files root may only read with CAP_DAC_READ_SEARCH.
 const NOBODY: u32 = 65534;
@@ -294,6 +294,8 @@ fn after_the_ready_line_every_thread_holds_only_cap_dac_read_search_and_no_new_p
         "{confined}"
     );
 
+    // With one container, `containers` ends once the ready line is out.
+    wait_thread_gone(watch.child.id(), "containers");
     let names = assert_thread_privileges(watch.child.id(), |_| ONLY_DAC_READ_SEARCH);
     // Every thread shield-watch runs, so none escaped the check.
     assert_eq!(
@@ -668,6 +670,7 @@ fn metrics_outputs_widen_the_confinement_only_by_the_textfile_directory() {
             "{confined}"
         );
     }
+    wait_thread_gone(watch.child.id(), "containers");
     let names = assert_thread_privileges(watch.child.id(), |_| ONLY_DAC_READ_SEARCH);
     assert_eq!(
         names,

@@ -345,6 +345,28 @@ pub fn run_to_exit(args: &[&std::ffi::OsStr]) -> (ExitStatus, String, String) {
     (status, collect(out), collect(err))
 }
 
+/// Waits until process `pid` has no thread named `name` (a bounded poll): with one container,
+/// the `containers` thread ends once the ready line is out, not before it.
+pub fn wait_thread_gone(pid: u32, name: &str) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let present = fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .flatten()
+            .any(|task| {
+                fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.trim() == name)
+            });
+        if !present {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "thread {name} of {pid} still runs"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Checks every thread of process `pid` after the ready line: its effective, permitted and
 /// bounding capability sets are `keeps(thread name)` (as `/proc` shows them, 16 hex digits),
 /// its inheritable and ambient sets are empty, and `no_new_privs` is set. Returns the thread
