@@ -265,6 +265,8 @@ fn prometheus_counts_real_blocks_per_container_from_zero_and_forgets_a_removed_o
             "127.0.0.1:0",
             "--metrics-textfile",
             textfile.to_str().unwrap(),
+            "--metrics-domains",
+            "2",
         ],
     );
     let metrics = metrics_addr(&watch);
@@ -295,6 +297,12 @@ fn prometheus_counts_real_blocks_per_container_from_zero_and_forgets_a_removed_o
         }
     }
     prometheus.wait_value("shield_watch_containers{job=\"shield-watch\"}", 2.0);
+    for source in ["audit", "dns", "nflog"] {
+        prometheus.wait_value(
+            &format!("shield_watch_source_following{{job=\"shield-watch\",container=\"web\",source=\"{source}\"}}"),
+            1.0,
+        );
+    }
     assert!(prometheus
         .query("ALERTS{alertname=\"ShieldWatchBlocked\"}")
         .is_empty());
@@ -340,6 +348,21 @@ fn prometheus_counts_real_blocks_per_container_from_zero_and_forgets_a_removed_o
             0.0,
         );
     }
+    // --metrics-domains 2: the first two names of web have their own series, the third shares
+    // the overflow one.
+    for (domain, n) in [
+        ("tracker.example", 1.0),
+        ("ads.example", 1.0),
+        ("(other)", 1.0),
+    ] {
+        prometheus.wait_value(
+            &format!("shield_watch_blocked_domains_total{{job=\"shield-watch\",container=\"web\",domain=\"{domain}\"}}"),
+            n,
+        );
+    }
+    assert!(prometheus
+        .query("shield_watch_blocked_domains_total{domain=\"beacon.example\"}")
+        .is_empty());
     // The README's alert, firing for each blocked container.
     let deadline = Instant::now() + DEADLINE;
     loop {
