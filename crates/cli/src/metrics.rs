@@ -4,8 +4,8 @@
 //! [`Metrics`] holds the registry (the `prometheus-client` crate's, which encodes the exposition)
 //! and which containers are followed. The containers thread calls [`Metrics::follow`] and
 //! [`Metrics::gone`]; the writer counts events through its own [`EventCounter`]; the source
-//! threads count skipped lines, rotations and lost packets through the [`Summary`]
-//! (crate::summary::Summary) they already hold. The exposition is served by [`http`] and written
+//! threads count skipped lines, rotations and lost packets through the
+//! [`Summary`](crate::summary::Summary) they already hold. The exposition is served by [`http`] and written
 //! by [`textfile`].
 //!
 //! **Invariant:** every label value comes from a bounded set: a followed container's name, a
