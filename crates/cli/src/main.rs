@@ -221,18 +221,6 @@ fn run(args: Args) -> Result<(), Failure> {
     };
     let expected = containers::start(runtime, ready_tx, go_rx, &confinement, nflog_confinement);
 
-    // Started after `main` is confined: they inherit it.
-    let mut serving = None;
-    if let (Some(listener), Some(metrics)) = (listener, &metrics) {
-        serving = listener.local_addr().ok();
-        let metrics = metrics.clone();
-        spawn("metrics", move || metrics::http::serve(listener, metrics));
-    }
-    if let (Some(path), Some(metrics)) = (args.metrics_textfile.clone(), &metrics) {
-        let metrics = metrics.clone();
-        spawn("textfile", move || metrics::textfile::run(path, metrics));
-    }
-
     let (signal_tx, signal_rx) = unbounded();
     spawn("signals", move || {
         for signal in signals.forever() {
@@ -266,6 +254,7 @@ fn run(args: Args) -> Result<(), Failure> {
             for (thread, confinement) in &thread_reports {
                 diag::line(format_args!("{thread} {}", confinement.report()));
             }
+            let serving = start_metrics(listener, metrics, args.metrics_textfile.clone());
             let stop = announce_ready(
                 &running,
                 serving,
@@ -391,6 +380,27 @@ fn wait_until_ready(
         }
     }
     Ok(running)
+}
+
+/// Starts the metrics threads, once every container present at start is followed (so the first
+/// textfile and the first scrape already have their series) and `main` is confined (they
+/// inherit it). Returns the address served, for the ready line.
+fn start_metrics(
+    listener: Option<TcpListener>,
+    metrics: Option<Metrics>,
+    textfile: Option<PathBuf>,
+) -> Option<std::net::SocketAddr> {
+    let metrics = metrics?;
+    let mut serving = None;
+    if let Some(listener) = listener {
+        serving = listener.local_addr().ok();
+        let metrics = metrics.clone();
+        spawn("metrics", move || metrics::http::serve(listener, metrics));
+    }
+    if let Some(path) = textfile {
+        spawn("textfile", move || metrics::textfile::run(path, metrics));
+    }
+    serving
 }
 
 /// Saves the starting positions, then prints the confinement line and the one ready line.
