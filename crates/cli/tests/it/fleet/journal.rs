@@ -12,7 +12,7 @@ use serde_json::Value;
 use shield_lab::journald::{bytes, text, Journald};
 use shield_lab::StateDir;
 
-use super::{free_port, query, Server, POLL};
+use super::{free_port, get, metrics_addr, query, Server, POLL};
 use crate::support::{State, Watch, DEADLINE};
 
 /// End to end with the real journald: one entry per event written (after --action), MESSAGE
@@ -36,6 +36,8 @@ fn journal_output_holds_exactly_the_events_and_never_stalls_the_stream() {
             socket.to_str().unwrap(),
             "--action",
             "blocked_query,denied",
+            "--metrics-listen",
+            "127.0.0.1:0",
         ],
     );
     let blocked = |entries: &[serde_json::Map<String, Value>]| -> Vec<Vec<u8>> {
@@ -119,6 +121,17 @@ fn journal_output_holds_exactly_the_events_and_never_stalls_the_stream() {
         );
         thread::sleep(POLL);
     }
+
+    // The metrics count the same drops as the summary.
+    watch.signal(Signal::USR1);
+    let now = journal_dropped(&watch.wait_stderr(|l| l.starts_with("shield-watch: summary:")));
+    let (_, exposition) = get(metrics_addr(&watch), "/metrics", "*/*").unwrap();
+    assert!(
+        exposition.contains(&format!(
+            "\nshield_watch_journal_dropped_entries_total {now}\n"
+        )),
+        "{now}: {exposition}"
+    );
 
     watch.signal(Signal::TERM);
     let (status, stderr) = watch.wait_exit();

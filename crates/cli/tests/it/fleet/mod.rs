@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::DEADLINE;
+use crate::support::{Watch, DEADLINE};
 
 /// Pause between two looks at something that is not there yet.
 pub(crate) const POLL: Duration = Duration::from_millis(50);
@@ -95,4 +95,19 @@ impl Drop for Server {
 /// A line of dnsmasq's query log.
 pub(crate) fn query(name: &str) -> String {
     format!("Mar 31 12:00:00 dnsmasq[9]: query[A] {name} from 10.0.0.2\n")
+}
+
+/// The address in a ready line's `metrics on http://ADDR/metrics`.
+pub(crate) fn metrics_addr(watch: &Watch) -> SocketAddr {
+    let ready = watch
+        .stderr_seen
+        .iter()
+        .find(|l| l.starts_with("shield-watch: ready ("))
+        .expect("a ready line");
+    let addr = ready
+        .split("metrics on http://")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("no metrics address in {ready:?}"));
+    addr.parse().unwrap()
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use rustix::process::Signal;
 use serde_json::Value;
 
-use super::{free_port, get, Server, POLL};
+use super::{free_port, get, metrics_addr, Server, POLL};
 use crate::host::{event_where, start, Container};
 use crate::support::{State, Watch, DEADLINE};
 
@@ -31,21 +31,6 @@ const RULES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../packaging/prometheus/shield-watch.rules.yml"
 );
-
-/// The address in a ready line's `metrics on http://ADDR/metrics`.
-fn metrics_addr(watch: &Watch) -> SocketAddr {
-    let ready = watch
-        .stderr_seen
-        .iter()
-        .find(|l| l.starts_with("shield-watch: ready ("))
-        .expect("a ready line");
-    let addr = ready
-        .split("metrics on http://")
-        .nth(1)
-        .and_then(|rest| rest.strip_suffix("/metrics"))
-        .unwrap_or_else(|| panic!("no metrics address in {ready:?}"));
-    addr.parse().unwrap()
-}
 
 /// Percent-encodes a query parameter.
 fn encode(text: &str) -> String {
