@@ -25,6 +25,18 @@ const PACKAGES: &[(&str, &str)] = &[
     // CI's check of the Debian package: its units verified, their Documentation= man page found.
     ("systemd-analyze", "systemd"),
     ("man", "man-db"),
+    // The fleet tests: metrics scraped by a real Prometheus and node_exporter, events forwarded
+    // from the journal by rsyslog over TLS (a CA the test makes with openssl).
+    ("prometheus", "prometheus"),
+    ("prometheus-node-exporter", "prometheus-node-exporter"),
+    ("rsyslogd", "rsyslog"),
+    // rsyslog's TLS driver, a module rather than a command (an absolute path is looked at as
+    // it is; on another architecture it is simply installed again).
+    (
+        "/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so",
+        "rsyslog-gnutls",
+    ),
+    ("openssl", "openssl"),
 ];
 
 const USAGE: &str = "usage: cargo xtask <ci|bench|setup|dist|deb|demo>

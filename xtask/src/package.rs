@@ -283,6 +283,12 @@ fn run_as_template_unit() -> Result<()> {
         shield_lab::StateDir::audit_entry(instance, "denied", Some(dest), Some("xtask ci"))
     };
     shield_lab::StateDir::append_audit(&state, &entry("198.51.100.1"))?;
+    // The unit writes to the journal natively (--output journal); here to a socket of ours, with
+    // stdout added so the events can be read back as lines too.
+    let journal_socket = scratch.path.join("journal.socket");
+    let journal = std::os::unix::net::UnixDatagram::bind(&journal_socket)
+        .with_context(|| format!("cannot bind {}", journal_socket.display()))?;
+    journal.set_read_timeout(Some(DEADLINE))?;
 
     let unit = fs::read_to_string(Path::new(UNIT_DIR).join(TEMPLATE_UNIT))?;
     let argv = exec_start(
@@ -296,7 +302,10 @@ fn run_as_template_unit() -> Result<()> {
             ),
             (
                 "SHIELD_WATCH_OPTIONS",
-                "--no-nflog --source audit --from-start",
+                &format!(
+                    "--no-nflog --source audit --from-start --output stdout --journal-socket {}",
+                    journal_socket.display()
+                ),
             ),
         ],
     )?;
@@ -317,6 +326,18 @@ fn run_as_template_unit() -> Result<()> {
                 && event["container"] == instance
                 && event["dest"] == dest,
             "expected the denied audit entry for {dest} of {instance}, got {line}"
+        );
+    }
+    for dest in ["198.51.100.1", "198.51.100.2"] {
+        let mut entry = vec![0u8; 64 * 1024];
+        let n = journal
+            .recv(&mut entry)
+            .context("no journal entry from the installed unit's --output journal")?;
+        let entry = String::from_utf8_lossy(&entry[..n]);
+        ensure!(
+            entry.contains("\nSHIELD_ACTION=denied\n")
+                && entry.contains(&format!("\nSHIELD_DEST={dest}\n")),
+            "expected the journal entry for {dest}, got {entry:?}"
         );
     }
     let status = watch.terminate()?;
@@ -616,7 +637,8 @@ mod tests {
                 ("RestrictAddressFamilies", "AF_NETLINK AF_UNIX"),
                 ("RestrictNamespaces", "net"),
                 ("StateDirectory", "shield-watch"),
-                ("StandardOutput", "journal"),
+                // Events go to the journal natively (--output journal), diagnostics by stderr.
+                ("StandardOutput", "null"),
                 ("StandardError", "journal"),
                 ("Type", "exec"),
             ] {
@@ -666,6 +688,7 @@ mod tests {
         // Without a namespace the container's packets cannot be seen; the host's must not be
         // reported as the container's.
         assert!(args.no_nflog && args.netns.is_none());
+        assert_eq!(args.output, [shield_watch_cli::Destination::Journal]);
 
         // What the unit's comment tells an operator to put in a drop-in.
         let argv = exec_start(
@@ -701,7 +724,9 @@ mod tests {
                 "--state-root",
                 "/root/.local/state/terok/shield",
                 "--cursor",
-                "/var/lib/shield-watch/host-wide.cursor"
+                "/var/lib/shield-watch/host-wide.cursor",
+                "--output",
+                "journal"
             ]
         );
         let args = Args::try_parse_from(&argv).unwrap();
@@ -709,6 +734,38 @@ mod tests {
             args.state_root.as_deref(),
             Some(Path::new("/root/.local/state/terok/shield"))
         );
+    }
+
+    #[test]
+    fn the_metrics_outputs_are_off_and_their_sandbox_lines_commented_out() {
+        for name in [TEMPLATE_UNIT, HOST_UNIT] {
+            let text = unit(name);
+            let argv = exec_start(&text, "web", Path::new("/var/lib"), &[]).unwrap();
+            let args = Args::try_parse_from(&argv).unwrap();
+            assert!(args.metrics_listen.is_none() && args.metrics_textfile.is_none());
+            for line in [
+                "#RestrictAddressFamilies=AF_INET",
+                "#IPAddressAllow=localhost",
+                "#ReadWritePaths=/var/lib/prometheus/node-exporter",
+            ] {
+                assert!(text.lines().any(|l| l == line), "{name}: {line}");
+            }
+            assert_eq!(value(&text, "IPAddressDeny"), ["any"], "{name}");
+            // The flags the comments name parse.
+            let argv = exec_start(
+                &text,
+                "web",
+                Path::new("/var/lib"),
+                &[(
+                    "SHIELD_WATCH_OPTIONS",
+                    "--metrics-listen 127.0.0.1:9640 --metrics-textfile /var/lib/prometheus/node-exporter/shield-watch.prom",
+                )],
+            )
+            .unwrap();
+            let args = Args::try_parse_from(&argv).unwrap();
+            assert_eq!(args.metrics_listen, Some("127.0.0.1:9640".parse().unwrap()));
+            assert!(args.metrics_textfile.is_some());
+        }
     }
 
     #[test]

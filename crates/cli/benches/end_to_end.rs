@@ -10,7 +10,10 @@
 //! - `audit`: 1 000 000 audit lines replayed;
 //! - `dns`: a 3 000 000-line query log over few names and addresses (a warm cache);
 //! - `dns-churn`: the flood of issue 13, a 900 000-line query log whose answers keep the
-//!   domain cache churning (see [`dns_churn`]).
+//!   domain cache churning (see [`dns_churn`]);
+//! - `outputs`: the `audit` replay with each output beside stdout on (`--metrics-listen`,
+//!   `--metrics-textfile`, `--output stdout,journal` to a datagram socket drained by the bench),
+//!   against stdout alone.
 //!
 //! `SHIELD_BENCH_BINARY` runs another build of `shield-watch` (to compare two commits in the
 //! same minute). `SHIELD_BENCH_RUNS` sets how often each throughput workload is replayed (default 5; every
@@ -150,6 +153,9 @@ fn main() {
     if wanted("dns-churn") {
         dns_churn(&dir.join("dns-churn"), runs);
     }
+    if wanted("outputs") {
+        outputs(&dir.join("outputs"), runs);
+    }
     if std::env::var_os("SHIELD_BENCH_KEEP").is_some() {
         println!("kept {}", dir.display());
     } else {
@@ -211,6 +217,84 @@ fn latency(dir: &Path, n: usize) {
 
 /// Audit throughput: a large audit log replayed from the start.
 fn audit(dir: &Path, runs: usize) {
+    let (lines, big) = audit_log(dir);
+    let args = ["--from-start"];
+    say_command(dir, &args);
+    let elapsed = replay_runs(dir, &args, lines, runs);
+    println!(
+        "audit: {lines} audit lines ({:.1} MB) parsed and written in {:?} (median): {:.2} M lines/s, {:.1} MB/s",
+        big.len() as f64 / 1e6,
+        elapsed,
+        lines as f64 / elapsed.as_secs_f64() / 1e6,
+        big.len() as f64 / 1e6 / elapsed.as_secs_f64()
+    );
+}
+
+/// The `audit` replay with each output beside stdout: what metrics and the journal cost.
+fn outputs(dir: &Path, runs: usize) {
+    use std::os::unix::net::UnixDatagram;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let (lines, _) = audit_log(dir);
+    // A stand-in for journald that reads as fast as it can and counts.
+    let socket = dir.join("journal.socket");
+    let sink = UnixDatagram::bind(&socket).unwrap();
+    let received = Arc::new(AtomicU64::new(0));
+    {
+        let received = received.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 16];
+            while sink.recv(&mut buf).is_ok() {
+                received.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    let textfile = dir.join("shield-watch.prom");
+    let (socket, textfile) = (socket.to_str().unwrap(), textfile.to_str().unwrap());
+    let cases: [(&str, Vec<&str>); 4] = [
+        ("stdout only", vec!["--from-start"]),
+        (
+            "+ --metrics-listen",
+            vec!["--from-start", "--metrics-listen", "127.0.0.1:0"],
+        ),
+        (
+            "+ --metrics-textfile",
+            vec!["--from-start", "--metrics-textfile", textfile],
+        ),
+        (
+            "+ --output stdout,journal",
+            vec![
+                "--from-start",
+                "--output",
+                "stdout,journal",
+                "--journal-socket",
+                socket,
+            ],
+        ),
+    ];
+    for (name, args) in cases {
+        say_command(dir, &args);
+        let before = received.load(Ordering::Relaxed);
+        let elapsed = replay_runs(dir, &args, lines, runs);
+        let delivered = received.load(Ordering::Relaxed) - before;
+        let journal = if delivered > 0 {
+            format!(
+                " (journal: {:.0} % of the entries delivered, the rest dropped and counted)",
+                delivered as f64 * 100.0 / (lines * runs.max(1)) as f64
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "outputs: {name}: {lines} audit events in {elapsed:?} (median): {:.2} M events/s{journal}",
+            lines as f64 / elapsed.as_secs_f64() / 1e6,
+        );
+    }
+}
+
+/// The audit workload's log: 1 000 000 lines in `dir/audit.jsonl`; returns the count and bytes.
+fn audit_log(dir: &Path) -> (usize, Vec<u8>) {
     state_dir(dir, "lookup");
     let lines = 1_000_000usize;
     let mut big = Vec::with_capacity(lines * 100);
@@ -224,16 +308,7 @@ fn audit(dir: &Path, runs: usize) {
         .unwrap();
     }
     fs::write(dir.join("audit.jsonl"), &big).unwrap();
-    let args = ["--from-start"];
-    say_command(dir, &args);
-    let elapsed = replay_runs(dir, &args, lines, runs);
-    println!(
-        "audit: {lines} audit lines ({:.1} MB) parsed and written in {:?} (median): {:.2} M lines/s, {:.1} MB/s",
-        big.len() as f64 / 1e6,
-        elapsed,
-        lines as f64 / elapsed.as_secs_f64() / 1e6,
-        big.len() as f64 / 1e6 / elapsed.as_secs_f64()
-    );
+    (lines, big)
 }
 
 /// dns throughput over a warm cache: a query log with a realistic mix and few addresses. Every

@@ -1,5 +1,6 @@
 //! The command line (`docs/CONTRACT.md` §7), parsed by clap.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -113,6 +114,45 @@ pub struct Args {
     /// Longest line accepted from a log, in bytes; longer lines are skipped and counted.
     #[arg(long, value_name = "BYTES", default_value_t = 65536, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_line: u64,
+
+    /// Where events go (comma list): stdout, journal (one journald entry per event, MESSAGE =
+    /// the JSON line, SHIELD_* fields to match on), or both.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "stdout"
+    )]
+    pub output: Vec<Destination>,
+
+    /// journald's native socket, for --output journal [default: /run/systemd/journal/socket].
+    #[arg(long, value_name = "PATH")]
+    pub journal_socket: Option<PathBuf>,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9640; port 0 picks a
+    /// free one, named on the ready line).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Write Prometheus metrics to FILE for node_exporter's textfile collector (replaced
+    /// atomically, at most once a second while they change).
+    #[arg(long, value_name = "FILE")]
+    pub metrics_textfile: Option<PathBuf>,
+
+    /// Count blocked lookups per name too (blocked_domains_total): the first N names of each
+    /// container, the rest as one "(other)" [default: off].
+    #[arg(long, value_name = "N")]
+    pub metrics_domains: Option<usize>,
+}
+
+/// Where events are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Destination {
+    /// Standard output, in --format.
+    Stdout,
+    /// The systemd journal, natively (the JSON line as MESSAGE).
+    Journal,
 }
 
 /// Output formats.

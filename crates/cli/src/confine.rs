@@ -52,8 +52,8 @@ struct Inner {
     /// Read (files and listings): the state directory's parent, host-wide the state root and
     /// `/proc`.
     read: Vec<PathBuf>,
-    /// Read and write: the cursor file's directory.
-    write: Option<PathBuf>,
+    /// Read and write: the directories of the cursor file and of the metrics textfile.
+    write: Vec<PathBuf>,
     /// Capabilities kept in the effective, permitted and bounding sets.
     keep: CapabilitySet,
     /// Built once, so every thread is restricted by rules on the same directories.
@@ -94,11 +94,8 @@ impl Confinement {
     /// under the same name gets a new state directory, which the follower must read from its
     /// start (docs/CONTRACT.md §5). Under terok-shield the parent is `ROOT/containers`, which
     /// holds only other containers' state of the same kind.
-    pub fn single_container(state_dir: &Path, cursor: Option<&Path>) -> Confinement {
-        let write = cursor.map(|c| match c.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-            _ => PathBuf::from("."),
-        });
+    pub fn single_container(state_dir: &Path, written: &[&Path]) -> Confinement {
+        let write = directories_of(written);
         let absolute = std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
         let read = absolute
             .parent()
@@ -107,13 +104,11 @@ impl Confinement {
     }
 
     /// Decides the confinement of host-wide mode: read the state root and `/proc` (the dnsmasq
-    /// PID checks), write the directory of `cursor` (when given), keep [`KEEP_SINGLE_CONTAINER`]:
-    /// every thread, the nflog one included (entering containers is the helper's).
-    pub fn host_wide(root: &Path, cursor: Option<&Path>) -> Confinement {
-        let write = cursor.map(|c| match c.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-            _ => PathBuf::from("."),
-        });
+    /// PID checks), write the directories of `written` (the cursor file, the metrics textfile),
+    /// keep [`KEEP_SINGLE_CONTAINER`]: every thread, the nflog one included (entering containers
+    /// is the helper's).
+    pub fn host_wide(root: &Path, written: &[&Path]) -> Confinement {
+        let write = directories_of(written);
         let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
         Confinement::new(
             vec![root, PathBuf::from("/proc")],
@@ -132,7 +127,7 @@ impl Confinement {
         Confinement {
             inner: Arc::new(Inner {
                 read: vec![PathBuf::from("/proc")],
-                write: None,
+                write: Vec::new(),
                 keep: KEEP_HELPER,
                 ruleset: Err(NO_LANDLOCK_FOR_HELPER.to_string()),
                 applied: Mutex::new(Vec::new()),
@@ -140,11 +135,12 @@ impl Confinement {
         }
     }
 
-    fn new(read: Vec<PathBuf>, write: Option<PathBuf>, keep: CapabilitySet) -> Confinement {
-        // A cursor directory that cannot be opened gets no rule (saving the cursor fails there
-        // anyway, and says so); the rest of the ruleset still holds.
-        let write = write.filter(|dir| PathFd::new(dir).is_ok());
-        let ruleset = build_ruleset(&read, write.as_deref()).map_err(|e| e.to_string());
+    fn new(read: Vec<PathBuf>, mut write: Vec<PathBuf>, keep: CapabilitySet) -> Confinement {
+        // A directory that cannot be opened gets no rule (saving the cursor or the textfile
+        // fails there anyway, and says so); the rest of the ruleset still holds.
+        write.retain(|dir| PathFd::new(dir).is_ok());
+        write.dedup();
+        let ruleset = build_ruleset(&read, &write).map_err(|e| e.to_string());
         Confinement {
             inner: Arc::new(Inner {
                 read,
@@ -211,7 +207,7 @@ impl Confinement {
         let inner = &self.inner;
         let read: Vec<String> = inner.read.iter().map(|p| p.display().to_string()).collect();
         let mut paths = format!("read {}", read.join(", "));
-        if let Some(write) = &inner.write {
+        for write in &inner.write {
             let _ = write!(paths, ", write {}", write.display());
         }
         let mut text = match &applied.landlock {
@@ -246,16 +242,28 @@ impl Confinement {
     }
 }
 
+/// The directories the files in `written` are replaced in (a bare file name's is the working
+/// directory): the cursor file, the metrics textfile.
+fn directories_of(written: &[&Path]) -> Vec<PathBuf> {
+    written
+        .iter()
+        .map(|file| match file.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            _ => PathBuf::from("."),
+        })
+        .collect()
+}
+
 /// The ruleset: every file-system access right of [`LANDLOCK_ABI`] is handled (so denied unless
-/// a rule allows it), TCP bind and connect are handled with no rule (shield-watch speaks no
-/// TCP), and signals and abstract UNIX sockets are scoped to the process's own domain.
+/// a rule allows it), TCP bind and connect are handled with no rule (the one TCP socket,
+/// `--metrics-listen`'s, is bound before confinement; accepting on it needs no right), and signals and abstract UNIX sockets are scoped to the process's own domain.
 fn build_ruleset(
     read: &[PathBuf],
-    write: Option<&Path>,
+    write: &[PathBuf],
 ) -> Result<RulesetCreated, Box<dyn std::error::Error>> {
     let reading = AccessFs::ReadFile | AccessFs::ReadDir;
-    // The cursor file is replaced atomically: a temporary file created, written, renamed over
-    // the old one, and the directory opened for fsync.
+    // The cursor file and the metrics textfile are replaced atomically: a temporary file
+    // created, written, renamed over the old one, and the directory opened for fsync.
     let writing = reading
         | AccessFs::WriteFile
         | AccessFs::MakeReg
@@ -269,8 +277,8 @@ fn build_ruleset(
     for dir in read {
         ruleset = ruleset.add_rule(PathBeneath::new(PathFd::new(dir)?, reading))?;
     }
-    if let Some(write) = write {
-        ruleset = ruleset.add_rule(PathBeneath::new(PathFd::new(write)?, writing))?;
+    for dir in write {
+        ruleset = ruleset.add_rule(PathBeneath::new(PathFd::new(dir)?, writing))?;
     }
     Ok(ruleset)
 }
@@ -419,15 +427,20 @@ mod tests {
     #[test]
     fn the_cursor_directory_of_a_bare_file_name_is_the_working_directory() {
         let tmp = tempfile::tempdir().unwrap();
-        let c = Confinement::single_container(tmp.path(), Some(Path::new("cursor")));
-        assert_eq!(c.inner.write.as_deref(), Some(Path::new(".")));
-        let c = Confinement::single_container(tmp.path(), Some(&tmp.path().join("c/cursor")));
-        assert_eq!(
-            c.inner.write, None,
+        let c = Confinement::single_container(tmp.path(), &[Path::new("cursor")]);
+        assert_eq!(c.inner.write, [PathBuf::from(".")]);
+        let c = Confinement::single_container(tmp.path(), &[&tmp.path().join("c/cursor")]);
+        assert!(
+            c.inner.write.is_empty(),
             "no rule for a directory that is not there"
         );
         std::fs::create_dir(tmp.path().join("c")).unwrap();
-        let c = Confinement::single_container(tmp.path(), Some(&tmp.path().join("c/cursor")));
-        assert_eq!(c.inner.write, Some(tmp.path().join("c")));
+        let textfile = tmp.path().join("t.prom");
+        let c =
+            Confinement::single_container(tmp.path(), &[&tmp.path().join("c/cursor"), &textfile]);
+        assert_eq!(
+            c.inner.write,
+            [tmp.path().join("c"), tmp.path().to_path_buf()]
+        );
     }
 }

@@ -477,6 +477,7 @@ pub fn start(
             Containers::Everywhere { select } => select.clone(),
             Containers::One { .. } => Vec::new(),
         },
+        metrics: runtime.summary.metrics().cloned(),
     };
     let selected = runtime.selected.clone();
     let containers = runtime.containers;
@@ -575,6 +576,8 @@ struct Discovery {
     fatal: Sender<()>,
     /// `--container` host-wide: the names or globs of the containers followed (all if empty).
     select: Vec<String>,
+    /// `--metrics-*`: told when a container is followed and when it goes.
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 /// What following one container gave, source by source.
@@ -962,7 +965,12 @@ impl Discovery {
                 let cache = known.cache.clone();
                 if let (Some(nflog), Some((pid, argument))) = (&self.nflog, pid) {
                     let container = self.container(name, dir, true, first, cache);
-                    match nflog.open(&container, Netns::Dnsmasq { pid, argument }) {
+                    let opened = nflog.open(&container, Netns::Dnsmasq { pid, argument });
+                    if let Some(metrics) = &self.metrics {
+                        let on = matches!(opened, Ok(Opened::Kept | Opened::New));
+                        metrics.set_following(name, Source::Nflog, on);
+                    }
+                    match opened {
                         Ok(Opened::Kept) => {}
                         Ok(Opened::New) => self
                             .voice
@@ -1047,10 +1055,17 @@ impl Discovery {
                 Ok(Opened::Waiting(why)) | Err(why) => note(Source::Nflog, Err(why)),
             }
         }
+        // Its blocking series exist at 0 from now on.
+        if let Some(metrics) = &self.metrics {
+            metrics.follow(&container.name, &self.selected, &added.running);
+        }
         added
     }
 
     fn remove(&self, name: &str) {
+        if let Some(metrics) = &self.metrics {
+            metrics.gone(name);
+        }
         let name: Arc<str> = Arc::from(name);
         for fleet in [&self.audit, &self.dns].into_iter().flatten() {
             fleet.send(FileCommand::Remove(name.clone()));

@@ -1,4 +1,4 @@
-//! The one way to stderr: every diagnostic line goes through [`line`], which passes printable
+//! The one way to stderr: every diagnostic line goes through [`line()`], which passes printable
 //! ASCII and turns every other character into a space, as the stream does with its strings.
 //!
 //! Container names, paths and error texts quote what the state root's owner and the containers

@@ -212,7 +212,12 @@ impl FileThread {
                 ));
             }
         };
-        let mut reader = Reader::new(self.source, Arc::from(cursor_key), path);
+        let mut reader = Reader::new(
+            container.name.clone(),
+            self.source,
+            Arc::from(cursor_key),
+            path,
+        );
         if let Some(follower) = self.set.follower(key) {
             // Where it starts is saved before the ready line, so a restart right after it
             // resumes here.

@@ -15,4 +15,4 @@
 mod args;
 pub mod privsep;
 
-pub use args::{Args, ColorChoice, Format};
+pub use args::{Args, ColorChoice, Destination, Format};

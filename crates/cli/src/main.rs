@@ -11,9 +11,8 @@ mod diag;
 mod files;
 mod helper;
 mod history;
-// Not wired into the writer thread yet; its tests run the real journald.
-#[allow(dead_code)]
 mod journal;
+mod metrics;
 mod output;
 mod sources;
 mod state;
@@ -21,6 +20,7 @@ mod summary;
 
 use std::collections::BTreeMap;
 use std::io;
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::thread;
@@ -32,9 +32,11 @@ use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
+use journal::Journal;
+use metrics::Metrics;
 use output::{run_writer, text_style, Msg, WriterConfig, WriterEnd};
 use shield_event::{Source, TextStyle};
-use shield_watch_cli::{Args, Format};
+use shield_watch_cli::{Args, Destination, Format};
 use sources::Ready;
 use state::StateDir;
 use summary::Summary;
@@ -190,7 +192,32 @@ fn run(args: Args) -> Result<(), Failure> {
         .map_err(|e| Failure::State(format!("cannot install signal handlers: {e}")))?;
     let signal_handle = signals.handle();
 
-    let summary = Summary::default();
+    // The listener is bound now, before confinement: Landlock then lets this process bind no
+    // TCP port at all.
+    let listener = match args.metrics_listen {
+        Some(addr) => Some(TcpListener::bind(addr).map_err(|e| {
+            Failure::State(format!("cannot listen on {addr} for --metrics-listen: {e}"))
+        })?),
+        None => None,
+    };
+    let metrics = (listener.is_some() || args.metrics_textfile.is_some()).then(|| {
+        let single = match &containers {
+            Containers::One { name, .. } => Some(name.clone()),
+            Containers::Root(_) | Containers::Everywhere { .. } => None,
+        };
+        Metrics::new(args.metrics_domains, single)
+    });
+    let summary = Summary::default().with_metrics(metrics.clone());
+    let journal = args.output.contains(&Destination::Journal).then(|| {
+        Journal::connect(
+            args.journal_socket
+                .as_deref()
+                .unwrap_or(std::path::Path::new(journal::DEFAULT_SOCKET)),
+        )
+    });
+    if journal.is_some() {
+        summary.lock().journal_dropped = Some(0);
+    }
     let (tx, rx) = bounded::<Msg>(CHANNEL_CAPACITY);
     let (writer_done_tx, writer_done_rx) = bounded(1);
     let writer_config = WriterConfig {
@@ -203,6 +230,9 @@ fn run(args: Args) -> Result<(), Failure> {
         dedup: args.dedup,
         cursor_file: args.cursor.clone(),
         cursors: saved_cursors.clone(),
+        stdout: args.output.contains(&Destination::Stdout),
+        journal,
+        metrics: metrics.clone(),
     };
     let (ready_tx, ready_rx) = unbounded::<Ready>();
     let (fatal_tx, fatal_rx) = bounded::<()>(1);
@@ -213,19 +243,22 @@ fn run(args: Args) -> Result<(), Failure> {
     let mut thread_reports = Vec::new();
     // Confines this thread once the privileged part of starting is done; every thread started
     // after that inherits the confinement.
-    let cursor = args.cursor.as_deref();
+    let written: Vec<&std::path::Path> = [args.cursor.as_deref(), args.metrics_textfile.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
     let confinement = match &containers {
-        Containers::One { dir, .. } => Confinement::single_container(dir, cursor),
+        Containers::One { dir, .. } => Confinement::single_container(dir, &written),
         Containers::Root(root) => {
             let root = &root.dir;
             summary.lock().by_container = Some(BTreeMap::new());
-            Confinement::host_wide(root, cursor)
+            Confinement::host_wide(root, &written)
         }
         // State directories anywhere: reading is not confined to a directory (the files are
         // still opened beneath each state directory, never through a symlink out of it).
         Containers::Everywhere { .. } => {
             summary.lock().by_container = Some(BTreeMap::new());
-            Confinement::host_wide(Path::new("/"), cursor)
+            Confinement::host_wide(Path::new("/"), &written)
         }
     };
     let helper = helper.map(|(helper, report)| {
@@ -300,7 +333,15 @@ fn run(args: Args) -> Result<(), Failure> {
             for report in &thread_reports {
                 diag::line(report);
             }
-            let stop = announce_ready(&running, &tx, &signal_rx, &writer_done_rx, &confinement);
+            let serving = start_metrics(listener, metrics, args.metrics_textfile.clone());
+            let stop = announce_ready(
+                &running,
+                serving,
+                &tx,
+                &signal_rx,
+                &writer_done_rx,
+                &confinement,
+            );
             drop(go_tx);
             stop
         }
@@ -487,9 +528,31 @@ fn wait_until_ready(
     Ok(running)
 }
 
+/// Starts the metrics threads, once every container present at start is followed (so the first
+/// textfile and the first scrape already have their series) and `main` is confined (they
+/// inherit it). Returns the address served, for the ready line.
+fn start_metrics(
+    listener: Option<TcpListener>,
+    metrics: Option<Metrics>,
+    textfile: Option<PathBuf>,
+) -> Option<std::net::SocketAddr> {
+    let metrics = metrics?;
+    let mut serving = None;
+    if let Some(listener) = listener {
+        serving = listener.local_addr().ok();
+        let metrics = metrics.clone();
+        spawn("metrics", move || metrics::http::serve(listener, metrics));
+    }
+    if let Some(path) = textfile {
+        spawn("textfile", move || metrics::textfile::run(path, metrics));
+    }
+    serving
+}
+
 /// Saves the starting positions, then prints the confinement line and the one ready line.
 fn announce_ready(
     running: &[Source],
+    serving: Option<std::net::SocketAddr>,
     tx: &Sender<Msg>,
     signal_rx: &Receiver<i32>,
     writer_done_rx: &Receiver<WriterEnd>,
@@ -513,7 +576,13 @@ fn announce_ready(
     // Every thread is confined by now (the sources that confine themselves do so before they
     // report): say how, just before the line everybody waits for.
     diag::line(confinement.report());
-    diag::line(format_args!("ready ({})", names.join(",")));
+    match serving {
+        Some(addr) => diag::line(format_args!(
+            "ready ({}); metrics on http://{addr}/metrics",
+            names.join(",")
+        )),
+        None => diag::line(format_args!("ready ({})", names.join(","))),
+    }
     None
 }
 

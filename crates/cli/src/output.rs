@@ -11,6 +11,8 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use shield_event::{Event, Source, TextStyle};
 use shield_tail::{Cursor, CursorFile};
 
+use crate::journal::Journal;
+use crate::metrics::{EventCounter, Metrics};
 use crate::summary::{Counts, Summary};
 use shield_watch_cli::{ColorChoice, Format};
 
@@ -142,6 +144,12 @@ pub struct WriterConfig {
     pub cursor_file: Option<PathBuf>,
     /// Positions loaded at start: kept for sources that do not report again.
     pub cursors: BTreeMap<String, Cursor>,
+    /// Whether events go to stdout (`--output stdout`, the default).
+    pub stdout: bool,
+    /// `--output journal`: one entry per event written.
+    pub journal: Option<Journal>,
+    /// `--metrics-*`: every event the sources produce is counted.
+    pub metrics: Option<Metrics>,
 }
 
 /// The text style for `--color`: `auto` colours when stdout is a terminal, unless `NO_COLOR` is
@@ -195,10 +203,16 @@ fn write_loop(
         dirty: false,
         last_save: Instant::now(),
     };
-    let filter = Filter {
+    let mut filter = Filter {
         format: config.format,
         style: config.style,
         actions: config.actions,
+        stdout: config.stdout,
+        journal: config.journal,
+        line: Vec::new(),
+        journal_dropped: 0,
+        metrics: config.metrics.clone(),
+        counter: config.metrics.map(EventCounter::new),
     };
     loop {
         let msg = match rx.try_recv() {
@@ -218,6 +232,7 @@ fn write_loop(
             Msg::Event(event, checkpoint) => {
                 let mut counts = summary.lock();
                 filter.write(&event, &mut dedup, &mut out.buf, &mut counts)?;
+                filter.note_journal(&mut counts);
                 drop(counts);
                 checkpoint
             }
@@ -227,6 +242,7 @@ fn write_loop(
                 for event in batch.events() {
                     filter.write(event, &mut dedup, &mut out.buf, &mut counts)?;
                 }
+                filter.note_journal(&mut counts);
                 drop(counts);
                 let checkpoint = batch.checkpoint.take();
                 batch.recycle();
@@ -302,30 +318,58 @@ impl<W: Write> Output<W> {
     }
 }
 
-/// What the writer lets through and how it writes it.
+/// What the writer lets through and where it writes it.
 struct Filter {
     format: Format,
     style: TextStyle,
     actions: Vec<String>,
+    /// Whether `buf` (stdout) gets the events.
+    stdout: bool,
+    journal: Option<Journal>,
+    /// The JSON line for the journal when stdout does not get it in JSON.
+    line: Vec<u8>,
+    /// The journal's drop count already reported.
+    journal_dropped: u64,
+    metrics: Option<Metrics>,
+    counter: Option<EventCounter>,
 }
 
 impl Filter {
-    /// Appends `event` to `buf` unless `--action` or `--dedup` holds it back, and counts it.
+    /// Appends `event` to `buf` and sends it to the journal unless `--action` or `--dedup`
+    /// holds it back, and counts it. The metrics count it either way: they say what the
+    /// sources saw, which a filter of the view does not change.
     fn write(
-        &self,
+        &mut self,
         event: &Event,
         dedup: &mut Option<Dedup>,
         buf: &mut Vec<u8>,
         counts: &mut Counts,
     ) -> io::Result<()> {
+        if let Some(counter) = &mut self.counter {
+            counter.count(event);
+        }
         let admitted = (self.actions.is_empty() || self.actions.contains(&event.action))
             && dedup
                 .as_mut()
                 .is_none_or(|d| d.admit(event, Instant::now()));
         if admitted {
-            match self.format {
-                Format::Json => event.write_json(buf)?,
-                Format::Text => event.write_text(self.style, buf)?,
+            let start = buf.len();
+            if self.stdout {
+                match self.format {
+                    Format::Json => event.write_json(buf)?,
+                    Format::Text => event.write_text(self.style, buf)?,
+                }
+            }
+            if let Some(journal) = &mut self.journal {
+                // The entry's MESSAGE is the very line stdout has in --format json.
+                let line = if self.stdout && self.format == Format::Json {
+                    &buf[start..]
+                } else {
+                    self.line.clear();
+                    event.write_json(&mut self.line)?;
+                    &self.line[..]
+                };
+                journal.send(event, line);
             }
             counts.count_event(event.source, &event.action);
             counts.count_container(&event.container);
@@ -333,6 +377,21 @@ impl Filter {
             counts.suppressed += 1;
         }
         Ok(())
+    }
+}
+
+impl Filter {
+    /// Brings the journal's drop count into the summary and the metrics.
+    fn note_journal(&mut self, counts: &mut Counts) {
+        let Some(journal) = &self.journal else { return };
+        let dropped = journal.dropped();
+        if dropped != self.journal_dropped {
+            if let Some(metrics) = &self.metrics {
+                metrics.journal_dropped(dropped - self.journal_dropped);
+            }
+            self.journal_dropped = dropped;
+            counts.journal_dropped = Some(dropped);
+        }
     }
 }
 

@@ -6,9 +6,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use shield_event::Source;
 
-/// What the process did so far, shared by the source threads and the writer.
-#[derive(Clone, Debug, Default)]
-pub struct Summary(Arc<Mutex<Counts>>);
+use crate::metrics::Metrics;
+
+/// What the process did so far, shared by the source threads and the writer; with
+/// `--metrics-*`, also the way the source threads reach the metrics.
+#[derive(Clone, Default)]
+pub struct Summary {
+    counts: Arc<Mutex<Counts>>,
+    metrics: Option<Metrics>,
+}
 
 /// The counters themselves.
 #[derive(Debug, Default)]
@@ -29,19 +35,58 @@ pub struct Counts {
     pub rotations: BTreeMap<Source, u64>,
     /// Host-wide: events written, by container (`None` for one container).
     pub by_container: Option<BTreeMap<String, u64>>,
+    /// With `--output journal`: entries dropped because journald was slow or gone.
+    pub journal_dropped: Option<u64>,
 }
 
 impl Summary {
     /// Locks the counters; a panic elsewhere never disables the summary.
     pub fn lock(&self) -> MutexGuard<'_, Counts> {
-        self.0
+        self.counts
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Counts one skipped input.
-    pub fn skip(&self, source: Source, reason: &'static str) {
-        *self.lock().skipped.entry((source, reason)).or_default() += 1;
+    /// The same counters, reporting to `metrics` too.
+    pub fn with_metrics(self, metrics: Option<Metrics>) -> Summary {
+        Summary { metrics, ..self }
+    }
+
+    /// The metrics, when `--metrics-listen` or `--metrics-textfile` asks for them.
+    pub fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_ref()
+    }
+
+    /// Counts one skipped input of `container`.
+    pub fn skip(&self, container: &str, source: Source, reason: &'static str) {
+        self.skip_n(container, source, reason, 1);
+    }
+
+    /// Counts `n` skipped inputs of `container`.
+    pub fn skip_n(&self, container: &str, source: Source, reason: &'static str, n: u64) {
+        *self.lock().skipped.entry((source, reason)).or_default() += n;
+        if let Some(metrics) = &self.metrics {
+            metrics.skip(container, source, reason, n);
+        }
+    }
+
+    /// Counts `n` rotations followed in `container`'s `source` log.
+    pub fn rotated(&self, container: &str, source: Source, n: u64) {
+        *self.lock().rotations.entry(source).or_default() += n;
+        if let Some(metrics) = &self.metrics {
+            metrics.rotated(container, source, n);
+        }
+    }
+
+    /// Counts one NFLOG overrun of `container` and the packets it lost, when known.
+    pub fn overrun(&self, container: &str, lost: Option<u64>) {
+        let mut counts = self.lock();
+        counts.overruns += 1;
+        counts.lost += lost.unwrap_or(0);
+        drop(counts);
+        if let (Some(metrics), Some(n)) = (&self.metrics, lost) {
+            metrics.lost(container, n);
+        }
     }
 }
 
@@ -110,6 +155,9 @@ impl fmt::Display for Counts {
                 .collect();
             write!(f, " ({})", parts.join(" "))?;
         }
+        if let Some(dropped) = self.journal_dropped {
+            write!(f, "; journal dropped {dropped}")?;
+        }
         if let Some(by) = &self.by_container {
             let parts: Vec<String> = by.iter().map(|(name, n)| format!("{name}={n}")).collect();
             write!(f, "; by container ({})", parts.join(" "))?;
@@ -125,8 +173,8 @@ mod tests {
     #[test]
     fn one_line_with_every_counter() {
         let summary = Summary::default();
-        summary.skip(Source::Audit, "invalid_json");
-        summary.skip(Source::Audit, "invalid_json");
+        summary.skip("c", Source::Audit, "invalid_json");
+        summary.skip("c", Source::Audit, "invalid_json");
         {
             let mut counts = summary.lock();
             for _ in 0..3 {

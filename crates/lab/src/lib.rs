@@ -6,6 +6,9 @@
 //! fake "internet" dnsmasq ([`Dnsmasq`]), and a state directory ([`StateDir`]). Everything is real:
 //! `ip netns`, veth, `nft`, `dnsmasq`, `dig`. It needs root; call [`preflight`] first.
 //!
+//! [`journald::Journald`] is a `systemd-journald` of a test's own, in a private mount
+//! namespace, for the tests of shield-watch's journal output.
+//!
 //! On top of these, [`Scene`] plays a scripted scene on such a container while the real
 //! `shield-watch` follows it: the end-to-end test of the whole product and `cargo xtask demo`.
 //!
@@ -61,6 +64,7 @@ mod cmd;
 mod dig;
 mod dnsmasq;
 mod error;
+pub mod journald;
 mod leftovers;
 mod netns;
 mod preflight;

@@ -73,7 +73,11 @@ impl Lines for AuditBatch<'_> {
             Err(skip) => {
                 match SKIPS.iter().position(|s| *s == skip) {
                     Some(at) => self.skipped[at] += 1,
-                    None => self.handler.summary.skip(Source::Audit, skip.as_str()),
+                    None => self.handler.summary.skip(
+                        &self.handler.container,
+                        Source::Audit,
+                        skip.as_str(),
+                    ),
                 }
                 false
             }
@@ -84,13 +88,14 @@ impl Lines for AuditBatch<'_> {
         if self.skipped.iter().all(|n| *n == 0) {
             return;
         }
-        let mut counts = self.handler.summary.lock();
         for (skip, n) in SKIPS.iter().zip(&mut self.skipped) {
             if *n > 0 {
-                *counts
-                    .skipped
-                    .entry((Source::Audit, skip.as_str()))
-                    .or_default() += *n;
+                self.handler.summary.skip_n(
+                    &self.handler.container,
+                    Source::Audit,
+                    skip.as_str(),
+                    *n,
+                );
                 *n = 0;
             }
         }

@@ -137,6 +137,8 @@ pub enum Step {
 /// The bookkeeping of one followed file between reads: its names, the last position sent, and
 /// what was already said about it.
 pub struct Reader {
+    /// The container whose file this is (its counters' label).
+    container: Arc<str>,
     source: Source,
     key: Arc<str>,
     path: PathBuf,
@@ -147,8 +149,9 @@ pub struct Reader {
 
 impl Reader {
     /// Bookkeeping for `path`, read for `source`, its cursor saved under `key`.
-    pub fn new(source: Source, key: Arc<str>, path: PathBuf) -> Reader {
+    pub fn new(container: Arc<str>, source: Source, key: Arc<str>, path: PathBuf) -> Reader {
         Reader {
+            container,
             source,
             key,
             path,
@@ -179,6 +182,7 @@ impl Reader {
         let name = self.source.as_str();
         let mut closed = false;
         let (source, key, path) = (self.source, &self.key, &self.path);
+        let container = &*self.container;
         let (warned_long, last_sent) = (&mut self.warned_long, &mut self.last_sent);
         // The position last reported, else where the follower is (everything before it was
         // handled): the one to repeat while waiting for a batch.
@@ -213,7 +217,7 @@ impl Reader {
                             ));
                             *warned_long = true;
                         }
-                        summary.skip(source, "too_long");
+                        summary.skip(container, source, "too_long");
                     }
                 }
                 last_end = Some(end);
@@ -286,7 +290,7 @@ impl Reader {
         let stats = follower.stats();
         let rotations = stats.rotations + stats.truncations;
         if rotations > self.rotations {
-            *summary.lock().rotations.entry(self.source).or_default() += rotations - self.rotations;
+            summary.rotated(&self.container, self.source, rotations - self.rotations);
             self.rotations = rotations;
         }
         Step::Read

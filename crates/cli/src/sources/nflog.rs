@@ -652,11 +652,11 @@ pub fn message_event_read_at(
     match message {
         Message::Packet(packet) => {
             let Some(headers) = packet.headers() else {
-                summary.skip(Source::Nflog, "unparsable_packet");
+                summary.skip(container, Source::Nflog, "unparsable_packet");
                 return None;
             };
             if !show_link_multicast && is_ipv6_link_local_multicast(headers.dest) {
-                summary.skip(Source::Nflog, "link_local_multicast");
+                summary.skip(container, Source::Nflog, "link_local_multicast");
                 return None;
             }
             let ts = packet
@@ -676,10 +676,7 @@ pub fn message_event_read_at(
             Some(event)
         }
         Message::Lost { count } => {
-            let mut counts = summary.lock();
-            counts.overruns += 1;
-            counts.lost += count.unwrap_or(0);
-            drop(counts);
+            summary.overrun(container, count);
             Some(lost_packets(count, &now_timestamp(), container))
         }
     }

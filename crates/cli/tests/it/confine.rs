@@ -654,3 +654,78 @@ fn a_container_name_with_escapes_and_newlines_reaches_stderr_and_stdout_printabl
     watch.signal(Signal::TERM);
     assert!(watch.wait_exit().0.success());
 }
+
+/// The metrics outputs widen the confinement only as far as each needs: the textfile's directory
+/// is the one written besides the cursor's; the listener, bound before confinement, needs no
+/// rule (TCP bind stays denied). Their threads inherit `main`'s confinement.
+#[test]
+fn metrics_outputs_widen_the_confinement_only_by_the_textfile_directory() {
+    let state = State::new(Some("lookup\n"));
+    let textfiles = tempfile::tempdir().unwrap();
+    let textfile = textfiles.path().join("shield-watch.prom");
+    let mut watch = Watch::start(
+        &state,
+        &[
+            "--no-nflog",
+            "-c",
+            "c",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--metrics-textfile",
+            textfile.to_str().unwrap(),
+        ],
+    );
+    let confined = watch
+        .stderr_seen
+        .iter()
+        .find(|l| l.starts_with("shield-watch: confined: "))
+        .unwrap()
+        .clone();
+    if landlock_abi() > 0 {
+        assert!(
+            confined.starts_with(&format!(
+                "shield-watch: confined: landlock ABI {} (read {}, write {})",
+                landlock_abi(),
+                state.path().parent().unwrap().display(),
+                textfiles.path().display()
+            )),
+            "{confined}"
+        );
+    }
+    let names = assert_thread_privileges(watch.child.id(), |_| ONLY_DAC_READ_SEARCH);
+    assert_eq!(
+        names,
+        [
+            "audit",
+            "containers",
+            "metrics",
+            "shield-watch",
+            "signals",
+            "textfile",
+            "writer"
+        ]
+    );
+    // Written under that confinement, readable by node_exporter's user.
+    let deadline = std::time::Instant::now() + crate::support::DEADLINE;
+    while !textfile.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:#?}",
+            watch.stderr_seen
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let text = fs::read_to_string(&textfile).unwrap();
+    assert!(
+        text.contains(
+            "shield_watch_events_total{container=\"c\",source=\"audit\",action=\"denied\"} 0"
+        ),
+        "{text}"
+    );
+    assert_eq!(
+        fs::metadata(&textfile).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+    watch.signal(Signal::TERM);
+    assert!(watch.wait_exit().0.success());
+}

@@ -99,6 +99,11 @@ fn help_documents_every_flag_with_its_default_and_version_prints() {
         "--dedup",
         "--domain-cache",
         "--max-line",
+        "--output",
+        "--journal-socket",
+        "--metrics-listen",
+        "--metrics-textfile",
+        "--metrics-domains",
         "--help",
         "--version",
     ] {
@@ -109,6 +114,8 @@ fn help_documents_every_flag_with_its_default_and_version_prints() {
         "[default: 100]",
         "[default: 65536]",
         "[default: the state dir's basename]",
+        "[default: stdout]",
+        "[default: /run/systemd/journal/socket]",
     ] {
         assert!(help.contains(default), "--help lacks {default}:\n{help}");
     }

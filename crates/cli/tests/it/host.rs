@@ -16,17 +16,17 @@ use shield_lab::{dig, Dnsmasq, Netns, Ruleset, ShieldedOptions, StateDir};
 
 use crate::support::{binary, Watch};
 
-/// One shielded container under `ROOT/containers/NAME`.
-struct Container {
-    dir: PathBuf,
+/// One shielded container under `ROOT/containers/NAME` (also used by the fleet tests).
+pub(crate) struct Container {
+    pub(crate) dir: PathBuf,
     ns: Netns,
-    resolver: Option<Dnsmasq>,
+    pub(crate) resolver: Option<Dnsmasq>,
     internet: Dnsmasq,
 }
 
 impl Container {
     /// A container whose upstream resolves `records`; `allowed.example` is its allow-list.
-    fn shielded(root: &Path, name: &str, records: &[(&str, &str)]) -> Container {
+    pub(crate) fn shielded(root: &Path, name: &str, records: &[(&str, &str)]) -> Container {
         shield_lab::preflight().expect("the host-wide tests need root, ip, nft and dnsmasq");
         let dir = root.join("containers").join(name);
         fs::create_dir_all(&dir).unwrap();
@@ -77,12 +77,12 @@ impl Container {
         pid
     }
 
-    fn lookup(&self, name: &str) -> String {
+    pub(crate) fn lookup(&self, name: &str) -> String {
         let resolver = self.resolver.as_ref().unwrap();
         dig(&self.ns, resolver.addr(), name, "A").unwrap()
     }
 
-    fn connect(&self, to: &str) {
+    pub(crate) fn connect(&self, to: &str) {
         let to: SocketAddr = to.parse().unwrap();
         let result = self
             .ns
@@ -92,7 +92,7 @@ impl Container {
     }
 }
 
-fn start(root: &Path, args: &[&str]) -> Watch {
+pub(crate) fn start(root: &Path, args: &[&str]) -> Watch {
     let mut command = binary();
     command.arg("--state-root").arg(root).args(args);
     let mut watch = Watch::spawn_command(command);
@@ -101,12 +101,12 @@ fn start(root: &Path, args: &[&str]) -> Watch {
 }
 
 /// Reads events until one matches; returns it.
-fn event_where(watch: &mut Watch, want: impl Fn(&Value) -> bool) -> Value {
+pub(crate) fn event_where(watch: &mut Watch, want: impl Fn(&Value) -> bool) -> Value {
     let lines = watch.lines_until(|line| want(&serde_json::from_str(line).unwrap()));
     serde_json::from_str(lines.last().unwrap()).unwrap()
 }
 
-fn is(event: &Value, source: &str, container: &str) -> bool {
+pub(crate) fn is(event: &Value, source: &str, container: &str) -> bool {
     event["source"] == source && event["container"] == container
 }
 

@@ -5,6 +5,7 @@ mod confine;
 mod dns;
 mod exit;
 mod flags;
+mod fleet;
 mod history;
 mod host;
 mod hostile;
