@@ -71,7 +71,7 @@ pub struct Args {
     pub netns: Option<PathBuf>,
 
     /// History first: events since WHEN (a duration back from now: 90s, 20m, 2h, 1d; or a time:
-    /// RFC 3339, or YYYY-MM-DD[ HH:MM[:SS]] in the host's time zone), read through every
+    /// RFC 3339, or `YYYY-MM-DD[ HH:MM[:SS]]` in the host's time zone), read through every
     /// rotated and compressed log in time order; then the live stream, unless --no-follow.
     #[arg(long, value_name = "WHEN")]
     pub since: Option<String>,

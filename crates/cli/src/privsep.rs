@@ -133,7 +133,7 @@ impl Request {
         out.extend_from_slice(argument);
     }
 
-    /// Parses one request: exactly [`REQUEST_HEAD`] bytes and the argument, every field in its
+    /// Parses one request: exactly `REQUEST_HEAD` bytes and the argument, every field in its
     /// range, nothing after.
     pub fn parse(bytes: &[u8]) -> Result<Request, Malformed> {
         if bytes.len() < REQUEST_HEAD || bytes.len() > MAX_REQUEST {
