@@ -7,7 +7,8 @@
 //! poll where inotify is unavailable) until the file may have changed. A [`Cursor`]
 //! (device, inode, offset, fingerprint of the first bytes) marks the position after each record;
 //! [`CursorFile`] persists named cursors atomically so a restart resumes with nothing lost and
-//! nothing twice. [`DirWatcher`] reports changes in a few directories (allow-list reloads).
+//! nothing twice. [`FollowSet::watch_names`] and [`FollowSet::watch_dirs`] report
+//! changes in directories (allow-list reloads).
 //!
 //! **Invariant:** a line is delivered only once complete (ends in `\n`), exactly once, in file
 //! order; the one exception is a file's unterminated last line, delivered when the file is known
@@ -36,7 +37,6 @@
 mod beneath;
 mod cursor;
 mod decompress;
-mod dirwatch;
 mod error;
 mod file;
 mod follower;
@@ -50,7 +50,6 @@ mod watches;
 pub use beneath::{open_beneath, open_dir, Escape, Open};
 pub use cursor::{Cursor, CursorFile};
 pub use decompress::Compression;
-pub use dirwatch::DirWatcher;
 pub use error::{Error, ErrorKind};
 pub use follower::{Follower, Options, Record, Start, Stats};
 pub use history::{History, HistoryFile, HistoryLine, HistoryReader, HistoryStats, Window};

@@ -80,7 +80,7 @@ pub(crate) const ANCESTOR_MASK: WatchFlags = WatchFlags::CREATE
     .union(WatchFlags::DELETE_SELF)
     .union(WatchFlags::MOVE_SELF)
     .union(WatchFlags::ONLYDIR);
-/// Any change in a directory (allow-list reloads, [`crate::DirWatcher`]).
+/// Any change in a directory (allow-list reloads through [`crate::FollowSet::watch_dirs`]).
 pub(crate) const ANY_CHANGE_MASK: WatchFlags = WatchFlags::CREATE
     .union(WatchFlags::DELETE)
     .union(WatchFlags::MODIFY)
