@@ -323,6 +323,57 @@ fn audit_ts(line: &[u8]) -> Option<Timestamp> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The merge writes every reader's events once, oldest first across readers (ties in
+        /// reader order), each reader's own order kept; with `last`, only the newest N of that.
+        #[test]
+        fn the_merge_is_a_reference_sort_of_every_reader(
+            streams in proptest::collection::vec(
+                (proptest::collection::vec(0i64..50, 0..40), 1usize..8), 0..6),
+            last in proptest::option::of(0usize..30),
+        ) {
+            let mut feeds = Vec::new();
+            let mut reference = Vec::new();
+            for (i, (mut times, batch)) in streams.into_iter().enumerate() {
+                times.sort_unstable();
+                let (out, from) = crossbeam_channel::unbounded();
+                let events: Vec<(i64, Event)> = times
+                    .iter()
+                    .enumerate()
+                    .map(|(seq, t)| {
+                        let tag = format!("s{i}-{seq}");
+                        reference.push((*t, i, seq, tag.clone()));
+                        (*t, Event::new(String::new(), Source::Audit, "denied", tag))
+                    })
+                    .collect();
+                for chunk in events.chunks(batch) {
+                    out.send(Piece::Events(chunk.to_vec())).unwrap();
+                }
+                out.send(Piece::End(format!("key{i}"), Start::End)).unwrap();
+                feeds.push(Feed { from, pending: VecDeque::new(), done: false });
+            }
+            reference.sort();
+            let mut want: Vec<String> = reference.into_iter().map(|r| r.3).collect();
+            if let Some(n) = last {
+                want = want.split_off(want.len().saturating_sub(n));
+            }
+            let readers = feeds.len();
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let ends = merge(feeds, last, &tx).unwrap();
+            prop_assert_eq!(ends.len(), readers);
+            drop(tx);
+            let got: Vec<String> = rx
+                .iter()
+                .map(|m| match m {
+                    Msg::Event(e, _) => e.container.clone(),
+                    _ => String::new(),
+                })
+                .collect();
+            prop_assert_eq!(got, want);
+        }
+    }
 
     #[test]
     fn audit_and_dnsmasq_lines_have_their_times() {
