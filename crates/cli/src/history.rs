@@ -193,7 +193,11 @@ impl Reader {
         };
         let now = ZonedDateTime::now();
         let source = self.source;
-        let time_of = move |line: &[u8]| line_time(source, line, &now);
+        let mut minutes = MinuteCache::default();
+        let time_of = move |line: &[u8]| match source {
+            Source::Dns => minutes.time(line, &now),
+            _ => line_time(source, line, &now),
+        };
         let mut handler = self.handler();
         let plan = &self.plan;
         let admits =
@@ -311,6 +315,38 @@ pub fn line_time(source: Source, line: &[u8], now: &ZonedDateTime) -> Option<i64
     i64::try_from(ts.as_nanosecond()).ok()
 }
 
+/// The time of dnsmasq lines, resolved (year, zone) once per minute of stamps rather than once
+/// per line: a line's time is its minute's plus its seconds. Zone changes happen on minute
+/// boundaries, so this is exact; a long history has many lines per minute.
+#[derive(Default)]
+struct MinuteCache {
+    /// `Mon dd hh:mm` of the last minute resolved, and its time in nanoseconds.
+    last: Option<([u8; 12], Option<i64>)>,
+}
+
+impl MinuteCache {
+    fn time(&mut self, line: &[u8], now: &ZonedDateTime) -> Option<i64> {
+        let stamp = line.get(..15)?;
+        let seconds = match (stamp[12], stamp[13], stamp[14]) {
+            (b':', a @ b'0'..=b'5', b @ b'0'..=b'9') => i64::from((a - b'0') * 10 + (b - b'0')),
+            _ => return None,
+        };
+        let key: [u8; 12] = stamp[..12].try_into().ok()?;
+        let base = match self.last {
+            Some((k, base)) if k == key => base,
+            _ => {
+                let mut minute = [0u8; 15];
+                minute[..12].copy_from_slice(&key);
+                minute[12..].copy_from_slice(b":00");
+                let base = line_time(Source::Dns, &minute, now);
+                self.last = Some((key, base));
+                base
+            }
+        };
+        Some(base? + seconds * 1_000_000_000)
+    }
+}
+
 /// An audit entry's `ts` (RFC 3339), read without parsing the whole entry.
 fn audit_ts(line: &[u8]) -> Option<Timestamp> {
     let key = b"\"ts\":\"";
@@ -394,5 +430,16 @@ mod tests {
             "2026-12-31T23:59:00Z"
         );
         assert_eq!(line_time(Source::Audit, b"{\"ts\":\"t1\"}", &now), None);
+        // Once per minute or per line, the same times.
+        let mut minutes = MinuteCache::default();
+        for line in [
+            &b"Dec  4 10:00:00 dnsmasq[1]: x"[..],
+            b"Dec  4 10:00:59 dnsmasq[1]: x",
+            b"Dec  4 10:01:07 dnsmasq[1]: x",
+            b"Dec 31 23:59:30 dnsmasq[1]: x",
+        ] {
+            assert_eq!(minutes.time(line, &now), line_time(Source::Dns, line, &now));
+        }
+        assert_eq!(minutes.time(b"Dec  4 10:00:6x dnsmasq", &now), None);
     }
 }
