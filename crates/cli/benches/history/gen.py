@@ -2,7 +2,7 @@
 # Generates the host-wide history of docs/BENCHMARKS.md ("History host-wide"): run as
 #   TZ=UTC python3 crates/cli/benches/history/gen.py ROOT
 # 100 containers x 10 dnsmasq.log files of ~2 MB (oldest .9 .. .1, then the live file), lines a
-# second apart spanning ~10 hours up to now; .5-.9 gzip-compressed (logrotate's compress).
+# second apart spanning ~61 hours up to now; .5-.9 gzip-compressed (logrotate's compress).
 import os, sys, time, gzip, datetime
 root = sys.argv[1]
 now = time.time()
