@@ -66,6 +66,12 @@ pub struct Args {
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(4096..))]
     pub nflog_buffer: u64,
 
+    /// Host-wide: at most this many NFLOG sockets (one per container namespace with a running
+    /// dnsmasq); each is a receive buffer of up to --nflog-buffer the kernel charges while
+    /// packets wait. Containers past it get one line and no packets.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub max_nflog_sockets: usize,
+
     /// Network namespace for the NFLOG socket (/proc/PID/ns/net, /run/netns/NAME).
     #[arg(long, value_name = "PATH")]
     pub netns: Option<PathBuf>,

@@ -258,6 +258,8 @@ pub struct Runtime {
     pub nflog_buffer: usize,
     /// `--show-multicast`.
     pub show_link_multicast: bool,
+    /// `--max-nflog-sockets`.
+    pub max_nflog_sockets: usize,
     /// Events go here.
     pub tx: Sender<Msg>,
     /// Shared counters.
@@ -384,6 +386,7 @@ pub fn start(
             spares,
             retry_held: !one,
             helper,
+            max_sockets: runtime.max_nflog_sockets,
         };
         let when = if one {
             ConfineWhen::AfterFirstOpen(confinement.clone())

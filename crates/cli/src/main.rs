@@ -276,6 +276,7 @@ fn run(args: Args) -> Result<(), Failure> {
         nflog_group: args.nflog_group,
         nflog_buffer: usize::try_from(args.nflog_buffer).unwrap_or(usize::MAX),
         show_link_multicast: args.show_link_multicast,
+        max_nflog_sockets: args.max_nflog_sockets,
         tx: tx.clone(),
         summary: summary.clone(),
         // A clone: main keeps one sender, so the channel never disconnects (a disconnected

@@ -123,6 +123,9 @@ pub struct NflogThread {
     pub retry_held: bool,
     /// Host-wide, the privileged helper that makes each container's socket in its namespace.
     pub helper: Option<Helper>,
+    /// `--max-nflog-sockets`: each socket is a receive buffer the kernel charges while packets
+    /// wait, and whoever owns a state root can start namespaces with dnsmasqs of their own.
+    pub max_sockets: usize,
 }
 
 /// One container's socket.
@@ -339,6 +342,13 @@ impl NflogThread {
         cache: Option<Arc<Mutex<DomainCache>>>,
         home: &File,
     ) -> Result<Opened, String> {
+        let has_one = sockets.iter().any(|s| s.name == name);
+        if !has_one && sockets.len() + held.len() >= self.max_sockets {
+            return Err(format!(
+                "refused: {} NFLOG sockets are open already (--max-nflog-sockets): packets are not shown",
+                sockets.len() + held.len()
+            ));
+        }
         let known = sockets.iter().find(|s| s.name == name).and_then(|s| s.ns);
         let made = self.make(&netns, known, home);
         if let Err(refused) = &made {

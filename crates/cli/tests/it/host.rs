@@ -771,3 +771,27 @@ fn the_helper_ends_when_the_worker_dies() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+#[test]
+fn nflog_sockets_are_capped_host_wide() {
+    // Each socket is kernel memory a root's owner can ask for with one more namespace.
+    let root = tempfile::tempdir().unwrap();
+    let _a = Container::shielded(root.path(), "a", &[]);
+    let _b = Container::shielded(root.path(), "b", &[]);
+    let watch = start(
+        root.path(),
+        &["--source", "nflog", "--max-nflog-sockets", "1"],
+    );
+    let following = watch
+        .stderr_seen
+        .iter()
+        .filter(|l| l.ends_with(": following (nflog)"))
+        .count();
+    let refused: Vec<&String> = watch
+        .stderr_seen
+        .iter()
+        .filter(|l| l.contains("NFLOG sockets are open already"))
+        .collect();
+    assert_eq!(following, 1, "{:#?}", watch.stderr_seen);
+    assert_eq!(refused.len(), 1, "{:#?}", watch.stderr_seen);
+}
