@@ -31,7 +31,6 @@ use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -488,18 +487,11 @@ impl Scene {
     fn rotate(&mut self, container: usize) -> Result<(), Error> {
         let c = &self.containers[container];
         let log = c.state.join("dnsmasq.log");
-        let conf = self.dir.path.join("logrotate.conf");
-        let status = self.dir.path.join("logrotate.status");
-        let text = format!(
-            "{} {{\n  rotate 1\n  missingok\n  nocompress\n  postrotate\n    kill -USR2 {}\n  endscript\n}}\n",
-            log.display(),
+        let body = format!(
+            "rotate 1\nmissingok\nnocompress\npostrotate\n  kill -USR2 {}\nendscript",
             c.resolver.pid()
         );
-        fs::write(&conf, text)
-            .and_then(|()| fs::set_permissions(&conf, fs::Permissions::from_mode(0o644)))
-            .map_err(|e| Error::io(format!("writing {}", conf.display()), e))?;
-        let (conf, status) = (conf.display().to_string(), status.display().to_string());
-        crate::cmd::run(&["logrotate", "--force", "--state", &status, &conf])?;
+        crate::Logrotate::new(&self.dir.path, &[&log], &body)?.run()?;
         // dnsmasq re-creates the log when it handles the signal, a moment after logrotate returns.
         let deadline = Instant::now() + DEADLINE;
         while !log.exists() {

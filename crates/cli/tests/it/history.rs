@@ -19,10 +19,6 @@ struct Recorded {
 
 impl Recorded {
     fn new(minutes: std::ops::Range<u32>, dateext: bool) -> Recorded {
-        assert!(
-            Command::new("logrotate").arg("--version").output().is_ok(),
-            "this test needs the real logrotate: apt-get install logrotate (cargo xtask ci does)"
-        );
         let root = tempfile::tempdir().unwrap();
         let recorded = Recorded { root };
         let dir = recorded.dir();
@@ -30,34 +26,21 @@ impl Recorded {
         fs::write(dir.join("dns.tier"), "dnsmasq-static\n").unwrap();
         fs::write(dir.join("profile.domains"), "allowed.example\n").unwrap();
         let naming = if dateext {
-            "  dateext\n  dateformat -%Y%m%d-%s\n"
+            "dateext\ndateformat -%Y%m%d-%s\n"
         } else {
-            "  compress\n  delaycompress\n"
+            "compress\ndelaycompress\n"
         };
-        let conf = recorded.root.path().join("logrotate.conf");
-        fs::write(
-            &conf,
-            format!(
-                "{dir}/dnsmasq.log {dir}/audit.jsonl {{\n{naming}  create\n  rotate 20\n  missingok\n}}\n",
-                dir = dir.display()
-            ),
+        let (log, audit) = (dir.join("dnsmasq.log"), dir.join("audit.jsonl"));
+        let rotate = shield_lab::Logrotate::new(
+            recorded.root.path(),
+            &[&log, &audit],
+            &format!("{naming}create\nrotate 20\nmissingok"),
         )
         .unwrap();
         for m in minutes {
             recorded.write_minute(m);
             if m % 3 == 2 {
-                let out = Command::new("logrotate")
-                    .arg("-f")
-                    .arg("-s")
-                    .arg(recorded.root.path().join("logrotate.state"))
-                    .arg(&conf)
-                    .output()
-                    .unwrap();
-                assert!(
-                    out.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                rotate.run().unwrap();
                 if dateext {
                     // dateformat's %s has one-second resolution: rotations a second apart.
                     std::thread::sleep(std::time::Duration::from_millis(1100));

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use rustix::process::Signal;
@@ -259,34 +258,14 @@ fn a_state_directory_removed_and_created_again_is_followed_again() {
 
 #[test]
 fn real_logrotate_with_dateext_and_seconds_twice_while_the_watcher_is_stopped() {
-    assert!(
-        Command::new("logrotate").arg("--version").output().is_ok(),
-        "this test needs the real logrotate: apt-get install logrotate (cargo xtask ci does)"
-    );
     let state = State::new(Some("lookup\n"));
-    let conf = state.file("logrotate.conf");
-    fs::write(
-        &conf,
-        format!(
-            "{} {{\n  dateext\n  dateformat -%Y%m%d-%s\n  create\n  rotate 10\n  missingok\n}}\n",
-            state.file(AUDIT).display()
-        ),
+    let rotate = shield_lab::Logrotate::new(
+        state.path(),
+        &[&state.file(AUDIT)],
+        "dateext\ndateformat -%Y%m%d-%s\ncreate\nrotate 10\nmissingok",
     )
     .unwrap();
-    let logrotate = || {
-        let out = Command::new("logrotate")
-            .arg("-f")
-            .arg("-s")
-            .arg(state.file("logrotate.state"))
-            .arg(&conf)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "logrotate: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let logrotate = || rotate.run().unwrap();
     let mut watch = Watch::start(&state, &audit_only());
     append(&state, 1);
     assert_eq!(seqs(&watch.lines(1)), [1]);

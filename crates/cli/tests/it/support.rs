@@ -2,10 +2,10 @@
 
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -84,19 +84,6 @@ pub struct Watch {
     pub stderr_seen: Vec<String>,
 }
 
-fn lines_of(reader: impl std::io::Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(reader).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
 impl Watch {
     /// Starts `shield-watch --state-dir STATE ARGS...` and waits for its ready line.
     pub fn start(state: &State, args: &[&str]) -> Watch {
@@ -155,7 +142,7 @@ impl Watch {
 
     fn spawn_command_unread(command: Command) -> Watch {
         let mut child = spawn_piped(command);
-        let stderr = lines_of(child.stderr.take().unwrap());
+        let stderr = shield_lab::lines_of(child.stderr.take().unwrap());
         Watch {
             child,
             stdout: None,
@@ -167,7 +154,7 @@ impl Watch {
     /// Starts reading its stdout (see [`Watch::start_unread`]).
     pub fn start_reading(&mut self) {
         if let Some(stdout) = self.child.stdout.take() {
-            self.stdout = Some(lines_of(stdout));
+            self.stdout = Some(shield_lab::lines_of(stdout));
         }
     }
 
@@ -332,8 +319,8 @@ pub fn run_to_exit(args: &[&std::ffi::OsStr]) -> (ExitStatus, String, String) {
     command.args(args);
     let mut child = spawn_piped(command);
     let stdout: ChildStdout = child.stdout.take().unwrap();
-    let out = lines_of(stdout);
-    let err = lines_of(child.stderr.take().unwrap());
+    let out = shield_lab::lines_of(stdout);
+    let err = shield_lab::lines_of(child.stderr.take().unwrap());
     let deadline = Instant::now() + DEADLINE;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {

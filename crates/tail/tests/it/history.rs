@@ -54,20 +54,9 @@ fn last(h: &mut History, n: usize) -> Vec<String> {
 }
 
 fn logrotate(dir: &Path, log: &Path, body: &str) {
-    let conf = dir.join("rotate.conf");
-    fs::write(&conf, format!("{} {{\n{body}\n}}\n", log.display())).unwrap();
-    let out = Command::new("logrotate")
-        .arg("-f")
-        .arg("-s")
-        .arg(dir.join("rotate.state"))
-        .arg(&conf)
-        .output()
+    shield_lab::Logrotate::new(dir, &[log], body)
+        .and_then(|rotate| rotate.run())
         .expect("the history tests need the real logrotate (cargo xtask ci installs it)");
-    assert!(
-        out.status.success(),
-        "logrotate: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Writes `periods` periods of `per` lines (times 10 apart, every 7th line untimed), rotating

@@ -10,7 +10,6 @@ use std::fs;
 use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -21,33 +20,11 @@ use crate::{appender, assert_records, got, Got};
 /// How long any one step may take before the test fails (a pass never waits for it).
 const STEP: Duration = Duration::from_secs(30);
 
-/// These tests are about the real logrotate: without it they fail, they do not pass vacuously.
-fn require_logrotate() {
-    assert!(
-        Command::new("logrotate").arg("--version").output().is_ok(),
-        "the logrotate tests need the real logrotate: apt-get install logrotate (cargo xtask ci does)"
-    );
-}
-
-/// Writes a config for `log` (own state file, forced rotation) and returns a closure running it.
+/// A configuration for `log` (own state file, forced rotation), as a closure running it. These
+/// tests are about the real logrotate: without it they fail (naming the package), never pass.
 fn config(dir: &Path, log: &Path, body: &str) -> impl Fn() + Send + Clone + 'static {
-    let conf = dir.join("logrotate.conf");
-    let state = dir.join("logrotate.state");
-    fs::write(&conf, format!("{} {{\n{body}\n}}\n", log.display())).unwrap();
-    move || {
-        let out = Command::new("logrotate")
-            .arg("-f")
-            .arg("-s")
-            .arg(&state)
-            .arg(&conf)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "logrotate: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let rotate = shield_lab::Logrotate::new(dir, &[log], body).unwrap();
+    move || rotate.run().unwrap()
 }
 
 fn line(i: usize) -> String {
@@ -167,7 +144,6 @@ fn create_mode(
     gates: usize,
     mut before_rotation: impl FnMut(usize),
 ) -> (tempfile::TempDir, Follower) {
-    require_logrotate();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let log = dir.join("app.log");
@@ -318,7 +294,6 @@ fn logrotate_compress_mode_with_live_writer() {
 
 #[test]
 fn logrotate_copytruncate_mode_with_live_writer() {
-    require_logrotate();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let log = dir.join("app.log");
