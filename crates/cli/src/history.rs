@@ -125,6 +125,11 @@ fn merge(
         }
     }
     let mut tail: VecDeque<Event> = VecDeque::new();
+    // Events go to the writer in batches (one message for many), at most `IN_FLIGHT` of them
+    // out at once: the writer returns each once written, and the merge waits for one when all
+    // are out (memory stays bounded whatever the history).
+    let mut pool = Pool::new();
+    let mut out = pool.take()?;
     while let Some(std::cmp::Reverse((_, i))) = heads.pop() {
         let feed = &mut feeds[i];
         let Some((_, event)) = feed.pending.pop_front() else {
@@ -140,8 +145,16 @@ fn merge(
                 }
             }
             None => {
-                if tx.send(Msg::Event(event, None)).is_err() {
-                    return None;
+                *out.next_slot() = event;
+                out.push();
+                if out.is_full() {
+                    let next = pool.take()?;
+                    if tx
+                        .send(Msg::Events(std::mem::replace(&mut out, next)))
+                        .is_err()
+                    {
+                        return None;
+                    }
                 }
             }
         }
@@ -151,11 +164,59 @@ fn merge(
         }
     }
     for event in tail {
-        if tx.send(Msg::Event(event, None)).is_err() {
-            return None;
+        *out.next_slot() = event;
+        out.push();
+        if out.is_full() {
+            let next = pool.take()?;
+            if tx
+                .send(Msg::Events(std::mem::replace(&mut out, next)))
+                .is_err()
+            {
+                return None;
+            }
         }
     }
+    if !out.is_empty() && tx.send(Msg::Events(out)).is_err() {
+        return None;
+    }
     Some(ends)
+}
+
+/// Batches the merge may have out at once (at the writer or in the channel).
+const IN_FLIGHT: usize = 8;
+
+/// The merge's batches: made up to [`IN_FLIGHT`], then only those the writer returns.
+struct Pool {
+    back: Sender<crate::output::Batch>,
+    returned: Receiver<crate::output::Batch>,
+    made: usize,
+}
+
+impl Pool {
+    fn new() -> Pool {
+        let (back, returned) = crossbeam_channel::bounded(IN_FLIGHT);
+        Pool {
+            back,
+            returned,
+            made: 0,
+        }
+    }
+
+    /// An empty batch; `None` when the writer is gone.
+    fn take(&mut self) -> Option<crate::output::Batch> {
+        if let Ok(batch) = self.returned.try_recv() {
+            return Some(batch);
+        }
+        if self.made < IN_FLIGHT {
+            self.made += 1;
+            return Some(crate::output::Batch::new(self.back.clone()));
+        }
+        // The writer holds every batch; it returns each once written (the pool keeps a sender,
+        // so wait with a timeout and give up only when nothing comes back for long).
+        self.returned
+            .recv_timeout(std::time::Duration::from_secs(600))
+            .ok()
+    }
 }
 
 /// One (container, source) history reader.
@@ -194,7 +255,7 @@ impl Reader {
         let now = ZonedDateTime::now();
         let source = self.source;
         let mut minutes = MinuteCache::default();
-        let time_of = move |line: &[u8]| match source {
+        let mut time_of = move |line: &[u8]| match source {
             Source::Dns => minutes.time(line, &now),
             _ => line_time(source, line, &now),
         };
@@ -202,40 +263,54 @@ impl Reader {
         let plan = &self.plan;
         let admits =
             |event: &Event| plan.actions.is_empty() || plan.actions.contains(&event.action);
-        let mut batch: Vec<(i64, Event)> = Vec::new();
+        let mut batch: Vec<(i64, Event)> = Vec::with_capacity(BATCH);
         let mut previous: Option<i64> = None;
         let mut closed = false;
-        let mut emit = |line: HistoryLine<'_>| -> bool {
-            // A line without a time stands at the time of the one before it.
-            let time = line.time.or(previous);
-            if line.time.is_some() {
-                previous = line.time;
-            }
-            if let Some(event) = event_of(&mut handler, source, line.bytes, time) {
-                if admits(&event) {
+        let mut stamps = StampText::default();
+        let mut result = Ok(());
+        let window = plan.window;
+        let mut judge = self.handler();
+        // The handler is set up once for the whole read (its cache locked once: it is this
+        // reader's own), and each line is parsed into a reused event, moved out only when kept.
+        handler.with_lines(&mut |lines| {
+            let mut scratch = Event::new(String::new(), Source::Watch, "", "");
+            let mut emit = |line: HistoryLine<'_>| -> bool {
+                // A line without a time stands at the time of the one before it.
+                let time = line.time.or(previous);
+                if line.time.is_some() {
+                    previous = line.time;
+                }
+                if lines.line(line.bytes, false, &mut scratch) && admits(&scratch) {
+                    if source == Source::Dns {
+                        stamps.stamp(&mut scratch, time);
+                    }
+                    let event = std::mem::replace(
+                        &mut scratch,
+                        Event::new(String::new(), Source::Watch, "", ""),
+                    );
                     batch.push((time.unwrap_or(i64::MIN), event));
                     if batch.len() >= BATCH {
-                        closed = out.send(Piece::Events(std::mem::take(&mut batch))).is_err();
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                        closed = out.send(Piece::Events(full)).is_err();
                     }
                 }
-            }
-            !closed
-        };
-        let result = match plan.last {
-            None => history.read(plan.window, time_of, &mut emit),
-            Some(n) => {
-                let window = plan.window;
-                let mut judge = self.handler();
-                let keep = |bytes: &[u8], time: Option<i64>| {
-                    let in_window = time.is_none_or(|t| {
-                        window.since.is_none_or(|s| t >= s) && window.until.is_none_or(|u| t <= u)
-                    });
-                    in_window
-                        && event_of(&mut judge, source, bytes, time).is_some_and(|e| admits(&e))
-                };
-                history.last(n, time_of, keep, &mut emit)
-            }
-        };
+                !closed
+            };
+            result = match plan.last {
+                None => history.read(window, &mut *time_of_ref(&mut time_of), &mut emit),
+                Some(n) => {
+                    let keep = |bytes: &[u8], time: Option<i64>| {
+                        let in_window = time.is_none_or(|t| {
+                            window.since.is_none_or(|s| t >= s)
+                                && window.until.is_none_or(|u| t <= u)
+                        });
+                        in_window
+                            && event_of(&mut judge, source, bytes, time).is_some_and(|e| admits(&e))
+                    };
+                    history.last(n, &mut *time_of_ref(&mut time_of), keep, &mut emit)
+                }
+            };
+        });
         if let Err(err) = result {
             self.voice.warn(
                 &self.container.name,
@@ -280,6 +355,36 @@ impl Reader {
                 summary: self.summary.clone(),
             }),
         }
+    }
+}
+
+/// `f` as a `&mut dyn FnMut`, so one closure can be lent to `History::read` or `History::last`
+/// from inside another closure.
+fn time_of_ref<F: FnMut(&[u8]) -> Option<i64>>(f: &mut F) -> &mut dyn FnMut(&[u8]) -> Option<i64> {
+    f
+}
+
+/// A dnsmasq event's `ts` from its line's time, formatted once per second (lines of one second
+/// share it).
+#[derive(Default)]
+struct StampText {
+    second: Option<i64>,
+    text: String,
+}
+
+impl StampText {
+    fn stamp(&mut self, event: &mut Event, time: Option<i64>) {
+        let Some(t) = time else { return };
+        let second = t.div_euclid(1_000_000_000);
+        if self.second != Some(second) || t.rem_euclid(1_000_000_000) != 0 {
+            let Ok(ts) = Timestamp::from_nanosecond(i128::from(t)) else {
+                return;
+            };
+            self.text = shield_event::format_timestamp(ts);
+            self.second = (t.rem_euclid(1_000_000_000) == 0).then_some(second);
+        }
+        event.ts.clear();
+        event.ts.push_str(&self.text);
     }
 }
 
@@ -402,9 +507,11 @@ mod tests {
             drop(tx);
             let got: Vec<String> = rx
                 .iter()
-                .map(|m| match m {
-                    Msg::Event(e, _) => e.container.clone(),
-                    _ => String::new(),
+                .flat_map(|m| match m {
+                    Msg::Events(batch) => {
+                        batch.events().iter().map(|e| e.container.clone()).collect()
+                    }
+                    _ => vec![String::new()],
                 })
                 .collect();
             prop_assert_eq!(got, want);
