@@ -60,11 +60,13 @@ pub struct Args {
     #[arg(long)]
     pub no_nflog: bool,
 
-    /// Receive buffer of the NFLOG socket, in bytes: how many logged packets the kernel holds
+    /// Receive buffer of each NFLOG socket, in bytes: how many logged packets the kernel holds
     /// while we are slow. A ceiling, not an allocation (memory is used only by waiting
-    /// packets); set once, before capabilities are dropped.
-    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(4096..))]
-    pub nflog_buffer: u64,
+    /// packets); set once, before capabilities are dropped [default: 64 MiB for one
+    /// container, 8 MiB per container host-wide, where whoever owns a state root decides how
+    /// many namespaces there are].
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(4096..))]
+    pub nflog_buffer: Option<u64>,
 
     /// Host-wide: at most this many NFLOG sockets (one per container namespace with a running
     /// dnsmasq); each is a receive buffer of up to --nflog-buffer the kernel charges while

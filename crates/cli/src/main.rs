@@ -140,6 +140,12 @@ fn run(args: Args) -> Result<(), Failure> {
         }
     };
     let selected = select_sources(&args, &containers);
+    // One container's socket may hold a flood; host-wide, a root's owner decides how many
+    // namespaces (and sockets, up to --max-nflog-sockets) there are.
+    let nflog_buffer = args.nflog_buffer.unwrap_or(match containers {
+        Containers::One { .. } => 64 << 20,
+        Containers::Root(_) | Containers::Everywhere { .. } => 8 << 20,
+    });
 
     let saved_cursors = match &args.cursor {
         Some(path) => shield_tail::CursorFile::load(path).map_err(|e| {
@@ -160,12 +166,11 @@ fn run(args: Args) -> Result<(), Failure> {
         Containers::Root(root) => Some(helper::Limits::new(
             &root.dir,
             args.nflog_group,
-            args.nflog_buffer,
+            nflog_buffer,
         )),
-        Containers::Everywhere { .. } => Some(helper::Limits::anywhere(
-            args.nflog_group,
-            args.nflog_buffer,
-        )),
+        Containers::Everywhere { .. } => {
+            Some(helper::Limits::anywhere(args.nflog_group, nflog_buffer))
+        }
         Containers::One { .. } => None,
     };
     let helper = match limits {
@@ -274,7 +279,7 @@ fn run(args: Args) -> Result<(), Failure> {
         all_query_types: args.all_query_types,
         domain_cache: args.domain_cache,
         nflog_group: args.nflog_group,
-        nflog_buffer: usize::try_from(args.nflog_buffer).unwrap_or(usize::MAX),
+        nflog_buffer: usize::try_from(nflog_buffer).unwrap_or(usize::MAX),
         show_link_multicast: args.show_link_multicast,
         max_nflog_sockets: args.max_nflog_sockets,
         tx: tx.clone(),

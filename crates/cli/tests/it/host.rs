@@ -795,3 +795,30 @@ fn nflog_sockets_are_capped_host_wide() {
     assert_eq!(following, 1, "{:#?}", watch.stderr_seen);
     assert_eq!(refused.len(), 1, "{:#?}", watch.stderr_seen);
 }
+
+#[test]
+fn host_wide_sockets_get_a_smaller_receive_buffer() {
+    // 8 MiB per container host-wide (the kernel reports twice what was set), not one
+    // container's 64 MiB: a root's owner decides how many namespaces there are.
+    let root = tempfile::tempdir().unwrap();
+    let c = Container::shielded(root.path(), "web", &[]);
+    let watch = start(root.path(), &["--source", "nflog"]);
+    let shown =
+        c.ns.exec_ok(&["ss", "-f", "netlink", "-a", "-m", "-p"])
+            .unwrap();
+    // One line per socket: `nft:nflog-helper/PID ... skmem:(r0,rbBYTES,...)`.
+    let ours: Vec<u64> = shown
+        .lines()
+        .filter(|l| l.contains("nft:nflog-helper") || l.contains("nft:shield-watch"))
+        .filter_map(|l| {
+            let at = l.find(",rb")? + 3;
+            l[at..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert_eq!(ours, [2 * (8 << 20)], "{shown}");
+    drop(watch);
+}
