@@ -641,13 +641,14 @@ impl Discovery {
         let root = state_root.dir.join("containers");
         let mut set = FollowSet::new(Options::default());
         let root_key = set.watch_dirs(std::slice::from_ref(&root));
-        // The root itself, by name in its parent: a rename or removal wakes the check below.
-        let lost_key = match (state_root.dir.parent(), state_root.dir.file_name()) {
-            (Some(parent), Some(name)) => {
-                name.to_str().map(|name| set.watch_names(parent, &[name]))
-            }
-            _ => None,
-        };
+        // The root itself, by name in its parent: a rename or removal wakes the loop, whose
+        // identity check below says so (the key is not needed: every wake checks).
+        if let (Some(parent), Some(name)) = (
+            state_root.dir.parent(),
+            state_root.dir.file_name().and_then(|n| n.to_str()),
+        ) {
+            set.watch_names(parent, &[name]);
+        }
         if !root.is_dir() {
             crate::diag::line(format_args!(
                 "{} does not exist (yet): waiting for containers",
@@ -655,44 +656,15 @@ impl Discovery {
             ));
         }
         self.scan_root(&root, &mut set, true);
-        for source in &self.selected {
-            let _ = ready.send(Ready {
-                source: *source,
-                result: Ok(()),
-            });
-        }
-        drop(ready);
-        // Histories are read once every container present at start is followed and the ready
-        // line is out (main drops `go` then): their events must not fill stdout ahead of the
-        // position sync the ready line waits for, when the reader waits for it first.
-        let _ = go.recv();
-        self.started();
+        self.ready_then_start(ready, go);
         let mut woken = Vec::new();
         loop {
-            woken.clear();
-            if let Err(err) = set.wait(Some(ROOT_CHECK), &mut woken) {
-                crate::diag::line(format_args!(
-                    "containers: stopped watching: {}",
-                    crate::diag::chain(&err)
-                ));
+            if !self.wait_and_look_again(&mut set, ROOT_CHECK, &mut woken) {
                 return;
-            }
-            // Only the containers whose dns.tier or dnsmasq.pid changed are looked at again.
-            let names: Vec<String> = self
-                .known
-                .iter()
-                .filter(|(_, k)| woken.contains(&k.watch))
-                .map(|(name, _)| name.clone())
-                .collect();
-            for name in names {
-                let dir = root.join(&name);
-                let found = dir.is_dir().then(|| look_at(&dir));
-                self.update(&mut set, &name, dir, found, false);
             }
             if woken.contains(&root_key) {
                 self.scan_root(&root, &mut set, false);
             }
-            let _ = lost_key;
             if !state_root.still_there() {
                 crate::diag::line(format_args!(
                     "the state root {} was replaced or removed: containers under a new one are NOT followed (the ones already followed stay followed); restart shield-watch to follow the new root",
@@ -713,6 +685,18 @@ impl Discovery {
         let mut set = FollowSet::new(Options::default());
         let mut seen = std::collections::HashSet::new();
         self.scan_processes(&mut set, &mut seen, true);
+        self.ready_then_start(ready, go);
+        let mut woken = Vec::new();
+        while self.wait_and_look_again(&mut set, PROCESS_SCAN, &mut woken) {
+            self.scan_processes(&mut set, &mut seen, false);
+        }
+    }
+
+    /// Every container present at start is followed: the selected sources are ready. Histories
+    /// are read once the ready line is out (main drops `go` then): their events must not fill
+    /// stdout ahead of the position sync the ready line waits for, when the reader waits for it
+    /// first.
+    fn ready_then_start(&self, ready: Sender<Ready>, go: Receiver<()>) {
         for source in &self.selected {
             let _ = ready.send(Ready {
                 source: *source,
@@ -722,28 +706,36 @@ impl Discovery {
         drop(ready);
         let _ = go.recv();
         self.started();
-        let mut woken = Vec::new();
-        loop {
-            woken.clear();
-            if let Err(err) = set.wait(Some(PROCESS_SCAN), &mut woken) {
-                crate::diag::line(format_args!(
-                    "containers: stopped watching: {}",
-                    crate::diag::chain(&err)
-                ));
-                return;
-            }
-            let changed: Vec<(String, PathBuf)> = self
-                .known
-                .iter()
-                .filter(|(_, k)| woken.contains(&k.watch))
-                .map(|(name, k)| (name.clone(), k.dir.clone()))
-                .collect();
-            for (name, dir) in changed {
-                let found = dir.is_dir().then(|| look_at(&dir));
-                self.update(&mut set, &name, dir, found, false);
-            }
-            self.scan_processes(&mut set, &mut seen, false);
+    }
+
+    /// Waits (at most `timeout`) for a watch to fire, then looks again at the containers whose
+    /// `dns.tier` or `dnsmasq.pid` changed, and only those; `woken` keeps the keys for the
+    /// caller. False when watching failed (said on stderr).
+    fn wait_and_look_again(
+        &mut self,
+        set: &mut FollowSet,
+        timeout: Duration,
+        woken: &mut Vec<Key>,
+    ) -> bool {
+        woken.clear();
+        if let Err(err) = set.wait(Some(timeout), woken) {
+            crate::diag::line(format_args!(
+                "containers: stopped watching: {}",
+                crate::diag::chain(&err)
+            ));
+            return false;
         }
+        let changed: Vec<(String, PathBuf)> = self
+            .known
+            .iter()
+            .filter(|(_, k)| woken.contains(&k.watch))
+            .map(|(name, k)| (name.clone(), k.dir.clone()))
+            .collect();
+        for (name, dir) in changed {
+            let found = dir.is_dir().then(|| look_at(&dir));
+            self.update(set, &name, dir, found, false);
+        }
+        true
     }
 
     /// Follows the state directory of every dnsmasq started since the last look.

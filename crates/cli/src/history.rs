@@ -144,19 +144,7 @@ fn merge(
                     tail.push_back(event);
                 }
             }
-            None => {
-                *out.next_slot() = event;
-                out.push();
-                if out.is_full() {
-                    let next = pool.take()?;
-                    if tx
-                        .send(Msg::Events(std::mem::replace(&mut out, next)))
-                        .is_err()
-                    {
-                        return None;
-                    }
-                }
-            }
+            None => pool.add(&mut out, event, tx)?,
         }
         feed.fill(&mut ends);
         if let Some((time, _)) = feed.pending.front() {
@@ -164,17 +152,7 @@ fn merge(
         }
     }
     for event in tail {
-        *out.next_slot() = event;
-        out.push();
-        if out.is_full() {
-            let next = pool.take()?;
-            if tx
-                .send(Msg::Events(std::mem::replace(&mut out, next)))
-                .is_err()
-            {
-                return None;
-            }
-        }
+        pool.add(&mut out, event, tx)?;
     }
     if !out.is_empty() && tx.send(Msg::Events(out)).is_err() {
         return None;
@@ -200,6 +178,23 @@ impl Pool {
             returned,
             made: 0,
         }
+    }
+
+    /// Puts `event` in `out`, and sends `out` once full (a fresh one in its place); `None` when
+    /// the writer is gone.
+    fn add(
+        &mut self,
+        out: &mut crate::output::Batch,
+        event: Event,
+        tx: &Sender<Msg>,
+    ) -> Option<()> {
+        *out.next_slot() = event;
+        out.push();
+        if out.is_full() {
+            let next = self.take()?;
+            tx.send(Msg::Events(std::mem::replace(out, next))).ok()?;
+        }
+        Some(())
     }
 
     /// An empty batch; `None` when the writer is gone.

@@ -491,53 +491,14 @@ fn a_dnsmasq_restarted_in_the_same_namespace_loses_no_packet() {
     let mut watch = start(root.path(), &["--source", "nflog"]);
     // A packet every 10 ms, each to its own port, while the dnsmasq restarts ten times.
     const PACKETS: u16 = 300;
-    let ns_path = c.ns.path();
-    let sender = std::thread::spawn(move || {
-        let ns = std::fs::File::open(&ns_path).unwrap();
-        rustix::thread::move_into_link_name_space(
-            std::os::fd::AsFd::as_fd(&ns),
-            Some(rustix::thread::LinkNameSpaceType::Network),
-        )
-        .unwrap();
-        let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-        for i in 0..PACKETS {
-            // EPERM from the reject is fine: the packet was logged before it was refused.
-            let _ = socket.send_to(b"probe", ("203.0.113.77", 20000 + i));
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    });
+    let sender = crate::support::paced_packets(c.ns.path(), "203.0.113.77", PACKETS);
     let mut pids = Vec::new();
     for _ in 0..10 {
         pids.push(c.restart_dnsmasq());
         std::thread::sleep(Duration::from_millis(200));
     }
     sender.join().unwrap();
-    let mut seen = std::collections::BTreeSet::new();
-    let mut lost = 0;
-    let last = 20000 + PACKETS - 1;
-    let lines = watch.lines_until(|line| {
-        let event: Value = serde_json::from_str(line).unwrap();
-        event["port"] == last
-    });
-    for line in lines {
-        let event: Value = serde_json::from_str(&line).unwrap();
-        match event["action"].as_str() {
-            Some("nflog_overrun") => {
-                lost += event["extra"]["lost"]
-                    .as_str()
-                    .unwrap_or("0")
-                    .parse::<u64>()
-                    .unwrap_or(0)
-            }
-            _ if event["dest"] == "203.0.113.77" => {
-                seen.insert(event["port"].as_u64().unwrap());
-            }
-            _ => {}
-        }
-    }
-    let missing: Vec<u64> = (20000..=u64::from(last))
-        .filter(|p| !seen.contains(p))
-        .collect();
+    let (missing, lost) = crate::support::unshown_packets(&mut watch, "203.0.113.77", PACKETS);
     assert!(
         missing.len() as u64 <= lost,
         "{} packets neither delivered nor counted across {} dnsmasq restarts: {missing:?}",

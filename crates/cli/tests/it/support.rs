@@ -383,3 +383,52 @@ pub fn helper_pid(stderr: &[String]) -> u32 {
         .and_then(|pid| pid.parse().ok())
         .unwrap_or_else(|| panic!("no helper line: {stderr:#?}"))
 }
+
+/// The first destination port of [`paced_packets`].
+const FIRST_PORT: u16 = 20000;
+
+/// Sends `count` UDP packets from inside the network namespace `ns`, one every 10 ms, to
+/// `dest`, each to its own port (from 20000 on), on a thread of its own. A shield's reject
+/// makes the send fail (EPERM): the packet was logged before it was refused.
+pub fn paced_packets(ns: PathBuf, dest: &'static str, count: u16) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let ns = fs::File::open(&ns).unwrap();
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&ns),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .unwrap();
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        for i in 0..count {
+            let _ = socket.send_to(b"probe", (dest, FIRST_PORT + i));
+            thread::sleep(Duration::from_millis(10));
+        }
+    })
+}
+
+/// Reads the stream up to the last of [`paced_packets`]' packets; returns the ports of those
+/// neither shown nor seen, and how many packets `nflog_overrun` events reported lost.
+pub fn unshown_packets(watch: &mut Watch, dest: &str, count: u16) -> (Vec<u64>, u64) {
+    let last = FIRST_PORT + count - 1;
+    let lines = watch.lines_until(|line| {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        event["port"] == last
+    });
+    let mut seen = std::collections::BTreeSet::new();
+    let mut lost = 0u64;
+    for line in lines {
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if event["action"] == "nflog_overrun" {
+            lost += event["extra"]["lost"]
+                .as_str()
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+        } else if event["dest"] == dest {
+            seen.insert(event["port"].as_u64().unwrap());
+        }
+    }
+    let missing = (u64::from(FIRST_PORT)..=u64::from(last))
+        .filter(|p| !seen.contains(p))
+        .collect();
+    (missing, lost)
+}

@@ -175,20 +175,7 @@ fn terok_restarting_its_dnsmasq_ten_times_loses_no_packet() {
     .expect("prepare + createRuntime hook");
     let mut watch = start(root.path());
     const PACKETS: u16 = 400;
-    let ns_path = web.netns().path();
-    let sender = std::thread::spawn(move || {
-        let ns = std::fs::File::open(&ns_path).unwrap();
-        rustix::thread::move_into_link_name_space(
-            std::os::fd::AsFd::as_fd(&ns),
-            Some(rustix::thread::LinkNameSpaceType::Network),
-        )
-        .unwrap();
-        let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
-        for i in 0..PACKETS {
-            let _ = socket.send_to(b"probe", ("203.0.113.77", 20000 + i));
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    });
+    let sender = crate::support::paced_packets(web.netns().path(), "203.0.113.77", PACKETS);
     let mut pids = vec![web.dnsmasq_pid().unwrap()];
     for i in 0..10 {
         if i % 2 == 0 {
@@ -204,28 +191,7 @@ fn terok_restarting_its_dnsmasq_ten_times_loses_no_packet() {
         pids.len() > 5,
         "terok-shield restarted its dnsmasq: {pids:?}"
     );
-    let last = 20000 + PACKETS - 1;
-    let lines = watch.lines_until(|line| {
-        let event: Value = serde_json::from_str(line).unwrap();
-        event["port"] == last
-    });
-    let mut seen = std::collections::BTreeSet::new();
-    let mut lost = 0u64;
-    for line in lines {
-        let event: Value = serde_json::from_str(&line).unwrap();
-        if event["action"] == "nflog_overrun" {
-            lost += event["extra"]["lost"]
-                .as_str()
-                .unwrap_or("0")
-                .parse::<u64>()
-                .unwrap_or(0);
-        } else if event["dest"] == "203.0.113.77" {
-            seen.insert(event["port"].as_u64().unwrap());
-        }
-    }
-    let missing: Vec<u64> = (20000..=u64::from(last))
-        .filter(|p| !seen.contains(p))
-        .collect();
+    let (missing, lost) = crate::support::unshown_packets(&mut watch, "203.0.113.77", PACKETS);
     assert!(
         missing.len() as u64 <= lost,
         "{} packets neither delivered nor counted across {} restarts: {missing:?}",
