@@ -232,6 +232,8 @@ fn history_after_numbered_dateext_zstd_and_xz_rotation() {
                 {
                     std::thread::sleep(Duration::from_millis(20));
                 }
+                // logrotate names by time(2), which lags the fine clock by up to a tick.
+                std::thread::sleep(Duration::from_millis(50));
             }
         });
         let log = dir.join("app.log");
