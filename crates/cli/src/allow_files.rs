@@ -12,12 +12,11 @@
 //! blocked, which errs towards reporting more.
 
 use std::fmt;
-use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use shield_dnsmasq::{AllowList, Loaded, PolicyTier};
-use shield_tail::{Escape, Open};
+use shield_tail::{Dir, Escape, NotOwned, Open};
 
 /// The most one allow-list file may hold: 16 MiB. terok-shield's lists are kilobytes; a file
 /// this large is a mistake or an attack, and reading it would cost that much memory on every
@@ -33,8 +32,9 @@ pub enum LoadErrorKind {
     /// `policy` exists in the state directory but is not a directory.
     NotADirectory,
     /// A file or directory of the allow-list is a symlink (or holds a `..`) leading out of the
-    /// state directory: not read, so that root does not read another file for whoever can
-    /// write the state directory.
+    /// state directory, or a file that does not belong in it (another user's, or a hard link
+    /// to root's: [`shield_tail::NotOwned`]): not read, so that root does not read another
+    /// file for whoever can write the state directory.
     Refused,
     /// A file holds more than [`MAX_FILE_BYTES`].
     TooLarge,
@@ -79,10 +79,13 @@ impl fmt::Display for LoadError {
                 None => write!(f, "cannot read {path}"),
             },
             LoadErrorKind::NotADirectory => write!(f, "{path} is not a directory"),
-            LoadErrorKind::Refused => write!(
-                f,
-                "refused {path}: a symlink (or `..`) leading out of the state directory"
-            ),
+            LoadErrorKind::Refused => match self.cause.as_ref().and_then(NotOwned::of) {
+                Some(not_owned) => write!(f, "refused {path}: {}", not_owned.why()),
+                None => write!(
+                    f,
+                    "refused {path}: a symlink (or `..`) leading out of the state directory"
+                ),
+            },
             LoadErrorKind::TooLarge => write!(
                 f,
                 "cannot read {path}: larger than {} MiB, the most an allow-list file may hold",
@@ -101,20 +104,17 @@ impl std::error::Error for LoadError {}
 /// Files are opened beneath the directory ([`shield_tail::open_beneath`]): a symlink (or `..`)
 /// leading out of it is a [`LoadErrorKind::Refused`] error, like an unreadable file, never a
 /// silent skip; a symlink that stays inside is followed. Only regular files are read, each up
-/// to [`MAX_FILE_BYTES`]. The path `state_dir` itself may go through symlinks.
-pub fn load(state_dir: &Path) -> Result<Loaded, LoadError> {
-    // Opening the state directory itself first turns "no such directory" / "permission denied"
-    // into an error, rather than into an empty list that silently reports every lookup.
-    let dir = shield_tail::open_dir(state_dir)
-        .map_err(|e| LoadError::new(LoadErrorKind::Read, state_dir.to_path_buf(), Some(e)))?;
+/// to [`MAX_FILE_BYTES`]. The directory is held open ([`Dir`]): never looked up by path.
+pub fn load(dir: &Dir) -> Result<Loaded, LoadError> {
+    let state_dir = dir.path();
     let policy = state_dir.join(AllowList::POLICY_DIR);
     // `O_DIRECTORY` fails at once on anything but a directory, a FIFO included.
-    match shield_tail::open_beneath(&dir, AllowList::POLICY_DIR, Open::Directory) {
+    match shield_tail::open_beneath(dir, AllowList::POLICY_DIR, Open::Directory) {
         Ok(_) => {
             let mut tiers = Vec::with_capacity(PolicyTier::ALL.len());
             for tier in PolicyTier::ALL {
                 let name = Path::new(AllowList::POLICY_DIR).join(tier.file_name());
-                tiers.push((tier, read_optional(&dir, state_dir, &name)?));
+                tiers.push((tier, read_optional(dir, state_dir, &name)?));
             }
             Ok(AllowList::from_policy(&tiers))
         }
@@ -124,9 +124,9 @@ pub fn load(state_dir: &Path) -> Result<Loaded, LoadError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let [profile, live, denied] = AllowList::DOMAIN_FILES;
             Ok(AllowList::from_domain_files(
-                read_optional(&dir, state_dir, Path::new(profile))?,
-                read_optional(&dir, state_dir, Path::new(live))?,
-                read_optional(&dir, state_dir, Path::new(denied))?,
+                read_optional(dir, state_dir, Path::new(profile))?,
+                read_optional(dir, state_dir, Path::new(live))?,
+                read_optional(dir, state_dir, Path::new(denied))?,
             ))
         }
         Err(e) => Err(open_error(policy, e)),
@@ -136,7 +136,7 @@ pub fn load(state_dir: &Path) -> Result<Loaded, LoadError> {
 /// Reads `name` beneath `dir` (the state directory at `state_dir`); a missing file is empty.
 /// Anything but a regular file (a directory, a FIFO, a device) is a read error, and so is a
 /// file past [`MAX_FILE_BYTES`].
-fn read_optional(dir: &File, state_dir: &Path, name: &Path) -> Result<Vec<u8>, LoadError> {
+fn read_optional(dir: &Dir, state_dir: &Path, name: &Path) -> Result<Vec<u8>, LoadError> {
     let path = state_dir.join(name);
     // `Open::Read` is `O_NONBLOCK`: opening a FIFO returns at once instead of waiting for a
     // writer, and the type check below refuses it.
@@ -175,7 +175,7 @@ fn read_capped(reader: impl Read, cap: u64, expected: u64) -> io::Result<Option<
 
 /// A failed open: a refusal by [`shield_tail::open_beneath`] or a plain read error.
 fn open_error(path: PathBuf, e: io::Error) -> LoadError {
-    let kind = if Escape::of(&e).is_some() {
+    let kind = if Escape::of(&e).is_some() || NotOwned::of(&e).is_some() {
         LoadErrorKind::Refused
     } else {
         LoadErrorKind::Read
@@ -187,6 +187,7 @@ fn open_error(path: PathBuf, e: io::Error) -> LoadError {
 mod tests {
     use super::*;
     use shield_dnsmasq::Layout;
+    use std::fs::File;
     use std::time::Duration;
 
     fn check(list: &AllowList, allowed: &[&str], blocked: &[&str]) {
@@ -211,6 +212,13 @@ mod tests {
 
     /// Runs `load` on another thread and fails the test, rather than hanging it, when it does
     /// not return within five seconds.
+    /// Loads the list of the directory at `path` (opening it is part of loading it).
+    fn load(path: &Path) -> Result<Loaded, LoadError> {
+        let dir = Dir::open(path)
+            .map_err(|e| LoadError::new(LoadErrorKind::Read, path.to_path_buf(), Some(e)))?;
+        super::load(&dir)
+    }
+
     fn load_within_5s(dir: &Path) -> Result<Loaded, LoadError> {
         let (tx, rx) = std::sync::mpsc::channel();
         let dir = dir.to_path_buf();

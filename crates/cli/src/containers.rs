@@ -24,7 +24,7 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 use rustix::event::EventfdFlags;
 use shield_dnsmasq::DomainCache;
 use shield_event::Source;
-use shield_tail::{FollowSet, Key, Options, Waker};
+use shield_tail::{Dir, FollowSet, Key, Options, Waker};
 
 use crate::confine::Confinement;
 use crate::files::{FileCommand, FileThread};
@@ -42,8 +42,8 @@ pub enum Containers {
     /// socket is made (`--netns`, else shield-watch's own namespace), and its tier (read at
     /// start; unusable is exit 1).
     One {
-        /// The state directory.
-        dir: PathBuf,
+        /// The state directory, held open.
+        dir: Dir,
         /// `--container`, else the directory's name.
         name: String,
         /// `--netns`.
@@ -67,8 +67,8 @@ pub enum Containers {
 pub struct StateRoot {
     /// The directory, resolved (no symlink left in it).
     pub dir: PathBuf,
-    /// Its device and inode at start.
-    pub identity: (u64, u64),
+    /// The directory, held open since it was checked: every container is opened beneath it.
+    handle: Dir,
     /// `--exit-on-lost-root`: a replaced or removed root ends the process (exit 1).
     pub exit_if_lost: bool,
     /// `--container`: the names or shell-style globs of the containers to follow (all when
@@ -122,17 +122,20 @@ impl StateRoot {
                 given.display()
             ))
         })?;
-        let meta = std::fs::metadata(&dir).map_err(|e| {
-            RootRefused(format!("cannot read the state root {}: {e}", dir.display()))
+        // Opened with no symlink on the way: one put in place of a component since the check
+        // above fails the open instead of being followed.
+        let handle = Dir::open_resolved(&dir).map_err(|e| {
+            if e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) {
+                RootRefused(format!(
+                    "the state root {} is not a directory",
+                    dir.display()
+                ))
+            } else {
+                RootRefused(format!("cannot open the state root {}: {e}", dir.display()))
+            }
         })?;
-        if !meta.is_dir() {
-            return Err(RootRefused(format!(
-                "the state root {} is not a directory",
-                dir.display()
-            )));
-        }
         Ok(StateRoot {
-            identity: (meta.dev(), meta.ino()),
+            handle,
             dir,
             exit_if_lost,
             select: select.to_vec(),
@@ -146,9 +149,13 @@ impl StateRoot {
 
     /// Whether the directory at the root's path is still the one checked at start.
     fn still_there(&self) -> bool {
-        use std::os::unix::fs::MetadataExt as _;
-        std::fs::symlink_metadata(&self.dir)
-            .is_ok_and(|m| m.is_dir() && (m.dev(), m.ino()) == self.identity)
+        self.handle.still_at_path()
+    }
+
+    /// `ROOT/containers`, opened beneath the root held since the start (never through a
+    /// symlink out of it).
+    fn containers(&self) -> std::io::Result<Dir> {
+        self.handle.open_beneath("containers")
     }
 }
 
@@ -187,8 +194,13 @@ impl Voice {
 pub struct Container {
     /// Its name on events, in the summary and in its cursor keys.
     pub name: Arc<str>,
-    /// Its state directory.
-    pub dir: PathBuf,
+    /// Its state directory, held open.
+    pub dir: Dir,
+    /// Whether its files are looked up through `dir` only (host-wide: a directory found under
+    /// a root, renamed away or replaced, is not followed to where its path leads now), or by
+    /// path (one container: the path the operator named, where a directory removed and made
+    /// again is followed again).
+    pub held: bool,
     /// Whether its cursor keys carry its name (`NAME/dns`; host-wide) or not (`dns`).
     pub keyed_by_name: bool,
     /// Where its files start without a saved cursor: their start (a container that appeared
@@ -206,7 +218,7 @@ impl Container {
     /// cursor; a new domain cache unless it keeps `cache`.
     pub fn new(
         name: &str,
-        dir: PathBuf,
+        dir: Dir,
         host_wide: bool,
         from_start: bool,
         cache: Option<Arc<Mutex<DomainCache>>>,
@@ -215,6 +227,7 @@ impl Container {
         Container {
             name: Arc::from(name),
             dir,
+            held: host_wide,
             keyed_by_name: host_wide,
             from_start,
             cache: cache.unwrap_or_else(|| Arc::new(Mutex::new(DomainCache::new(cache_size)))),
@@ -224,6 +237,15 @@ impl Container {
                 AuditNaming::Entry
             },
         }
+    }
+
+    /// Its directory as of now: the held one, or (by path) the directory at its path now, the
+    /// held one while there is none.
+    pub fn dir_now(&self) -> Dir {
+        if self.held {
+            return self.dir.clone();
+        }
+        Dir::open(self.dir.path()).unwrap_or_else(|_| self.dir.clone())
     }
 
     /// The cursor-file key of its `source` file.
@@ -474,6 +496,8 @@ pub fn start(
         nflog,
         known: BTreeMap::new(),
         refused: Vec::new(),
+        reserve: Reserve::new(),
+        short: false,
         fatal: runtime.fatal.clone(),
         select: match &runtime.containers {
             Containers::Root(root) => root.select.clone(),
@@ -491,25 +515,31 @@ pub fn start(
 }
 
 /// The containers present at start: directory, tier and name.
-fn present_at_start(containers: &Containers) -> Vec<(PathBuf, DnsTier, String)> {
+fn present_at_start(containers: &Containers) -> Vec<(Dir, DnsTier, String)> {
     match containers {
         Containers::One {
             dir, tier, name, ..
         } => vec![(dir.clone(), *tier, name.clone())],
         // Found by the containers thread, after the start.
         Containers::Everywhere { .. } => Vec::new(),
-        Containers::Root(root) => std::fs::read_dir(root.dir.join("containers"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
-            .filter(|entry| entry.file_name().to_str().is_some_and(|n| root.selects(n)))
-            .filter_map(|entry| {
-                let name = entry.file_name().to_str()?.to_string();
-                let state = StateDir::open(&entry.path()).ok()?;
-                Some((state.dir, state.tier, name))
-            })
-            .collect(),
+        Containers::Root(root) => {
+            let Ok(containers) = root.containers() else {
+                return Vec::new();
+            };
+            std::fs::read_dir(containers.through_fd())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+                .filter(|entry| entry.file_name().to_str().is_some_and(|n| root.selects(n)))
+                .filter_map(|entry| {
+                    let name = entry.file_name().to_str()?.to_string();
+                    let dir = containers.open_beneath(&name).ok()?;
+                    let state = StateDir::read(dir).ok()?;
+                    Some((state.dir, state.tier, name))
+                })
+                .collect()
+        }
     }
 }
 
@@ -518,8 +548,8 @@ fn present_at_start(containers: &Containers) -> Vec<(PathBuf, DnsTier, String)> 
 /// user, must be able to write its log). Never through a symlink leading out of the directory,
 /// never opening what exists (a FIFO cannot block). Failing is not fatal: the follower waits for
 /// the file.
-fn create_missing_logs(dir: &Path, tier: DnsTier, selected: &[Source], voice: Voice) {
-    let Ok(state) = StateDir::open(dir) else {
+fn create_missing_logs(dir: &Dir, tier: DnsTier, selected: &[Source], voice: Voice) {
+    let Ok(state) = StateDir::read(dir.clone()) else {
         return;
     };
     let mut names = Vec::new();
@@ -531,6 +561,7 @@ fn create_missing_logs(dir: &Path, tier: DnsTier, selected: &[Source], voice: Vo
         names.push((Source::Dns, "dnsmasq.log"));
     }
     let name = dir
+        .path()
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
@@ -543,7 +574,7 @@ fn create_missing_logs(dir: &Path, tier: DnsTier, selected: &[Source], voice: Vo
                 &format!(
                     "{}: cannot create {}: {err}; waiting for it",
                     source.as_str(),
-                    dir.join(file).display()
+                    dir.path().join(file).display()
                 ),
             ),
         }
@@ -552,8 +583,8 @@ fn create_missing_logs(dir: &Path, tier: DnsTier, selected: &[Source], voice: Vo
 
 /// What the containers thread knows of one container (host-wide).
 struct Known {
-    /// Its state directory.
-    dir: PathBuf,
+    /// Its state directory, held open.
+    dir: Dir,
     watch: Key,
     tier: Option<DnsTier>,
     /// The dnsmasq whose namespace its NFLOG socket is in.
@@ -581,6 +612,65 @@ struct Discovery {
     select: Vec<String>,
     /// `--metrics-*`: told when a container is followed and when it goes.
     metrics: Option<crate::metrics::Metrics>,
+    /// Descriptors kept for looking at containers.
+    reserve: Reserve,
+    /// A container was left for later for want of descriptors: look again at the next tick.
+    short: bool,
+}
+
+/// How many descriptors the containers thread keeps back for itself.
+const RESERVED_DESCRIPTORS: usize = 32;
+
+/// Descriptors kept back for the containers thread (copies of one eventfd), given up just
+/// before it looks at the containers and taken again after. When the rest of the process has
+/// taken every descriptor (followers hold files a root's owner can multiply), it can still
+/// open a root, a container's directory and its `dns.tier`, so a container is never taken
+/// for gone because it could not be looked at; and a new container is followed only while the
+/// reserve can be taken again after the look, so following cannot eat it.
+struct Reserve {
+    base: Option<OwnedFd>,
+    held: Vec<OwnedFd>,
+}
+
+impl Reserve {
+    fn new() -> Reserve {
+        let base = rustix::event::eventfd(0, EventfdFlags::CLOEXEC).ok();
+        let mut reserve = Reserve {
+            base,
+            held: Vec::with_capacity(RESERVED_DESCRIPTORS),
+        };
+        reserve.refill();
+        reserve
+    }
+
+    /// Gives the descriptors up, for a look.
+    fn release(&mut self) {
+        self.held.clear();
+    }
+
+    /// Takes them again: false when not all could be (descriptors are short).
+    fn refill(&mut self) -> bool {
+        let Some(base) = &self.base else {
+            return true;
+        };
+        while self.held.len() < RESERVED_DESCRIPTORS {
+            match rustix::io::fcntl_dupfd_cloexec(base, 0) {
+                Ok(fd) => self.held.push(fd),
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+}
+
+/// Whether an error says the process (or the system) is out of descriptors: the thing could
+/// not be looked at, which says nothing about whether it is there.
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(code) if code == rustix::io::Errno::MFILE.raw_os_error()
+            || code == rustix::io::Errno::NFILE.raw_os_error()
+    )
 }
 
 /// What following one container gave, source by source.
@@ -639,6 +729,7 @@ impl Discovery {
             }
         };
         let root = state_root.dir.join("containers");
+        // Watched by path (a wake only says "look again"); read through the held root.
         let mut set = FollowSet::new(Options::default());
         let root_key = set.watch_dirs(std::slice::from_ref(&root));
         // The root itself, by name in its parent: a rename or removal wakes the loop, whose
@@ -655,15 +746,16 @@ impl Discovery {
                 root.display()
             ));
         }
-        self.scan_root(&root, &mut set, true);
+        self.scan_root(&state_root, &mut set, true);
         self.ready_then_start(ready, go);
         let mut woken = Vec::new();
         loop {
             if !self.wait_and_look_again(&mut set, ROOT_CHECK, &mut woken) {
                 return;
             }
-            if woken.contains(&root_key) {
-                self.scan_root(&root, &mut set, false);
+            let short = std::mem::take(&mut self.short);
+            if woken.contains(&root_key) || short {
+                self.scan_root(&state_root, &mut set, false);
             }
             if !state_root.still_there() {
                 crate::diag::line(format_args!(
@@ -725,16 +817,20 @@ impl Discovery {
             ));
             return false;
         }
-        let changed: Vec<(String, PathBuf)> = self
+        let changed: Vec<(String, Dir)> = self
             .known
             .iter()
             .filter(|(_, k)| woken.contains(&k.watch))
             .map(|(name, k)| (name.clone(), k.dir.clone()))
             .collect();
+        self.reserve.release();
         for (name, dir) in changed {
-            let found = dir.is_dir().then(|| look_at(&dir));
+            // Renamed away, removed, or another directory (or a symlink) in its place: gone;
+            // whatever is at the path now is found as new.
+            let found = dir.still_at_path().then(|| look_at(&dir));
             self.update(set, &name, dir, found, false);
         }
+        self.reserve.refill();
         true
     }
 
@@ -745,7 +841,9 @@ impl Discovery {
         seen: &mut std::collections::HashSet<u32>,
         first: bool,
     ) {
+        self.reserve.release();
         let Ok(entries) = std::fs::read_dir("/proc") else {
+            self.reserve.refill();
             return;
         };
         let mut alive = std::collections::HashSet::new();
@@ -764,7 +862,7 @@ impl Discovery {
             let Some(dir) = dnsmasq_state_dir(pid) else {
                 continue;
             };
-            if self.known.values().any(|k| k.dir == dir) {
+            if self.known.values().any(|k| k.dir.path() == dir) {
                 continue;
             }
             let dir = match checked_state_dir(&dir, pid) {
@@ -775,7 +873,7 @@ impl Discovery {
                     continue;
                 }
             };
-            if self.known.values().any(|k| k.dir == dir) {
+            if self.known.values().any(|k| k.dir.path() == dir.path()) {
                 continue;
             }
             let name = self.name_for(&dir);
@@ -783,8 +881,22 @@ impl Discovery {
                 continue;
             }
             let look = look_at(&dir);
+            // Following it would eat the reserve: it waits for descriptors (its process is
+            // looked at again at the next scan).
+            if matches!(look, Look::Unchanged) || !self.reserve.refill() {
+                drop(dir);
+                seen.remove(&pid);
+                self.say_once(
+                    &name,
+                    "not followed yet: out of descriptors (raise LimitNOFILE=); looked for again every second",
+                );
+                self.reserve.release();
+                continue;
+            }
             self.update(set, &name, dir, Some(look), first);
+            self.reserve.release();
         }
+        self.reserve.refill();
         // Forget processes that ended (their PIDs may be used again by a new dnsmasq).
         seen.retain(|pid| alive.contains(pid));
     }
@@ -792,9 +904,13 @@ impl Discovery {
     /// A container's name: the `ROOT/containers/NAME` directory's NAME; for terok's
     /// orchestrator layout `{task_dir}/shield`, the task directory's name; else the directory's
     /// own name; suffixed with the container's 12-hex id when another container has that name.
-    fn name_for(&self, dir: &Path) -> String {
-        let own = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+    fn name_for(&self, dir: &Dir) -> String {
+        let own = dir
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
         let parent = dir
+            .path()
             .parent()
             .and_then(|p| p.file_name())
             .map(|n| n.to_string_lossy().into_owned());
@@ -806,11 +922,9 @@ impl Discovery {
         if !self.known.contains_key(&base) {
             return base;
         }
-        let id = shield_tail::open_dir(dir)
+        let id = dir
+            .open_file("container.id", shield_tail::Open::ReadNoFollow)
             .ok()
-            .and_then(|d| {
-                shield_tail::open_beneath(&d, "container.id", shield_tail::Open::ReadNoFollow).ok()
-            })
             .and_then(|f| {
                 let mut text = String::new();
                 f.take(64).read_to_string(&mut text).ok()?;
@@ -838,9 +952,70 @@ impl Discovery {
     }
 
     /// Compares what is under `ROOT/containers` with what is known, and acts on the difference.
-    fn scan_root(&mut self, root: &Path, set: &mut FollowSet, first: bool) {
-        let mut present: BTreeMap<String, Look> = BTreeMap::new();
-        if let Ok(entries) = std::fs::read_dir(root) {
+    fn scan_root(&mut self, root: &StateRoot, set: &mut FollowSet, first: bool) {
+        self.reserve.release();
+        let Some(mut present) = self.look_under(root) else {
+            // Could not look (out of descriptors): nothing is known to have changed.
+            self.reserve.refill();
+            self.short = true;
+            return;
+        };
+        // Following all the new ones would eat the reserve: the last ones wait for descriptors.
+        let mut new: Vec<String> = present
+            .keys()
+            .filter(|name| !self.known.contains_key(*name))
+            .cloned()
+            .collect();
+        while !self.reserve.refill() {
+            let Some(name) = new.pop() else { break };
+            present.remove(&name);
+            self.say_once(
+                &name,
+                "not followed yet: out of descriptors (raise LimitNOFILE=); looked for again every 5 s",
+            );
+            self.short = true;
+        }
+        let gone: Vec<String> = self
+            .known
+            .keys()
+            .filter(|name| !present.contains_key(*name))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(dir) = self.known.get(&name).map(|k| k.dir.clone()) {
+                self.update(set, &name, dir, None, first);
+            }
+        }
+        for (name, (dir, look)) in present {
+            if !matches!(look, Look::Unchanged) {
+                self.update(set, &name, dir, Some(look), first);
+            }
+        }
+    }
+
+    /// What is under `ROOT/containers` now, looked at through the root held since the start:
+    /// `None` when that could not be known (out of descriptors).
+    fn look_under(&mut self, root: &StateRoot) -> Option<BTreeMap<String, (Dir, Look)>> {
+        let mut present: BTreeMap<String, (Dir, Look)> = BTreeMap::new();
+        let containers = match root.containers() {
+            Ok(dir) => Some(dir),
+            Err(e) if out_of_descriptors(&e) => return None,
+            Err(e) if shield_tail::Escape::of(&e).is_some() => {
+                let shown = root.dir.join("containers").display().to_string();
+                self.say_once(&shown, "refused: a symbolic link out of the state root");
+                None
+            }
+            Err(_) => None,
+        };
+        let entries = match containers
+            .as_ref()
+            .map(|dir| std::fs::read_dir(dir.through_fd()))
+        {
+            Some(Err(e)) if out_of_descriptors(&e) => return None,
+            Some(Ok(entries)) => Some(entries),
+            Some(Err(_)) | None => None,
+        };
+        if let (Some(containers), Some(entries)) = (&containers, entries) {
             for entry in entries.flatten() {
                 let Some(name) = entry.file_name().to_str().map(str::to_string) else {
                     let shown = entry.file_name().to_string_lossy().into_owned();
@@ -857,29 +1032,27 @@ impl Discovery {
                 if !kind.is_dir() || !self.selects(&name) {
                     continue;
                 }
-                let look = if self.known.contains_key(&name) {
+                if let Some(known) = self.known.get(&name) {
                     // Known: its own watch says when its tier or dnsmasq changes.
-                    Look::Unchanged
-                } else {
-                    look_at(&entry.path())
+                    present.insert(name, (known.dir.clone(), Look::Unchanged));
+                    continue;
+                }
+                let dir = match containers.open_beneath(&name) {
+                    Ok(dir) => dir,
+                    Err(e) if out_of_descriptors(&e) => {
+                        // Again at the next tick.
+                        self.short = true;
+                        continue;
+                    }
+                    Err(_) => continue,
                 };
-                present.insert(name, look);
+                let look = look_at(&dir);
+                // A new one that could not be looked at: again at the next tick.
+                self.short |= matches!(look, Look::Unchanged);
+                present.insert(name, (dir, look));
             }
         }
-        let gone: Vec<String> = self
-            .known
-            .keys()
-            .filter(|name| !present.contains_key(*name))
-            .cloned()
-            .collect();
-        for name in gone {
-            self.update(set, &name, root.join(&name), None, first);
-        }
-        for (name, look) in present {
-            if !matches!(look, Look::Unchanged) {
-                self.update(set, &name, root.join(&name), Some(look), first);
-            }
-        }
+        Some(present)
     }
 
     /// Acts on what `name` now is: `None` when its directory is gone.
@@ -887,7 +1060,7 @@ impl Discovery {
         &mut self,
         set: &mut FollowSet,
         name: &str,
-        dir: PathBuf,
+        dir: Dir,
         found: Option<Look>,
         first: bool,
     ) {
@@ -912,7 +1085,7 @@ impl Discovery {
             return;
         }
         if !self.known.contains_key(name) {
-            let watch = set.watch_names(&dir, &["dns.tier", "dnsmasq.pid"]);
+            let watch = set.watch_names(dir.path(), &["dns.tier", "dnsmasq.pid"]);
             self.known.insert(
                 name.to_string(),
                 Known {
@@ -991,7 +1164,7 @@ impl Discovery {
     fn container(
         &self,
         name: &str,
-        dir: PathBuf,
+        dir: Dir,
         host_wide: bool,
         first: bool,
         cache: Option<Arc<Mutex<DomainCache>>>,
@@ -1086,9 +1259,14 @@ enum Look {
 }
 
 /// Reads a container directory's tier and dnsmasq PID.
-fn look_at(dir: &Path) -> Look {
-    let tier = match StateDir::open(dir) {
+fn look_at(dir: &Dir) -> Look {
+    let tier = match StateDir::read(dir.clone()) {
         Ok(state) => Some(state.tier),
+        // Not looked at: nothing is known to have changed.
+        Err(crate::state::StateError::NoTier {
+            problem: crate::state::TierProblem::Unreadable(e),
+            ..
+        }) if out_of_descriptors(&e) => return Look::Unchanged,
         Err(crate::state::StateError::NoTier {
             problem: crate::state::TierProblem::Unreadable(e),
             ..
@@ -1105,10 +1283,9 @@ fn look_at(dir: &Path) -> Look {
 /// this container: its command line holds exactly `--conf-file=DIR/dnsmasq.conf` (how
 /// terok-shield starts it, and how it recognises it); with the argument found, which the nflog
 /// helper checks again before it enters the process's namespace.
-fn dnsmasq_pid(dir: &Path) -> Option<(u32, Arc<[u8]>)> {
-    let handle = shield_tail::open_dir(dir).ok()?;
+fn dnsmasq_pid(dir: &Dir) -> Option<(u32, Arc<[u8]>)> {
     let mut text = String::new();
-    shield_tail::open_beneath(&handle, "dnsmasq.pid", shield_tail::Open::ReadNoFollow)
+    dir.open_file("dnsmasq.pid", shield_tail::Open::ReadNoFollow)
         .ok()?
         .take(64)
         .read_to_string(&mut text)
@@ -1125,7 +1302,7 @@ fn dnsmasq_pid(dir: &Path) -> Option<(u32, Arc<[u8]>)> {
         .take(64 * 1024)
         .read_to_end(&mut cmdline)
         .ok()?;
-    let conf = dir.join("dnsmasq.conf");
+    let conf = dir.path().join("dnsmasq.conf");
     let wanted: Vec<Vec<u8>> = [Some(conf.clone()), std::path::absolute(&conf).ok()]
         .into_iter()
         .flatten()
@@ -1263,8 +1440,9 @@ fn dnsmasq_state_dir(pid: u32) -> Option<PathBuf> {
 
 /// Accepts a state directory named by process `pid`: reached through no symbolic link root does
 /// not own, and owned by the process's user (or root): a user's dnsmasq cannot make root read
-/// another user's state. Returns the resolved directory.
-fn checked_state_dir(dir: &Path, pid: u32) -> Result<PathBuf, String> {
+/// another user's state. Returns the resolved directory, held open (opened with no symlink on
+/// the way, and its owner read from the open directory).
+fn checked_state_dir(dir: &Path, pid: u32) -> Result<Dir, String> {
     use std::os::unix::fs::MetadataExt as _;
     let mut walked = PathBuf::new();
     for component in dir.components() {
@@ -1279,9 +1457,10 @@ fn checked_state_dir(dir: &Path, pid: u32) -> Result<PathBuf, String> {
         }
     }
     let resolved = std::fs::canonicalize(dir).map_err(|e| format!("refused: {e}"))?;
-    let owner = std::fs::metadata(&resolved)
+    let held = Dir::open_resolved(&resolved).map_err(|e| format!("refused: {e}"))?;
+    let owner = rustix::fs::fstat(&held)
         .map_err(|e| format!("refused: {e}"))?
-        .uid();
+        .st_uid;
     let process = std::fs::metadata(format!("/proc/{pid}"))
         .map_err(|e| format!("refused: {e}"))?
         .uid();
@@ -1290,7 +1469,7 @@ fn checked_state_dir(dir: &Path, pid: u32) -> Result<PathBuf, String> {
             "refused: owned by uid {owner}, but its dnsmasq {pid} runs as uid {process}"
         ));
     }
-    Ok(resolved)
+    Ok(held)
 }
 
 /// Whether `pid` is a process (its own thread group's leader), not another process's thread.

@@ -5,7 +5,6 @@
 //! changes) and fills each container's domain cache, which the nflog thread reads.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -75,7 +74,10 @@ enum Member {
         handler: Handler,
     },
     /// A container's allow-list files (dns only).
-    AllowList { dir: PathBuf, list: SharedAllowList },
+    AllowList {
+        container: Container,
+        list: SharedAllowList,
+    },
 }
 
 /// A running file thread's bookkeeping.
@@ -148,13 +150,14 @@ impl FileThread {
         };
         // Events from what the file holds already: a saved position, or from the start.
         let history = start != Start::End;
-        let path = container.dir.join(self.file_name());
+        let path = container.dir.path().join(self.file_name());
         let mut keys = Vec::new();
         let (start, handler) = match self.source {
             Source::Dns => {
                 // Existing content fills the cache even when events start at the end.
                 let prime_only_existing = start == Start::End;
-                let list = SharedAllowList::load(&container.dir, &self.voice, &container.name);
+                let list =
+                    SharedAllowList::load(&container.dir_now(), &self.voice, &container.name);
                 let handler = DnsLines::new(
                     DnsOptions {
                         all_query_types: self.all_query_types,
@@ -168,15 +171,15 @@ impl FileThread {
                 // Reloaded when one of the list's files changes, not when the log grows.
                 let watch = self
                     .set
-                    .watch_names(&container.dir, &AllowList::watched_names());
+                    .watch_names(container.dir.path(), &AllowList::watched_names());
                 let policy = self
                     .set
-                    .watch_dirs(&AllowList::watched_paths(&container.dir)[1..]);
+                    .watch_dirs(&AllowList::watched_paths(container.dir.path())[1..]);
                 for key in [watch, policy] {
                     members.by_key.insert(
                         key,
                         Member::AllowList {
-                            dir: container.dir.clone(),
+                            container: container.clone(),
                             list: list.clone(),
                         },
                     );
@@ -198,7 +201,12 @@ impl FileThread {
                 }),
             ),
         };
-        let key = match self.set.add(&path, start) {
+        let added = if container.held {
+            self.set.add_at(&container.dir, self.file_name(), start)
+        } else {
+            self.set.add(&path, start)
+        };
+        let key = match added {
             Ok(key) => key,
             Err(err) => {
                 for key in keys {
@@ -275,8 +283,8 @@ impl FileThread {
                     }
                 }
             }
-            Some(Member::AllowList { dir, list }) => {
-                list.reload(dir);
+            Some(Member::AllowList { container, list }) => {
+                list.reload(&container.dir_now());
                 true
             }
             None => true,

@@ -7,7 +7,6 @@
 //! a few batches per reader, never the history). NFLOG has no history: the kernel keeps none.
 
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -230,9 +229,8 @@ impl Reader {
             Source::Dns => "dnsmasq.log",
             _ => "audit.jsonl",
         };
-        let path: PathBuf = self.container.dir.join(name);
         let key = self.container.cursor_key(self.source);
-        let mut history = match History::open(&path, &self.options) {
+        let mut history = match History::open_at(&self.container.dir, name, &self.options) {
             Ok(history) => history,
             Err(err) => {
                 self.voice.warn(

@@ -253,7 +253,7 @@ fn run(args: Args) -> Result<(), Failure> {
         .flatten()
         .collect();
     let confinement = match &containers {
-        Containers::One { dir, .. } => Confinement::single_container(dir, &written),
+        Containers::One { dir, .. } => Confinement::single_container(dir.path(), &written),
         Containers::Root(root) => {
             let root = &root.dir;
             summary.lock().by_container = Some(BTreeMap::new());

@@ -1,11 +1,10 @@
 //! The per-container state directory: its DNS tier and the paths of the files we follow.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use shield_tail::{open_beneath, Escape, Open};
+use shield_tail::{open_beneath, Dir, Escape, Open};
 
 /// The longest `dns.tier` read: a tier name is a dozen bytes, and whoever can write the state
 /// directory must not make us read a file of any size.
@@ -108,23 +107,25 @@ impl std::fmt::Display for StateError {
 /// The state directory and what it says.
 #[derive(Clone, Debug)]
 pub struct StateDir {
-    /// The directory.
-    pub dir: PathBuf,
+    /// The directory, held open: the files in it are opened beneath it, never through a
+    /// symlink leading out of it, and never through its path again.
+    pub dir: Dir,
     /// Its DNS tier.
     pub tier: DnsTier,
-    /// The directory, open: the files in it are opened beneath it, never through a symlink
-    /// leading out of it.
-    handle: Arc<File>,
 }
 
 impl StateDir {
     /// Checks the directory is readable and reads its tier. The path may go through symlinks;
     /// `dns.tier` may not lead out of the directory.
     pub fn open(dir: &Path) -> Result<StateDir, StateError> {
-        let handle =
-            shield_tail::open_dir(dir).map_err(|e| StateError::Unreadable(dir.to_path_buf(), e))?;
-        let path = dir.join("dns.tier");
-        let text = match read_tier(&handle) {
+        let dir = Dir::open(dir).map_err(|e| StateError::Unreadable(dir.to_path_buf(), e))?;
+        StateDir::read(dir)
+    }
+
+    /// Reads the tier of a directory already open.
+    pub fn read(dir: Dir) -> Result<StateDir, StateError> {
+        let path = dir.path().join("dns.tier");
+        let text = match read_tier(&dir) {
             Ok(text) => text,
             Err(err) => {
                 let problem = TierProblem::Unreadable(err);
@@ -138,11 +139,7 @@ impl StateDir {
             };
             return Err(StateError::NoTier { path, problem });
         };
-        Ok(StateDir {
-            dir: dir.to_path_buf(),
-            tier,
-            handle: Arc::new(handle),
-        })
+        Ok(StateDir { dir, tier })
     }
 
     /// Creates `name` in the directory, empty, when it does not exist, as the reference does,
@@ -150,12 +147,13 @@ impl StateDir {
     /// of the directory (root would create a file wherever it points): that is an error
     /// carrying an [`Escape`].
     pub fn ensure_file(&self, name: &str) -> io::Result<()> {
-        open_beneath(&*self.handle, name, Open::CreateAppend).map(drop)
+        self.dir.open_file(name, Open::CreateAppend).map(drop)
     }
 
     /// The default container name: the directory's basename.
     pub fn default_container(&self) -> String {
-        let canonical = fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone());
+        let path = self.dir.path();
+        let canonical = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         canonical
             .file_name()
             .map(|name| name.to_string_lossy().into_owned())
@@ -164,7 +162,7 @@ impl StateDir {
 }
 
 /// `dns.tier`, opened beneath the state directory: a regular file of at most [`MAX_TIER`] bytes.
-fn read_tier(dir: &File) -> io::Result<String> {
+fn read_tier(dir: &Dir) -> io::Result<String> {
     let file = open_beneath(dir, "dns.tier", Open::Read)?;
     if !file.metadata()?.is_file() {
         return Err(io::Error::other("not a regular file"));

@@ -11,12 +11,21 @@
 //!
 //! Kernels without `openat2` (before 5.6, or a seccomp filter that hides it) get the strict
 //! fallback: each component is opened with `O_NOFOLLOW`, so every symlink is refused there.
+//!
+//! A file opened for reading must also belong where it is: in a directory of another user than
+//! root, a regular file is read only when that user owns it, or root owns it and it has no
+//! other name ([`NotOwned`] otherwise). A hard link is the one way `RESOLVE_BENEATH` cannot
+//! see to bring a file of someone else into the directory (where `fs.protected_hardlinks` is
+//! 0, any file at all); a file made in place, by the owner or by a root process (logrotate,
+//! dnsmasq, shield-watch creating a missing log), passes. A directory of root's is written
+//! only by root: everything in it passes.
 
 use std::fmt;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use rustix::fs::{openat, openat2, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
@@ -103,6 +112,175 @@ impl fmt::Display for Escape {
 
 impl std::error::Error for Escape {}
 
+/// The payload of the [`io::Error`] (kind `PermissionDenied`) by which [`open_beneath`] refuses
+/// to read a regular file that does not belong in its directory (see the module's text): owned
+/// by a third user, or root's and also named elsewhere (a hard link).
+#[derive(Debug)]
+pub struct NotOwned {
+    path: PathBuf,
+    owner: u32,
+    dir_owner: u32,
+}
+
+impl NotOwned {
+    /// The refusal inside `err`, when `err` is one.
+    pub fn of(err: &io::Error) -> Option<&NotOwned> {
+        err.get_ref()?.downcast_ref::<NotOwned>()
+    }
+
+    /// Why it was refused, without the path (for a caller that names the file its own way).
+    pub fn why(&self) -> String {
+        if self.owner == 0 {
+            format!(
+                "a hard link to a file of root's, in a directory of uid {}",
+                self.dir_owner
+            )
+        } else {
+            format!(
+                "owned by uid {}, in a directory of uid {} (only the directory's owner's files and root's are read)",
+                self.owner, self.dir_owner
+            )
+        }
+    }
+}
+
+impl fmt::Display for NotOwned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "refused {}: {}", self.path.display(), self.why())
+    }
+}
+
+impl std::error::Error for NotOwned {}
+
+/// Whether `file`, opened beneath `dir`, may be read (see the module's text).
+fn belongs(dir: BorrowedFd<'_>, file: &File, path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = file.metadata()?;
+    if !m.is_file() {
+        return Ok(());
+    }
+    let dir_owner = rustix::fs::fstat(dir)?.st_uid;
+    let owner = m.uid();
+    if dir_owner == 0 || owner == dir_owner || (owner == 0 && m.nlink() <= 1) {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        NotOwned {
+            path: path.to_path_buf(),
+            owner,
+            dir_owner,
+        },
+    ))
+}
+
+/// A directory held open, and the path it was opened at (for messages). Whatever is read in
+/// it goes through the descriptor, never through the path again: a directory renamed away, or
+/// another (or a symlink) put in its place, cannot redirect a reader to someone else's files.
+/// Calls that take only a path (listing, inotify) reach the same directory through
+/// [`Dir::through_fd`].
+#[derive(Clone, Debug)]
+pub struct Dir {
+    file: Arc<File>,
+    path: PathBuf,
+}
+
+impl Dir {
+    /// Opens the directory at `path` ([`open_dir`]: symlinks in `path` are followed, the
+    /// operator chose it).
+    pub fn open(path: impl AsRef<Path>) -> io::Result<Dir> {
+        let path = path.as_ref();
+        Ok(Dir {
+            file: Arc::new(open_dir(path)?),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Opens the directory at `path`, an absolute path that holds no symbolic link (as
+    /// `canonicalize` gives): where one has been put in place of a component since, the open
+    /// fails (`RESOLVE_NO_SYMLINKS`; without `openat2`, `O_NOFOLLOW` on each component) instead
+    /// of following it. For a path checked component by component before.
+    pub fn open_resolved(path: impl AsRef<Path>) -> io::Result<Dir> {
+        let path = path.as_ref();
+        let Ok(relative) = path.strip_prefix("/") else {
+            return Err(Escape::error(path));
+        };
+        let root = open_dir(Path::new("/"))?;
+        let relative = if relative.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            relative
+        };
+        let how = Open::Directory;
+        let file = match openat2(
+            &root,
+            relative,
+            how.flags(),
+            how.mode(),
+            ResolveFlags::NO_SYMLINKS,
+        ) {
+            Ok(fd) => File::from(fd),
+            Err(Errno::LOOP) => return Err(Escape::error(path)),
+            Err(Errno::NOSYS | Errno::PERM) => open_nofollow(root.as_fd(), relative, how)?,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Dir {
+            file: Arc::new(file),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Opens the directory `name` beneath `self` ([`open_beneath`]: never through a symlink
+    /// out of `self`).
+    pub fn open_beneath(&self, name: impl AsRef<Path>) -> io::Result<Dir> {
+        let name = name.as_ref();
+        Ok(Dir {
+            file: Arc::new(open_beneath(self, name, Open::Directory)?),
+            path: self.path.join(name),
+        })
+    }
+
+    /// Opens `name` beneath this directory ([`open_beneath`]).
+    pub fn open_file(&self, name: impl AsRef<Path>, how: Open) -> io::Result<File> {
+        open_beneath(self, name, how)
+    }
+
+    /// The path it was opened at (it may name another directory by now).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A path that reaches this very directory through its descriptor (`/proc/self/fd/N`),
+    /// for calls that take a path.
+    pub fn through_fd(&self) -> PathBuf {
+        use std::os::fd::AsRawFd as _;
+        PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+    }
+
+    /// Its device and inode.
+    pub fn identity(&self) -> io::Result<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt as _;
+        let m = self.file.metadata()?;
+        Ok((m.dev(), m.ino()))
+    }
+
+    /// Whether the entry at its path is still this directory (not renamed away, removed, or
+    /// replaced by another directory or a symlink).
+    pub fn still_at_path(&self) -> bool {
+        use std::os::unix::fs::MetadataExt as _;
+        let Ok(id) = self.identity() else {
+            return false;
+        };
+        std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.is_dir() && (m.dev(), m.ino()) == id)
+    }
+}
+
+impl AsFd for Dir {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
 /// Opens the directory `path` to open files beneath it. Symlinks in `path` itself are followed:
 /// the operator chose it. Read access to the directory is needed, as for listing it.
 pub fn open_dir(path: &Path) -> io::Result<File> {
@@ -110,14 +288,30 @@ pub fn open_dir(path: &Path) -> io::Result<File> {
     Ok(File::from(fd))
 }
 
-/// Opens `path`, relative to the directory `dir`, without leaving that directory on the way.
+/// Opens `path`, relative to the directory `dir`, without leaving that directory on the way;
+/// a regular file opened for reading must belong in `dir` (see the module's text).
 ///
 /// A refusal is an [`io::Error`] of kind `PermissionDenied` whose payload is an [`Escape`]
-/// (test with [`Escape::of`]); a missing file is `NotFound` as usual. An absolute `path` is
-/// refused too.
+/// (test with [`Escape::of`]) or a [`NotOwned`]; a missing file is `NotFound` as usual. An
+/// absolute `path` is refused too.
 pub fn open_beneath(dir: impl AsFd, path: impl AsRef<Path>, how: Open) -> io::Result<File> {
     let path = path.as_ref();
     let dir = dir.as_fd();
+    let file = resolve_beneath(dir, path, how)?;
+    if matches!(how, Open::Read | Open::ReadNoFollow) {
+        // The owner is judged against the directory the file is in, not `dir`.
+        match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            None => belongs(dir, &file, path)?,
+            Some(parent) => {
+                let parent = resolve_beneath(dir, parent, Open::Directory)?;
+                belongs(parent.as_fd(), &file, path)?
+            }
+        }
+    }
+    Ok(file)
+}
+
+fn resolve_beneath(dir: BorrowedFd<'_>, path: &Path, how: Open) -> io::Result<File> {
     let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
     // The kernel answers EAGAIN when a concurrent rename could have let a `..` escape; it asks
     // for a retry. A few are plenty: an attacker cannot make it fail forever without also
@@ -317,5 +511,96 @@ mod tests {
         let dir = open_dir(tmp.path()).unwrap();
         let file = open_beneath(&dir, "dns.tier", Open::Read).unwrap();
         assert!(file.metadata().unwrap().file_type().is_fifo());
+    }
+
+    fn chown(path: &Path, uid: u32) {
+        std::os::unix::fs::lchown(path, Some(uid), Some(uid)).unwrap();
+    }
+
+    /// Runs as root (these tests make files of other users): a file is read only when the
+    /// owner of its directory owns it, or root owns it and it has no other name; in a
+    /// directory of root's, anything is.
+    #[test]
+    fn a_file_of_a_third_user_or_a_hard_link_to_roots_is_refused_in_a_users_directory() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: needs root to make files of other users");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        chown(&state, 12345);
+        let file = |name: &str, uid: u32| {
+            let path = state.join(name);
+            std::fs::write(&path, format!("{name}\n")).unwrap();
+            chown(&path, uid);
+            path
+        };
+        file("own", 12345);
+        file("roots", 0);
+        file("third", 23456);
+        let secret = tmp.path().join("secret");
+        std::fs::write(&secret, "secret\n").unwrap();
+        std::fs::hard_link(&secret, state.join("linked")).unwrap();
+        let own_linked = tmp.path().join("own-elsewhere");
+        std::fs::hard_link(state.join("own"), &own_linked).unwrap();
+        let dir = open_dir(&state).unwrap();
+        let held = Dir::open(&state).unwrap();
+        type Opener<'a> = &'a dyn Fn(&str) -> io::Result<File>;
+        let by_fd = |n: &str| open_beneath(&dir, n, Open::Read);
+        let by_held = |n: &str| held.open_file(n, Open::ReadNoFollow);
+        let opens: [Opener; 2] = [&by_fd, &by_held];
+        for open in opens {
+            assert_eq!(read(open("own")).unwrap(), "own\n");
+            assert_eq!(read(open("roots")).unwrap(), "roots\n");
+            for (name, says) in [("third", "owned by uid 23456"), ("linked", "a hard link")] {
+                let err = open(name).expect_err(name);
+                assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
+                assert!(NotOwned::of(&err).is_some(), "{err:?}");
+                assert!(err.to_string().contains(says), "{err}");
+                assert!(err.to_string().contains("directory of uid 12345"), "{err}");
+            }
+        }
+        // Directories are not judged (nobody can give a directory away or link one), and
+        // writing is not reading.
+        std::fs::create_dir(state.join("sub")).unwrap();
+        chown(&state.join("sub"), 23456);
+        assert!(open_beneath(&dir, "sub", Open::Directory).is_ok());
+        // In a directory of root's, a file of any user is read.
+        chown(&state, 0);
+        assert_eq!(
+            read(open_beneath(&dir, "third", Open::Read)).unwrap(),
+            "third\n"
+        );
+        assert_eq!(
+            read(open_beneath(&dir, "linked", Open::Read)).unwrap(),
+            "secret\n"
+        );
+    }
+
+    #[test]
+    fn a_held_directory_is_read_through_its_descriptor_whatever_its_path_becomes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("state");
+        let other = tmp.path().join("other");
+        for (dir, text) in [(&state, "ours\n"), (&other, "theirs\n")] {
+            std::fs::create_dir(dir).unwrap();
+            std::fs::write(dir.join("log"), text).unwrap();
+        }
+        let held = Dir::open(&state).unwrap();
+        assert!(held.still_at_path());
+        std::fs::rename(&state, tmp.path().join("moved")).unwrap();
+        symlink(&other, &state).unwrap();
+        assert!(!held.still_at_path());
+        assert_eq!(held.path(), state);
+        assert_eq!(read(held.open_file("log", Open::Read)).unwrap(), "ours\n");
+        let listed: Vec<_> = std::fs::read_dir(held.through_fd())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(listed, ["log"]);
+        // A resolved path with a symlink put in it since is not opened.
+        assert_escape(Dir::open_resolved(&state), state.to_str().unwrap());
+        assert!(Dir::open_resolved(&other).is_ok());
     }
 }

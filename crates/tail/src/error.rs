@@ -19,6 +19,9 @@ pub enum ErrorKind {
     /// A name in the followed directory is a symbolic link that leads out of it (or, on a
     /// kernel without `openat2`, any symbolic link): it is refused, never followed.
     Escapes,
+    /// A file in the followed directory does not belong there: another user's, or a hard link
+    /// to root's ([`crate::NotOwned`]): refused, never read.
+    NotOwned,
 }
 
 /// A failed follower operation. `Display` names the operation and the path; the OS error
@@ -80,6 +83,7 @@ impl fmt::Display for Error {
             ErrorKind::NotRegularFile => write!(f, "not a regular file: {}", self.what),
             ErrorKind::BadCursor => write!(f, "bad cursor: {}", self.what),
             ErrorKind::BadCursorFile => write!(f, "bad cursor file: {}", self.what),
+            ErrorKind::NotOwned => f.write_str(&self.what),
             ErrorKind::Escapes => write!(
                 f,
                 "refused {}: a symbolic link out of its directory",

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::beneath::{Escape, Open};
+use crate::beneath::{Escape, NotOwned, Open};
 use crate::error::{Error, ErrorKind};
 use crate::identity::{Born, FileId, Fingerprint, FINGERPRINT_MAX};
 
@@ -55,13 +55,23 @@ impl Tracked {
 /// Opens `name` in `dir` for reading, refusing a symbolic link that leads out of `dir`
 /// (`openat2` with `RESOLVE_BENEATH`; a kernel without it refuses every symbolic link). `dir`
 /// itself may be reached through symbolic links. `Ok(None)` when there is no such file.
-pub(crate) fn open_tracked(dir: &Path, name: &OsStr) -> Result<Option<Tracked>, Error> {
-    let path = dir.join(name);
+/// `shown_dir` is the directory as messages name it (`dir` may be `/proc/self/fd/N`).
+pub(crate) fn open_tracked(
+    dir: &Path,
+    shown_dir: &Path,
+    name: &OsStr,
+) -> Result<Option<Tracked>, Error> {
+    let path = shown_dir.join(name);
     let file = match open_in_dir(dir, name, Open::ReadNoFollow) {
         Ok(f) => f,
         Err(e) if gone(&e) => return Ok(None),
         Err(e) if Escape::of(&e).is_some() => {
             return Err(Error::new(ErrorKind::Escapes, path.display().to_string()));
+        }
+        Err(e) if NotOwned::of(&e).is_some() => {
+            let why = NotOwned::of(&e).map(NotOwned::why).unwrap_or_default();
+            let what = format!("refused {}: {why}", path.display());
+            return Err(Error::new(ErrorKind::NotOwned, what));
         }
         Err(e) => return Err(Error::io("open", &path, e)),
     };
@@ -213,7 +223,7 @@ mod tests {
             .unwrap();
         // The follower takes no symbolic link at all, not even one that stays inside.
         for name in ["a.log", "b.log", "c.log"] {
-            let err = open_tracked(dir.path(), OsStr::new(name))
+            let err = open_tracked(dir.path(), dir.path(), OsStr::new(name))
                 .err()
                 .expect("refused");
             assert_eq!(err.kind(), ErrorKind::Escapes, "{name}: {err}");
@@ -230,7 +240,7 @@ mod tests {
             let err = crate::open_beneath(&dirfd, name, Open::Read).unwrap_err();
             assert!(Escape::of(&err).is_some(), "{name}: {err}");
         }
-        assert!(open_tracked(dir.path(), OsStr::new("none.log"))
+        assert!(open_tracked(dir.path(), dir.path(), OsStr::new("none.log"))
             .unwrap()
             .is_none());
     }

@@ -2,12 +2,13 @@
 //! and the removal of its whole directory.
 
 use std::collections::{HashSet, VecDeque};
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use crate::beneath::Dir;
 use crate::cursor::Cursor;
 use crate::error::{Error, ErrorKind};
 use crate::file::{end_position, Tracked};
@@ -170,8 +171,14 @@ pub struct Stats {
 /// read; a file compressed before we read it to its end loses its rest unless we held it open
 /// (as are, beyond the 16 held open, rotated files deleted before their turn).
 pub struct Follower {
+    /// The file's path, as messages name it.
     path: PathBuf,
+    /// Its directory as looked up: its path, or for a held directory `/proc/self/fd/N`.
     dir: PathBuf,
+    /// `dir` joined with `name`.
+    lookup: PathBuf,
+    /// The directory held open ([`FollowSet::add_in`]): it is never looked up by path.
+    held: Option<Dir>,
     name: OsString,
     opts: Options,
     cur: Option<Tracked>,
@@ -210,6 +217,13 @@ pub struct Follower {
     reported: HashSet<OsString>,
 }
 
+/// Where a follower's file is: a path (its directory looked up each time, so that one made
+/// later is found), or a name in a held directory.
+pub(crate) enum Place<'a> {
+    Path(&'a Path),
+    Held(&'a Dir, &'a OsStr),
+}
+
 impl Follower {
     /// Opens (the path need not exist yet, nor its directory). Never blocks. The follower has
     /// its own inotify instance; [`crate::FollowSet`] shares one among many.
@@ -219,31 +233,55 @@ impl Follower {
         } else {
             Watches::new().ok().map(|w| Arc::new(Mutex::new(w)))
         };
-        Follower::open_in(reg, 0, path.as_ref(), start, options)
+        Follower::open_in(reg, 0, Place::Path(path.as_ref()), start, options)
+    }
+
+    /// Opens the file `name` of the held directory `dir`: the directory is never looked up
+    /// by path again (see [`Dir`]).
+    pub fn open_at(
+        dir: &Dir,
+        name: impl AsRef<OsStr>,
+        start: Start,
+        options: Options,
+    ) -> Result<Follower, Error> {
+        let reg = if options.force_poll {
+            None
+        } else {
+            Watches::new().ok().map(|w| Arc::new(Mutex::new(w)))
+        };
+        Follower::open_in(reg, 0, Place::Held(dir, name.as_ref()), start, options)
     }
 
     pub(crate) fn open_in(
         reg: Option<Arc<Mutex<Watches>>>,
         owner: Owner,
-        path: &Path,
+        place: Place<'_>,
         start: Start,
         options: Options,
     ) -> Result<Follower, Error> {
-        let path = if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            std::env::current_dir()
-                .map_err(|e| Error::io("resolve", path, e))?
-                .join(path)
+        let (path, dir, held) = match place {
+            Place::Path(path) => {
+                let path = if path.is_absolute() {
+                    path.to_path_buf()
+                } else {
+                    std::env::current_dir()
+                        .map_err(|e| Error::io("resolve", path, e))?
+                        .join(path)
+                };
+                let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+                (path, dir, None)
+            }
+            Place::Held(dir, name) => (dir.path().join(name), dir.through_fd(), Some(dir.clone())),
         };
         let name = path
             .file_name()
             .ok_or_else(|| Error::new(ErrorKind::NotRegularFile, path.display().to_string()))?
             .to_os_string();
-        let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
         let mut f = Follower {
+            lookup: dir.join(&name),
             path,
             dir,
+            held,
             name,
             lines: LineBuf::new(options.max_line),
             opts: options,

@@ -13,7 +13,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::beneath::{open_beneath, open_dir, Escape, Open};
+use crate::beneath::{open_beneath, open_dir, Dir, Escape, NotOwned, Open};
 use crate::cursor::Cursor;
 use crate::decompress::{Compression, CHUNK};
 use crate::error::{Error, ErrorKind};
@@ -151,7 +151,10 @@ struct Live {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct History {
+    /// The directory, as messages name it.
     dir_path: PathBuf,
+    /// The directory as looked up for listing: its path, or `/proc/self/fd/N` when held.
+    lookup_dir: PathBuf,
     dir: Option<File>,
     files: Vec<Entry>,
     live: Option<Live>,
@@ -175,6 +178,42 @@ impl History {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        let dir = match open_dir(&dir_path) {
+            Ok(d) => Some(d),
+            Err(e) if gone(&e) => None,
+            Err(e) => return Err(Error::io("open", &dir_path, e)),
+        };
+        History::open_in(dir, dir_path.clone(), dir_path, &name, options)
+    }
+
+    /// As [`History::open`], for the log `name` of the held directory `dir` (never looked up
+    /// by path: see [`Dir`]).
+    pub fn open_at(
+        dir: &Dir,
+        name: impl AsRef<OsStr>,
+        options: &Options,
+    ) -> Result<History, Error> {
+        let held = dir
+            .open_file(".", Open::Directory)
+            .map_err(|e| Error::io("open", dir.path(), e))?;
+        let name = name.as_ref();
+        History::open_in(
+            Some(held),
+            dir.path().to_path_buf(),
+            dir.through_fd(),
+            name,
+            options,
+        )
+    }
+
+    fn open_in(
+        dir: Option<File>,
+        dir_path: PathBuf,
+        lookup_dir: PathBuf,
+        name: &OsStr,
+        options: &Options,
+    ) -> Result<History, Error> {
+        let name = name.to_os_string();
         let mut h = History {
             dir: None,
             files: Vec::new(),
@@ -183,11 +222,10 @@ impl History {
             stats: HistoryStats::default(),
             notices: Vec::new(),
             dir_path,
+            lookup_dir,
         };
-        let dir = match open_dir(&h.dir_path) {
-            Ok(d) => d,
-            Err(e) if gone(&e) => return Ok(h),
-            Err(e) => return Err(Error::io("open", &h.dir_path, e)),
+        let Some(dir) = dir else {
+            return Ok(h);
         };
         // The live file first: a rotation after this shows up as a sibling with its inode,
         // which is then left out (its lines up to `end` are read through this descriptor).
@@ -414,6 +452,10 @@ impl History {
                     path.display()
                 ))
             }
+            Err(e) if NotOwned::of(&e).is_some() => {
+                let why = NotOwned::of(&e).map(NotOwned::why).unwrap_or_default();
+                return Err(format!("refused {}: {why}", path.display()));
+            }
             Err(e) => return Err(format!("cannot open {}: {e}", path.display())),
         };
         match file.metadata() {
@@ -452,7 +494,7 @@ impl History {
     /// Regular files (not followed) in the directory whose name starts with `name`; symbolic
     /// links among them are refused with a notice.
     fn siblings(&mut self, name: &OsStr) -> Vec<(OsString, std::fs::Metadata)> {
-        let Ok(entries) = std::fs::read_dir(&self.dir_path) else {
+        let Ok(entries) = std::fs::read_dir(&self.lookup_dir) else {
             return Vec::new();
         };
         let mut out = Vec::new();
@@ -510,16 +552,18 @@ impl History {
         // Renamed since the listing (a rotation meanwhile): look for the inode.
         let live_name = self.live.as_ref().map(|l| l.name.clone());
         let prefix = live_name.unwrap_or_else(|| name.clone());
-        let moved = std::fs::read_dir(&self.dir_path).ok().and_then(|entries| {
-            entries.flatten().find_map(|e| {
-                let m = e.metadata().ok()?;
-                let n = e.file_name();
-                (n.as_bytes().starts_with(prefix.as_bytes())
-                    && m.is_file()
-                    && (m.dev(), m.ino()) == (dev, ino))
-                    .then_some(n)
-            })
-        });
+        let moved = std::fs::read_dir(&self.lookup_dir)
+            .ok()
+            .and_then(|entries| {
+                entries.flatten().find_map(|e| {
+                    let m = e.metadata().ok()?;
+                    let n = e.file_name();
+                    (n.as_bytes().starts_with(prefix.as_bytes())
+                        && m.is_file()
+                        && (m.dev(), m.ino()) == (dev, ino))
+                        .then_some(n)
+                })
+            });
         if let Some(n) = moved {
             if let Ok(Some(f)) = self.open_checked(dir, &n) {
                 if same(&f) {

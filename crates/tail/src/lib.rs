@@ -47,7 +47,7 @@ mod lines;
 mod set;
 mod watches;
 
-pub use beneath::{open_beneath, open_dir, Escape, Open};
+pub use beneath::{open_beneath, open_dir, Dir, Escape, NotOwned, Open};
 pub use cursor::{Cursor, CursorFile};
 pub use decompress::Compression;
 pub use error::{Error, ErrorKind};

@@ -1,12 +1,14 @@
 //! Many followers (and watched directories) on one thread and one inotify instance.
 
+use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::beneath::Dir;
 use crate::error::Error;
-use crate::follower::{earliest, nap, Follower, Options, Start};
+use crate::follower::{earliest, nap, Follower, Options, Place, Start};
 use crate::watches::{Owner, Role, Watches, ANY_CHANGE_MASK};
 
 /// Names one member of a [`FollowSet`]: a followed file, or a group of watched directories.
@@ -128,11 +130,26 @@ impl FollowSet {
 
     /// Follows `path` from `start` (see [`Follower::open`]).
     pub fn add(&mut self, path: impl AsRef<Path>, start: Start) -> Result<Key, Error> {
+        self.add_place(Place::Path(path.as_ref()), start)
+    }
+
+    /// Follows the file `name` of the held directory `dir` from `start` (see
+    /// [`Follower::open_at`]).
+    pub fn add_at(
+        &mut self,
+        dir: &Dir,
+        name: impl AsRef<OsStr>,
+        start: Start,
+    ) -> Result<Key, Error> {
+        self.add_place(Place::Held(dir, name.as_ref()), start)
+    }
+
+    fn add_place(&mut self, place: Place<'_>, start: Start) -> Result<Key, Error> {
         let slot = self.slot();
         match Follower::open_in(
             self.reg.clone(),
             slot as Owner,
-            path.as_ref(),
+            place,
             start,
             self.opts.clone(),
         ) {

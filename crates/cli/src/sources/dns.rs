@@ -1,7 +1,7 @@
 //! The dns source: dnsmasq query-log lines become `blocked_query` events, and the same single
 //! pass keeps the address → name cache current for the nflog source.
 
-use std::path::Path;
+use shield_tail::Dir;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -33,7 +33,7 @@ impl SharedAllowList {
     /// Loads the allow-list of `state_dir` (warnings to stderr, through `voice`). The caller
     /// calls [`SharedAllowList::reload`] when one of its files changes (the dns thread watches
     /// every container's list files on its one inotify instance).
-    pub fn load(state_dir: &Path, voice: &Voice, container: &Arc<str>) -> SharedAllowList {
+    pub fn load(state_dir: &Dir, voice: &Voice, container: &Arc<str>) -> SharedAllowList {
         let shared = SharedAllowList {
             current: Arc::new(Mutex::new(Arc::new(AllowList::empty()))),
             generation: Arc::new(AtomicU64::new(0)),
@@ -49,7 +49,7 @@ impl SharedAllowList {
 
     /// Reads the files again and puts the new list in force. What the load says (a malformed
     /// line, a refused symlink, a file too large) is said once, and again only when it changes.
-    pub fn reload(&self, state_dir: &Path) {
+    pub fn reload(&self, state_dir: &Dir) {
         let (list, lines) = match crate::allow_files::load(state_dir) {
             Ok(loaded) => (
                 loaded.list,
@@ -210,7 +210,8 @@ mod tests {
     fn the_cache_is_locked_once_for_many_lines_and_let_go_at_a_pause() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("profile.domains"), "allowed.example\n").unwrap();
-        let allow = SharedAllowList::load(dir.path(), &Voice::One, &Arc::from("c"));
+        let held = Dir::open(dir.path()).unwrap();
+        let allow = SharedAllowList::load(&held, &Voice::One, &Arc::from("c"));
         let cache = Arc::new(Mutex::new(DomainCache::new(16)));
         let options = DnsOptions {
             all_query_types: false,

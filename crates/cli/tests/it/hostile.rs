@@ -344,3 +344,157 @@ fn twenty_five_thousand_planted_siblings_take_bounded_descriptors() {
     let (status, stderr) = watch.wait_exit();
     assert!(status.success(), "{stderr:#?}");
 }
+
+fn chown(path: &Path, uid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(uid)).unwrap();
+}
+
+/// A state root of uid 12345 with one container `mine` (audit only), everything theirs.
+fn alices_root(base: &Path) -> std::path::PathBuf {
+    let root = base.join("alice-root");
+    let mine = container(&root, OsStr::new("mine"), "lookup");
+    fs::write(mine.join("audit.jsonl"), "").unwrap();
+    for path in [
+        root.clone(),
+        root.join("containers"),
+        mine.clone(),
+        mine.join("dns.tier"),
+        mine.join("audit.jsonl"),
+    ] {
+        chown(&path, 12345);
+    }
+    root
+}
+
+#[test]
+fn a_containers_directory_swapped_for_a_link_to_another_users_is_not_followed() {
+    let base = tempfile::tempdir().unwrap();
+    let bobs = container(
+        &base.path().join("bob-root"),
+        OsStr::new("secret"),
+        "lookup",
+    );
+    fs::write(bobs.join("audit.jsonl"), "{\"action\":\"bobs-secret\"}\n").unwrap();
+    let root = alices_root(base.path());
+    let mut watch = host(&root, &["--no-nflog", "--source", "audit"]);
+    // Alice puts a link to Bob's containers where hers were. A container that appears while
+    // running is read from its start: had root followed the link, Bob's line would be out.
+    fs::rename(root.join("containers"), root.join("containers.old")).unwrap();
+    std::os::unix::fs::symlink(bobs.parent().unwrap(), root.join("containers")).unwrap();
+    chown(&root.join("containers"), 12345);
+    let said = watch.wait_stderr(|l| {
+        l.contains("refused: a symbolic link out of the state root")
+            || l.contains("container secret: following")
+    });
+    assert!(said.contains("refused"), "followed Bob's container: {said}");
+    // Her own container, renamed away with the directory, is let go of.
+    watch.wait_stderr(|l| l == "shield-watch: container mine: gone");
+    watch.signal(Signal::TERM);
+    let rest = watch.rest();
+    assert!(
+        !rest.iter().any(|l| l.contains("bobs-secret")),
+        "Bob's audit entry reached the stream: {rest:#?}"
+    );
+    let (_, stderr) = watch.wait_exit();
+    assert!(
+        !stderr.iter().any(|l| l.contains("container secret")),
+        "{stderr:#?}"
+    );
+}
+
+#[test]
+fn a_hard_link_to_another_users_file_or_to_roots_is_refused_and_named() {
+    let base = tempfile::tempdir().unwrap();
+    let root = alices_root(base.path());
+    // What a hard link can bring in where `fs.protected_hardlinks` is 0 (the test, as root,
+    // makes the links the owner could make there): Bob's 0600 log, and a file of root's.
+    let bobs = base.path().join("bobs-audit.jsonl");
+    fs::write(&bobs, "{\"action\":\"bobs-secret\"}\n").unwrap();
+    chown(&bobs, 23456);
+    let roots = base.path().join("roots-secret");
+    fs::write(&roots, "{\"action\":\"roots-secret\"}\n").unwrap();
+    let mine = root.join("containers/mine");
+    fs::remove_file(mine.join("audit.jsonl")).unwrap();
+    fs::hard_link(&bobs, mine.join("audit.jsonl")).unwrap();
+    let theirs = container(&root, OsStr::new("theirs"), "lookup");
+    chown(&theirs, 12345);
+    fs::hard_link(&roots, theirs.join("audit.jsonl")).unwrap();
+    let mut watch = host(&root, &["--no-nflog", "--source", "audit", "--from-start"]);
+    for (name, why) in [
+        ("mine", "owned by uid 23456, in a directory of uid 12345"),
+        ("theirs", "a hard link to a file of root's"),
+    ] {
+        let path = root.join("containers").join(name).join("audit.jsonl");
+        let said = watch.wait_stderr(|l| l.contains(&format!("refused {}: ", path.display())));
+        assert!(said.contains(why), "{said}");
+    }
+    // Her own file, made in place, is read: the stream is alive, and holds nothing else.
+    fs::remove_file(mine.join("audit.jsonl")).unwrap();
+    fs::write(mine.join("audit.jsonl"), "{\"action\":\"hers\"}\n").unwrap();
+    chown(&mine.join("audit.jsonl"), 12345);
+    let line = &watch.lines(1)[0];
+    assert!(line.contains("\"action\":\"hers\""), "{line}");
+    watch.signal(Signal::TERM);
+    let rest = watch.rest();
+    assert!(!rest.iter().any(|l| l.contains("secret")), "{rest:#?}");
+}
+
+#[test]
+fn out_of_descriptors_no_container_is_taken_for_gone_and_new_ones_wait() {
+    use std::os::unix::process::CommandExt as _;
+    let base = tempfile::tempdir().unwrap();
+    let root = base.path().join("root");
+    let web = container(&root, OsStr::new("web"), "lookup");
+    fs::write(web.join("audit.jsonl"), "").unwrap();
+    let mut command = binary();
+    command
+        .arg("--state-root")
+        .arg(&root)
+        .args(["--no-nflog", "--source", "audit"]);
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = rustix::process::Rlimit {
+                current: Some(128),
+                maximum: Some(128),
+            };
+            rustix::process::setrlimit(rustix::process::Resource::Nofile, limit)?;
+            Ok(())
+        });
+    }
+    let mut watch = Watch::spawn_command(command);
+    watch.wait_stderr(|l| l.starts_with("shield-watch: ready ("));
+    // The root's owner makes containers until the process runs out of descriptors.
+    for i in 0..150 {
+        let dir = container(&root, OsStr::new(&format!("x{i:03}")), "lookup");
+        fs::write(dir.join("audit.jsonl"), "").unwrap();
+    }
+    watch.wait_stderr(|l| l.contains("not followed yet: out of descriptors"));
+    // The innocent container is looked at again (its dns.tier replaced whole) and stays
+    // followed.
+    fs::write(web.join("dns.tier.new"), "lookup").unwrap();
+    fs::rename(web.join("dns.tier.new"), web.join("dns.tier")).unwrap();
+    let mut audit = fs::OpenOptions::new()
+        .append(true)
+        .open(web.join("audit.jsonl"))
+        .unwrap();
+    std::io::Write::write_all(&mut audit, b"{\"action\":\"still-here\"}\n").unwrap();
+    let line = &watch.lines(1)[0];
+    assert!(line.contains("still-here"), "{line}");
+    // Once the flood is gone, a new container is followed again.
+    for i in 0..150 {
+        fs::remove_dir_all(root.join(format!("containers/x{i:03}"))).unwrap();
+    }
+    let late = container(&root, OsStr::new("late"), "lookup");
+    fs::write(late.join("audit.jsonl"), "{\"action\":\"late\"}\n").unwrap();
+    let line = &watch.lines_until(|l| l.contains("\"action\":\"late\""));
+    assert!(!line.is_empty());
+    watch.signal(Signal::TERM);
+    let (_, stderr) = watch.wait_exit();
+    assert!(
+        !stderr
+            .iter()
+            .any(|l| l == "shield-watch: container web: gone"),
+        "{stderr:#?}"
+    );
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::cursor::Cursor;
 use crate::error::Error;
-use crate::file::{open_tracked, pread, Tracked};
+use crate::file::{pread, Tracked};
 use crate::identity::{Born, FileId, Fingerprint, FINGERPRINT_MAX};
 use crate::lines::{LineBuf, Piece};
 
@@ -258,7 +258,7 @@ impl Follower {
             {
                 continue;
             }
-            let Ok(Some(t)) = open_tracked(&self.dir, &name) else {
+            let Ok(Some(t)) = self.open_name(&name) else {
                 continue;
             };
             let mut one = [0u8];

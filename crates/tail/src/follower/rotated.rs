@@ -1,9 +1,10 @@
 //! Finding the files to read: the one at the path, the one a cursor names, and those rotated
 //! away after it (found by birth, not by name).
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::time::SystemTime;
 
 use crate::cursor::Cursor;
@@ -23,9 +24,15 @@ pub(super) const MAX_QUEUED: usize = 16;
 pub(super) type BirthOrder = (u64, bool, u64);
 
 impl Follower {
+    /// Opens `name` in our directory (through the held descriptor, when there is one).
+    pub(super) fn open_name(&self, name: &OsStr) -> Result<Option<Tracked>, Error> {
+        let shown = self.path.parent().unwrap_or(Path::new("/"));
+        open_tracked(&self.dir, shown, name)
+    }
+
     pub(super) fn open_path(&mut self) -> Result<Option<Tracked>, Error> {
-        match open_tracked(&self.dir, &self.name) {
-            Err(e) if e.kind() == ErrorKind::Escapes => {
+        match self.open_name(&self.name) {
+            Err(e) if matches!(e.kind(), ErrorKind::Escapes | ErrorKind::NotOwned) => {
                 let name = self.name.clone();
                 self.refuse(name, e);
                 Ok(None)
@@ -47,7 +54,7 @@ impl Follower {
 
     /// The identity of the regular file at the path, if any (a symbolic link is none).
     pub(super) fn stat_path(&self) -> Option<FileId> {
-        let m = std::fs::symlink_metadata(&self.path).ok()?;
+        let m = std::fs::symlink_metadata(&self.lookup).ok()?;
         m.is_file().then(|| FileId::of(&m))
     }
 
@@ -169,7 +176,7 @@ impl Follower {
             if (m.dev(), m.ino()) != (c.dev, c.ino) {
                 continue;
             }
-            let Ok(Some(t)) = open_tracked(&self.dir, &name) else {
+            let Ok(Some(t)) = self.open_name(&name) else {
                 continue;
             };
             if c.file_id().same_file(&t.id)
@@ -215,7 +222,8 @@ impl Follower {
             }
             let Ok(m) = entry.metadata() else { continue };
             if m.file_type().is_symlink() {
-                let err = Error::new(ErrorKind::Escapes, entry.path().display().to_string());
+                let shown = self.path.with_file_name(&name);
+                let err = Error::new(ErrorKind::Escapes, shown.display().to_string());
                 self.refuse(name, err);
                 continue;
             }
@@ -251,7 +259,7 @@ impl Follower {
             if self.next.len() >= MAX_QUEUED {
                 break;
             }
-            let mut t = match open_tracked(&self.dir, &name) {
+            let mut t = match self.open_name(&name) {
                 Ok(Some(t)) => t,
                 Ok(None) => continue,
                 Err(e) if e.kind() == ErrorKind::Escapes => {

@@ -139,13 +139,15 @@ impl Follower {
         let Some(w) = self.watch.as_mut() else {
             return false;
         };
-        if w.dir_wd.is_some() && w.above_wd.is_some() && !w.far {
+        // A held directory cannot go or come: nothing above it is watched.
+        let above_needed = self.held.is_none();
+        if w.dir_wd.is_some() && (w.above_wd.is_some() || !above_needed) && !w.far {
             return false;
         }
         let reg = Arc::clone(&w.reg);
         let mut reg = reg.lock().unwrap_or_else(PoisonError::into_inner);
         // Above first, so that the directory appearing in between is still seen.
-        if w.above_wd.is_none() || w.far {
+        if above_needed && (w.above_wd.is_none() || w.far) {
             match reg.watch_above(w.owner, &self.dir) {
                 Ok((wd, far)) => {
                     if let Some(old) = w.above_wd.replace(wd) {
