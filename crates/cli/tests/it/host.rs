@@ -783,3 +783,99 @@ fn host_wide_sockets_get_a_smaller_receive_buffer() {
     assert_eq!(ours, [2 * (8 << 20)], "{shown}");
     drop(watch);
 }
+
+/// One unprivileged user (uid 12345, owning the root) starts forty processes, each in a user
+/// and network namespace of its own, each with the command line of a container's dnsmasq and
+/// named in that container's `dnsmasq.pid`: one NFLOG socket per namespace would be forty
+/// receive buffers of the attacker's choosing. With `--max-nflog-sockets 16`, sixteen sockets
+/// are made, each with the host-wide 8 MiB buffer (the kernel reports twice that): kernel memory
+/// bounded by 16 x 16 MiB whatever the number of namespaces; the rest are refused, one line each.
+#[test]
+fn forty_attacker_namespaces_get_bounded_sockets() {
+    let base = tempfile::tempdir().unwrap();
+    let root = base.path().join("root");
+    let chown = |path: &Path| std::os::unix::fs::lchown(path, Some(12345), Some(12345)).unwrap();
+    let mut processes = Vec::new();
+    for i in 0..40 {
+        let dir = root.join(format!("containers/c{i:02}"));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("dns.tier"), "dnsmasq-live\n").unwrap();
+        let conf = format!("--conf-file={}", dir.join("dnsmasq.conf").display());
+        let child = std::process::Command::new("setpriv")
+            .args(["--reuid=12345", "--regid=12345", "--clear-groups"])
+            .args(["unshare", "-rn", "python3", "-c"])
+            .arg("import sys; sys.stdin.read()")
+            .arg(&conf)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("setpriv, unshare (util-linux) and python3");
+        fs::write(dir.join("dnsmasq.pid"), format!("{}\n", child.id())).unwrap();
+        for path in [dir.join("dns.tier"), dir.join("dnsmasq.pid"), dir.clone()] {
+            chown(&path);
+        }
+        processes.push(child);
+    }
+    chown(&root.join("containers"));
+    chown(&root);
+    // Each is in its own network namespace before shield-watch looks (setpriv and unshare
+    // exec, so the PID stays; python3 is the last image).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for child in &processes {
+        while fs::read_link(format!("/proc/{}/exe", child.id()))
+            .is_ok_and(|exe| !exe.to_string_lossy().contains("python3"))
+        {
+            assert!(Instant::now() < deadline, "the namespaces were not made");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let watch = start(&root, &["--source", "nflog", "--max-nflog-sockets", "16"]);
+    let following = watch
+        .stderr_seen
+        .iter()
+        .filter(|l| l.ends_with(": following (nflog)"))
+        .count();
+    let refused = watch
+        .stderr_seen
+        .iter()
+        .filter(|l| l.contains("NFLOG sockets are open already"))
+        .count();
+    assert_eq!((following, refused), (16, 24), "{:#?}", watch.stderr_seen);
+    // Read in each namespace: shield-watch's sockets and their buffers.
+    let mut buffers = Vec::new();
+    for child in &processes {
+        let shown = std::process::Command::new("nsenter")
+            .args([
+                "-t",
+                &child.id().to_string(),
+                "-n",
+                "ss",
+                "-f",
+                "netlink",
+                "-a",
+                "-m",
+                "-p",
+            ])
+            .output()
+            .unwrap();
+        let shown = String::from_utf8_lossy(&shown.stdout);
+        for line in shown
+            .lines()
+            .filter(|l| l.contains("nft:nflog-helper") || l.contains("nft:shield-watch"))
+        {
+            let at = line.find(",rb").expect("skmem") + 3;
+            let rb: u64 = line[at..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            buffers.push(rb);
+        }
+    }
+    assert_eq!(buffers, vec![2 * (8 << 20); 16]);
+    drop(watch);
+    for mut child in processes {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
