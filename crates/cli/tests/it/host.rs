@@ -879,3 +879,45 @@ fn forty_attacker_namespaces_get_bounded_sockets() {
         let _ = child.wait();
     }
 }
+
+/// With no root (every container of the host, where Landlock lets the worker read `/`), a
+/// state directory found through its dnsmasq is held: replaced by a symlink to another
+/// user's directory after it was found, it is let go of, and what the link leads to is never
+/// read (looked up by path, the follower would take Bob's log for a rotation of Alice's).
+#[test]
+fn with_no_root_a_state_directory_replaced_by_a_symlink_is_let_go_of_not_followed() {
+    let alice = tempfile::tempdir().unwrap();
+    let name = "swapped-after-found";
+    let c = Container::shielded(alice.path(), name, &[]);
+    fs::write(c.dir.join("audit.jsonl"), "").unwrap();
+    let bob = tempfile::tempdir().unwrap();
+    fs::write(bob.path().join("dns.tier"), "dnsmasq-live\n").unwrap();
+    fs::write(
+        bob.path().join("audit.jsonl"),
+        "{\"action\":\"bobs-secret\"}\n",
+    )
+    .unwrap();
+    let mut command = binary();
+    command.args(["--container", name, "--no-nflog", "--source", "audit"]);
+    let mut watch = Watch::spawn_command(command);
+    watch.wait_stderr(|l| l == format!("shield-watch: container {name}: following (audit)"));
+    watch.wait_stderr(|l| l.starts_with("shield-watch: ready ("));
+    let moved = alice.path().join("moved");
+    fs::rename(&c.dir, &moved).unwrap();
+    std::os::unix::fs::symlink(bob.path(), &c.dir).unwrap();
+    // Alice's own log grows where it went: looked up by path, the follower would now see
+    // Bob's file at the path and read it whole.
+    let mut audit = fs::OpenOptions::new()
+        .append(true)
+        .open(moved.join("audit.jsonl"))
+        .unwrap();
+    audit.write_all(b"{\"action\":\"alices\"}\n").unwrap();
+    watch.wait_stderr(|l| l == format!("shield-watch: container {name}: gone"));
+    watch.signal(Signal::TERM);
+    let rest = watch.rest();
+    assert!(
+        !rest.iter().any(|l| l.contains("bobs-secret")),
+        "Bob's audit entry reached the stream: {rest:#?}"
+    );
+    drop(c);
+}
