@@ -77,6 +77,11 @@ impl Container {
         pid
     }
 
+    /// Its network namespace.
+    pub(crate) fn netns(&self) -> &Netns {
+        &self.ns
+    }
+
     pub(crate) fn lookup(&self, name: &str) -> String {
         let resolver = self.resolver.as_ref().unwrap();
         dig(&self.ns, resolver.addr(), name, "A").unwrap()

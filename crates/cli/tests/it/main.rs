@@ -10,6 +10,7 @@ mod history;
 mod host;
 mod hostile;
 mod matrix;
+mod multicast;
 mod nflog;
 mod rotation;
 mod scene;
