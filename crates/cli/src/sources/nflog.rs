@@ -304,7 +304,8 @@ impl NflogThread {
                         NflogCommand::Close(name) => {
                             held.retain(|h| h.name != name);
                             if let Some(at) = sockets.iter().position(|s| s.name == name) {
-                                sockets.swap_remove(at);
+                                let mut old = sockets.swap_remove(at);
+                                self.drain(&mut old);
                                 let _ = self.batches.send(ToEvents::Remove(name));
                             }
                         }
@@ -329,6 +330,25 @@ impl NflogThread {
                 helper.pid(),
                 helper.ended()
             ));
+        }
+    }
+
+    /// Hands the events thread whatever waits in a socket about to be closed (packets logged
+    /// before its container went or moved to another namespace), so that closing it loses
+    /// nothing the kernel had delivered.
+    fn drain(&self, s: &mut Socket) {
+        loop {
+            let mut batch = self.spares.try_recv().unwrap_or_default();
+            if s.subscription.try_recv_batch(&mut batch).is_err() || !batch.is_news() {
+                return;
+            }
+            if self
+                .batches
+                .send(ToEvents::Batch(s.name.clone(), batch))
+                .is_err()
+            {
+                return;
+            }
         }
     }
 
@@ -362,8 +382,10 @@ impl NflogThread {
             return Ok(Opened::Kept);
         }
         if let Some(at) = sockets.iter().position(|s| s.name == name) {
-            // Another namespace (the container was re-created): the old socket goes.
-            let old = sockets.swap_remove(at);
+            // Another namespace (the container was re-created): the old socket goes, once
+            // what waits in it is out.
+            let mut old = sockets.swap_remove(at);
+            self.drain(&mut old);
             let _ = self.batches.send(ToEvents::Remove(old.name));
         }
         match made {
