@@ -19,7 +19,8 @@ mod read;
 mod rotated;
 mod wake;
 
-use read::{Draining, Truncation, READ_BUDGET};
+pub(crate) use read::READ_BUDGET;
+use read::{Draining, Truncation};
 use wake::Watch;
 pub(crate) use wake::{earliest, nap};
 
@@ -424,6 +425,12 @@ impl Follower {
     /// proportional to what is being read, not to how many files it follows).
     pub(crate) fn shrink(&mut self) {
         self.lines.shrink();
+    }
+
+    /// Bytes its read buffer holds allocated.
+    #[cfg(test)]
+    pub(crate) fn buffer_allocated(&self) -> usize {
+        self.lines.allocated()
     }
 }
 

@@ -85,6 +85,12 @@ impl LineBuf {
         self.end > self.start || self.skipping.is_some()
     }
 
+    /// Bytes the buffer holds allocated.
+    #[cfg(test)]
+    pub(crate) fn allocated(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// Free space to read into, compacting and growing the buffer as needed.
     pub(crate) fn spare(&mut self) -> &mut [u8] {
         let want = self.max_line + 1 + READ_CHUNK;
