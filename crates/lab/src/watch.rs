@@ -80,14 +80,6 @@ impl Watch {
         })
     }
 
-    /// [`Watch::spawn`], stdout read from the start, then [`Watch::wait_ready`].
-    pub fn start(command: Command, deadline: Instant) -> Result<Watch, Error> {
-        let mut watch = Watch::spawn(command)?;
-        watch.read_stdout();
-        watch.wait_ready(deadline)?;
-        Ok(watch)
-    }
-
     /// Starts reading stdout line by line, if nobody does yet.
     pub fn read_stdout(&mut self) {
         if let Stdout::Unread(stdout) = std::mem::replace(&mut self.stdout, Stdout::Gone) {
