@@ -421,10 +421,17 @@ impl Follower {
         self.watch.is_some()
     }
 
-    /// Lets go of large read buffers while idle (a set of many followers keeps its memory
-    /// proportional to what is being read, not to how many files it follows).
-    pub(crate) fn shrink(&mut self) {
-        self.lines.shrink();
+    /// Lets go of its large read buffer while idle (a set of many followers keeps its memory
+    /// proportional to what is being read, not to how many files it follows); returns it, for
+    /// the next follower read to [`Follower::adopt_buffer`].
+    pub(crate) fn shrink(&mut self) -> Option<Vec<u8>> {
+        self.lines.shrink()
+    }
+
+    /// Reads on in `buffer` (another follower's, from [`Follower::shrink`]) if it is larger than
+    /// its own.
+    pub(crate) fn adopt_buffer(&mut self, buffer: Vec<u8>) {
+        self.lines.adopt(buffer);
     }
 
     /// Bytes its read buffer holds allocated.

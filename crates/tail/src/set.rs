@@ -216,15 +216,20 @@ impl FollowSet {
     /// The follower behind `key` (`None` for a directory watch or a removed key).
     pub fn follower(&mut self, key: Key) -> Option<&mut Follower> {
         // The follower given out before this one is done with (the borrow has ended): its
-        // large read buffer goes now, not at the next wait, so a caller reading a thousand
-        // members in one round (a host's containers with their history) holds one buffer at a
-        // time, not one per member.
-        if self.touched.is_some_and(|k| k != key) {
-            self.shrink_touched();
-        }
+        // large read buffer passes to this one now, not at the next wait, so a caller reading a
+        // thousand members in one round (a host's containers with their history) holds one
+        // buffer at a time, not one per member, and does not allocate, zero and fault in a new
+        // one for each.
+        let handed = match self.touched {
+            Some(touched) if touched != key => self.shrink_touched(),
+            _ => None,
+        };
         let slot = self.live(key)?;
         match &mut self.members[slot] {
             Some(Member::File(f)) => {
+                if let Some(buffer) = handed {
+                    f.adopt_buffer(buffer);
+                }
                 self.touched = Some(key);
                 Some(f)
             }
@@ -232,12 +237,12 @@ impl FollowSet {
         }
     }
 
-    /// Lets the member last read give back its large buffer.
-    fn shrink_touched(&mut self) {
-        if let Some(slot) = self.touched.take().and_then(|key| self.live(key)) {
-            if let Some(Member::File(f)) = &mut self.members[slot] {
-                f.shrink();
-            }
+    /// Lets the member last read give back its large buffer; returns it.
+    fn shrink_touched(&mut self) -> Option<Vec<u8>> {
+        let slot = self.touched.take().and_then(|key| self.live(key))?;
+        match &mut self.members[slot] {
+            Some(Member::File(f)) => f.shrink(),
+            _ => None,
         }
     }
 
@@ -252,7 +257,8 @@ impl FollowSet {
             |slot| matches!(&self.members[slot], Some(Member::File(f)) if f.stopped_early()),
         );
         if !unfinished {
-            self.shrink_touched();
+            // Freed: an idle set holds no large buffer.
+            drop(self.shrink_touched());
         }
     }
 
@@ -497,12 +503,19 @@ mod tests {
 
     use super::*;
     use crate::follower::READ_BUDGET;
+    use crate::Record;
 
-    /// Reads what `key` has now (one read budget at most); returns whether it stopped early.
-    fn read(set: &mut FollowSet, key: Key) -> bool {
+    /// Reads what `key` has now (one read budget at most) into `got`; returns whether it
+    /// stopped early.
+    fn read(set: &mut FollowSet, key: Key, got: &mut Vec<String>) -> bool {
         let f = set.follower(key).expect("a followed file");
-        f.read_available(&mut |_| ControlFlow::Continue(()))
-            .unwrap();
+        f.read_available(&mut |r| {
+            if let Record::Line { bytes, .. } = r {
+                got.push(String::from_utf8_lossy(bytes).into_owned());
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
         f.stopped_early()
     }
 
@@ -515,20 +528,26 @@ mod tests {
     }
 
     #[test]
-    fn a_member_read_a_budget_at_a_time_keeps_its_buffer_across_waits_not_across_members() {
+    fn a_member_read_a_budget_at_a_time_keeps_its_buffer_across_waits_and_hands_it_on() {
         let dir = tempfile::tempdir().unwrap();
-        // Two files of more than two read budgets of short lines each.
-        let line = "x".repeat(99) + "\n";
-        let big = line.repeat((2 * READ_BUDGET as usize) / line.len() + 10);
+        // Two files of more than two read budgets of numbered 100-byte lines: a budget ends
+        // inside a line, whose start then moves with the buffer.
+        let lines = 2 * READ_BUDGET as usize / 100 + 10;
+        let want: Vec<String> = (0..lines).map(|i| format!("{i:099}")).collect();
+        let text: String = want.iter().map(|l| format!("{l}\n")).collect();
         let (a, b) = (dir.path().join("a.log"), dir.path().join("b.log"));
-        std::fs::write(&a, &big).unwrap();
-        std::fs::write(&b, &big).unwrap();
+        std::fs::write(&a, &text).unwrap();
+        std::fs::write(&b, &text).unwrap();
         let mut set = FollowSet::new(Options::default());
         let a = set.add(&a, Start::Beginning).unwrap();
         let b = set.add(&b, Start::Beginning).unwrap();
+        let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
         let mut ready = Vec::new();
 
-        assert!(read(&mut set, a), "one budget does not reach the end");
+        assert!(
+            read(&mut set, a, &mut got_a),
+            "one budget does not reach the end"
+        );
         let held = allocated(&mut set, a);
         assert!(held > 64 * 1024, "{held}");
         // The wait returns `a` at once, and `a` keeps its buffer for the next read.
@@ -536,13 +555,26 @@ mod tests {
         assert!(ready.contains(&a), "{ready:?}");
         assert_eq!(allocated(&mut set, a), held);
 
-        // Another member read in between: `a`'s buffer goes, one buffer at a time.
-        assert!(read(&mut set, b));
+        // Another member read in between: `a`'s buffer passes to it, one buffer at a time.
+        assert!(read(&mut set, b, &mut got_b));
         assert!(allocated(&mut set, a) <= 1024, "{}", allocated(&mut set, a));
+        assert_eq!(allocated(&mut set, b), held);
+        // And back.
+        assert!(read(&mut set, a, &mut got_a));
+        assert!(allocated(&mut set, b) <= 1024, "{}", allocated(&mut set, b));
+        assert_eq!(allocated(&mut set, a), held);
 
-        // Read to the end, the next wait lets the buffer go.
-        while read(&mut set, b) {}
+        // Every line of both, once, in order, across the hand-overs.
+        while read(&mut set, b, &mut got_b) | read(&mut set, a, &mut got_a) {}
+        assert!(
+            got_a == want && got_b == want,
+            "{} and {} lines",
+            got_a.len(),
+            got_b.len()
+        );
+        // Both at their end, the next wait lets the buffer go.
         set.wait(Some(Duration::ZERO), &mut ready).unwrap();
+        assert!(allocated(&mut set, a) <= 1024, "{}", allocated(&mut set, a));
         assert!(allocated(&mut set, b) <= 1024, "{}", allocated(&mut set, b));
     }
 }
