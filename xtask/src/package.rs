@@ -3,11 +3,11 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use shield_lab::Watch;
 
 use crate::{cargo, cargo_tool, dist, run};
 
@@ -313,11 +313,18 @@ fn run_as_template_unit() -> Result<()> {
         "xtask: running the template unit's command: {}",
         argv.join(" ")
     );
-    let mut watch = Watch::spawn(&argv)?;
-    watch.wait_for_stderr("shield-watch: ready (audit)")?;
+    let (program, args) = argv.split_first().context("empty command line")?;
+    let mut command = Command::new(program);
+    command.args(args);
+    let mut watch = Watch::spawn(command)?;
+    watch.read_stdout();
+    watch.wait_stderr(
+        |line| line == "shield-watch: ready (audit)",
+        Instant::now() + DEADLINE,
+    )?;
     shield_lab::StateDir::append_audit(&state, &entry("198.51.100.2"))?;
     for dest in ["198.51.100.1", "198.51.100.2"] {
-        let line = watch.next_stdout()?;
+        let line = watch.next_line(Instant::now() + DEADLINE)?;
         let event: serde_json::Value =
             serde_json::from_str(&line).with_context(|| format!("not a JSON event: {line}"))?;
         ensure!(
@@ -340,11 +347,11 @@ fn run_as_template_unit() -> Result<()> {
             "expected the journal entry for {dest}, got {entry:?}"
         );
     }
-    let status = watch.terminate()?;
+    let (status, stderr) = watch.stop(Instant::now() + DEADLINE)?;
     ensure!(
         status.success(),
         "SIGTERM ended the installed binary with {status}; stderr:\n{}",
-        watch.stderr_seen.join("\n")
+        stderr.join("\n")
     );
     let cursor = state_directory
         .join("shield-watch")
@@ -377,113 +384,6 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.path);
-    }
-}
-
-/// The installed binary, its stdout and stderr read line by line on their own threads; killed
-/// and reaped on drop.
-struct Watch {
-    child: Child,
-    stdout: Receiver<String>,
-    stderr: Receiver<String>,
-    stderr_seen: Vec<String>,
-}
-
-impl Watch {
-    fn spawn(argv: &[String]) -> Result<Watch> {
-        let (program, args) = argv.split_first().context("empty command line")?;
-        let mut child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot start {program}"))?;
-        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("no pipes to {program}");
-        };
-        Ok(Watch {
-            child,
-            stdout: shield_lab::lines_of(stdout),
-            stderr: shield_lab::lines_of(stderr),
-            stderr_seen: Vec::new(),
-        })
-    }
-
-    fn wait_for_stderr(&mut self, wanted: &str) -> Result<()> {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            match self
-                .stderr
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(line) => {
-                    let found = line == wanted;
-                    self.stderr_seen.push(line);
-                    if found {
-                        return Ok(());
-                    }
-                }
-                Err(RecvTimeoutError::Disconnected) => bail!(
-                    "the installed binary closed stderr before {wanted:?}:\n{}",
-                    self.stderr_seen.join("\n")
-                ),
-                Err(RecvTimeoutError::Timeout) => bail!(
-                    "no {wanted:?} on stderr within {DEADLINE:?}:\n{}",
-                    self.stderr_seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    fn next_stdout(&mut self) -> Result<String> {
-        self.stdout.recv_timeout(DEADLINE).map_err(|e| {
-            while let Ok(line) = self.stderr.try_recv() {
-                self.stderr_seen.push(line);
-            }
-            anyhow::anyhow!(
-                "no event on stdout within {DEADLINE:?} ({e}); stderr:\n{}",
-                self.stderr_seen.join("\n")
-            )
-        })
-    }
-
-    /// SIGTERM, then its exit status once stderr (the summary) is closed.
-    fn terminate(&mut self) -> Result<ExitStatus> {
-        // SAFETY: kill has no memory-safety preconditions; the child is not reaped before this
-        // returns or drops, so the pid cannot have been reused.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            match self
-                .stderr
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(line) => self.stderr_seen.push(line),
-                Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => bail!("no exit within {DEADLINE:?} of SIGTERM"),
-            }
-        }
-        // stderr is closed: the process has exited or is about to; reap it within the deadline.
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "closed stderr but did not exit within {DEADLINE:?} of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -26,54 +26,30 @@ use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{ChildStdout, Command};
 use std::time::{Duration, Instant};
 
-/// Starts shield-watch; the returned receiver says when its ready line came. Its stderr is read
-/// on a thread of its own, so that a replay can read stdout at once: the ready line may wait for
-/// stdout to drain (it follows a flush of what the sources sent first).
-fn start(
-    state: &Path,
-    extra: &[&str],
-) -> (
-    Child,
-    BufReader<std::process::ChildStdout>,
-    mpsc::Receiver<()>,
-) {
-    let mut child = Command::new(common::binary())
+use shield_lab::Watch;
+
+/// Starts shield-watch with shield-lab's driver, which reads its stderr from the spawn on; its
+/// stdout is ours to read at once, as a pipe (the ready line may wait for stdout to drain: it
+/// follows a flush of what the sources sent first).
+fn start(state: &Path, extra: &[&str]) -> (Watch, BufReader<ChildStdout>) {
+    let mut command = Command::new(common::binary());
+    command
         .arg("--state-dir")
         .arg(state)
         .args(["--no-nflog", "-c", "bench"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start shield-watch");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let (ready_tx, ready_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if stderr.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            if line.starts_with("shield-watch: ready") {
-                let _ = ready_tx.send(());
-                break;
-            }
-        }
-        let _ = std::io::copy(&mut stderr, &mut std::io::sink());
-    });
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    (child, stdout, ready_rx)
+        .args(extra);
+    let mut watch = Watch::spawn(command).unwrap_or_else(|e| panic!("{e}"));
+    let stdout = BufReader::new(watch.take_stdout().expect("stdout"));
+    (watch, stdout)
 }
 
 /// Starts shield-watch with `args` and times it from the spawn until `expected` lines came out.
 fn replay(state: &Path, args: &[&str], expected: usize) -> Duration {
     let started = Instant::now();
-    let (mut child, mut stdout, _ready) = start(state, args);
+    let (watch, mut stdout) = start(state, args);
     let mut count = 0usize;
     let mut buf = String::new();
     while count < expected {
@@ -84,8 +60,8 @@ fn replay(state: &Path, args: &[&str], expected: usize) -> Duration {
         count += 1;
     }
     let elapsed = started.elapsed();
-    child.kill().unwrap();
-    child.wait().unwrap();
+    // Killed and reaped.
+    drop(watch);
     assert_eq!(count, expected);
     elapsed
 }
@@ -184,10 +160,10 @@ fn say_command(dir: &Path, args: &[&str]) {
 /// Latency: one isolated line at a time, the next written only after the previous came out.
 fn latency(dir: &Path, n: usize) {
     state_dir(dir, "lookup");
-    let (mut child, mut stdout, ready) = start(dir, &[]);
-    ready
-        .recv_timeout(Duration::from_secs(30))
-        .expect("shield-watch exited before its ready line");
+    let (mut watch, mut stdout) = start(dir, &[]);
+    watch
+        .wait_ready(Instant::now() + Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}"));
     let mut audit = OpenOptions::new()
         .create(true)
         .append(true)
@@ -204,8 +180,7 @@ fn latency(dir: &Path, n: usize) {
         samples.push(sent.elapsed());
         assert!(out.contains(&format!("\"ts\":\"{i}\"")), "{out}");
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(watch);
     samples.sort();
     println!(
         "latency: write(2) -> stdout over {n} isolated audit lines: p50 {:?}, p99 {:?}, max {:?}",

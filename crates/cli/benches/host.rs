@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{ChildStdout, Command};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -46,9 +46,11 @@ enum Stdout {
     Counted(mpsc::Receiver<Instant>),
 }
 
-/// A running shield-watch, its stderr drained on a thread.
+/// A running shield-watch (shield-lab's driver, which reads its stderr on a thread of its own
+/// from the spawn on: a thousand containers say a line or two each before the ready line, more
+/// than a pipe holds).
 struct Watch {
-    child: Child,
+    process: shield_lab::Watch,
     stdout: Stdout,
     /// From spawn to the ready line.
     ready_after: Duration,
@@ -59,16 +61,10 @@ impl Watch {
     /// (`count: None`), or from the start until `count` lines came out.
     fn start(root: &Path, args: &[&str], count: Option<usize>) -> Watch {
         let started = Instant::now();
-        let mut child = Command::new(common::binary())
-            .arg("--state-root")
-            .arg(root)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start shield-watch");
-        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut command = Command::new(common::binary());
+        command.arg("--state-root").arg(root).args(args);
+        let mut process = shield_lab::Watch::spawn(command).unwrap_or_else(|e| panic!("{e}"));
+        let stdout = BufReader::new(process.take_stdout().expect("stdout"));
         let stdout = match count {
             None => Stdout::Lines(stdout),
             Some(n) => {
@@ -84,35 +80,13 @@ impl Watch {
                 Stdout::Counted(done_rx)
             }
         };
-        // A thousand containers say a line or two each before the ready line: more than a pipe
-        // holds, so stderr is read on its own thread from the start.
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let (line_tx, line_rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stderr.lines() {
-                let Ok(line) = line else { break };
-                if line_tx.send((Instant::now(), line)).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut seen = Vec::new();
-        let ready_at = loop {
-            match line_rx.recv_timeout(Duration::from_secs(60)) {
-                Ok((at, line)) if line.starts_with("shield-watch: ready") => break at,
-                Ok((_, line)) => seen.push(line),
-                Err(e) => panic!(
-                    "no ready line ({e}); stderr: {:#?}",
-                    &seen[seen.len().saturating_sub(20)..]
-                ),
-            }
-        };
-        // The rest of stderr is read (and dropped) on that thread.
-        std::thread::spawn(move || line_rx.iter().for_each(drop));
+        process
+            .wait_ready(started + Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{e}"));
         Watch {
-            child,
+            process,
             stdout,
-            ready_after: ready_at - started,
+            ready_after: started.elapsed(),
         }
     }
 
@@ -127,7 +101,7 @@ impl Watch {
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// `VmRSS` and `VmHWM` in kB.
@@ -192,9 +166,9 @@ impl Watch {
         }
     }
 
-    fn stop(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// Kills and reaps it.
+    fn stop(self) {
+        drop(self.process);
     }
 }
 

@@ -27,14 +27,14 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
-use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdout, Command};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustix::process::{kill_process, Pid, Signal};
-use shield_lab::Netns;
+use shield_lab::{Netns, Watch};
 
 const RULESET: &str = r#"
 table inet terok_shield {
@@ -97,7 +97,8 @@ fn lost_of(line: &[u8]) -> Option<u64> {
     any.then_some(n)
 }
 
-fn start(ns: &Netns, state: &Path) -> (Child, BufReader<ChildStderr>) {
+/// Starts shield-watch (shield-lab's driver) and waits for its ready line.
+fn start(ns: &Netns, state: &Path) -> Watch {
     let mut command = Command::new(common::binary());
     if host_wide() {
         command
@@ -111,25 +112,12 @@ fn start(ns: &Netns, state: &Path) -> (Child, BufReader<ChildStderr>) {
             .args(["--source", "nflog", "-c", "bench", "--netns"])
             .arg(ns.path());
     }
-    let mut child = command
-        .args(extra_args())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start shield-watch");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "exited before ready"
-        );
-        if line.starts_with("shield-watch: ready") {
-            break;
-        }
-    }
-    (child, stderr)
+    command.args(extra_args());
+    let mut watch = Watch::spawn(command).unwrap_or_else(|e| panic!("{e}"));
+    watch
+        .wait_ready(Instant::now() + Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}"));
+    watch
 }
 
 /// `SHIELD_FLOOD_MODE=host`: host-wide (`--state-root`) instead of one container with `--netns`.
@@ -225,9 +213,10 @@ fn run(packets: u64, rate: u64) {
     std::fs::write(state.path().join("dns.tier"), "lookup\n").expect("dns.tier");
     let mut dnsmasq = host_wide().then(|| host_root(&ns, state.path()));
 
-    let (mut child, mut stderr) = start(&ns, state.path());
+    let mut watch = start(&ns, state.path());
+    let pid = Pid::from_raw(i32::try_from(watch.pid()).unwrap()).unwrap();
     let stream = Arc::new(Stream::default());
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut stdout = BufReader::new(watch.take_stdout().expect("stdout"));
     let samples = env_or("SHIELD_FLOOD_LATENCY_SAMPLES", 500) as usize;
     if samples > 0 {
         latency(&ns, &mut stdout, samples);
@@ -274,7 +263,7 @@ fn run(packets: u64, rate: u64) {
         let (from, to) = v.split_once("..")?;
         Some((from.parse().ok()?, to.parse().ok()?))
     });
-    let sending = flood(&ns, packets, rate, Pid::from_child(&child), stall);
+    let sending = flood(&ns, packets, rate, pid, stall);
     hogging.store(false, Ordering::Relaxed);
     for hog in hogs {
         hog.join().unwrap();
@@ -295,20 +284,19 @@ fn run(packets: u64, rate: u64) {
     }
     let drained = started.elapsed() - QUIET.min(quiet_since.elapsed());
     let matched = matched(&ns);
-    let cpu = thread_cpu(child.id());
-    kill_process(Pid::from_child(&child), Signal::TERM).expect("SIGTERM");
-    let status = child.wait().expect("wait");
+    let cpu = thread_cpu(watch.pid());
+    let (status, stderr) = watch
+        .stop(Instant::now() + Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}"));
     if let Some(dnsmasq) = dnsmasq.as_mut() {
         let _ = dnsmasq.kill();
         let _ = dnsmasq.wait();
     }
     reader.join().unwrap();
-    let mut rest = String::new();
-    let _ = stderr.read_to_string(&mut rest);
-    let summary = rest
-        .lines()
+    let summary = stderr
+        .iter()
         .find(|l| l.starts_with("shield-watch: summary:"))
-        .unwrap_or("(no summary)")
+        .map_or("(no summary)", String::as_str)
         .to_string();
 
     let delivered = stream.delivered.load(Ordering::Relaxed);

@@ -12,6 +12,11 @@
 //! On top of these, [`Scene`] plays a scripted scene on such a container while the real
 //! `shield-watch` follows it: the end-to-end test of the whole product and `cargo xtask demo`.
 //!
+//! [`Watch`] is the one driver of the `shield-watch` binary: start it, wait for its ready line,
+//! read its stdout and stderr lines with deadlines, stop it with a signal and collect its exit
+//! status. The scene, the CLI's integration tests, its benches and xtask all run it through
+//! this.
+//!
 //! The same container can also be shielded by the **real terok-shield 0.9.0** from PyPI:
 //! [`TerokShield`] keeps it in a venv (`target/terok-venv`, needs a Python >= 3.12, found by
 //! [`find_python`]) and runs its `setup` in a home of its own, with a stand-in `podman` (and
@@ -74,6 +79,7 @@ mod ruleset;
 mod scene;
 mod statedir;
 mod terok;
+mod watch;
 
 pub use dig::{dig, dig_status};
 pub use dnsmasq::{Dnsmasq, ShieldedOptions};
@@ -88,10 +94,11 @@ pub use ruleset::{
     PREFIX_DENIED, PREFIX_PRIVATE, PRIVATE_RANGES, TABLE,
 };
 pub use scene::{
-    lines_of, normalize, Finish, Scene, Step, StepReport, BETA_RECORDS, CONTAINER, HOST, RECORDS,
+    normalize, Finish, Scene, Step, StepReport, BETA_RECORDS, CONTAINER, HOST, RECORDS,
 };
 pub use statedir::StateDir;
 pub use terok::{
     find_python, TerokContainer, TerokLayout, TerokReader, TerokShield, PRIVATE_PROBE,
     TEROK_SHIELD_VERSION,
 };
+pub use watch::{lines_of, Watch, READY};

@@ -23,18 +23,15 @@
 //! | shield-watch | `--state-dir DIR --netns /run/netns/NAMESPACE --container demo`; host-wide `--state-root ROOT`; then the caller's args |
 
 mod steps;
-mod watch;
-
-pub use watch::lines_of;
 
 use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::ExitStatus;
+use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,7 +39,6 @@ use rustix::process::Signal;
 
 use self::steps::Action;
 pub use self::steps::Step;
-use self::watch::Watch;
 use crate::dig::dig;
 use crate::dnsmasq::{Dnsmasq, ShieldedOptions, CONF_ROOT};
 use crate::error::{Error, ErrorKind};
@@ -50,6 +46,7 @@ use crate::netns::Netns;
 use crate::preflight::preflight;
 use crate::ruleset::{Ruleset, PRIVATE_RANGES};
 use crate::statedir::StateDir;
+use crate::watch::Watch;
 
 /// The name the single scene's container goes by: the state dir's basename and `--container`.
 pub const CONTAINER: &str = "demo";
@@ -268,9 +265,17 @@ impl Scene {
             ],
             (false, None) => Vec::new(),
         };
-        let mut watch = Watch::spawn(binary, &what, watch_args)?;
-        let ready = watch.wait_ready()?;
-        let startup = watch.seen().to_vec();
+        let mut command = Command::new(binary);
+        command
+            .args(what)
+            .args(watch_args)
+            // A Ctrl-C at the terminal reaches only the scene's owner, which stops the watcher
+            // itself, in order, during teardown.
+            .process_group(0);
+        let mut watch = Watch::spawn(command)?;
+        watch.read_stdout();
+        let ready = watch.wait_ready(Instant::now() + DEADLINE)?;
+        let startup = watch.stderr_seen().to_vec();
         Ok(Scene {
             watch,
             containers,
@@ -306,7 +311,7 @@ impl Scene {
                     let more = format!(
                         "lines seen in this step: {:?}; shield-watch stderr: {:?}",
                         report.lines,
-                        self.watch.stderr_lines()
+                        self.watch.stderr_now()
                     );
                     e.within(&format!("step `{}`", step.name), &more)
                 })?;
@@ -358,26 +363,11 @@ impl Scene {
     /// Stops shield-watch with SIGINT, as a person would, and collects what it wrote after the
     /// last step and on stderr. The rest of the scene is torn down when `self` drops.
     pub fn finish(mut self) -> Result<Finish, Error> {
-        self.watch.signal(Signal::INT);
+        self.watch.signal(Signal::INT)?;
         let deadline = Instant::now() + DEADLINE;
-        let mut rest = Vec::new();
         // stdout reaches its end when the process exits: nothing can be missed after that.
-        loop {
-            match self.watch.stdout.recv_timeout(slice(deadline)) {
-                Ok(line) => rest.push(line),
-                Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) if Instant::now() >= deadline => {
-                    return Err(Error::new(
-                        ErrorKind::Timeout,
-                        "shield-watch did not exit within 20s of SIGINT",
-                        format!("stderr: {:?}", self.watch.stderr_lines()),
-                    ));
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-            }
-        }
-        let status = self.watch.wait(deadline)?;
-        let stderr = self.watch.stderr_until_closed(deadline);
+        let rest = self.watch.rest(deadline)?;
+        let (status, stderr) = self.watch.wait_exit(deadline)?;
         Ok(Finish {
             status,
             rest,
@@ -508,28 +498,14 @@ impl Scene {
         Ok(())
     }
 
-    /// The next stdout line of shield-watch, within `deadline`.
+    /// The next stdout line of shield-watch, within `deadline`, looking at the interrupt flag
+    /// between slices of the wait.
     fn next_line(&mut self, deadline: Instant) -> Result<String, Error> {
         loop {
             self.check_interrupt()?;
-            match self.watch.stdout.recv_timeout(slice(deadline)) {
-                Ok(line) => return Ok(line),
-                Err(RecvTimeoutError::Timeout) if Instant::now() >= deadline => {
-                    return Err(Error::new(
-                        ErrorKind::Timeout,
-                        "no event from shield-watch within 20s",
-                        "",
-                    ));
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    let status = self.watch.wait(Instant::now() + DEADLINE)?;
-                    return Err(Error::new(
-                        ErrorKind::Command,
-                        format!("shield-watch ended ({status})"),
-                        "",
-                    ));
-                }
+            match self.watch.next_line(slice(deadline)) {
+                Err(e) if e.kind() == ErrorKind::Timeout && Instant::now() < deadline => {}
+                got => return got,
             }
         }
     }
@@ -575,11 +551,9 @@ fn append(path: &Path, text: &str) -> std::io::Result<()> {
         .write_all(text.as_bytes())
 }
 
-/// How long to block before looking at the interrupt flag and the deadline again.
-fn slice(deadline: Instant) -> Duration {
-    deadline
-        .saturating_duration_since(Instant::now())
-        .min(Duration::from_millis(100))
+/// When to stop blocking to look at the interrupt flag and the deadline again.
+fn slice(deadline: Instant) -> Instant {
+    deadline.min(Instant::now() + Duration::from_millis(100))
 }
 
 /// `/tmp/shield-lab/NAMESPACE-state`: the state dir's parent and the logrotate files. Its name

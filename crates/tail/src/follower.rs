@@ -20,7 +20,8 @@ mod read;
 mod rotated;
 mod wake;
 
-use read::{Draining, Truncation, READ_BUDGET};
+pub(crate) use read::READ_BUDGET;
+use read::{Draining, Truncation};
 use wake::Watch;
 pub(crate) use wake::{earliest, nap};
 
@@ -458,10 +459,23 @@ impl Follower {
         self.watch.is_some()
     }
 
-    /// Lets go of large read buffers while idle (a set of many followers keeps its memory
-    /// proportional to what is being read, not to how many files it follows).
-    pub(crate) fn shrink(&mut self) {
-        self.lines.shrink();
+    /// Lets go of its large read buffer while idle (a set of many followers keeps its memory
+    /// proportional to what is being read, not to how many files it follows); returns it, for
+    /// the next follower read to [`Follower::adopt_buffer`].
+    pub(crate) fn shrink(&mut self) -> Option<Vec<u8>> {
+        self.lines.shrink()
+    }
+
+    /// Reads on in `buffer` (another follower's, from [`Follower::shrink`]) if it is larger than
+    /// its own.
+    pub(crate) fn adopt_buffer(&mut self, buffer: Vec<u8>) {
+        self.lines.adopt(buffer);
+    }
+
+    /// Bytes its read buffer holds allocated.
+    #[cfg(test)]
+    pub(crate) fn buffer_allocated(&self) -> usize {
+        self.lines.allocated()
     }
 }
 

@@ -85,6 +85,12 @@ impl LineBuf {
         self.end > self.start || self.skipping.is_some()
     }
 
+    /// Bytes the buffer holds allocated.
+    #[cfg(test)]
+    pub(crate) fn allocated(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// Free space to read into, compacting and growing the buffer as needed.
     pub(crate) fn spare(&mut self) -> &mut [u8] {
         let want = self.max_line + 1 + READ_CHUNK;
@@ -108,17 +114,35 @@ impl LineBuf {
         &mut self.buf[self.end..]
     }
 
-    /// Gives back a large buffer while only a short partial line (or none) is pending.
-    pub(crate) fn shrink(&mut self) {
+    /// Gives back a large buffer while only a short partial line (or none) is pending: the
+    /// pending bytes move to a buffer of their size, and the large one is returned, for another
+    /// `LineBuf` to [`LineBuf::adopt`] or to be freed.
+    pub(crate) fn shrink(&mut self) -> Option<Vec<u8>> {
         let pending = self.end - self.start;
-        if self.buf.capacity() > 4096 && pending <= 1024 {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.scanned -= self.start;
-            self.start = 0;
-            self.end = pending;
-            self.buf.truncate(pending);
-            self.buf.shrink_to(pending);
+        if self.buf.capacity() <= 4096 || pending > 1024 {
+            return None;
         }
+        let small = self.buf[self.start..self.end].to_vec();
+        self.scanned -= self.start;
+        self.start = 0;
+        self.end = pending;
+        Some(std::mem::replace(&mut self.buf, small))
+    }
+
+    /// Takes over `large` (another `LineBuf`'s, from [`LineBuf::shrink`]) when it is larger than
+    /// the buffer held: the pending bytes move into it, and reading goes on without allocating,
+    /// zeroing and faulting in a large buffer of its own. Its other bytes are never read before
+    /// a read fills them.
+    pub(crate) fn adopt(&mut self, mut large: Vec<u8>) {
+        let pending = self.end - self.start;
+        if large.len() <= self.buf.len() || large.len() < pending {
+            return;
+        }
+        large[..pending].copy_from_slice(&self.buf[self.start..self.end]);
+        self.scanned -= self.start;
+        self.start = 0;
+        self.end = pending;
+        self.buf = large;
     }
 
     /// Accounts for `n` bytes written into [`LineBuf::spare`]; [`LineBuf::scan`] reports the

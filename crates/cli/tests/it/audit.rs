@@ -11,7 +11,7 @@ fn audit_lines_become_exact_events_in_order() {
     state.append("audit.jsonl", b"{\"ts\":\"old\",\"action\":\"setup\"}\n");
     let mut watch = Watch::start(&state, &["--no-nflog", "--container", "ctr"]);
     assert_eq!(
-        watch.stderr_seen.last().unwrap(),
+        watch.stderr_seen().last().unwrap(),
         "shield-watch: ready (audit)"
     );
 

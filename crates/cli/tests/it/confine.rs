@@ -50,7 +50,7 @@ fn landlock_abi() -> i64 {
 
 fn stderr_lines_containing(watch: &Watch, needle: &str) -> usize {
     watch
-        .stderr_seen
+        .stderr_seen()
         .iter()
         .filter(|l| l.contains(needle))
         .count()
@@ -94,15 +94,15 @@ fn an_allow_list_file_symlinked_out_is_not_read_and_named_once() {
         stderr_lines_containing(&watch, "profile.domains"),
         1,
         "{:#?}",
-        watch.stderr_seen
+        watch.stderr_seen()
     );
     assert!(
-        watch.stderr_seen.iter().any(|l| l.contains(&format!(
+        watch.stderr_seen().iter().any(|l| l.contains(&format!(
             "refused {}",
             state.file("profile.domains").display()
         ))),
         "{:#?}",
-        watch.stderr_seen
+        watch.stderr_seen()
     );
 
     // Every append to the query log is a change in the state directory, so a reload: the
@@ -124,7 +124,7 @@ fn an_allow_list_file_symlinked_out_is_not_read_and_named_once() {
         stderr_lines_containing(&watch, "profile.domains"),
         1,
         "{:#?}",
-        watch.stderr_seen
+        watch.stderr_seen()
     );
     assert_eq!(stderr_lines_containing(&watch, "leaked secret"), 0);
 }
@@ -152,7 +152,7 @@ fn a_dangling_log_symlink_is_not_created_through() {
 
 /// A stderr line matching `want`, already seen or still to come.
 fn stderr_line(watch: &mut Watch, want: impl Fn(&str) -> bool) -> String {
-    match watch.stderr_seen.iter().find(|l| want(l)) {
+    match watch.stderr_seen().iter().find(|l| want(l)) {
         Some(line) => line.clone(),
         None => watch.wait_stderr(want),
     }
@@ -181,7 +181,7 @@ fn a_log_symlinked_out_leaks_nothing_and_is_named_once() {
         stderr_lines_containing(&watch, "audit.jsonl"),
         1,
         "{:#?}",
-        watch.stderr_seen
+        watch.stderr_seen()
     );
 }
 
@@ -265,17 +265,17 @@ fn after_the_ready_line_every_thread_holds_only_cap_dac_read_search_and_no_new_p
     );
     assert!(
         watch
-            .stderr_seen
+            .stderr_seen()
             .iter()
             .any(|l| l == "shield-watch: ready (audit,dns,nflog)"),
         "{:#?}",
-        watch.stderr_seen
+        watch.stderr_seen()
     );
     let confined = watch
-        .stderr_seen
+        .stderr_seen()
         .iter()
         .find(|l| l.starts_with("shield-watch: confined: "))
-        .unwrap_or_else(|| panic!("no confinement line: {:#?}", watch.stderr_seen))
+        .unwrap_or_else(|| panic!("no confinement line: {:#?}", watch.stderr_seen()))
         .clone();
     let abi = landlock_abi();
     let landlock = if abi > 0 {
@@ -299,14 +299,17 @@ fn after_the_ready_line_every_thread_holds_only_cap_dac_read_search_and_no_new_p
 
     // One container makes its one socket before confining itself: no helper process.
     assert!(
-        !watch.stderr_seen.iter().any(|l| l.contains("nflog helper")),
+        !watch
+            .stderr_seen()
+            .iter()
+            .any(|l| l.contains("nflog helper")),
         "{:#?}",
-        watch.stderr_seen
+        watch.stderr_seen()
     );
-    let children = fs::read_to_string(format!("/proc/{0}/task/{0}/children", watch.child.id()))
-        .unwrap_or_default();
+    let children =
+        fs::read_to_string(format!("/proc/{0}/task/{0}/children", watch.pid())).unwrap_or_default();
     assert_eq!(children.trim(), "", "no child process");
-    let names = assert_thread_privileges(watch.child.id(), |_| ONLY_DAC_READ_SEARCH);
+    let names = assert_thread_privileges(watch.pid(), |_| ONLY_DAC_READ_SEARCH);
     // Every thread shield-watch runs, so none escaped the check.
     assert_eq!(
         names,
@@ -358,7 +361,7 @@ fn without_cap_setpcap_the_bounding_set_stays_and_the_line_says_so() {
         ),
         "{confined}"
     );
-    let status = fs::read_to_string(format!("/proc/{}/status", watch.child.id())).unwrap();
+    let status = fs::read_to_string(format!("/proc/{}/status", watch.pid())).unwrap();
     assert!(
         status.contains(&format!("CapEff:\t{ONLY_DAC_READ_SEARCH}")),
         "{status}"
@@ -384,10 +387,10 @@ fn the_landlock_ruleset_denies_a_read_outside_the_state_dir_on_every_confined_th
     let abi = landlock_abi();
     for thread in ["main", "nflog"] {
         let said = watch
-            .stderr_seen
+            .stderr_seen()
             .iter()
             .find(|l| l.starts_with(&format!("shield-watch: debug: {thread} thread reading ")))
-            .unwrap_or_else(|| panic!("no probe from {thread}: {:#?}", watch.stderr_seen));
+            .unwrap_or_else(|| panic!("no probe from {thread}: {:#?}", watch.stderr_seen()));
         if abi > 0 {
             assert!(
                 said.ends_with("failed: Permission denied (os error 13)"),
@@ -413,9 +416,9 @@ fn the_landlock_ruleset_denies_a_read_outside_the_state_dir_on_every_confined_th
             inside.display()
         );
         assert!(
-            watch.stderr_seen.contains(&want),
+            watch.stderr_seen().contains(&want),
             "{want}: {:#?}",
-            watch.stderr_seen
+            watch.stderr_seen()
         );
     }
 }
@@ -468,10 +471,10 @@ fn host_wide_every_worker_thread_holds_only_cap_dac_read_search_and_only_the_hel
     watch.wait_stderr(|l| l == "shield-watch: ready (audit,dns,nflog)");
     let line = |prefix: &str| {
         watch
-            .stderr_seen
+            .stderr_seen()
             .iter()
             .find(|l| l.starts_with(prefix))
-            .unwrap_or_else(|| panic!("no {prefix:?}: {:#?}", watch.stderr_seen))
+            .unwrap_or_else(|| panic!("no {prefix:?}: {:#?}", watch.stderr_seen()))
             .clone()
     };
     let confined = line("shield-watch: confined: ");
@@ -488,7 +491,7 @@ fn host_wide_every_worker_thread_holds_only_cap_dac_read_search_and_only_the_hel
             ),
         "{helper_line}"
     );
-    let helper = crate::support::helper_pid(&watch.stderr_seen);
+    let helper = crate::support::helper_pid(watch.stderr_seen());
     // The probe outside the root: refused on main and on nflog (Landlock), read by the helper
     // (no domain: it must open other processes' namespaces).
     let main_probe = line("shield-watch: debug: main thread reading ");
@@ -509,13 +512,13 @@ fn host_wide_every_worker_thread_holds_only_cap_dac_read_search_and_only_the_hel
     assert!(
         status
             .lines()
-            .any(|l| l == format!("PPid:\t{}", watch.child.id())),
+            .any(|l| l == format!("PPid:\t{}", watch.pid())),
         "{status}"
     );
     let helper_threads = assert_thread_privileges(helper, |_| HELPER_KEEPS);
     assert_eq!(helper_threads, ["nflog-helper"], "the helper's threads");
 
-    let names = assert_thread_privileges(watch.child.id(), |_| ONLY_DAC_READ_SEARCH);
+    let names = assert_thread_privileges(watch.pid(), |_| ONLY_DAC_READ_SEARCH);
     // Twelve containers, and no thread of their own.
     assert_eq!(
         names,
@@ -543,9 +546,12 @@ fn host_wide_every_worker_thread_holds_only_cap_dac_read_search_and_only_the_hel
     let mut watch = Watch::spawn_command(command);
     watch.wait_stderr(|l| l == "shield-watch: ready (audit,dns)");
     assert!(
-        !watch.stderr_seen.iter().any(|l| l.contains("nflog helper")),
+        !watch
+            .stderr_seen()
+            .iter()
+            .any(|l| l.contains("nflog helper")),
         "{:#?}",
-        watch.stderr_seen
+        watch.stderr_seen()
     );
     watch.signal(Signal::TERM);
     assert!(watch.wait_exit().0.success());
@@ -597,12 +603,12 @@ fn a_dnsmasq_pid_in_shield_watchs_own_network_namespace_is_refused() {
          namespace, not a container's: refused"
     );
     assert!(
-        watch.stderr_seen.contains(&refused)
+        watch.stderr_seen().contains(&refused)
             && watch
-                .stderr_seen
+                .stderr_seen()
                 .contains(&"shield-watch: container evil: following (audit,dns)".to_string()),
         "{refused}: {:#?}",
-        watch.stderr_seen
+        watch.stderr_seen()
     );
     let bound = fs::read_to_string("/proc/net/netfilter/nfnetlink_log").unwrap();
     assert!(
@@ -633,17 +639,17 @@ fn a_container_name_with_escapes_and_newlines_reaches_stderr_and_stdout_printabl
     let shown = "a [31mred shield-watch: ready (forged)";
     let following = format!("shield-watch: container {shown}: following (audit)");
     assert!(
-        watch.stderr_seen.contains(&following),
+        watch.stderr_seen().contains(&following),
         "{following}: {:#?}",
-        watch.stderr_seen
+        watch.stderr_seen()
     );
     assert!(
         watch
-            .stderr_seen
+            .stderr_seen()
             .iter()
             .all(|l| !l.contains('\u{1b}') && l != "shield-watch: ready (forged)"),
         "{:#?}",
-        watch.stderr_seen
+        watch.stderr_seen()
     );
     fs::write(dir.join("audit.jsonl"), "{\"action\":\"denied\"}\n").unwrap();
     let line = &watch.lines(1)[0];
@@ -676,7 +682,7 @@ fn metrics_outputs_widen_the_confinement_only_by_the_textfile_directory() {
         ],
     );
     let confined = watch
-        .stderr_seen
+        .stderr_seen()
         .iter()
         .find(|l| l.starts_with("shield-watch: confined: "))
         .unwrap()
@@ -692,7 +698,7 @@ fn metrics_outputs_widen_the_confinement_only_by_the_textfile_directory() {
             "{confined}"
         );
     }
-    let names = assert_thread_privileges(watch.child.id(), |_| ONLY_DAC_READ_SEARCH);
+    let names = assert_thread_privileges(watch.pid(), |_| ONLY_DAC_READ_SEARCH);
     assert_eq!(
         names,
         [
@@ -711,7 +717,7 @@ fn metrics_outputs_widen_the_confinement_only_by_the_textfile_directory() {
         assert!(
             std::time::Instant::now() < deadline,
             "{:#?}",
-            watch.stderr_seen
+            watch.stderr_seen()
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }

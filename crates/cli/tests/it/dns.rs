@@ -74,7 +74,7 @@ fn blocked_lookups_are_reported_and_allowed_ones_are_not() {
     let resolver = Resolver::start(&state, &["allowed.example", "*.wild.example"], &[]);
     let mut watch = Watch::start(&state, &["--no-nflog", "-c", "c"]);
     assert_eq!(
-        watch.stderr_seen.last().unwrap(),
+        watch.stderr_seen().last().unwrap(),
         "shield-watch: ready (audit,dns)"
     );
 

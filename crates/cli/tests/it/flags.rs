@@ -141,7 +141,7 @@ fn source_list_limits_what_runs() {
     let state = State::new(Some("dnsmasq-live"));
     let mut watch = Watch::start(&state, &["--source", "audit"]);
     assert_eq!(
-        watch.stderr_seen.last().unwrap(),
+        watch.stderr_seen().last().unwrap(),
         "shield-watch: ready (audit)"
     );
     // dnsmasq.log is not touched when the dns source does not run.

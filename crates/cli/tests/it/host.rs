@@ -130,24 +130,24 @@ fn every_container_of_a_state_root_in_one_stream() {
     for name in ["c1", "c2", "c3"] {
         let line = format!("shield-watch: container {name}: following (audit,dns,nflog)");
         assert!(
-            watch.stderr_seen.contains(&line),
+            watch.stderr_seen().contains(&line),
             "{line}: {:#?}",
-            watch.stderr_seen
+            watch.stderr_seen()
         );
     }
     assert!(
         watch
-            .stderr_seen
+            .stderr_seen()
             .contains(&"shield-watch: container c4: following (audit)".to_string()),
         "{:#?}",
-        watch.stderr_seen
+        watch.stderr_seen()
     );
     assert!(
-        watch.stderr_seen.iter().any(
+        watch.stderr_seen().iter().any(
             |l| l.starts_with("shield-watch: container c4: nflog: no dnsmasq with tier lookup")
         ),
         "{:#?}",
-        watch.stderr_seen
+        watch.stderr_seen()
     );
 
     // Least privilege and the thread list host-wide are checked by
@@ -379,15 +379,15 @@ fn a_thousand_containers_under_a_soft_limit_of_1024_descriptors() {
     }
     let mut watch = Watch::spawn_command(command);
     watch.wait_stderr(|line| line.starts_with("shield-watch: ready ("));
-    let pid = watch.child.id();
+    let pid = watch.pid();
     let following = |w: &Watch, what: &str| {
-        w.stderr_seen
+        w.stderr_seen()
             .iter()
             .filter(|l| l.starts_with("shield-watch: container c") && l.ends_with(what))
             .count()
     };
     let others: Vec<&String> = watch
-        .stderr_seen
+        .stderr_seen()
         .iter()
         .filter(|l| !l.contains(": following (") && !l.contains(": nflog: no dnsmasq"))
         .take(20)
@@ -536,10 +536,10 @@ fn a_group_held_by_another_listener_is_taken_over_when_it_goes() {
     let mut watch = start(root.path(), &[]);
     // Said before the ready line.
     let said = watch
-        .stderr_seen
+        .stderr_seen()
         .iter()
         .find(|l| l.starts_with("shield-watch: container web: nflog: "))
-        .unwrap_or_else(|| panic!("{:#?}", watch.stderr_seen))
+        .unwrap_or_else(|| panic!("{:#?}", watch.stderr_seen()))
         .clone();
     assert!(said.contains("already bound"), "{said}");
     assert!(
@@ -574,7 +574,7 @@ fn container_names_and_globs_select_containers_host_wide() {
         &["--no-nflog", "--container", "ci-*", "--container", "db"],
     );
     let mut following: Vec<&str> = watch
-        .stderr_seen
+        .stderr_seen()
         .iter()
         .filter_map(|l| l.strip_prefix("shield-watch: container "))
         .filter_map(|l| l.strip_suffix(": following (audit)"))
@@ -614,7 +614,7 @@ fn container_names_and_globs_select_containers_host_wide() {
 fn the_helper_opens_no_file_of_the_state_root() {
     let root = tempfile::tempdir().unwrap();
     let mut watch = start(root.path(), &[]);
-    let helper = crate::support::helper_pid(&watch.stderr_seen);
+    let helper = crate::support::helper_pid(watch.stderr_seen());
     let trace_dir = tempfile::tempdir().unwrap();
     let trace = trace_dir.path().join("trace");
     let mut strace = std::process::Command::new("strace")
@@ -691,7 +691,7 @@ fn the_worker_says_when_the_helper_dies_and_keeps_running() {
     let root = tempfile::tempdir().unwrap();
     let web = Container::shielded(root.path(), "web", &[("web.example", "203.0.113.80")]);
     let mut watch = start(root.path(), &[]);
-    let helper = crate::support::helper_pid(&watch.stderr_seen);
+    let helper = crate::support::helper_pid(watch.stderr_seen());
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(helper as i32).unwrap(),
         Signal::KILL,
@@ -725,7 +725,7 @@ fn the_worker_says_when_the_helper_dies_and_keeps_running() {
 fn the_helper_ends_when_the_worker_dies() {
     let root = tempfile::tempdir().unwrap();
     let watch = start(root.path(), &[]);
-    let helper = crate::support::helper_pid(&watch.stderr_seen);
+    let helper = crate::support::helper_pid(watch.stderr_seen());
     assert!(Path::new(&format!("/proc/{helper}")).exists());
     drop(watch); // SIGKILL, then reaped
     let deadline = Instant::now() + crate::support::DEADLINE;
@@ -749,17 +749,17 @@ fn nflog_sockets_are_capped_host_wide() {
         &["--source", "nflog", "--max-nflog-sockets", "1"],
     );
     let following = watch
-        .stderr_seen
+        .stderr_seen()
         .iter()
         .filter(|l| l.ends_with(": following (nflog)"))
         .count();
     let refused: Vec<&String> = watch
-        .stderr_seen
+        .stderr_seen()
         .iter()
         .filter(|l| l.contains("NFLOG sockets are open already"))
         .collect();
-    assert_eq!(following, 1, "{:#?}", watch.stderr_seen);
-    assert_eq!(refused.len(), 1, "{:#?}", watch.stderr_seen);
+    assert_eq!(following, 1, "{:#?}", watch.stderr_seen());
+    assert_eq!(refused.len(), 1, "{:#?}", watch.stderr_seen());
 }
 
 #[test]
@@ -835,16 +835,16 @@ fn forty_attacker_namespaces_get_bounded_sockets() {
     }
     let watch = start(&root, &["--source", "nflog", "--max-nflog-sockets", "16"]);
     let following = watch
-        .stderr_seen
+        .stderr_seen()
         .iter()
         .filter(|l| l.ends_with(": following (nflog)"))
         .count();
     let refused = watch
-        .stderr_seen
+        .stderr_seen()
         .iter()
         .filter(|l| l.contains("NFLOG sockets are open already"))
         .count();
-    assert_eq!((following, refused), (16, 24), "{:#?}", watch.stderr_seen);
+    assert_eq!((following, refused), (16, 24), "{:#?}", watch.stderr_seen());
     // Read in each namespace: shield-watch's sockets and their buffers.
     let mut buffers = Vec::new();
     for child in &processes {

@@ -167,11 +167,11 @@ fn a_64_gib_sparse_allow_list_costs_no_memory_and_stalls_nobody() {
     let other = container(root.path(), OsStr::new("other"), "lookup");
     let mut watch = host(root.path(), &["--no-nflog"]);
     let said = watch
-        .stderr_seen
+        .stderr_seen()
         .iter()
         .find(|l| l.contains("cannot load the allow-list"))
         .cloned()
-        .unwrap_or_else(|| panic!("{:#?}", watch.stderr_seen));
+        .unwrap_or_else(|| panic!("{:#?}", watch.stderr_seen()));
     assert!(said.contains("container mine"), "{said}");
     fs::write(
         other.join("audit.jsonl"),
@@ -180,7 +180,7 @@ fn a_64_gib_sparse_allow_list_costs_no_memory_and_stalls_nobody() {
     .unwrap();
     let event: Value = serde_json::from_str(&watch.lines(1)[0]).unwrap();
     assert_eq!(event["container"], "other");
-    let peak = peak_rss_kib(watch.child.id());
+    let peak = peak_rss_kib(watch.pid());
     assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
 }
 
@@ -191,17 +191,17 @@ fn a_container_name_that_is_not_utf8_is_refused_with_a_line() {
     container(root.path(), OsStr::new("fine"), "lookup");
     let watch = host(root.path(), &["--no-nflog"]);
     let refused = watch
-        .stderr_seen
+        .stderr_seen()
         .iter()
         .find(|l| l.contains("not UTF-8"))
-        .unwrap_or_else(|| panic!("{:#?}", watch.stderr_seen));
+        .unwrap_or_else(|| panic!("{:#?}", watch.stderr_seen()));
     assert!(
         refused.starts_with("shield-watch: container bad"),
         "{refused}"
     );
-    assert_printable(&watch.stderr_seen);
+    assert_printable(watch.stderr_seen());
     assert!(watch
-        .stderr_seen
+        .stderr_seen()
         .iter()
         .any(|l| l == "shield-watch: container fine: following (audit)"));
 }
@@ -235,9 +235,9 @@ fn a_state_root_reached_through_another_users_symlink_is_refused() {
         fs::canonicalize(&bobs).unwrap().display()
     );
     assert!(
-        watch.stderr_seen.contains(&resolved),
+        watch.stderr_seen().contains(&resolved),
         "{:#?}",
-        watch.stderr_seen
+        watch.stderr_seen()
     );
 }
 
@@ -267,7 +267,7 @@ fn a_replaced_state_root_is_said_loudly_and_can_end_the_process() {
             std::io::Write::write_all(&mut audit, b"{\"action\":\"still\"}\n").unwrap();
             let line = &watch.lines(1)[0];
             assert!(line.contains("\"action\":\"still\""), "{line}");
-            assert!(watch.child.try_wait().unwrap().is_none());
+            assert!(watch.try_wait().is_none());
         }
     }
 }
@@ -323,7 +323,7 @@ fn twenty_five_thousand_planted_siblings_take_bounded_descriptors() {
     let other = container(root.path(), OsStr::new("other"), "lookup");
     fs::write(other.join("audit.jsonl"), "").unwrap();
     let mut watch = host(root.path(), &["--no-nflog"]);
-    let before = descriptors(watch.child.id());
+    let before = descriptors(watch.pid());
     for i in 0..25_000 {
         fs::File::create(mine.join(format!("audit.jsonl.{i}"))).unwrap();
     }
@@ -338,7 +338,7 @@ fn twenty_five_thousand_planted_siblings_take_bounded_descriptors() {
     let event: Value = serde_json::from_str(&watch.lines(1)[0]).unwrap();
     assert_eq!(event["container"], "other");
     assert_eq!(event["dest"], "192.0.2.6");
-    let after = descriptors(watch.child.id());
+    let after = descriptors(watch.pid());
     assert!(
         after <= before + 40,
         "descriptors {before} -> {after} with 25 000 planted siblings"

@@ -169,7 +169,7 @@ fn wait_until_read(cursor: &Path, dir: &Path, mode: Mode, flags: &[&str], watch:
         assert!(
             Instant::now() < deadline,
             "{mode:?} {flags:?}: not read to the end; cursors {saved:?}; stderr {:#?}",
-            watch.stderr_seen
+            watch.stderr_seen()
         );
         thread::sleep(Duration::from_millis(20));
     }

@@ -88,7 +88,7 @@ fn logged_packets_become_events_with_the_prefix_action() {
     let state = State::new(Some("lookup"));
     let mut watch = watch_nflog(&state, &ns, &[]);
     assert_eq!(
-        watch.stderr_seen.last().unwrap(),
+        watch.stderr_seen().last().unwrap(),
         "shield-watch: ready (nflog)"
     );
 
@@ -129,11 +129,11 @@ fn nflog_unavailable_leaves_the_other_sources_running() {
     let state = State::new(Some("lookup"));
     let mut watch = Watch::start(&state, &["-c", "c", "--netns", "/nonexistent/netns"]);
     assert_eq!(
-        watch.stderr_seen.last().unwrap(),
+        watch.stderr_seen().last().unwrap(),
         "shield-watch: ready (audit)"
     );
     let reason = watch
-        .stderr_seen
+        .stderr_seen()
         .iter()
         .find(|l| l.starts_with("shield-watch: nflog: not running:"))
         .unwrap();
@@ -161,11 +161,11 @@ fn a_group_held_by_another_process_is_explained() {
     let first = Watch::start(&state, &args);
     let second = Watch::start(&state, &args);
     assert_eq!(
-        second.stderr_seen.last().unwrap(),
+        second.stderr_seen().last().unwrap(),
         "shield-watch: ready (audit)"
     );
     let reason = second
-        .stderr_seen
+        .stderr_seen()
         .iter()
         .find(|l| l.starts_with("shield-watch: nflog: not running:"))
         .unwrap();
@@ -195,7 +195,7 @@ fn a_connection_to_an_address_resolved_before_the_start_is_named() {
     let netns = ns.path();
     let mut watch = Watch::start(&state, &["-c", "c", "--netns", netns.to_str().unwrap()]);
     assert_eq!(
-        watch.stderr_seen.last().unwrap(),
+        watch.stderr_seen().last().unwrap(),
         "shield-watch: ready (audit,dns,nflog)"
     );
     tcp_connect(&ns, "203.0.113.13:443");
@@ -308,7 +308,7 @@ fn a_sustained_flood_is_delivered_or_counted_to_the_rule_counter() {
     // shield-watch is stopped for the last quarter: the flood ends while the kernel is dropping,
     // and no later packet shows that gap in the sequence numbers.
     const STALL_FROM: u32 = 150_000;
-    let pid = Pid::from_child(&watch.child);
+    let pid = Pid::from_raw(i32::try_from(watch.pid()).unwrap()).unwrap();
     ns.run_in(move || {
         let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
         for i in 0..FLOOD {

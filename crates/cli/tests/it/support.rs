@@ -1,15 +1,14 @@
-//! Starting the real binary, waiting for its ready line, reading its stream with deadlines.
+//! The binary under test, its state directory, and shield-lab's driver with the tests' deadline.
 
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::process::{Command, ExitStatus};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rustix::process::{kill_process, Pid, Signal};
+use rustix::process::Signal;
 
 /// How long any single expected thing may take before a test fails. Generous: the machines are
 /// shared and slow; a passing test never waits for it.
@@ -66,36 +65,21 @@ pub fn binary() -> Command {
     }
 }
 
-/// Starts `command` with no stdin and both outputs piped to us.
-fn spawn_piped(mut command: Command) -> Child {
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// A running shield-watch with its stdout and stderr read line by line on their own threads.
-pub struct Watch {
-    pub child: Child,
-    stdout: Option<Receiver<String>>,
-    stderr: Receiver<String>,
-    pub stderr_seen: Vec<String>,
-}
+/// shield-watch run by shield-lab's driver ([`shield_lab::Watch`]), with the tests' deadline:
+/// every wait that fails panics with what was seen.
+pub struct Watch(shield_lab::Watch);
 
 impl Watch {
     /// Starts `shield-watch --state-dir STATE ARGS...` and waits for its ready line.
     pub fn start(state: &State, args: &[&str]) -> Watch {
-        let mut watch = Watch::spawn(state, args);
-        watch.wait_stderr(|line| line.starts_with("shield-watch: ready ("));
-        watch
+        Watch::start_with_env(state, args, &[])
     }
 
     /// Starts it with extra environment variables and waits for its ready line.
     pub fn start_with_env(state: &State, args: &[&str], env: &[(&str, &OsStr)]) -> Watch {
-        let mut watch = Watch::spawn_with_env(state, args, env);
-        watch.wait_stderr(|line| line.starts_with("shield-watch: ready ("));
+        let mut watch = Watch::spawn_unread(state, args, env);
+        watch.start_reading();
+        watch.wait_ready();
         watch
     }
 
@@ -116,13 +100,7 @@ impl Watch {
     /// [`Watch::start_unread`] with extra environment variables.
     pub fn start_unread_with_env(state: &State, args: &[&str], env: &[(&str, &OsStr)]) -> Watch {
         let mut watch = Watch::spawn_unread(state, args, env);
-        watch.wait_stderr(|line| line.starts_with("shield-watch: ready ("));
-        watch
-    }
-
-    fn spawn_with_env(state: &State, args: &[&str], env: &[(&str, &OsStr)]) -> Watch {
-        let mut watch = Watch::spawn_unread(state, args, env);
-        watch.start_reading();
+        watch.wait_ready();
         watch
     }
 
@@ -141,199 +119,102 @@ impl Watch {
     }
 
     fn spawn_command_unread(command: Command) -> Watch {
-        let mut child = spawn_piped(command);
-        let stderr = shield_lab::lines_of(child.stderr.take().unwrap());
-        Watch {
-            child,
-            stdout: None,
-            stderr,
-            stderr_seen: Vec::new(),
-        }
+        Watch(shield_lab::Watch::spawn(command).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    fn wait_ready(&mut self) {
+        self.wait_stderr(|line| line.starts_with(shield_lab::READY));
     }
 
     /// Starts reading its stdout (see [`Watch::start_unread`]).
     pub fn start_reading(&mut self) {
-        if let Some(stdout) = self.child.stdout.take() {
-            self.stdout = Some(shield_lab::lines_of(stdout));
-        }
+        self.0.read_stdout();
     }
 
     /// Waits for a stderr line matching `want`; returns it. Panics with everything seen on timeout.
     pub fn wait_stderr(&mut self, want: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stderr.recv_timeout(left) {
-                Ok(line) => {
-                    self.stderr_seen.push(line.clone());
-                    if want(&line) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "no expected stderr line; stderr so far: {:#?}",
-                    self.stderr_seen
-                ),
-            }
-        }
+        self.0
+            .wait_stderr(want, deadline())
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The stderr lines read so far.
+    pub fn stderr_seen(&self) -> &[String] {
+        self.0.stderr_seen()
     }
 
     /// The next `n` stdout lines, each within the deadline.
     pub fn lines(&mut self, n: usize) -> Vec<String> {
-        let stdout = self.stdout.as_ref().expect("stdout was closed");
-        let mut got = Vec::new();
-        let deadline = Instant::now() + DEADLINE;
-        while got.len() < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match stdout.recv_timeout(left) {
-                Ok(line) => got.push(line),
-                Err(RecvTimeoutError::Timeout) => {
-                    panic!(
-                        "only {} of {n} lines: {got:#?}; stderr: {:#?}",
-                        got.len(),
-                        self.drain_stderr()
-                    )
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    panic!(
-                        "stdout ended after {} of {n} lines: {got:#?}; stderr: {:#?}",
-                        got.len(),
-                        self.drain_stderr()
-                    )
-                }
-            }
-        }
-        got
+        self.0
+            .lines(n, deadline())
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Up to `n` stdout lines, as many as arrive within `limit`.
     pub fn lines_within(&mut self, n: usize, limit: Duration) -> Vec<String> {
-        let stdout = self.stdout.as_ref().expect("stdout was closed");
-        let deadline = Instant::now() + limit;
-        let mut got = Vec::new();
-        while got.len() < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match stdout.recv_timeout(left) {
-                Ok(line) => got.push(line),
-                Err(_) => break,
-            }
-        }
-        got
+        self.0.lines_within(n, limit)
     }
 
     /// Stdout lines up to and including the first one matching `last`, within the deadline.
     pub fn lines_until(&mut self, last: impl Fn(&str) -> bool) -> Vec<String> {
-        let stdout = self.stdout.as_ref().expect("stdout was closed");
-        let deadline = Instant::now() + DEADLINE;
-        let mut got = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match stdout.recv_timeout(left) {
-                Ok(line) => {
-                    let done = last(&line);
-                    got.push(line);
-                    if done {
-                        return got;
-                    }
-                }
-                Err(_) => panic!(
-                    "no matching line after {} lines (last: {:?}); stderr: {:#?}",
-                    got.len(),
-                    got.last(),
-                    self.drain_stderr()
-                ),
-            }
-        }
+        self.0
+            .lines_until(last, deadline())
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Every stdout line until the stream ends (after the process died), within the deadline.
     pub fn rest(&mut self) -> Vec<String> {
-        let Some(stdout) = self.stdout.as_ref() else {
-            return Vec::new();
-        };
-        let deadline = Instant::now() + DEADLINE;
-        let mut got = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match stdout.recv_timeout(left) {
-                Ok(line) => got.push(line),
-                Err(RecvTimeoutError::Disconnected) => return got,
-                Err(RecvTimeoutError::Timeout) => panic!("stdout did not end"),
-            }
-        }
+        self.0.rest(deadline()).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Asserts nothing more arrives on stdout within `quiet`. Only used after a marker line that
     /// was written after the input under test, so a pass does not depend on timing.
     pub fn no_more_lines(&mut self, quiet: Duration) {
-        let stdout = self.stdout.as_ref().expect("stdout was closed");
-        if let Ok(line) = stdout.recv_timeout(quiet) {
+        if let Ok(line) = self.0.next_line(Instant::now() + quiet) {
             panic!("unexpected line: {line}");
         }
     }
 
     /// Closes our end of its stdout, as `| head` does after reading enough.
     pub fn close_stdout(&mut self) {
-        self.stdout = None;
+        self.0.close_stdout();
     }
 
-    /// Sends a signal (to a pid we spawned and have not reaped, so it cannot have been reused).
+    /// Sends a signal.
     pub fn signal(&self, signal: Signal) {
-        kill_process(Pid::from_child(&self.child), signal).expect("kill");
+        self.0.signal(signal).expect("kill");
     }
 
-    /// Waits for the process to exit within the deadline; returns its status and remaining stderr.
+    /// Waits for the process to exit within the deadline; returns its status and its stderr.
     pub fn wait_exit(&mut self) -> (ExitStatus, Vec<String>) {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (status, self.drain_stderr());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "shield-watch did not exit; stderr: {:#?}",
-                self.drain_stderr()
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
+        self.0
+            .wait_exit(deadline())
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn drain_stderr(&mut self) -> Vec<String> {
-        while let Ok(line) = self.stderr.recv_timeout(Duration::from_millis(200)) {
-            self.stderr_seen.push(line);
-        }
-        self.stderr_seen.clone()
+    /// Its exit status, if it has exited.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.0.try_wait().unwrap()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.pid()
     }
 }
 
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// When a wait that starts now gives up.
+fn deadline() -> Instant {
+    Instant::now() + DEADLINE
 }
 
 /// Runs the binary to completion with a deadline (for the quick exit-code cases).
 pub fn run_to_exit(args: &[&std::ffi::OsStr]) -> (ExitStatus, String, String) {
     let mut command = binary();
     command.args(args);
-    let mut child = spawn_piped(command);
-    let stdout: ChildStdout = child.stdout.take().unwrap();
-    let out = shield_lab::lines_of(stdout);
-    let err = shield_lab::lines_of(child.stderr.take().unwrap());
-    let deadline = Instant::now() + DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("did not exit within the deadline");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    let collect = |rx: Receiver<String>| rx.iter().collect::<Vec<_>>().join("\n");
-    (status, collect(out), collect(err))
+    let mut watch = Watch::spawn_command(command);
+    let (status, err) = watch.wait_exit();
+    let out = watch.rest();
+    (status, out.join("\n"), err.join("\n"))
 }
 
 /// Checks every thread of process `pid` after the ready line: its effective, permitted and

@@ -63,11 +63,11 @@ fn real_terok_containers_are_watched_under_one_name_each() {
     let mut watch = start(root.path());
     for name in ["alpha", "beta"] {
         assert!(
-            watch.stderr_seen.contains(&format!(
+            watch.stderr_seen().contains(&format!(
                 "shield-watch: container {name}: following (audit,dns,nflog)"
             )),
             "{:#?}",
-            watch.stderr_seen
+            watch.stderr_seen()
         );
     }
 
@@ -187,10 +187,10 @@ fn terok_reader_holding_the_group_then_exiting_is_taken_over() {
     let mut reader = held.start_reader().expect("nflog-reader.py --emit=json");
     let mut watch = start(root.path());
     let said = watch
-        .stderr_seen
+        .stderr_seen()
         .iter()
         .find(|l| l.starts_with("shield-watch: container held: nflog: "))
-        .unwrap_or_else(|| panic!("{:#?}", watch.stderr_seen))
+        .unwrap_or_else(|| panic!("{:#?}", watch.stderr_seen()))
         .clone();
     assert!(said.contains("already bound"), "{said}");
     // The reader's own blocked entries arrive through the audit log, under the one name.
@@ -277,11 +277,11 @@ fn with_no_flag_every_terok_container_is_found_wherever_its_state_lives() {
     watch.wait_stderr(|l| l.starts_with("shield-watch: ready ("));
     for name in ["task-one", "task-two", "three"] {
         assert!(
-            watch.stderr_seen.contains(&format!(
+            watch.stderr_seen().contains(&format!(
                 "shield-watch: container {name}: following (audit,dns,nflog)"
             )),
             "{name}: {:#?}",
-            watch.stderr_seen
+            watch.stderr_seen()
         );
     }
     for (container, name) in [(&a, "task-one"), (&b, "task-two"), (&c, "three")] {

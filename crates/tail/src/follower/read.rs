@@ -26,7 +26,7 @@ pub(super) const GO: ControlFlow<()> = ControlFlow::Continue(());
 /// At most this many bytes are read from files in one call of `read_available`: one huge file
 /// (a container owner's, or a sparse one with data scattered through it) must not keep the
 /// thread from the other files of its set.
-pub(super) const READ_BUDGET: u64 = 4 << 20;
+pub(crate) const READ_BUDGET: u64 = 4 << 20;
 
 /// A truncation noticed, not yet dealt with: the rest we had not read is being read from
 /// copytruncate's copy (when there is one), then the file is read again from 0.

@@ -95,6 +95,12 @@ impl Follower {
         self.draining.iter().map(|d| d.until).min()
     }
 
+    /// Whether the last `read_available` stopped before the end of what there is (told to, or
+    /// its read budget spent).
+    pub(crate) fn stopped_early(&self) -> bool {
+        self.more
+    }
+
     /// Whether a call of `read_available` is due without any event (it stopped early, or a
     /// rotate-wait ended).
     pub(crate) fn due(&self, now: Instant) -> bool {

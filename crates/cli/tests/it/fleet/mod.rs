@@ -100,7 +100,7 @@ pub(crate) fn query(name: &str) -> String {
 /// The address in a ready line's `metrics on http://ADDR/metrics`.
 pub(crate) fn metrics_addr(watch: &Watch) -> SocketAddr {
     let ready = watch
-        .stderr_seen
+        .stderr_seen()
         .iter()
         .find(|l| l.starts_with("shield-watch: ready ("))
         .expect("a ready line");
