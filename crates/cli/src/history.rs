@@ -38,6 +38,9 @@ pub struct Plan {
     pub actions: Vec<String>,
     /// `--all-query-types`.
     pub all_query_types: bool,
+    /// The writer writes each event's JSON line (to stdout in `--format json`, or to the
+    /// journal): the workers write it, while the event is still in their cache.
+    pub json_lines: bool,
 }
 
 /// Events a worker reads ahead for one log at a time.
@@ -57,6 +60,10 @@ struct Run {
     /// by; the rest are spares, filled again next time.
     events: Vec<(i64, Event)>,
     len: usize,
+    /// With [`Plan::json_lines`], the events' JSON lines one after the other, `ends[i]` where
+    /// event `i`'s ends.
+    json: Vec<u8>,
+    ends: Vec<usize>,
 }
 
 impl Run {
@@ -65,17 +72,25 @@ impl Run {
             log,
             events: Vec::with_capacity(RUN),
             len: 0,
+            json: Vec::new(),
+            ends: Vec::new(),
         }
     }
 
-    /// The event to fill next (whatever it held before: the handler resets it), counted by
-    /// setting `len` one further.
-    fn slot(&mut self) -> &mut (i64, Event) {
+    /// Forgets the run's events (their storage is kept for reuse).
+    fn clear(&mut self) {
+        self.len = 0;
+        self.json.clear();
+        self.ends.clear();
+    }
+
+    /// Makes sure there is an event to fill next, `events[len]` (whatever it held before: the
+    /// handler resets it), counted by setting `len` one further.
+    fn make_spare(&mut self) {
         if self.len == self.events.len() {
             self.events
                 .push((0, Event::new(String::new(), Source::Watch, "", "")));
         }
-        &mut self.events[self.len]
     }
 }
 
@@ -182,11 +197,21 @@ impl Feed {
         self.run.as_ref().map(|run| run.events[self.at].0)
     }
 
-    /// Takes the next event by swapping it with `into` (whose storage the run keeps for its
-    /// worker to fill again); an emptied run goes back to its worker.
-    fn take(&mut self, into: &mut Event) {
+    /// The next event, and its JSON line if the worker wrote it; [`Feed::advance`] moves past
+    /// it (what is left in its place is the run's to fill again).
+    fn next(&mut self) -> Option<(&mut Event, Option<&[u8]>)> {
+        let run = self.run.as_mut()?;
+        let at = self.at;
+        let json = run.ends.get(at).map(|&end| {
+            let start = if at == 0 { 0 } else { run.ends[at - 1] };
+            &run.json[start..end]
+        });
+        Some((&mut run.events[at].1, json))
+    }
+
+    /// Moves past the next event; an emptied run goes back to its worker.
+    fn advance(&mut self) {
         let Some(run) = &mut self.run else { return };
-        std::mem::swap(&mut run.events[self.at].1, into);
         self.at += 1;
         if self.at == run.len {
             if let Some(run) = self.run.take() {
@@ -221,22 +246,30 @@ fn merge(
     let mut out = pool.take()?;
     while let Some(std::cmp::Reverse((_, i))) = heads.pop() {
         let feed = &mut feeds[i];
+        let Some((event, json)) = feed.next() else {
+            continue;
+        };
         match last {
             Some(n) => {
-                let mut event = Event::new(String::new(), Source::Watch, "", "");
-                feed.take(&mut event);
                 if tail.len() == n {
                     tail.pop_front();
                 }
                 if n > 0 {
-                    tail.push_back(event);
+                    let fresh = Event::new(String::new(), Source::Watch, "", "");
+                    tail.push_back(std::mem::replace(event, fresh));
                 }
             }
             None => {
-                feed.take(out.next_slot());
-                pool.push(&mut out, tx)?;
+                // A swap: the writer's spent event goes to the run, to be filled again.
+                std::mem::swap(event, out.next_slot());
+                match json {
+                    Some(line) => out.push_json(line),
+                    None => out.push(),
+                }
+                pool.send_if_full(&mut out, tx)?;
             }
         }
+        feed.advance();
         feed.fill(&mut ends);
         if let Some(time) = feed.head() {
             heads.push(std::cmp::Reverse((time, i)));
@@ -244,7 +277,8 @@ fn merge(
     }
     for event in tail {
         *out.next_slot() = event;
-        pool.push(&mut out, tx)?;
+        out.push();
+        pool.send_if_full(&mut out, tx)?;
     }
     if !out.is_empty() && tx.send(Msg::Events(out)).is_err() {
         return None;
@@ -272,10 +306,8 @@ impl Pool {
         }
     }
 
-    /// Takes the event filled in `out`'s next slot into it, and sends `out` once full (a fresh
-    /// one in its place); `None` when the writer is gone.
-    fn push(&mut self, out: &mut crate::output::Batch, tx: &Sender<Msg>) -> Option<()> {
-        out.push();
+    /// Sends `out` once full (a fresh one in its place); `None` when the writer is gone.
+    fn send_if_full(&mut self, out: &mut crate::output::Batch, tx: &Sender<Msg>) -> Option<()> {
         if out.is_full() {
             let next = self.take()?;
             tx.send(Msg::Events(std::mem::replace(out, next))).ok()?;
@@ -348,8 +380,8 @@ impl Worker {
             if reader.done {
                 continue;
             }
-            run.len = 0;
-            if let Err(err) = reader.fill(&mut run, &admits) {
+            run.clear();
+            if let Err(err) = reader.fill(&mut run, &admits, self.plan.json_lines) {
                 stopped(log, &self.voice, &err);
             }
             if run.len > 0 && log.out.send(Piece::Events(run)).is_err() {
@@ -398,7 +430,6 @@ impl Worker {
             handler: handler(log, &self.plan, &self.summary),
             source: log.source,
             previous: None,
-            stamps: StampText::default(),
             key: log.container.cursor_key(log.source),
             end: Start::End,
             notices: Vec::new(),
@@ -451,6 +482,8 @@ fn handler(log: &Log, plan: &Plan, summary: &Summary) -> Box<dyn LineHandler> {
                 all_query_types: plan.all_query_types,
                 prime_only_existing: false,
                 emit: true,
+                // Each event is stamped with its line's time (`stamp`).
+                stamp: |_| {},
             },
             SharedAllowList::load(&container.dir, &Voice::Quiet, &container.name),
             // History names nothing: only nflog events are named, and NFLOG has no history.
@@ -534,7 +567,6 @@ struct LogReader<'h, C> {
     source: Source,
     /// The time of the last timed line read: where a line without one stands.
     previous: Option<i64>,
-    stamps: StampText,
     /// The cursor key and where the live follower starts, sent when done.
     key: String,
     end: Start,
@@ -544,15 +576,20 @@ struct LogReader<'h, C> {
 }
 
 impl<C: FnMut(&[u8]) -> Option<i64>> LogReader<'_, C> {
-    /// Fills `run` (emptied) with up to [`RUN`] events that `admits` lets through; at the end of
-    /// the lines (or at an error, which stops the log) the reader is done.
-    fn fill(&mut self, run: &mut Run, admits: &dyn Fn(&Event) -> bool) -> Result<(), Error> {
+    /// Fills `run` (emptied) with up to [`RUN`] events that `admits` lets through, and their
+    /// JSON lines if `json_lines`; at the end of the lines (or at an error, which stops the log)
+    /// the reader is done.
+    fn fill(
+        &mut self,
+        run: &mut Run,
+        admits: &dyn Fn(&Event) -> bool,
+        json_lines: bool,
+    ) -> Result<(), Error> {
         let LogReader {
             lines,
             handler,
             source,
             previous,
-            stamps,
             done,
             ..
         } = self;
@@ -578,12 +615,18 @@ impl<C: FnMut(&[u8]) -> Option<i64>> LogReader<'_, C> {
                 if own.is_some() {
                     *previous = own;
                 }
-                let (at, event) = run.slot();
+                run.make_spare();
+                let (at, event) = &mut run.events[run.len];
                 if parse.line(bytes, false, event) && admits(event) {
                     if *source == Source::Dns {
-                        stamps.stamp(event, time);
+                        stamp(event, time);
                     }
                     *at = time.unwrap_or(i64::MIN);
+                    if json_lines {
+                        // Into a Vec: cannot fail.
+                        let _ = event.write_json(&mut run.json);
+                        run.ends.push(run.json.len());
+                    }
                     run.len += 1;
                 }
             }
@@ -605,27 +648,13 @@ impl<C: FnMut(&[u8]) -> Option<i64>> LogReader<'_, C> {
     }
 }
 
-/// A dnsmasq event's `ts` from its line's time, formatted once per second (lines of one second
-/// share it).
-#[derive(Default)]
-struct StampText {
-    second: Option<i64>,
-    text: String,
-}
-
-impl StampText {
-    fn stamp(&mut self, event: &mut Event, time: Option<i64>) {
-        let Some(t) = time else { return };
-        let second = t.div_euclid(1_000_000_000);
-        if self.second != Some(second) || t.rem_euclid(1_000_000_000) != 0 {
-            let Ok(ts) = Timestamp::from_nanosecond(i128::from(t)) else {
-                return;
-            };
-            self.text = shield_event::format_timestamp(ts);
-            self.second = (t.rem_euclid(1_000_000_000) == 0).then_some(second);
-        }
-        event.ts.clear();
-        event.ts.push_str(&self.text);
+/// Stamps a dnsmasq event with its line's time; a line without one (or out of range) with the
+/// current time, as the live thread would.
+fn stamp(event: &mut Event, time: Option<i64>) {
+    event.ts.clear();
+    match time.and_then(|t| Timestamp::from_nanosecond(i128::from(t)).ok()) {
+        Some(ts) => shield_event::write_timestamp(ts, &mut event.ts),
+        None => shield_event::write_now(&mut event.ts),
     }
 }
 
@@ -644,9 +673,7 @@ fn event_of(
         return None;
     }
     if source == Source::Dns {
-        if let Some(ts) = time.and_then(|t| Timestamp::from_nanosecond(i128::from(t)).ok()) {
-            event.ts = shield_event::format_timestamp(ts);
-        }
+        stamp(&mut event, time);
     }
     Some(event)
 }
@@ -734,7 +761,13 @@ mod tests {
                     // Runs carry spare events beyond their length, as reused ones do.
                     let mut events = chunk.to_vec();
                     events.push((-1, Event::new("spare", Source::Watch, "", "")));
-                    let run = Run { log: i, events, len: chunk.len() };
+                    let run = Run {
+                        log: i,
+                        events,
+                        len: chunk.len(),
+                        json: Vec::new(),
+                        ends: Vec::new(),
+                    };
                     out.send(Piece::Events(run)).unwrap();
                 }
                 out.send(Piece::End(format!("key{i}"), Start::End)).unwrap();

@@ -44,6 +44,10 @@ pub struct Batch {
     /// The first `len` are this batch's events; the rest wait to be reused.
     events: Vec<Event>,
     len: usize,
+    /// The JSON lines of the events whose producer wrote them ([`Batch::push_json`]), one after
+    /// the other; `ends[i]` is where event `i`'s ends (where the one before ended: none).
+    json: Vec<u8>,
+    ends: Vec<usize>,
     /// The read position just after the last line the batch covers.
     pub checkpoint: Option<Checkpoint>,
     /// Where the writer returns it.
@@ -60,6 +64,8 @@ impl Batch {
         Batch {
             events: Vec::new(),
             len: 0,
+            json: Vec::new(),
+            ends: Vec::new(),
             checkpoint: None,
             back,
         }
@@ -78,6 +84,22 @@ impl Batch {
     /// Takes the event filled through [`next_slot`](Self::next_slot) into the batch.
     pub fn push(&mut self) {
         self.len += 1;
+        self.ends.push(self.json.len());
+    }
+
+    /// [`push`](Self::push), with the event's JSON line as [`Event::write_json`] wrote it: a
+    /// producer that wrote it while the event was still in its cache spares the writer reading
+    /// the event's strings from another core's.
+    pub fn push_json(&mut self, line: &[u8]) {
+        self.json.extend_from_slice(line);
+        self.push();
+    }
+
+    /// Event `i`'s JSON line, if its producer wrote it.
+    pub fn json(&self, i: usize) -> Option<&[u8]> {
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        (end > start).then(|| &self.json[start..end])
     }
 
     /// The batch's events, in the order they were read.
@@ -98,6 +120,8 @@ impl Batch {
     /// Forgets the batch's events and position (their storage is kept for reuse).
     pub fn clear(&mut self) {
         self.len = 0;
+        self.json.clear();
+        self.ends.clear();
         self.checkpoint = None;
     }
 
@@ -231,7 +255,7 @@ fn write_loop(
         let checkpoint = match msg {
             Msg::Event(event, checkpoint) => {
                 let mut counts = summary.lock();
-                filter.write(&event, &mut dedup, &mut out.buf, &mut counts)?;
+                filter.write(&event, None, &mut dedup, &mut out.buf, &mut counts)?;
                 filter.note_journal(&mut counts);
                 drop(counts);
                 checkpoint
@@ -239,8 +263,9 @@ fn write_loop(
             Msg::Events(mut batch) => {
                 // One lock of the counters for the whole batch, not one per event.
                 let mut counts = summary.lock();
-                for event in batch.events() {
-                    filter.write(event, &mut dedup, &mut out.buf, &mut counts)?;
+                for (i, event) in batch.events().iter().enumerate() {
+                    let json = batch.json(i);
+                    filter.write(event, json, &mut dedup, &mut out.buf, &mut counts)?;
                 }
                 filter.note_journal(&mut counts);
                 drop(counts);
@@ -337,10 +362,12 @@ struct Filter {
 impl Filter {
     /// Appends `event` to `buf` and sends it to the journal unless `--action` or `--dedup`
     /// holds it back, and counts it. The metrics count it either way: they say what the
-    /// sources saw, which a filter of the view does not change.
+    /// sources saw, which a filter of the view does not change. `json` is the event's JSON
+    /// line when its producer wrote it.
     fn write(
         &mut self,
         event: &Event,
+        json: Option<&[u8]>,
         dedup: &mut Option<Dedup>,
         buf: &mut Vec<u8>,
         counts: &mut Counts,
@@ -355,15 +382,18 @@ impl Filter {
         if admitted {
             let start = buf.len();
             if self.stdout {
-                match self.format {
-                    Format::Json => event.write_json(buf)?,
-                    Format::Text => event.write_text(self.style, buf)?,
+                match (self.format, json) {
+                    (Format::Json, Some(line)) => buf.extend_from_slice(line),
+                    (Format::Json, None) => event.write_json(buf)?,
+                    (Format::Text, _) => event.write_text(self.style, buf)?,
                 }
             }
             if let Some(journal) = &mut self.journal {
                 // The entry's MESSAGE is the very line stdout has in --format json.
                 let line = if self.stdout && self.format == Format::Json {
                     &buf[start..]
+                } else if let Some(line) = json {
+                    line
                 } else {
                     self.line.clear();
                     event.write_json(&mut self.line)?;

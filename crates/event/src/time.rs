@@ -4,16 +4,17 @@ use std::cell::RefCell;
 
 use jiff::Timestamp;
 
-/// `YYYY-MM-DDTHH:MM:SS` of the last second formatted on this thread: events come many to a
-/// second, and only the fraction changes between them.
-struct LastSecond {
-    second: i64,
+/// `YYYY-MM-DDTHH:MM:` of the last minute formatted on this thread: events come many to a
+/// minute (a replayed history one a second per log), and only the seconds and the fraction
+/// change between them.
+struct LastMinute {
+    minute: i64,
     text: String,
 }
 
 thread_local! {
-    static LAST_SECOND: RefCell<LastSecond> = const {
-        RefCell::new(LastSecond { second: i64::MIN, text: String::new() })
+    static LAST_MINUTE: RefCell<LastMinute> = const {
+        RefCell::new(LastMinute { minute: i64::MIN, text: String::new() })
     };
 }
 
@@ -29,7 +30,7 @@ pub fn now_timestamp() -> String {
 }
 
 /// Appends `ts` in the stream's format to `out` ([`format_timestamp`]'s text), allocating only
-/// when `out` must grow: the date and time of day are formatted once a second per thread.
+/// when `out` must grow: the date, hour and minute are formatted once a minute per thread.
 pub fn write_timestamp(ts: Timestamp, out: &mut String) {
     let (second, micros) = (ts.as_second(), ts.subsec_microsecond());
     if second < 0 || micros < 0 {
@@ -37,24 +38,29 @@ pub fn write_timestamp(ts: Timestamp, out: &mut String) {
         out.push_str(&format_timestamp(ts));
         return;
     }
-    LAST_SECOND.with(|last| {
+    let minute = second / 60;
+    LAST_MINUTE.with(|last| {
         let mut last = last.borrow_mut();
-        if last.second != second {
+        if last.minute != minute {
             last.text.clear();
+            let start = Timestamp::from_second(minute * 60).unwrap_or(ts);
             last.text
-                .push_str(&ts.strftime("%Y-%m-%dT%H:%M:%S").to_string());
-            last.second = second;
+                .push_str(&start.strftime("%Y-%m-%dT%H:%M:").to_string());
+            last.minute = minute;
         }
         out.push_str(&last.text);
     });
-    let mut fraction = *b".000000+00:00";
-    let mut rest = micros as u32;
-    for digit in fraction[1..7].iter_mut().rev() {
-        *digit = b'0' + (rest % 10) as u8;
-        rest /= 10;
+    let mut rest = *b"00.000000+00:00";
+    let seconds = (second % 60) as u8;
+    rest[0] = b'0' + seconds / 10;
+    rest[1] = b'0' + seconds % 10;
+    let mut fraction = micros as u32;
+    for digit in rest[3..9].iter_mut().rev() {
+        *digit = b'0' + (fraction % 10) as u8;
+        fraction /= 10;
     }
     // Only ASCII digits were written into an ASCII template.
-    out.push_str(std::str::from_utf8(&fraction).unwrap_or(".000000+00:00"));
+    out.push_str(std::str::from_utf8(&rest).unwrap_or("00.000000+00:00"));
 }
 
 /// Appends the current time in the stream's format to `out` (see [`write_timestamp`]).
@@ -82,7 +88,7 @@ mod tests {
             rng ^= rng << 13;
             rng ^= rng >> 7;
             rng ^= rng << 17;
-            // Runs of nearby instants (the per-second cache), jumps, and the edges.
+            // Runs of nearby instants (the per-minute cache), jumps, and the edges.
             let nanos: i128 = match i % 4 {
                 0 => i128::from(rng % 4_102_444_800_000_000_000),
                 1 => 1_774_958_400_000_000_000 + i128::from(rng % 3_000_000_000),
