@@ -10,6 +10,7 @@
 //! by a swap with one the writer is done with: once the first runs are filled, no event is
 //! allocated. NFLOG has no history: the kernel keeps none.
 
+use std::collections::binary_heap::PeekMut;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -244,9 +245,13 @@ fn merge(
     // are out (memory stays bounded whatever the history).
     let mut pool = Pool::new();
     let mut out = pool.take()?;
-    while let Some(std::cmp::Reverse((_, i))) = heads.pop() {
+    // The top is replaced by the same log's next head (one sift, not a pop and a push), or
+    // popped when the log is done.
+    while let Some(mut top) = heads.peek_mut() {
+        let std::cmp::Reverse((_, i)) = *top;
         let feed = &mut feeds[i];
         let Some((event, json)) = feed.next() else {
+            PeekMut::pop(top);
             continue;
         };
         match last {
@@ -271,8 +276,11 @@ fn merge(
         }
         feed.advance();
         feed.fill(&mut ends);
-        if let Some(time) = feed.head() {
-            heads.push(std::cmp::Reverse((time, i)));
+        match feed.head() {
+            Some(time) => *top = std::cmp::Reverse((time, i)),
+            None => {
+                PeekMut::pop(top);
+            }
         }
     }
     for event in tail {
