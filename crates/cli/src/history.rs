@@ -59,7 +59,7 @@ struct Run {
     log: usize,
     /// The first `len` are the run's events, oldest first, each with the time it is ordered
     /// by; the rest are spares, filled again next time.
-    events: Vec<(i64, Event)>,
+    events: Vec<(i64, Box<Event>)>,
     len: usize,
     /// With [`Plan::json_lines`], the events' JSON lines one after the other, `ends[i]` where
     /// event `i`'s ends.
@@ -89,8 +89,10 @@ impl Run {
     /// handler resets it), counted by setting `len` one further.
     fn make_spare(&mut self) {
         if self.len == self.events.len() {
-            self.events
-                .push((0, Event::new(String::new(), Source::Watch, "", "")));
+            self.events.push((
+                0,
+                Box::new(Event::new(String::new(), Source::Watch, "", "")),
+            ));
         }
     }
 }
@@ -200,7 +202,7 @@ impl Feed {
 
     /// The next event, and its JSON line if the worker wrote it; [`Feed::advance`] moves past
     /// it (what is left in its place is the run's to fill again).
-    fn next(&mut self) -> Option<(&mut Event, Option<&[u8]>)> {
+    fn next(&mut self) -> Option<(&mut Box<Event>, Option<&[u8]>)> {
         let run = self.run.as_mut()?;
         let at = self.at;
         let json = run.ends.get(at).map(|&end| {
@@ -261,16 +263,12 @@ fn merge(
                 }
                 if n > 0 {
                     let fresh = Event::new(String::new(), Source::Watch, "", "");
-                    tail.push_back(std::mem::replace(event, fresh));
+                    tail.push_back(std::mem::replace(&mut **event, fresh));
                 }
             }
             None => {
                 // A swap: the writer's spent event goes to the run, to be filled again.
-                std::mem::swap(event, out.next_slot());
-                match json {
-                    Some(line) => out.push_json(line),
-                    None => out.push(),
-                }
+                out.push_swap(event, json);
                 pool.send_if_full(&mut out, tx)?;
             }
         }
@@ -756,19 +754,20 @@ mod tests {
             for (i, (mut times, batch)) in streams.into_iter().enumerate() {
                 times.sort_unstable();
                 let (out, from) = crossbeam_channel::unbounded();
-                let events: Vec<(i64, Event)> = times
+                let events: Vec<(i64, Box<Event>)> = times
                     .iter()
                     .enumerate()
                     .map(|(seq, t)| {
                         let tag = format!("s{i}-{seq}");
                         reference.push((*t, i, seq, tag.clone()));
-                        (*t, Event::new(String::new(), Source::Audit, "denied", tag))
+                        let event = Event::new(String::new(), Source::Audit, "denied", tag);
+                        (*t, Box::new(event))
                     })
                     .collect();
                 for chunk in events.chunks(batch) {
                     // Runs carry spare events beyond their length, as reused ones do.
                     let mut events = chunk.to_vec();
-                    events.push((-1, Event::new("spare", Source::Watch, "", "")));
+                    events.push((-1, Box::new(Event::new("spare", Source::Watch, "", ""))));
                     let run = Run {
                         log: i,
                         events,
@@ -796,7 +795,7 @@ mod tests {
                 .iter()
                 .flat_map(|m| match m {
                     Msg::Events(batch) => {
-                        batch.events().iter().map(|e| e.container.clone()).collect()
+                        batch.events().map(|e| e.container.clone()).collect()
                     }
                     _ => vec![String::new()],
                 })
