@@ -22,7 +22,7 @@ use shield_event::{Event, Source};
 use shield_tail::{Error, History, HistoryLine, HistoryReader, Options, Start, Window};
 
 use crate::containers::{Container, Voice};
-use crate::output::Msg;
+use crate::output::{Msg, Slot};
 use crate::sources::audit::AuditLines;
 use crate::sources::dns::{DnsLines, DnsOptions, SharedAllowList};
 use crate::sources::follow::LineHandler;
@@ -57,14 +57,11 @@ const WORKERS: usize = 4;
 struct Run {
     /// The log's index among its worker's.
     log: usize,
-    /// The first `len` are the run's events, oldest first, each with the time it is ordered
-    /// by; the rest are spares, filled again next time.
-    events: Vec<(i64, Box<Event>)>,
+    /// The first `len` are the run's events (with their JSON lines, with
+    /// [`Plan::json_lines`]), oldest first, each with the time it is ordered by; the rest are
+    /// spares, filled again next time.
+    events: Vec<(i64, Box<Slot>)>,
     len: usize,
-    /// With [`Plan::json_lines`], the events' JSON lines one after the other, `ends[i]` where
-    /// event `i`'s ends.
-    json: Vec<u8>,
-    ends: Vec<usize>,
 }
 
 impl Run {
@@ -73,26 +70,14 @@ impl Run {
             log,
             events: Vec::with_capacity(RUN),
             len: 0,
-            json: Vec::new(),
-            ends: Vec::new(),
         }
-    }
-
-    /// Forgets the run's events (their storage is kept for reuse).
-    fn clear(&mut self) {
-        self.len = 0;
-        self.json.clear();
-        self.ends.clear();
     }
 
     /// Makes sure there is an event to fill next, `events[len]` (whatever it held before: the
     /// handler resets it), counted by setting `len` one further.
     fn make_spare(&mut self) {
         if self.len == self.events.len() {
-            self.events.push((
-                0,
-                Box::new(Event::new(String::new(), Source::Watch, "", "")),
-            ));
+            self.events.push((0, Box::default()));
         }
     }
 }
@@ -180,7 +165,6 @@ impl Feed {
         while self.run.is_none() && !self.done {
             match self.from.recv() {
                 Ok(Piece::Events(run)) if run.len > 0 => {
-                    fetch_lines(&run);
                     self.run = Some(run);
                     self.at = 0;
                 }
@@ -201,16 +185,11 @@ impl Feed {
         self.run.as_ref().map(|run| run.events[self.at].0)
     }
 
-    /// The next event, and its JSON line if the worker wrote it; [`Feed::advance`] moves past
+    /// The next event (with its JSON line if the worker wrote it); [`Feed::advance`] moves past
     /// it (what is left in its place is the run's to fill again).
-    fn next(&mut self) -> Option<(&mut Box<Event>, Option<&[u8]>)> {
+    fn next(&mut self) -> Option<&mut Box<Slot>> {
         let run = self.run.as_mut()?;
-        let at = self.at;
-        let json = run.ends.get(at).map(|&end| {
-            let start = if at == 0 { 0 } else { run.ends[at - 1] };
-            &run.json[start..end]
-        });
-        Some((&mut run.events[at].1, json))
+        Some(&mut run.events[self.at].1)
     }
 
     /// Moves past the next event; an emptied run goes back to its worker.
@@ -224,16 +203,6 @@ impl Feed {
             }
         }
     }
-}
-
-/// Reads a run's JSON lines as it comes in, a byte a cache line: in one short pass the lines
-/// come over from the worker's core together, not one miss at a time as the merge copies each.
-fn fetch_lines(run: &Run) {
-    let mut seen = 0u8;
-    for byte in run.json.iter().step_by(64) {
-        seen ^= byte;
-    }
-    std::hint::black_box(seen);
 }
 
 /// The k-way merge: the oldest pending event of all logs next (ties in log order, then in each
@@ -263,7 +232,7 @@ fn merge(
     while let Some(mut top) = heads.peek_mut() {
         let std::cmp::Reverse((_, i)) = *top;
         let feed = &mut feeds[i];
-        let Some((event, json)) = feed.next() else {
+        let Some(slot) = feed.next() else {
             PeekMut::pop(top);
             continue;
         };
@@ -274,12 +243,12 @@ fn merge(
                 }
                 if n > 0 {
                     let fresh = Event::new(String::new(), Source::Watch, "", "");
-                    tail.push_back(std::mem::replace(&mut **event, fresh));
+                    tail.push_back(std::mem::replace(&mut slot.event, fresh));
                 }
             }
             None => {
                 // A swap: the writer's spent event goes to the run, to be filled again.
-                out.push_swap(event, json);
+                out.push_swap(slot);
                 pool.send_if_full(&mut out, tx)?;
             }
         }
@@ -397,7 +366,7 @@ impl Worker {
             if reader.done {
                 continue;
             }
-            run.clear();
+            run.len = 0;
             if let Err(err) = reader.fill(&mut run, &admits, self.plan.json_lines) {
                 stopped(log, &self.voice, &err);
             }
@@ -633,16 +602,15 @@ impl<C: FnMut(&[u8]) -> Option<i64>> LogReader<'_, C> {
                     *previous = own;
                 }
                 run.make_spare();
-                let (at, event) = &mut run.events[run.len];
+                let (at, slot) = &mut run.events[run.len];
+                let event = slot.refill();
                 if parse.line(bytes, false, event) && admits(event) {
                     if *source == Source::Dns {
                         stamp(event, time);
                     }
                     *at = time.unwrap_or(i64::MIN);
                     if json_lines {
-                        // Into a Vec: cannot fail.
-                        let _ = event.write_json(&mut run.json);
-                        run.ends.push(run.json.len());
+                        slot.write_json();
                     }
                     run.len += 1;
                 }
@@ -765,27 +733,28 @@ mod tests {
             for (i, (mut times, batch)) in streams.into_iter().enumerate() {
                 times.sort_unstable();
                 let (out, from) = crossbeam_channel::unbounded();
-                let events: Vec<(i64, Box<Event>)> = times
+                let tagged: Vec<(i64, String)> = times
                     .iter()
                     .enumerate()
                     .map(|(seq, t)| {
                         let tag = format!("s{i}-{seq}");
                         reference.push((*t, i, seq, tag.clone()));
-                        let event = Event::new(String::new(), Source::Audit, "denied", tag);
-                        (*t, Box::new(event))
+                        (*t, tag)
                     })
                     .collect();
-                for chunk in events.chunks(batch) {
+                let slot = |container: &str, source| {
+                    let mut slot = Box::new(Slot::new());
+                    slot.event = Event::new(String::new(), source, "denied", container);
+                    slot
+                };
+                for chunk in tagged.chunks(batch) {
+                    let mut events: Vec<(i64, Box<Slot>)> = chunk
+                        .iter()
+                        .map(|(t, tag)| (*t, slot(tag, Source::Audit)))
+                        .collect();
                     // Runs carry spare events beyond their length, as reused ones do.
-                    let mut events = chunk.to_vec();
-                    events.push((-1, Box::new(Event::new("spare", Source::Watch, "", ""))));
-                    let run = Run {
-                        log: i,
-                        events,
-                        len: chunk.len(),
-                        json: Vec::new(),
-                        ends: Vec::new(),
-                    };
+                    events.push((-1, slot("spare", Source::Watch)));
+                    let run = Run { log: i, events, len: chunk.len() };
                     out.send(Piece::Events(run)).unwrap();
                 }
                 out.send(Piece::End(format!("key{i}"), Start::End)).unwrap();
