@@ -5,10 +5,11 @@
 //! A few worker threads (one per core, at most [`WORKERS`]) share the logs of every (container,
 //! source): each log is pulled through its own `HistoryReader` and its lines become events with
 //! the same handlers as the live threads, a run of events at a time; `merge` takes the oldest
-//! head of all logs each time (memory: a few runs per log, never the history). Runs go back to
-//! their worker once the merge has taken their events, and an event reaches the writer's batch
-//! by a swap with one the writer is done with: once the first runs are filled, no event is
-//! allocated. NFLOG has no history: the kernel keeps none.
+//! head of all logs each time (memory: a few runs per log, never the history). A worker writes
+//! each event's JSON line beside it (a [`Slot`]) while the event is in its cache; the merge moves
+//! the boxed slot into the writer's batch by a swap with one the writer is done with, reading
+//! neither. Runs go back to their worker once the merge has taken their events: once the first
+//! runs are filled, no event is allocated. NFLOG has no history: the kernel keeps none.
 
 use std::collections::binary_heap::PeekMut;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
