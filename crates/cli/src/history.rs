@@ -381,7 +381,8 @@ impl Worker {
         }
     }
 
-    /// The log's history, or `None` (said, and its end sent) when it cannot be opened.
+    /// The log's history, or `None` (said here) when it cannot be opened: its reader is then done
+    /// before it starts.
     fn open(&self, log: &Log) -> Option<History> {
         let name = match log.source {
             Source::Dns => "dnsmasq.log",
