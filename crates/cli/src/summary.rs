@@ -33,8 +33,10 @@ pub struct Counts {
     pub lost: u64,
     /// Rotations (rename, truncation, re-creation) followed, by source.
     pub rotations: BTreeMap<Source, u64>,
-    /// Host-wide: events written, by container (`None` for one container).
-    pub by_container: Option<BTreeMap<String, u64>>,
+    /// Host-wide: events written, by container (`None` for one container). Hashed, not
+    /// ordered: the writer counts every event here, and a replayed history's millions of them
+    /// interleave every container; the summary sorts the names.
+    pub by_container: Option<foldhash::HashMap<String, u64>>,
     /// With `--output journal`: entries dropped because journald was slow or gone.
     pub journal_dropped: Option<u64>,
 }
@@ -159,6 +161,7 @@ impl fmt::Display for Counts {
             write!(f, "; journal dropped {dropped}")?;
         }
         if let Some(by) = &self.by_container {
+            let by: BTreeMap<&String, &u64> = by.iter().collect();
             let parts: Vec<String> = by.iter().map(|(name, n)| format!("{name}={n}")).collect();
             write!(f, "; by container ({})", parts.join(" "))?;
         }

@@ -249,6 +249,10 @@ impl Event {
 /// of which JSON escapes `"` and `\\` (as serde_json writes them; nothing else).
 fn json_string<W: io::Write>(out: &mut W, value: &str) -> io::Result<()> {
     out.write_all(b"\"")?;
+    if goes_in_as_it_is(value) {
+        out.write_all(value.as_bytes())?;
+        return out.write_all(b"\"");
+    }
     Sanitized(value).pieces(|piece| {
         let bytes = piece.as_bytes();
         let mut run = 0;
@@ -262,6 +266,15 @@ fn json_string<W: io::Write>(out: &mut W, value: &str) -> io::Result<()> {
         out.write_all(&bytes[run..])
     })?;
     out.write_all(b"\"")
+}
+
+/// Whether `value` is its own sanitised JSON text: printable ASCII but `"` and `\`, and not over
+/// the cap: nearly every value, which is then copied whole rather than piece by piece.
+fn goes_in_as_it_is(value: &str) -> bool {
+    value.len() <= crate::sanitize::MAX_LEN
+        && value.bytes().fold(true, |plain, b| {
+            plain & (0x20..=0x7e).contains(&b) & (b != b'"') & (b != b'\\')
+        })
 }
 
 /// Writes `n` in decimal, as serde_json does.

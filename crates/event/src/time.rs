@@ -4,16 +4,16 @@ use std::cell::RefCell;
 
 use jiff::Timestamp;
 
-/// `YYYY-MM-DDTHH:MM:SS` of the last second formatted on this thread: events come many to a
-/// second, and only the fraction changes between them.
-struct LastSecond {
-    second: i64,
+/// `YYYY-MM-DDT` of the last day formatted on this thread: a Unix day is 86 400 seconds, so
+/// the time of day is written by hand, and the date is formatted once a day.
+struct LastDay {
+    day: i64,
     text: String,
 }
 
 thread_local! {
-    static LAST_SECOND: RefCell<LastSecond> = const {
-        RefCell::new(LastSecond { second: i64::MIN, text: String::new() })
+    static LAST_DAY: RefCell<LastDay> = const {
+        RefCell::new(LastDay { day: i64::MIN, text: String::new() })
     };
 }
 
@@ -29,7 +29,7 @@ pub fn now_timestamp() -> String {
 }
 
 /// Appends `ts` in the stream's format to `out` ([`format_timestamp`]'s text), allocating only
-/// when `out` must grow: the date and time of day are formatted once a second per thread.
+/// when `out` must grow: the date is formatted once a day per thread, the rest written by hand.
 pub fn write_timestamp(ts: Timestamp, out: &mut String) {
     let (second, micros) = (ts.as_second(), ts.subsec_microsecond());
     if second < 0 || micros < 0 {
@@ -37,24 +37,31 @@ pub fn write_timestamp(ts: Timestamp, out: &mut String) {
         out.push_str(&format_timestamp(ts));
         return;
     }
-    LAST_SECOND.with(|last| {
+    let day = second / 86_400;
+    LAST_DAY.with(|last| {
         let mut last = last.borrow_mut();
-        if last.second != second {
+        if last.day != day {
             last.text.clear();
+            let midnight = Timestamp::from_second(day * 86_400).unwrap_or(ts);
             last.text
-                .push_str(&ts.strftime("%Y-%m-%dT%H:%M:%S").to_string());
-            last.second = second;
+                .push_str(&midnight.strftime("%Y-%m-%dT").to_string());
+            last.day = day;
         }
         out.push_str(&last.text);
     });
-    let mut fraction = *b".000000+00:00";
-    let mut rest = micros as u32;
-    for digit in fraction[1..7].iter_mut().rev() {
-        *digit = b'0' + (rest % 10) as u8;
-        rest /= 10;
+    let mut rest = *b"00:00:00.000000+00:00";
+    let of_day = second % 86_400;
+    for (at, value) in [(0, of_day / 3600), (3, of_day / 60 % 60), (6, of_day % 60)] {
+        rest[at] = b'0' + (value / 10) as u8;
+        rest[at + 1] = b'0' + (value % 10) as u8;
+    }
+    let mut fraction = micros as u32;
+    for digit in rest[9..15].iter_mut().rev() {
+        *digit = b'0' + (fraction % 10) as u8;
+        fraction /= 10;
     }
     // Only ASCII digits were written into an ASCII template.
-    out.push_str(std::str::from_utf8(&fraction).unwrap_or(".000000+00:00"));
+    out.push_str(std::str::from_utf8(&rest).unwrap_or("00:00:00.000000+00:00"));
 }
 
 /// Appends the current time in the stream's format to `out` (see [`write_timestamp`]).
@@ -82,7 +89,7 @@ mod tests {
             rng ^= rng << 13;
             rng ^= rng >> 7;
             rng ^= rng << 17;
-            // Runs of nearby instants (the per-second cache), jumps, and the edges.
+            // Runs of nearby instants (the per-day cache), jumps, and the edges.
             let nanos: i128 = match i % 4 {
                 0 => i128::from(rng % 4_102_444_800_000_000_000),
                 1 => 1_774_958_400_000_000_000 + i128::from(rng % 3_000_000_000),

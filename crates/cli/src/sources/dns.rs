@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::containers::Voice;
 use crate::sources::follow::{LineHandler, Lines};
 use shield_dnsmasq::{AllowList, Classifier, DomainCache};
-use shield_event::{map, write_now, Event};
+use shield_event::{map, Event};
 
 /// The allow-list in force, replaced whole when its files change. Readers check `generation`
 /// (one atomic load per line) and take a new snapshot only when it moved, so the hot path never
@@ -97,6 +97,9 @@ pub struct DnsOptions {
     pub prime_only_existing: bool,
     /// False when only the cache is wanted (the dns source was not selected).
     pub emit: bool,
+    /// Writes each event's `ts`: the live threads the current time ([`shield_event::write_now`]); history
+    /// leaves it empty and stamps each event with its line's own time.
+    pub stamp: fn(&mut String),
 }
 
 /// Classifies query-log lines for one container.
@@ -111,6 +114,7 @@ pub struct DnsLines {
     prime_existing: bool,
     /// False when only the cache is wanted (the dns source was not selected).
     emit: bool,
+    stamp: fn(&mut String),
 }
 
 impl DnsLines {
@@ -130,6 +134,7 @@ impl DnsLines {
             container,
             prime_existing: options.prime_only_existing,
             emit: options.emit,
+            stamp: options.stamp,
         }
     }
 }
@@ -145,6 +150,7 @@ impl LineHandler for DnsLines {
             container: &self.container,
             prime_existing: self.prime_existing,
             emit: self.emit,
+            stamp: self.stamp,
         };
         read(&mut lines);
         lines.pause();
@@ -162,6 +168,7 @@ struct DnsBatch<'a> {
     container: &'a str,
     prime_existing: bool,
     emit: bool,
+    stamp: fn(&mut String),
 }
 
 impl Lines for DnsBatch<'_> {
@@ -185,7 +192,7 @@ impl Lines for DnsBatch<'_> {
         };
         map::dns::blocked_query_into(
             event,
-            write_now,
+            self.stamp,
             self.container,
             &blocked.domain,
             blocked.qtype,
@@ -217,6 +224,7 @@ mod tests {
             all_query_types: false,
             prime_only_existing: false,
             emit: true,
+            stamp: shield_event::write_now,
         };
         let mut handler = DnsLines::new(options, allow, cache.clone(), "c".into());
         let log = [

@@ -115,6 +115,12 @@ impl<T: FnMut(&[u8]) -> Option<i64>> HistoryReader<'_, T> {
         Ok(self.current())
     }
 
+    /// Problems met so far that did not stop the reading (a file gone, damaged or refused),
+    /// not yet taken: [`History::take_notices`] while the reader holds the history.
+    pub fn take_notices(&mut self) -> Vec<String> {
+        self.h.take_notices()
+    }
+
     /// Takes the next line in the window (`None`: there is no more).
     pub fn next_line(&mut self) -> Result<Option<HistoryLine<'_>>, Error> {
         self.peek()?;
