@@ -348,6 +348,27 @@ fn twenty_five_thousand_planted_siblings_take_bounded_descriptors() {
     assert!(status.success(), "{stderr:#?}");
 }
 
+/// Waits until a stderr line matching each of `wants` has been seen, in whatever order they
+/// come; returns the first match of each.
+fn wait_stderr_all(watch: &mut Watch, wants: &[&dyn Fn(&str) -> bool]) -> Vec<String> {
+    loop {
+        let found: Vec<Option<String>> = wants
+            .iter()
+            .map(|want| watch.stderr_seen().iter().find(|l| want(l)).cloned())
+            .collect();
+        if found.iter().all(Option::is_some) {
+            return found.into_iter().flatten().collect();
+        }
+        let missing: Vec<&&dyn Fn(&str) -> bool> = wants
+            .iter()
+            .zip(&found)
+            .filter(|(_, f)| f.is_none())
+            .map(|(w, _)| w)
+            .collect();
+        watch.wait_stderr(|l| missing.iter().any(|want| want(l)));
+    }
+}
+
 fn chown(path: &Path, uid: u32) {
     std::os::unix::fs::lchown(path, Some(uid), Some(uid)).unwrap();
 }
@@ -385,13 +406,22 @@ fn a_containers_directory_swapped_for_a_link_to_another_users_is_not_followed() 
     fs::rename(root.join("containers"), root.join("containers.old")).unwrap();
     std::os::unix::fs::symlink(bobs.parent().unwrap(), root.join("containers")).unwrap();
     chown(&root.join("containers"), 12345);
-    let said = watch.wait_stderr(|l| {
-        l.contains("refused: a symbolic link out of the state root")
-            || l.contains("container secret: following")
-    });
-    assert!(said.contains("refused"), "followed Bob's container: {said}");
     // Her own container, renamed away with the directory, is let go of.
-    watch.wait_stderr(|l| l == "shield-watch: container mine: gone");
+    let said = wait_stderr_all(
+        &mut watch,
+        &[
+            &|l| {
+                l.contains("refused: a symbolic link out of the state root")
+                    || l.contains("container secret: following")
+            },
+            &|l| l == "shield-watch: container mine: gone",
+        ],
+    );
+    assert!(
+        said[0].contains("refused"),
+        "followed Bob's container: {}",
+        said[0]
+    );
     watch.signal(Signal::TERM);
     let rest = watch.rest();
     assert!(
@@ -423,14 +453,27 @@ fn a_hard_link_to_another_users_file_or_to_roots_is_refused_and_named() {
     chown(&theirs, 12345);
     fs::hard_link(&roots, theirs.join("audit.jsonl")).unwrap();
     let mut watch = host(&root, &["--no-nflog", "--source", "audit", "--from-start"]);
-    for (name, why) in [
-        ("mine", "owned by uid 23456, in a directory of uid 12345"),
-        ("theirs", "a hard link to a file of root's"),
-    ] {
+    let refusal = |name: &str| {
         let path = root.join("containers").join(name).join("audit.jsonl");
-        let said = watch.wait_stderr(|l| l.contains(&format!("refused {}: ", path.display())));
-        assert!(said.contains(why), "{said}");
-    }
+        format!("refused {}: ", path.display())
+    };
+    let (mine_refused, theirs_refused) = (refusal("mine"), refusal("theirs"));
+    let said = wait_stderr_all(
+        &mut watch,
+        &[&|l| l.contains(&mine_refused), &|l| {
+            l.contains(&theirs_refused)
+        }],
+    );
+    assert!(
+        said[0].contains("owned by uid 23456, in a directory of uid 12345"),
+        "{}",
+        said[0]
+    );
+    assert!(
+        said[1].contains("a hard link to a file of root's"),
+        "{}",
+        said[1]
+    );
     // Her own file, made in place, is read: the stream is alive, and holds nothing else.
     fs::remove_file(mine.join("audit.jsonl")).unwrap();
     fs::write(mine.join("audit.jsonl"), "{\"action\":\"hers\"}\n").unwrap();
