@@ -431,7 +431,9 @@ fn flood(dir: &Path) {
 /// sparse `audit.jsonl` (32 MiB of lines, then a hole to the end, as `truncate -s` makes) and a
 /// normal file in one set, served by the plain loop of `wait`, then `read_available` for each
 /// ready key. A line appended to the normal file while the huge one is still being read arrives
-/// within 100 ms; no `wait` blocks while the huge one has more; the hole is skipped, not read.
+/// after at most two 4 MiB slices of the huge one (counted in bytes, not timed: about 11 ms on
+/// this machine, printed); no `wait` blocks while the huge one has more (it would sit out its
+/// 500 ms timeout); the hole is skipped, not read.
 #[test]
 fn a_huge_sparse_file_does_not_starve_the_others() {
     if run_alone("set::a_huge_sparse_file_does_not_starve_the_others") {
@@ -460,6 +462,7 @@ fn a_huge_sparse_file_does_not_starve_the_others() {
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut ready = Vec::new();
         let (mut appended, mut arrived, mut huge_lines) = (None, None, 0u64);
+        let mut huge_at_append = 0;
         let mut huge_bytes_then = None;
         let mut slowest_wait = Duration::ZERO;
         let mut huge_pending = true;
@@ -487,6 +490,7 @@ fn a_huge_sparse_file_does_not_starve_the_others() {
                 }
             }
             if appended.is_none() {
+                huge_at_append = set.follower(kh).unwrap().stats().bytes;
                 append(&normal, b"fresh\n");
                 appended = Some(Instant::now());
             }
@@ -504,6 +508,7 @@ fn a_huge_sparse_file_does_not_starve_the_others() {
         let huge_bytes = set.follower(kh).unwrap().stats().bytes;
         let _ = tx.send((
             arrived,
+            huge_at_append,
             huge_bytes_then,
             huge_pending,
             huge_bytes,
@@ -511,7 +516,15 @@ fn a_huge_sparse_file_does_not_starve_the_others() {
             slowest_wait,
         ));
     });
-    let (arrived, huge_bytes_then, huge_pending, huge_bytes, huge_lines, slowest_wait) = rx
+    let (
+        arrived,
+        huge_at_append,
+        huge_bytes_then,
+        huge_pending,
+        huge_bytes,
+        huge_lines,
+        slowest_wait,
+    ) = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("the loop never blocks");
     let arrived = arrived.expect("the normal file's line arrived");
@@ -519,14 +532,14 @@ fn a_huge_sparse_file_does_not_starve_the_others() {
         "line arrived after {arrived:?} with {huge_bytes_then:?} bytes of the huge file read; \
          slowest wait {slowest_wait:?}; huge file: {huge_bytes} bytes read, {huge_lines} lines"
     );
-    assert!(arrived < Duration::from_millis(100), "{arrived:?}");
     assert!(
-        huge_bytes_then.is_some_and(|b| b < DATA),
-        "the huge file was still being read when the line arrived"
+        huge_bytes_then.is_some_and(|b| b < DATA && b - huge_at_append <= 2 * (4 << 20)),
+        "the line waited for more than two slices of the huge file: {huge_at_append} bytes read \
+         when it was appended, {huge_bytes_then:?} when it arrived"
     );
     assert!(
-        slowest_wait < Duration::from_millis(100),
-        "no wait blocked while the huge file had more: {slowest_wait:?}"
+        slowest_wait < Duration::from_millis(450),
+        "a wait sat out its timeout while the huge file had more: {slowest_wait:?}"
     );
     assert!(!huge_pending, "the huge file was read to its end");
     // What one read asks for past the data is read as zeros before the hole is seen.
