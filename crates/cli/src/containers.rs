@@ -1065,6 +1065,33 @@ impl Discovery {
         first: bool,
     ) {
         let absent = found.is_none();
+        let mut found = found;
+        if !absent && !self.known.contains_key(name) {
+            let watch = set.watch_names(dir.path(), &["dns.tier", "dnsmasq.pid"]);
+            self.known.insert(
+                name.to_string(),
+                Known {
+                    dir: dir.clone(),
+                    watch,
+                    tier: None,
+                    pid: None,
+                    following: false,
+                    cache: None,
+                },
+            );
+            // Watched from now on: a look again sees what was written between the first look
+            // and the watch (a `dns.tier` created empty, then written), which no watch reports.
+            if !matches!(found, Some(Look::State { tier: Some(_), .. })) {
+                found = Some(look_at(&dir));
+            }
+            if matches!(found, Some(Look::Unchanged)) {
+                // Not looked at (out of descriptors): found as new again at the next look.
+                if let Some(known) = self.known.remove(name) {
+                    set.remove(known.watch);
+                }
+                return;
+            }
+        }
         let (tier, pid) = match found {
             None => (None, None),
             Some(Look::Unchanged) => return,
@@ -1083,20 +1110,6 @@ impl Discovery {
                 set.remove(known.watch);
             }
             return;
-        }
-        if !self.known.contains_key(name) {
-            let watch = set.watch_names(dir.path(), &["dns.tier", "dnsmasq.pid"]);
-            self.known.insert(
-                name.to_string(),
-                Known {
-                    dir: dir.clone(),
-                    watch,
-                    tier: None,
-                    pid: None,
-                    following: false,
-                    cache: None,
-                },
-            );
         }
         let known = self.known.get_mut(name).expect("just added");
         match (known.following, tier) {
