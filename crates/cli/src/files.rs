@@ -156,6 +156,14 @@ impl FileThread {
             Source::Dns => {
                 // Existing content fills the cache even when events start at the end.
                 let prime_only_existing = start == Start::End;
+                // Reloaded when one of the list's files changes, not when the log grows; watched
+                // before the first load, so that a change in between is not missed.
+                let watch = self
+                    .set
+                    .watch_names(container.dir.path(), &AllowList::watched_names());
+                let policy = self
+                    .set
+                    .watch_dirs(&AllowList::watched_paths(container.dir.path())[1..]);
                 let list =
                     SharedAllowList::load(&container.dir_now(), &self.voice, &container.name);
                 let handler = DnsLines::new(
@@ -169,13 +177,6 @@ impl FileThread {
                     container.cache.clone(),
                     container.name.to_string(),
                 );
-                // Reloaded when one of the list's files changes, not when the log grows.
-                let watch = self
-                    .set
-                    .watch_names(container.dir.path(), &AllowList::watched_names());
-                let policy = self
-                    .set
-                    .watch_dirs(&AllowList::watched_paths(container.dir.path())[1..]);
                 for key in [watch, policy] {
                     members.by_key.insert(
                         key,
