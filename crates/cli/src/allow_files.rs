@@ -80,7 +80,7 @@ impl fmt::Display for LoadError {
             },
             LoadErrorKind::NotADirectory => write!(f, "{path} is not a directory"),
             LoadErrorKind::Refused => match self.cause.as_ref().and_then(NotOwned::of) {
-                Some(not_owned) => write!(f, "refused {path}: {}", not_owned.why()),
+                Some(not_owned) => f.write_str(&not_owned.at(&self.path)),
                 None => write!(
                     f,
                     "refused {path}: a symlink (or `..`) leading out of the state directory"

@@ -1309,12 +1309,7 @@ fn dnsmasq_pid(dir: &Dir) -> Option<(u32, Arc<[u8]>)> {
     if !is_thread_group_leader(pid) {
         return None;
     }
-    let mut cmdline = Vec::new();
-    File::open(format!("/proc/{pid}/cmdline"))
-        .ok()?
-        .take(64 * 1024)
-        .read_to_end(&mut cmdline)
-        .ok()?;
+    let cmdline = cmdline(pid)?;
     let conf = dir.path().join("dnsmasq.conf");
     let wanted: Vec<Vec<u8>> = [Some(conf.clone()), std::path::absolute(&conf).ok()]
         .into_iter()
@@ -1430,13 +1425,7 @@ fn dnsmasq_state_dir(pid: u32) -> Option<PathBuf> {
     if comm.trim_end() != "dnsmasq" || !is_thread_group_leader(pid) {
         return None;
     }
-    let mut cmdline = Vec::new();
-    File::open(format!("/proc/{pid}/cmdline"))
-        .ok()?
-        .take(64 * 1024)
-        .read_to_end(&mut cmdline)
-        .ok()?;
-    cmdline.split(|b| *b == 0).find_map(|arg| {
+    cmdline(pid)?.split(|b| *b == 0).find_map(|arg| {
         let path = arg.strip_prefix(b"--conf-file=")?;
         let path = Path::new(std::ffi::OsStr::from_bytes(path));
         let sane = path.is_absolute()
@@ -1483,6 +1472,17 @@ fn checked_state_dir(dir: &Path, pid: u32) -> Result<Dir, String> {
         ));
     }
     Ok(held)
+}
+
+/// The command line of process `pid` (its arguments, each ended by a NUL), at most 64 KiB.
+fn cmdline(pid: u32) -> Option<Vec<u8>> {
+    let mut cmdline = Vec::new();
+    File::open(format!("/proc/{pid}/cmdline"))
+        .ok()?
+        .take(64 * 1024)
+        .read_to_end(&mut cmdline)
+        .ok()?;
+    Some(cmdline)
 }
 
 /// Whether `pid` is a process (its own thread group's leader), not another process's thread.

@@ -128,8 +128,14 @@ impl NotOwned {
         err.get_ref()?.downcast_ref::<NotOwned>()
     }
 
-    /// Why it was refused, without the path (for a caller that names the file its own way).
-    pub fn why(&self) -> String {
+    /// The refusal, naming the file `path` (a caller that names it its own way: in full, say,
+    /// where it was opened by a relative name).
+    pub fn at(&self, path: &Path) -> String {
+        format!("refused {}: {}", path.display(), self.why())
+    }
+
+    /// Why it was refused, without the path.
+    fn why(&self) -> String {
         if self.owner == 0 {
             format!(
                 "a hard link to a file of root's, in a directory of uid {}",
@@ -146,7 +152,7 @@ impl NotOwned {
 
 impl fmt::Display for NotOwned {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "refused {}: {}", self.path.display(), self.why())
+        f.write_str(&self.at(&self.path))
     }
 }
 

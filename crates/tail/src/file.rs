@@ -69,8 +69,7 @@ pub(crate) fn open_tracked(
             return Err(Error::new(ErrorKind::Escapes, path.display().to_string()));
         }
         Err(e) if NotOwned::of(&e).is_some() => {
-            let why = NotOwned::of(&e).map(NotOwned::why).unwrap_or_default();
-            let what = format!("refused {}: {why}", path.display());
+            let what = NotOwned::of(&e).map(|n| n.at(&path)).unwrap_or_default();
             return Err(Error::new(ErrorKind::NotOwned, what));
         }
         Err(e) => return Err(Error::io("open", &path, e)),

@@ -453,8 +453,7 @@ impl History {
                 ))
             }
             Err(e) if NotOwned::of(&e).is_some() => {
-                let why = NotOwned::of(&e).map(NotOwned::why).unwrap_or_default();
-                return Err(format!("refused {}: {why}", path.display()));
+                return Err(NotOwned::of(&e).map(|n| n.at(&path)).unwrap_or_default());
             }
             Err(e) => return Err(format!("cannot open {}: {e}", path.display())),
         };

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use shield_lab::Netns;
 
-use crate::support::{assert_thread_privileges, run_to_exit, State, Watch};
+use crate::support::{assert_thread_privileges, chown, run_to_exit, State, Watch};
 
 /// `nobody`: a user that is not us, to own files root may only read with CAP_DAC_READ_SEARCH.
 const NOBODY: u32 = 65534;
@@ -19,10 +19,6 @@ const ONLY_DAC_READ_SEARCH: &str = "0000000000000004";
 
 /// CAP_NET_ADMIN, CAP_SYS_PTRACE and CAP_SYS_ADMIN: what the nflog helper keeps.
 const HELPER_KEEPS: &str = "0000000000281000";
-
-fn chown(path: &Path, uid: u32) {
-    std::os::unix::fs::chown(path, Some(uid), Some(uid)).unwrap();
-}
 
 /// A root-only file outside the state directory, the target of the planted symlinks.
 fn secret(dir: &Path, content: &str) -> std::path::PathBuf {

@@ -14,7 +14,7 @@ use rustix::process::Signal;
 use serde_json::Value;
 use shield_lab::{dig, Dnsmasq, Netns, Ruleset, ShieldedOptions, StateDir};
 
-use crate::support::{binary, Watch};
+use crate::support::{binary, chown, Watch};
 
 /// One shielded container under `ROOT/containers/NAME` (also used by the fleet tests).
 pub(crate) struct Container {
@@ -799,7 +799,6 @@ fn host_wide_sockets_get_a_smaller_receive_buffer() {
 fn forty_attacker_namespaces_get_bounded_sockets() {
     let base = tempfile::tempdir().unwrap();
     let root = base.path().join("root");
-    let chown = |path: &Path| std::os::unix::fs::lchown(path, Some(12345), Some(12345)).unwrap();
     let mut processes = Vec::new();
     for i in 0..40 {
         let dir = root.join(format!("containers/c{i:02}"));
@@ -816,12 +815,12 @@ fn forty_attacker_namespaces_get_bounded_sockets() {
             .expect("setpriv, unshare (util-linux) and python3");
         fs::write(dir.join("dnsmasq.pid"), format!("{}\n", child.id())).unwrap();
         for path in [dir.join("dns.tier"), dir.join("dnsmasq.pid"), dir.clone()] {
-            chown(&path);
+            chown(&path, 12345);
         }
         processes.push(child);
     }
-    chown(&root.join("containers"));
-    chown(&root);
+    chown(&root.join("containers"), 12345);
+    chown(&root, 12345);
     // Each is in its own network namespace before shield-watch looks (setpriv and unshare
     // exec, so the PID stays; python3 is the last image).
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rustix::process::Signal;
 use serde_json::Value;
 
-use crate::support::{binary, State, Watch};
+use crate::support::{binary, chown, State, Watch};
 
 fn host(root: &Path, args: &[&str]) -> Watch {
     let mut command = binary();
@@ -214,7 +214,7 @@ fn a_state_root_reached_through_another_users_symlink_is_refused() {
     // Alice replaces her root by a link to Bob's.
     let alices = base.path().join("alice-root");
     std::os::unix::fs::symlink(&bobs, &alices).unwrap();
-    std::os::unix::fs::lchown(&alices, Some(12345), Some(12345)).unwrap();
+    chown(&alices, 12345);
     let mut command = binary();
     command.arg("--state-root").arg(&alices).arg("--no-nflog");
     let mut watch = Watch::spawn_command(command);
@@ -367,10 +367,6 @@ fn wait_stderr_all(watch: &mut Watch, wants: &[&dyn Fn(&str) -> bool]) -> Vec<St
             .collect();
         watch.wait_stderr(|l| missing.iter().any(|want| want(l)));
     }
-}
-
-fn chown(path: &Path, uid: u32) {
-    std::os::unix::fs::lchown(path, Some(uid), Some(uid)).unwrap();
 }
 
 /// A state root of uid 12345 with one container `mine` (audit only), everything theirs.

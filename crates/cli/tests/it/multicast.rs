@@ -8,9 +8,10 @@ use std::net::{SocketAddr, SocketAddrV6, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use rustix::process::Signal;
-use shield_lab::{Netns, Ruleset};
+use shield_lab::Netns;
 
 use crate::host::{start, Container};
+use crate::nflog::{shielded_namespace, watch_nflog};
 use crate::support::{State, Watch};
 
 /// Gives the namespace's uplink an IPv6 link-local address, as a container's interface has,
@@ -89,25 +90,11 @@ fn check(shown: bool, lines: &[String], summary: &str) {
 
 #[test]
 fn link_local_multicast_is_counted_by_default_and_shown_with_the_flag_for_one_container() {
-    shield_lab::preflight().expect("the nflog tests need root, ip and nft");
     for shown in [false, true] {
-        let ns = Netns::create("shw-mcast").unwrap();
-        ns.with_uplink().unwrap();
-        Ruleset::shield(100).load(&ns).unwrap();
+        let ns = shielded_namespace();
         let state = State::new(Some("lookup"));
-        let netns = ns.path();
-        let mut args = vec![
-            "--source",
-            "nflog",
-            "-c",
-            "c",
-            "--netns",
-            netns.to_str().unwrap(),
-        ];
-        if shown {
-            args.push("--show-multicast");
-        }
-        let watch = Watch::start(&state, &args);
+        let flag: &[&str] = if shown { &["--show-multicast"] } else { &[] };
+        let watch = watch_nflog(&state, &ns, flag);
         let (lines, summary) = multicast_then_marker(watch, &ns);
         check(shown, &lines, &summary);
     }

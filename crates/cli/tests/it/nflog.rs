@@ -10,7 +10,7 @@ use shield_lab::{dig, Dnsmasq, Netns, Ruleset, StateDir, Terminal, PREFIX_BLOCKE
 
 use crate::support::{State, Watch, DEADLINE};
 
-fn shielded_namespace() -> Netns {
+pub(crate) fn shielded_namespace() -> Netns {
     shield_lab::preflight().expect("the nflog tests need root, ip and nft");
     let ns = Netns::create("shw-nflog").unwrap();
     ns.with_uplink().unwrap();
@@ -24,7 +24,7 @@ fn shielded_namespace() -> Netns {
 }
 
 /// shield-watch with only the nflog source, reading the group inside `ns`.
-fn watch_nflog(state: &State, ns: &Netns, extra: &[&str]) -> Watch {
+pub(crate) fn watch_nflog(state: &State, ns: &Netns, extra: &[&str]) -> Watch {
     let netns = ns.path();
     let mut args = vec![
         "--source",

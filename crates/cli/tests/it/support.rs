@@ -58,6 +58,11 @@ impl State {
 
 /// The binary under test: the one cargo built, or `SHIELD_WATCH_TEST_BINARY` (to show that a
 /// test fails on an older build).
+/// Gives `path` (not what a symlink there leads to) to `uid`, group and user.
+pub fn chown(path: &Path, uid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(uid)).unwrap();
+}
+
 pub fn binary() -> Command {
     match std::env::var_os("SHIELD_WATCH_TEST_BINARY") {
         Some(path) => Command::new(path),

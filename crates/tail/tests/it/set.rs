@@ -436,6 +436,17 @@ fn flood(dir: &Path) {
 /// 500 ms timeout); the hole is skipped, not read.
 #[test]
 fn a_huge_sparse_file_does_not_starve_the_others() {
+    /// What the loop saw, sent back from its thread.
+    struct Seen {
+        arrived: Option<Duration>,
+        huge_at_append: u64,
+        huge_bytes_then: Option<u64>,
+        huge_pending: bool,
+        huge_bytes: u64,
+        huge_lines: u64,
+        slowest_wait: Duration,
+    }
+
     if run_alone("set::a_huge_sparse_file_does_not_starve_the_others") {
         return;
     }
@@ -506,7 +517,7 @@ fn a_huge_sparse_file_does_not_starve_the_others() {
             }
         }
         let huge_bytes = set.follower(kh).unwrap().stats().bytes;
-        let _ = tx.send((
+        let _ = tx.send(Seen {
             arrived,
             huge_at_append,
             huge_bytes_then,
@@ -514,9 +525,9 @@ fn a_huge_sparse_file_does_not_starve_the_others() {
             huge_bytes,
             huge_lines,
             slowest_wait,
-        ));
+        });
     });
-    let (
+    let Seen {
         arrived,
         huge_at_append,
         huge_bytes_then,
@@ -524,7 +535,7 @@ fn a_huge_sparse_file_does_not_starve_the_others() {
         huge_bytes,
         huge_lines,
         slowest_wait,
-    ) = rx
+    } = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("the loop never blocks");
     let arrived = arrived.expect("the normal file's line arrived");
