@@ -290,6 +290,10 @@ pub struct Runtime {
     pub fatal: Sender<()>,
     /// `--since`, `--until`, `--last`: history first; and whether the live stream follows it.
     pub history: Option<(crate::history::Plan, bool)>,
+    /// Set by the signal thread on SIGINT or SIGTERM: a history being read stops there.
+    pub interrupted: Arc<std::sync::atomic::AtomicBool>,
+    /// Disconnected once the writer is gone (stdout closed).
+    pub writer_gone: Receiver<()>,
 }
 
 /// What [`start`] started.
@@ -440,7 +444,11 @@ pub fn start(
             &plan,
             &runtime.options,
             voice,
-            &runtime.tx,
+            &crate::history::Writer {
+                tx: &runtime.tx,
+                interrupted: &runtime.interrupted,
+                gone: &runtime.writer_gone,
+            },
             &runtime.summary,
         );
         let Some(ends) = ends.filter(|_| follow) else {

@@ -13,6 +13,7 @@
 
 use std::collections::binary_heap::PeekMut;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -99,7 +100,7 @@ pub fn replay(
     plan: &Plan,
     options: &Options,
     voice: Voice,
-    tx: &Sender<Msg>,
+    writer: &Writer<'_>,
     summary: &Summary,
 ) -> Option<BTreeMap<String, Start>> {
     let mut logs = Vec::new();
@@ -145,7 +146,17 @@ pub fn replay(
         };
         crate::spawn("history", move || worker.run(back, &free));
     }
-    merge(feeds, plan.last, tx)
+    merge(feeds, plan.last, writer)
+}
+
+/// Where the history goes, and what stops it.
+pub struct Writer<'a> {
+    /// The writer's channel.
+    pub tx: &'a Sender<Msg>,
+    /// Set on SIGINT or SIGTERM: the history stops there.
+    pub interrupted: &'a AtomicBool,
+    /// Disconnected once the writer is gone (stdout closed).
+    pub gone: &'a Receiver<()>,
 }
 
 /// One log's queue at the merge.
@@ -206,12 +217,18 @@ impl Feed {
 }
 
 /// The k-way merge: the oldest pending event of all logs next (ties in log order, then in each
-/// log's order). With `last`, only the last `last` are written, at the end.
+/// log's order). With `last`, only the last `last` are written, at the end. `None` when the
+/// writer went away, or when a signal stops it: what was handed over is written.
 fn merge(
     mut feeds: Vec<Feed>,
     last: Option<usize>,
-    tx: &Sender<Msg>,
+    writer: &Writer<'_>,
 ) -> Option<BTreeMap<String, Start>> {
+    let Writer {
+        tx,
+        interrupted,
+        gone,
+    } = *writer;
     let mut ends = BTreeMap::new();
     // (Reverse time, log index): the heap's top is the oldest head.
     let mut heads = BinaryHeap::new();
@@ -225,11 +242,21 @@ fn merge(
     // Events go to the writer in batches (one message for many), at most `IN_FLIGHT` of them
     // out at once: the writer returns each once written, and the merge waits for one when all
     // are out (memory stays bounded whatever the history).
-    let mut pool = Pool::new();
+    let mut pool = Pool::new(gone.clone());
     let mut out = pool.take()?;
     // The top is replaced by the same log's next head (one sift, not a pop and a push), or
     // popped when the log is done.
+    let mut taken = 0u32;
     while let Some(mut top) = heads.peek_mut() {
+        // A signal stops the history here (looked at once per batch's worth of events): what
+        // was handed to the writer is written, nothing more.
+        taken = taken.wrapping_add(1);
+        if taken % EVENTS_PER_LOOK == 0 && interrupted.load(Ordering::Relaxed) {
+            if last.is_none() && !out.is_empty() {
+                let _ = tx.send(Msg::Events(out));
+            }
+            return None;
+        }
         let std::cmp::Reverse((_, i)) = *top;
         let feed = &mut feeds[i];
         let Some(slot) = feed.next() else {
@@ -272,6 +299,9 @@ fn merge(
     Some(ends)
 }
 
+/// Events the merge takes between two looks at whether a signal asks it to stop.
+const EVENTS_PER_LOOK: u32 = 256;
+
 /// Batches the merge may have out at once (at the writer or in the channel).
 const IN_FLIGHT: usize = 8;
 
@@ -280,15 +310,19 @@ struct Pool {
     back: Sender<crate::output::Batch>,
     returned: Receiver<crate::output::Batch>,
     made: usize,
+    /// Disconnected once the writer is gone: the batches it held never come back (those queued
+    /// for it stay in the channel, whose senders live on).
+    writer_gone: Receiver<()>,
 }
 
 impl Pool {
-    fn new() -> Pool {
+    fn new(writer_gone: Receiver<()>) -> Pool {
         let (back, returned) = crossbeam_channel::bounded(IN_FLIGHT);
         Pool {
             back,
             returned,
             made: 0,
+            writer_gone,
         }
     }
 
@@ -310,11 +344,11 @@ impl Pool {
             self.made += 1;
             return Some(crate::output::Batch::new(self.back.clone()));
         }
-        // The writer holds every batch; it returns each once written (the pool keeps a sender,
-        // so wait with a timeout and give up only when nothing comes back for long).
-        self.returned
-            .recv_timeout(std::time::Duration::from_secs(600))
-            .ok()
+        // The writer holds every batch and returns each once written, unless it is gone.
+        crossbeam_channel::select! {
+            recv(self.returned) -> batch => batch.ok(),
+            recv(self.writer_gone) -> _ => None,
+        }
     }
 }
 
@@ -768,7 +802,9 @@ mod tests {
             }
             let readers = feeds.len();
             let (tx, rx) = crossbeam_channel::unbounded();
-            let ends = merge(feeds, last, &tx).unwrap();
+            let (_alive, gone) = crossbeam_channel::bounded(0);
+            let writer = Writer { tx: &tx, interrupted: &AtomicBool::new(false), gone: &gone };
+            let ends = merge(feeds, last, &writer).unwrap();
             prop_assert_eq!(ends.len(), readers);
             drop(tx);
             let got: Vec<String> = rx

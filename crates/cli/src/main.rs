@@ -23,6 +23,8 @@ use std::io;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread;
 
 use clap::Parser;
@@ -270,6 +272,10 @@ fn run(args: Args) -> Result<(), Failure> {
         thread_reports.push(format!("nflog helper (pid {}) {report}", helper.pid()));
         helper
     });
+    let interrupted = Arc::new(AtomicBool::new(false));
+    // Held by the writer while it runs: its receiver learns that the writer is gone (the
+    // history's merge waits on it beside the batches the writer returns).
+    let (writer_alive, writer_gone) = bounded::<()>(0);
     let runtime = Runtime {
         containers,
         selected: selected.clone(),
@@ -288,12 +294,17 @@ fn run(args: Args) -> Result<(), Failure> {
         // channel would make the select below spin).
         fatal: fatal_tx.clone(),
         history,
+        interrupted: interrupted.clone(),
+        writer_gone,
     };
     let (signal_tx, signal_rx) = unbounded();
     let mut writer = None;
     let started = containers::start(runtime, ready_tx, go_rx, &confinement, helper, || {
         spawn("signals", move || {
             for signal in signals.forever() {
+                if signal != SIGUSR1 {
+                    interrupted.store(true, Ordering::Relaxed);
+                }
                 if signal_tx.send(signal).is_err() {
                     break;
                 }
@@ -301,6 +312,7 @@ fn run(args: Args) -> Result<(), Failure> {
         });
         let summary = summary.clone();
         writer = Some(spawn("writer", move || {
+            let _alive = writer_alive;
             run_writer(
                 rx,
                 io::stdout().lock(),

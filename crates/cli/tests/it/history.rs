@@ -315,6 +315,105 @@ fn a_corrupt_gz_is_skipped_with_a_line_and_the_rest_delivered() {
     }
 }
 
+/// A container `web` whose audit log holds `n` entries from 11:00 on 2026-12-04, far more than
+/// the pipe, the channel and the merge's batches hold together.
+fn long_audit_history(n: u32) -> Recorded {
+    let recorded = Recorded::new(0..1, false);
+    let entries: String = (0..n)
+        .map(|i| {
+            format!(
+                "{{\"ts\":\"2026-12-04T11:{:02}:{:02}.{:06}+00:00\",\"action\":\"denied\"}}\n",
+                i / 1_000_000 / 60,
+                i / 1_000_000 % 60,
+                i % 1_000_000
+            )
+        })
+        .collect();
+    append(&recorded.dir().join("audit.jsonl"), &entries);
+    recorded
+}
+
+/// A reader that goes away mid-replay (`| head`) ends it: exit 0 at once. The reader stops
+/// reading first, until the replay is stalled on the full pipe with every batch of the merge
+/// out; the merge then waited ten minutes for a batch the gone writer would never return.
+#[test]
+fn a_reader_that_goes_away_ends_the_replay_at_once() {
+    use std::io::BufRead as _;
+    let recorded = long_audit_history(200_000);
+    for mode in [Mode::One, Mode::Root] {
+        let mut watch = Watch::spawn_command_unread(command(
+            &recorded,
+            mode,
+            &["--since", "2026-12-04 11:00", "--no-follow"],
+        ));
+        let mut stdout = std::io::BufReader::new(watch.take_stdout());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert!(line.contains("\"denied\""), "{mode:?}: {line}");
+        stalled(watch.pid());
+        drop(stdout);
+        let (status, stderr) = watch.wait_exit();
+        assert_eq!(status.code(), Some(0), "{mode:?}: {stderr:#?}");
+    }
+}
+
+/// Waits until every thread of `pid` sleeps, twice in a row 20 ms apart: a replay whose output
+/// nobody reads has then gone as far as its buffers let it.
+fn stalled(pid: u32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let all_asleep = || {
+        fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .all(|task| {
+                let stat =
+                    fs::read_to_string(task.unwrap().path().join("stat")).unwrap_or_default();
+                // The state follows the parenthesised name.
+                stat.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('S'))
+            })
+    };
+    let mut in_a_row = 0;
+    while in_a_row < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pid {pid} never stalled"
+        );
+        in_a_row = if all_asleep() { in_a_row + 1 } else { 0 };
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// SIGTERM (or Ctrl-C) during a long history stops it: what was handed to the writer comes out,
+/// the rest is not read, exit 0; without following, as with it.
+#[test]
+fn a_signal_during_the_history_stops_it() {
+    use std::io::BufRead as _;
+    let total = 200_000;
+    let recorded = long_audit_history(total);
+    for (mode, follow) in [(Mode::One, false), (Mode::Root, true)] {
+        let mut args = vec!["--since", "2026-12-04 11:00"];
+        if !follow {
+            args.push("--no-follow");
+        }
+        let mut watch = Watch::spawn_command_unread(command(&recorded, mode, &args));
+        let mut stdout = std::io::BufReader::new(watch.take_stdout());
+        // The first line: the history is being written (the signal handlers are in place long
+        // before). Nothing more is read until the signal, so the replay cannot get further than
+        // the pipe, the channel and the merge's batches hold.
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert!(line.contains("\"denied\""), "{mode:?}: {line}");
+        watch.signal(rustix::process::Signal::TERM);
+        let written = 1 + stdout.lines().map(Result::unwrap).count();
+        let (status, stderr) = watch.wait_exit();
+        assert_eq!(status.code(), Some(0), "{mode:?}: {stderr:#?}");
+        assert!(
+            written < total as usize / 2,
+            "{mode:?}: {written} of {total} events written after the signal"
+        );
+    }
+}
+
 #[test]
 fn senseless_combinations_are_usage_errors() {
     for args in [

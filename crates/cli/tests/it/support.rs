@@ -123,12 +123,18 @@ impl Watch {
         watch
     }
 
-    fn spawn_command_unread(command: Command) -> Watch {
+    /// Starts `command` without waiting, its stdout read by nobody (see [`Watch::take_stdout`]).
+    pub fn spawn_command_unread(command: Command) -> Watch {
         Watch(shield_lab::Watch::spawn(command).unwrap_or_else(|e| panic!("{e}")))
     }
 
     fn wait_ready(&mut self) {
         self.wait_stderr(|line| line.starts_with(shield_lab::READY));
+    }
+
+    /// The raw stdout pipe, for a test that reads it at its own pace.
+    pub fn take_stdout(&mut self) -> std::process::ChildStdout {
+        self.0.take_stdout().expect("stdout not yet read")
     }
 
     /// Starts reading its stdout (see [`Watch::start_unread`]).
