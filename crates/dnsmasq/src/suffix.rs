@@ -12,6 +12,8 @@
 
 use std::ops::ControlFlow;
 
+use crate::swar::{lower_word, rfind_from, word};
+
 const M0: u64 = 0x9E37_79B9_7F4A_7C15;
 const M1: u64 = 0xA076_1D64_78BD_642F;
 
@@ -30,29 +32,8 @@ fn random_key() -> u64 {
     foldhash::fast::RandomState::default().hash_one(M0)
 }
 
-/// Lower-cases the ASCII capitals among eight bytes at once.
-#[inline(always)]
-fn lower_word(w: u64) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let low7 = w & !HIGH;
-    // The high bit of a byte ends up set when the byte is >= 'A', resp. > 'Z';
-    // no carry crosses a byte because each lane holds at most 0x7f + 0x3f.
-    let ge_a = low7 + ONES * u64::from(0x80 - b'A');
-    let gt_z = low7 + ONES * u64::from(0x7f - b'Z');
-    let upper = ge_a & !gt_z & !w & HIGH;
-    w | (upper >> 2)
-}
-
 /// The longest suffix worth probing: entries are valid domains of at most 253 bytes.
 const MAX_SUFFIX: usize = 256;
-
-#[inline(always)]
-fn word(b: &[u8]) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(b);
-    u64::from_le_bytes(w)
-}
 
 #[derive(Clone, Copy, Debug, Default)]
 struct Slot {
@@ -69,6 +50,9 @@ pub(crate) struct SuffixTable {
     slots: Vec<Slot>,
     arena: Vec<u8>,
     len: usize,
+    /// The length of the longest key, at most MAX_SUFFIX: no longer suffix
+    /// can have an entry, so a lookup stops short of it.
+    max_len: usize,
     key: u64,
 }
 
@@ -78,6 +62,7 @@ impl SuffixTable {
             slots: vec![Slot::default(); 16],
             arena: Vec::new(),
             len: 0,
+            max_len: 0,
             key: random_key() | 1,
         }
     }
@@ -123,26 +108,28 @@ impl SuffixTable {
     }
 
     /// Calls `f(start, hash)` for every suffix of `name` that starts at a
-    /// label and is at most MAX_SUFFIX bytes long, shortest (the last
-    /// label) first. Case does not change the hashes.
+    /// label and is at most `max_len` bytes long, shortest (the last label)
+    /// first. Case does not change the hashes.
     #[inline(always)]
     fn suffixes<R>(
         &self,
         name: &[u8],
+        max_len: usize,
         mut f: impl FnMut(usize, u64) -> ControlFlow<R>,
     ) -> Option<R> {
-        let min_start = name.len().saturating_sub(MAX_SUFFIX);
+        let min_start = name.len().saturating_sub(max_len);
+        // A label starting at `min_start` or later follows a dot at
+        // `min_start - 1` or later: the dot search looks no further left.
+        let lo = min_start.saturating_sub(1);
         let mut h = self.key;
         let mut end = name.len();
         loop {
-            // Labels are short: a plain backwards scan beats memrchr's set-up.
-            let start = match name[..end].iter().rposition(|&b| b == b'.') {
+            let start = match rfind_from(&name[..end], lo, b'.') {
                 Some(dot) => dot + 1,
-                None => 0,
+                // No dot in reach: the first label, when it is in reach too.
+                None if min_start == 0 => 0,
+                None => return None,
             };
-            if start < min_start {
-                return None;
-            }
             h = self.extend(h, name, start, end);
             if let ControlFlow::Break(r) = f(start, h) {
                 return Some(r);
@@ -151,12 +138,15 @@ impl SuffixTable {
                 return None;
             }
             end = start - 1;
+            if end < lo {
+                return None;
+            }
         }
     }
 
     fn full_hash(&self, name: &[u8]) -> u64 {
         let mut last = 0;
-        self.suffixes::<()>(name, |_, h| {
+        self.suffixes::<()>(name, name.len(), |_, h| {
             last = h;
             ControlFlow::Continue(())
         });
@@ -184,6 +174,7 @@ impl SuffixTable {
                     flags,
                 };
                 self.len += 1;
+                self.max_len = self.max_len.max(key.len().min(MAX_SUFFIX));
                 return;
             }
             if s.hash == hash && self.key_of(s) == key {
@@ -239,9 +230,11 @@ impl SuffixTable {
         if self.len == 0 || name.is_empty() {
             return None;
         }
-        self.suffixes(name, |start, hash| match self.get(hash, &name[start..]) {
-            0 => ControlFlow::Continue(()),
-            flags => f(flags, start == 0),
+        self.suffixes(name, self.max_len, |start, hash| {
+            match self.get(hash, &name[start..]) {
+                0 => ControlFlow::Continue(()),
+                flags => f(flags, start == 0),
+            }
         })
     }
 }
@@ -249,6 +242,113 @@ impl SuffixTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use proptest::prelude::*;
+
+    /// What `walk` must visit, written plainly: every suffix of `name` that
+    /// starts at a label and is at most MAX_SUFFIX bytes long, shortest first,
+    /// with the flags of the keys equal to it ignoring ASCII case.
+    fn naive_walk(keys: &[(Vec<u8>, u8)], name: &[u8]) -> Vec<(u8, bool)> {
+        if keys.is_empty() || name.is_empty() {
+            return Vec::new();
+        }
+        let mut starts: Vec<usize> = (0..name.len())
+            .filter(|&i| name[i] == b'.')
+            .map(|i| i + 1)
+            .collect();
+        starts.insert(0, 0);
+        starts
+            .into_iter()
+            .rev()
+            .filter(|&s| name.len() - s <= MAX_SUFFIX)
+            .filter_map(|s| {
+                let flags = keys
+                    .iter()
+                    .filter(|(k, _)| k.eq_ignore_ascii_case(&name[s..]))
+                    .fold(0, |a, (_, f)| a | f);
+                (flags != 0).then_some((flags, s == 0))
+            })
+            .collect()
+    }
+
+    const LABELS: [&str; 8] = [
+        "a",
+        "b",
+        "ex",
+        "x-1",
+        "abcdefg",
+        "abcdefgh",
+        "abcdefghijklmnopq",
+        "com",
+    ];
+
+    /// A label of a key: short, exactly a word, longer than a word, or very long.
+    fn key_label() -> impl Strategy<Value = String> {
+        prop_oneof![
+            8 => proptest::sample::select(LABELS.to_vec()).prop_map(str::to_owned),
+            1 => (1usize..140).prop_map(|n| "l".repeat(n)),
+        ]
+    }
+
+    fn key() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(key_label(), 1..5).prop_map(|ls| ls.join(".").into_bytes())
+    }
+
+    /// A label of a queried name: a key's label in any case, empty, or holding
+    /// bytes that are not ASCII or not UTF-8.
+    fn name_label() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            8 => (key_label(), any::<u64>()).prop_map(|(l, bits)| {
+                l.bytes()
+                    .enumerate()
+                    .map(|(i, b)| if bits >> (i % 64) & 1 == 1 { b.to_ascii_uppercase() } else { b })
+                    .collect()
+            }),
+            1 => Just(Vec::new()),
+            1 => proptest::collection::vec(
+                proptest::sample::select(b"aA\xc3\xa9\xc1\xe1\xff\x80 _".to_vec()), 1..12),
+        ]
+    }
+
+    fn name() -> impl Strategy<Value = Vec<u8>> {
+        (proptest::collection::vec(name_label(), 1..7), any::<bool>()).prop_map(|(ls, dot)| {
+            let mut n = ls.join(&b'.');
+            if dot {
+                n.push(b'.');
+            }
+            n
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn walk_agrees_with_a_naive_walk(
+            keys in proptest::collection::vec((key(), 0u8..6), 0..12),
+            names in proptest::collection::vec(name(), 1..8),
+        ) {
+            let keys: Vec<(Vec<u8>, u8)> = keys.into_iter().map(|(k, f)| (k, 1 << f)).collect();
+            let mut t = SuffixTable::new();
+            for (k, f) in &keys {
+                t.add(k, *f);
+            }
+            // Names that are whole keys or a key's subdomains, as well as random ones.
+            let mut names = names;
+            for (k, _) in keys.iter().take(3) {
+                names.push(k.to_ascii_uppercase());
+                names.push([b"x.".as_slice(), k].concat());
+            }
+            for n in &names {
+                let mut seen = Vec::new();
+                t.walk::<()>(n, |f, whole| {
+                    seen.push((f, whole));
+                    ControlFlow::Continue(())
+                });
+                prop_assert_eq!(&seen, &naive_walk(&keys, n), "name {:?}", String::from_utf8_lossy(n));
+            }
+        }
+    }
 
     #[test]
     fn add_get_and_walk() {
@@ -284,19 +384,5 @@ mod tests {
             t.walk(long.as_bytes(), |f, _| ControlFlow::Break(f)),
             Some(1)
         );
-    }
-
-    #[test]
-    fn lower_word_matches_std() {
-        for i in 0u32..=255 {
-            let bytes = [i as u8, b'A', b'Z', b'@', b'[', b'a', 0xC1, i as u8 ^ 0x80];
-            let mut want = bytes;
-            want.make_ascii_lowercase();
-            assert_eq!(
-                lower_word(u64::from_le_bytes(bytes)).to_le_bytes(),
-                want,
-                "{i}"
-            );
-        }
     }
 }
