@@ -44,6 +44,38 @@ pub(crate) fn eq_bits(w: u64, b: u8) -> u64 {
     !(((x & low7) + low7) | x | low7)
 }
 
+/// Whether every byte of `s` is ASCII and none is a capital: the test that
+/// lets a name be used as it is, as `&str`, without a UTF-8 check or a copy.
+#[inline]
+pub(crate) fn is_lower_ascii(s: &[u8]) -> bool {
+    let n = s.len();
+    // Bytes that are not ASCII, or are capitals, leave a high bit here. The
+    // words may overlap: a byte tested twice changes nothing.
+    let bad = |w: u64| (w & HIGH) | upper_bits(w);
+    if n >= 8 {
+        let mut acc = 0;
+        let mut i = 0;
+        while n - i > 8 {
+            acc |= bad(word(&s[i..i + 8]));
+            i += 8;
+        }
+        acc |= bad(word(&s[n - 8..]));
+        acc == 0
+    } else if n >= 4 {
+        let w = u64::from(half(&s[..4])) | u64::from(half(&s[n - 4..])) << 32;
+        bad(w) == 0
+    } else {
+        s.iter().all(|&b| b.is_ascii() && !b.is_ascii_uppercase())
+    }
+}
+
+#[inline(always)]
+fn half(b: &[u8]) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(b);
+    u32::from_le_bytes(w)
+}
+
 /// Position of the last `b` in `s[lo..]`, eight bytes a step from the right.
 #[inline(always)]
 pub(crate) fn rfind_from(s: &[u8], lo: usize, b: u8) -> Option<usize> {
@@ -127,6 +159,12 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn is_lower_ascii_agrees_with_a_byte_loop(s in bytes()) {
+            let want = s.iter().all(|&b| b.is_ascii() && !b.is_ascii_uppercase());
+            prop_assert_eq!(is_lower_ascii(&s), want);
+        }
+
         #[test]
         fn rfind_from_agrees_with_rposition(s in bytes(), lo in 0usize..40, b in proptest::sample::select(b".a\x00\xff".to_vec())) {
             let lo = lo.min(s.len());
