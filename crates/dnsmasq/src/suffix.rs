@@ -35,6 +35,13 @@ fn random_key() -> u64 {
 /// The longest suffix worth probing: entries are valid domains of at most 253 bytes.
 const MAX_SUFFIX: usize = 256;
 
+/// Up to this many keys, a lookup compares each key with the suffix of the
+/// same length instead of hashing the name: for a list of a few domains the
+/// walk's fixed cost (hash set-up, one fold and one probe per label) is
+/// several times that of a handful of length checks, most of which fail on
+/// the byte before the suffix.
+const FEW: usize = 8;
+
 #[derive(Clone, Copy, Debug, Default)]
 struct Slot {
     hash: u64,
@@ -53,6 +60,9 @@ pub(crate) struct SuffixTable {
     /// The length of the longest key, at most MAX_SUFFIX: no longer suffix
     /// can have an entry, so a lookup stops short of it.
     max_len: usize,
+    /// While the table holds at most FEW keys: their slots, shortest first
+    /// (root first, as the walk visits them). Empty beyond.
+    few: Vec<Slot>,
     key: u64,
 }
 
@@ -63,6 +73,7 @@ impl SuffixTable {
             arena: Vec::new(),
             len: 0,
             max_len: 0,
+            few: Vec::new(),
             key: random_key() | 1,
         }
     }
@@ -167,18 +178,28 @@ impl SuffixTable {
             if s.flags == 0 {
                 let start = self.arena.len() as u32;
                 self.arena.extend_from_slice(key);
-                self.slots[i] = Slot {
+                let slot = Slot {
                     hash,
                     start,
                     len: key.len() as u32,
                     flags,
                 };
+                self.slots[i] = slot;
                 self.len += 1;
                 self.max_len = self.max_len.max(key.len().min(MAX_SUFFIX));
+                if self.len <= FEW {
+                    let at = self.few.partition_point(|f| f.len <= slot.len);
+                    self.few.insert(at, slot);
+                } else {
+                    self.few = Vec::new();
+                }
                 return;
             }
             if s.hash == hash && self.key_of(s) == key {
                 self.slots[i].flags |= flags;
+                if let Some(f) = self.few.iter_mut().find(|f| f.start == s.start) {
+                    f.flags |= flags;
+                }
                 return;
             }
             i = (i + 1) & mask;
@@ -230,12 +251,38 @@ impl SuffixTable {
         if self.len == 0 || name.is_empty() {
             return None;
         }
+        if self.len <= FEW {
+            return self.walk_few(name, f);
+        }
         self.suffixes(name, self.max_len, |start, hash| {
             match self.get(hash, &name[start..]) {
                 0 => ControlFlow::Continue(()),
                 flags => f(flags, start == 0),
             }
         })
+    }
+
+    /// `walk` over the FEW-key list: each key against the suffix of its
+    /// length, when that suffix starts at a label.
+    #[inline(always)]
+    fn walk_few<R>(&self, name: &[u8], mut f: impl FnMut(u8, bool) -> ControlFlow<R>) -> Option<R> {
+        for &s in &self.few {
+            let len = s.len as usize;
+            // Shortest first: no later key fits either.
+            if len > name.len() || len > MAX_SUFFIX {
+                return None;
+            }
+            let start = name.len() - len;
+            if start > 0 && name[start - 1] != b'.' {
+                continue;
+            }
+            if self.key_of(s).eq_ignore_ascii_case(&name[start..]) {
+                if let ControlFlow::Break(r) = f(s.flags, start == 0) {
+                    return Some(r);
+                }
+            }
+        }
+        None
     }
 }
 
