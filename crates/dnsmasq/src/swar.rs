@@ -166,7 +166,11 @@ mod tests {
         }
 
         #[test]
-        fn rfind_from_agrees_with_rposition(s in bytes(), lo in 0usize..40, b in proptest::sample::select(b".a\x00\xff".to_vec())) {
+        fn rfind_from_agrees_with_rposition(
+            s in bytes(),
+            lo in 0usize..40,
+            b in proptest::sample::select(b".a \x00\xff".to_vec()),
+        ) {
             let lo = lo.min(s.len());
             let want = s[lo..].iter().rposition(|&c| c == b).map(|p| lo + p);
             prop_assert_eq!(rfind_from(&s, lo, b), want);
