@@ -4,7 +4,8 @@
 //! MiB of unique log to generate, default 256; the pass runs over it 4 times;
 //! `classify-only` skips the allow-list and cache micro-benchmarks, for profiling;
 //! `hot` or `churn` runs only that log; `blocked` runs only the blocked-query
-//! pass below, for callgrind).
+//! pass below, for callgrind, and `blocked many` the same against the
+//! 1 401-domain list of the other passes).
 //!
 //! The log is generated in memory (256 MiB of distinct lines, passed over
 //! 4 times = 1 GiB classified): names under 2 000 domains, of which 30 % of
@@ -141,10 +142,12 @@ fn pass(
 /// The hottest line of a history replay: a `query[A]` of a name that is not
 /// allowed (a `blocked_query` event), classified without a cache against a
 /// one-entry allow-list. Prints lines/s; under callgrind, `classify`'s
-/// inclusive count divided by the line count is its cost per line.
-fn blocked_pass(mib: usize) {
+/// inclusive count divided by the line count is its cost per line. With
+/// `profile`, against that list instead (`allowed.example` added).
+fn blocked_pass(mib: usize, profile: Option<&str>) {
     use std::fmt::Write;
-    let allow = AllowList::from_domain_files("allowed.example\n", "", "").list;
+    let profile = format!("allowed.example\n{}", profile.unwrap_or(""));
+    let allow = AllowList::from_domain_files(&profile, "", "").list;
     let mut log = String::with_capacity((mib << 20) + 128);
     let mut i = 0u64;
     while log.len() < mib << 20 {
@@ -173,16 +176,17 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(256);
-    if std::env::args().any(|a| a == "blocked") {
-        blocked_pass(mib);
-        return;
-    }
     const REPEAT: usize = 4;
     let profile: String = (0..DOMAINS)
         .filter(|d| d % 10 < 7)
         .map(|d| format!("{}\n", domain(d)))
         .chain(std::iter::once("*.cdn.example.org\n".to_owned()))
         .collect();
+    if std::env::args().any(|a| a == "blocked") {
+        let many = std::env::args().any(|a| a == "many");
+        blocked_pass(mib, many.then_some(profile.as_str()));
+        return;
+    }
     let allow = AllowList::from_domain_files(&profile, "", "").list;
 
     // `hot` or `churn` as an argument runs only that log (for profiling).
