@@ -3,7 +3,9 @@
 //! Run: `cargo bench -p shield-dnsmasq --bench classify` (optional argument:
 //! MiB of unique log to generate, default 256; the pass runs over it 4 times;
 //! `classify-only` skips the allow-list and cache micro-benchmarks, for profiling;
-//! `hot` or `churn` runs only that log).
+//! `hot` or `churn` runs only that log; `blocked` runs only the blocked-query
+//! pass below, for callgrind, and `blocked many` the same against the
+//! 1 401-domain list of the other passes).
 //!
 //! The log is generated in memory (256 MiB of distinct lines, passed over
 //! 4 times = 1 GiB classified): names under 2 000 domains, of which 30 % of
@@ -137,6 +139,38 @@ fn pass(
     (lines, blocked)
 }
 
+/// The hottest line of a history replay: a `query[A]` of a name that is not
+/// allowed (a `blocked_query` event), classified without a cache against a
+/// one-entry allow-list. Prints lines/s; under callgrind, `classify`'s
+/// inclusive count divided by the line count is its cost per line. With
+/// `profile`, against that list instead (`allowed.example` added).
+fn blocked_pass(mib: usize, profile: Option<&str>) {
+    use std::fmt::Write;
+    let profile = format!("allowed.example\n{}", profile.unwrap_or(""));
+    let allow = AllowList::from_domain_files(&profile, "", "").list;
+    let mut log = String::with_capacity((mib << 20) + 128);
+    let mut i = 0u64;
+    while log.len() < mib << 20 {
+        let _ = writeln!(
+            log,
+            "Dec  2 04:00:53 dnsmasq[7]: query[A] h{}.blocked{}.example from 10.0.2.100",
+            i % 1000,
+            i % 97
+        );
+        i += 1;
+    }
+    let mut classifier = Classifier::new(false);
+    let t = Instant::now();
+    let (lines, blocked) = pass(log.as_bytes(), &mut classifier, &allow, None);
+    let s = t.elapsed().as_secs_f64();
+    assert_eq!(lines, blocked);
+    println!(
+        "blocked query[A] lines: {:6.2} M lines/s ({lines} lines, {:.2}s)",
+        lines as f64 / s / 1e6,
+        s
+    );
+}
+
 fn main() {
     let mib: usize = std::env::args()
         .skip(1)
@@ -148,6 +182,11 @@ fn main() {
         .map(|d| format!("{}\n", domain(d)))
         .chain(std::iter::once("*.cdn.example.org\n".to_owned()))
         .collect();
+    if std::env::args().any(|a| a == "blocked") {
+        let many = std::env::args().any(|a| a == "many");
+        blocked_pass(mib, many.then_some(profile.as_str()));
+        return;
+    }
     let allow = AllowList::from_domain_files(&profile, "", "").list;
 
     // `hot` or `churn` as an argument runs only that log (for profiling).

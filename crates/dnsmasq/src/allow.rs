@@ -4,7 +4,8 @@
 //! Both layouts compile to one table: domain (lower case, no `*.`) → flags
 //! saying which kinds of entry name it. A lookup walks the queried name from
 //! the root towards the full name and probes the table once per label (see
-//! `suffix.rs`), so it costs a handful of probes and never allocates.
+//! `suffix.rs`; a list of a few domains is compared key by key instead), so
+//! it costs a handful of probes and never allocates.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;

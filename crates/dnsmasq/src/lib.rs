@@ -38,6 +38,7 @@ mod classify;
 mod line;
 mod stamp;
 mod suffix;
+mod swar;
 
 pub use allow::{AllowList, Layout, Loaded, PolicyTier};
 pub use cache::{DomainCache, Resolved};

@@ -30,10 +30,11 @@ fn find(s: &[u8], b: u8) -> Option<usize> {
     s.iter().position(|&c| c == b)
 }
 
-/// Position of the last `b` in `s` (see [`find`]).
+/// Position of the last `b` in `s`. From the right the fields are longer
+/// (a client address, then the name): eight bytes a step, in a register.
 #[inline(always)]
 fn rfind(s: &[u8], b: u8) -> Option<usize> {
-    s.iter().rposition(|&c| c == b)
+    crate::swar::rfind_from(s, 0, b)
 }
 
 /// The text dnsmasq writes instead of a name holding bytes it will not print.
@@ -345,6 +346,8 @@ fn has_space(s: &[u8]) -> bool {
 
 /// Splits `NAME<sep> FIELD` at the last space, requiring the text before it to end with `sep`.
 /// FIELD (client, server, value) never holds a space; NAME may. NAME must not be empty.
+/// Inlined so that `sep` is a constant (else its comparison is a `bcmp` call).
+#[inline(always)]
 fn split_last_field<'a>(rest: &'a [u8], sep: &[u8]) -> Option<(&'a [u8], &'a [u8])> {
     let sp = rfind(rest, b' ')?;
     let field = &rest[sp + 1..];

@@ -8,9 +8,16 @@
 //! is usually a single cache line, and nothing is allocated per lookup.
 //! Lookups are case-insensitive without copying the name: the hash folds
 //! each 8-byte word lower-cased in a register (SWAR), and the final key
-//! comparison ignores ASCII case.
+//! comparison ignores ASCII case. The walk stops at the longest key: no
+//! longer suffix can have an entry.
+//!
+//! A table of at most a few keys (FEW) is not hashed at lookup: each key is
+//! compared with the suffix of its length, shortest first, the same visits
+//! in the same order for a fraction of the walk's fixed cost.
 
 use std::ops::ControlFlow;
+
+use crate::swar::{lower_word, rfind_from, word};
 
 const M0: u64 = 0x9E37_79B9_7F4A_7C15;
 const M1: u64 = 0xA076_1D64_78BD_642F;
@@ -30,29 +37,15 @@ fn random_key() -> u64 {
     foldhash::fast::RandomState::default().hash_one(M0)
 }
 
-/// Lower-cases the ASCII capitals among eight bytes at once.
-#[inline(always)]
-fn lower_word(w: u64) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let low7 = w & !HIGH;
-    // The high bit of a byte ends up set when the byte is >= 'A', resp. > 'Z';
-    // no carry crosses a byte because each lane holds at most 0x7f + 0x3f.
-    let ge_a = low7 + ONES * u64::from(0x80 - b'A');
-    let gt_z = low7 + ONES * u64::from(0x7f - b'Z');
-    let upper = ge_a & !gt_z & !w & HIGH;
-    w | (upper >> 2)
-}
-
 /// The longest suffix worth probing: entries are valid domains of at most 253 bytes.
 const MAX_SUFFIX: usize = 256;
 
-#[inline(always)]
-fn word(b: &[u8]) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(b);
-    u64::from_le_bytes(w)
-}
+/// Up to this many keys, a lookup compares each key with the suffix of the
+/// same length instead of hashing the name: for a list of a few domains the
+/// walk's fixed cost (hash set-up, one fold and one probe per label) is
+/// several times that of a handful of length checks, most of which fail on
+/// the byte before the suffix.
+const FEW: usize = 8;
 
 #[derive(Clone, Copy, Debug, Default)]
 struct Slot {
@@ -69,6 +62,12 @@ pub(crate) struct SuffixTable {
     slots: Vec<Slot>,
     arena: Vec<u8>,
     len: usize,
+    /// The length of the longest key, at most MAX_SUFFIX: no longer suffix
+    /// can have an entry, so a lookup stops short of it.
+    max_len: usize,
+    /// While the table holds at most FEW keys: their slots, shortest first
+    /// (root first, as the walk visits them). Empty beyond.
+    few: Vec<Slot>,
     key: u64,
 }
 
@@ -78,6 +77,8 @@ impl SuffixTable {
             slots: vec![Slot::default(); 16],
             arena: Vec::new(),
             len: 0,
+            max_len: 0,
+            few: Vec::new(),
             key: random_key() | 1,
         }
     }
@@ -123,26 +124,28 @@ impl SuffixTable {
     }
 
     /// Calls `f(start, hash)` for every suffix of `name` that starts at a
-    /// label and is at most MAX_SUFFIX bytes long, shortest (the last
-    /// label) first. Case does not change the hashes.
+    /// label and is at most `max_len` bytes long, shortest (the last label)
+    /// first. Case does not change the hashes.
     #[inline(always)]
     fn suffixes<R>(
         &self,
         name: &[u8],
+        max_len: usize,
         mut f: impl FnMut(usize, u64) -> ControlFlow<R>,
     ) -> Option<R> {
-        let min_start = name.len().saturating_sub(MAX_SUFFIX);
+        let min_start = name.len().saturating_sub(max_len);
+        // A label starting at `min_start` or later follows a dot at
+        // `min_start - 1` or later: the dot search looks no further left.
+        let lo = min_start.saturating_sub(1);
         let mut h = self.key;
         let mut end = name.len();
         loop {
-            // Labels are short: a plain backwards scan beats memrchr's set-up.
-            let start = match name[..end].iter().rposition(|&b| b == b'.') {
+            let start = match rfind_from(&name[..end], lo, b'.') {
                 Some(dot) => dot + 1,
-                None => 0,
+                // No dot in reach: the first label, when it is in reach too.
+                None if min_start == 0 => 0,
+                None => return None,
             };
-            if start < min_start {
-                return None;
-            }
             h = self.extend(h, name, start, end);
             if let ControlFlow::Break(r) = f(start, h) {
                 return Some(r);
@@ -151,12 +154,15 @@ impl SuffixTable {
                 return None;
             }
             end = start - 1;
+            if end < lo {
+                return None;
+            }
         }
     }
 
     fn full_hash(&self, name: &[u8]) -> u64 {
         let mut last = 0;
-        self.suffixes::<()>(name, |_, h| {
+        self.suffixes::<()>(name, name.len(), |_, h| {
             last = h;
             ControlFlow::Continue(())
         });
@@ -177,17 +183,28 @@ impl SuffixTable {
             if s.flags == 0 {
                 let start = self.arena.len() as u32;
                 self.arena.extend_from_slice(key);
-                self.slots[i] = Slot {
+                let slot = Slot {
                     hash,
                     start,
                     len: key.len() as u32,
                     flags,
                 };
+                self.slots[i] = slot;
                 self.len += 1;
+                self.max_len = self.max_len.max(key.len().min(MAX_SUFFIX));
+                if self.len <= FEW {
+                    let at = self.few.partition_point(|f| f.len <= slot.len);
+                    self.few.insert(at, slot);
+                } else {
+                    self.few = Vec::new();
+                }
                 return;
             }
             if s.hash == hash && self.key_of(s) == key {
                 self.slots[i].flags |= flags;
+                if let Some(f) = self.few.iter_mut().find(|f| f.start == s.start) {
+                    f.flags |= flags;
+                }
                 return;
             }
             i = (i + 1) & mask;
@@ -239,16 +256,158 @@ impl SuffixTable {
         if self.len == 0 || name.is_empty() {
             return None;
         }
-        self.suffixes(name, |start, hash| match self.get(hash, &name[start..]) {
-            0 => ControlFlow::Continue(()),
-            flags => f(flags, start == 0),
+        if self.len <= FEW {
+            return self.walk_few(name, f);
+        }
+        self.suffixes(name, self.max_len, |start, hash| {
+            match self.get(hash, &name[start..]) {
+                0 => ControlFlow::Continue(()),
+                flags => f(flags, start == 0),
+            }
         })
+    }
+
+    /// `walk` over the FEW-key list: each key against the suffix of its
+    /// length, when that suffix starts at a label.
+    #[inline(always)]
+    fn walk_few<R>(&self, name: &[u8], mut f: impl FnMut(u8, bool) -> ControlFlow<R>) -> Option<R> {
+        for &s in &self.few {
+            let len = s.len as usize;
+            // Shortest first: no later key fits either.
+            if len > name.len() || len > MAX_SUFFIX {
+                return None;
+            }
+            let start = name.len() - len;
+            if start > 0 && name[start - 1] != b'.' {
+                continue;
+            }
+            if self.key_of(s).eq_ignore_ascii_case(&name[start..]) {
+                if let ControlFlow::Break(r) = f(s.flags, start == 0) {
+                    return Some(r);
+                }
+            }
+        }
+        None
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use proptest::prelude::*;
+
+    /// What `walk` must visit, written plainly: every suffix of `name` that
+    /// starts at a label and is at most MAX_SUFFIX bytes long, shortest first,
+    /// with the flags of the keys equal to it ignoring ASCII case.
+    fn naive_walk(keys: &[(Vec<u8>, u8)], name: &[u8]) -> Vec<(u8, bool)> {
+        if keys.is_empty() || name.is_empty() {
+            return Vec::new();
+        }
+        let mut starts: Vec<usize> = (0..name.len())
+            .filter(|&i| name[i] == b'.')
+            .map(|i| i + 1)
+            .collect();
+        starts.insert(0, 0);
+        starts
+            .into_iter()
+            .rev()
+            .filter(|&s| name.len() - s <= MAX_SUFFIX)
+            .filter_map(|s| {
+                let flags = keys
+                    .iter()
+                    .filter(|(k, _)| k.eq_ignore_ascii_case(&name[s..]))
+                    .fold(0, |a, (_, f)| a | f);
+                (flags != 0).then_some((flags, s == 0))
+            })
+            .collect()
+    }
+
+    const LABELS: [&str; 8] = [
+        "a",
+        "b",
+        "ex",
+        "x-1",
+        "abcdefg",
+        "abcdefgh",
+        "abcdefghijklmnopq",
+        "com",
+    ];
+
+    /// A label of a key: short, exactly a word, longer than a word, or very long.
+    fn key_label() -> impl Strategy<Value = String> {
+        prop_oneof![
+            8 => proptest::sample::select(LABELS.to_vec()).prop_map(str::to_owned),
+            1 => (1usize..140).prop_map(|n| "l".repeat(n)),
+        ]
+    }
+
+    fn key() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(key_label(), 1..5).prop_map(|ls| ls.join(".").into_bytes())
+    }
+
+    /// A label of a queried name: a key's label in any case, empty, or holding
+    /// bytes that are not ASCII or not UTF-8.
+    fn name_label() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            8 => (key_label(), any::<u64>()).prop_map(|(l, bits)| {
+                l.bytes()
+                    .enumerate()
+                    .map(|(i, b)| {
+                        if bits >> (i % 64) & 1 == 1 {
+                            b.to_ascii_uppercase()
+                        } else {
+                            b
+                        }
+                    })
+                    .collect()
+            }),
+            1 => Just(Vec::new()),
+            1 => proptest::collection::vec(
+                proptest::sample::select(b"aA\xc3\xa9\xc1\xe1\xff\x80 _".to_vec()), 1..12),
+        ]
+    }
+
+    fn name() -> impl Strategy<Value = Vec<u8>> {
+        (proptest::collection::vec(name_label(), 1..7), any::<bool>()).prop_map(|(ls, dot)| {
+            let mut n = ls.join(&b'.');
+            if dot {
+                n.push(b'.');
+            }
+            n
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn walk_agrees_with_a_naive_walk(
+            keys in proptest::collection::vec((key(), 0u8..6), 0..12),
+            names in proptest::collection::vec(name(), 1..8),
+        ) {
+            let keys: Vec<(Vec<u8>, u8)> = keys.into_iter().map(|(k, f)| (k, 1 << f)).collect();
+            let mut t = SuffixTable::new();
+            for (k, f) in &keys {
+                t.add(k, *f);
+            }
+            // Names that are whole keys or a key's subdomains, as well as random ones.
+            let mut names = names;
+            for (k, _) in keys.iter().take(3) {
+                names.push(k.to_ascii_uppercase());
+                names.push([b"x.".as_slice(), k].concat());
+            }
+            for n in &names {
+                let mut seen = Vec::new();
+                t.walk::<()>(n, |f, whole| {
+                    seen.push((f, whole));
+                    ControlFlow::Continue(())
+                });
+                let want = naive_walk(&keys, n);
+                prop_assert_eq!(&seen, &want, "name {:?}", String::from_utf8_lossy(n));
+            }
+        }
+    }
 
     #[test]
     fn add_get_and_walk() {
@@ -284,19 +443,5 @@ mod tests {
             t.walk(long.as_bytes(), |f, _| ControlFlow::Break(f)),
             Some(1)
         );
-    }
-
-    #[test]
-    fn lower_word_matches_std() {
-        for i in 0u32..=255 {
-            let bytes = [i as u8, b'A', b'Z', b'@', b'[', b'a', 0xC1, i as u8 ^ 0x80];
-            let mut want = bytes;
-            want.make_ascii_lowercase();
-            assert_eq!(
-                lower_word(u64::from_le_bytes(bytes)).to_le_bytes(),
-                want,
-                "{i}"
-            );
-        }
     }
 }
