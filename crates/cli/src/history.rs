@@ -667,11 +667,15 @@ impl<C: FnMut(&[u8]) -> Option<i64>> LogReader<'_, C> {
     }
 }
 
+const NANOS: i64 = 1_000_000_000;
+
 /// Stamps a dnsmasq event with its line's time; a line without one (or out of range) with the
 /// current time, as the live thread would.
 fn stamp(event: &mut Event, time: Option<i64>) {
     event.ts.clear();
-    match time.and_then(|t| Timestamp::from_nanosecond(i128::from(t)).ok()) {
+    // Seconds and nanoseconds apart (no 128-bit division, once per event).
+    let split = |t: i64| Timestamp::new(t.div_euclid(NANOS), t.rem_euclid(NANOS) as i32).ok();
+    match time.and_then(split) {
         Some(ts) => shield_event::write_timestamp(ts, &mut event.ts),
         None => shield_event::write_now(&mut event.ts),
     }

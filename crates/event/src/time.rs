@@ -60,8 +60,11 @@ pub fn write_timestamp(ts: Timestamp, out: &mut String) {
         *digit = b'0' + (fraction % 10) as u8;
         fraction /= 10;
     }
-    // Only ASCII digits were written into an ASCII template.
-    out.push_str(std::str::from_utf8(&rest).unwrap_or("00:00:00.000000+00:00"));
+    // A checked `from_utf8` here was a fifth of the cost of a timestamp (once per event).
+    // SAFETY: `rest` is an ASCII template in which only ASCII digits were written (each
+    // `b'0' + d` with d < 10: hours < 24, minutes and seconds < 60, fraction digits `% 10`), so
+    // it is valid UTF-8.
+    out.push_str(unsafe { std::str::from_utf8_unchecked(&rest) });
 }
 
 /// Appends the current time in the stream's format to `out` (see [`write_timestamp`]).
