@@ -93,25 +93,25 @@ impl Summary {
 }
 
 impl Counts {
-    /// Counts one event written for `container` (kept by container only host-wide).
-    pub fn count_container(&mut self, container: &str) {
+    /// Counts `n` events written for `container` (kept by container only host-wide).
+    pub fn count_container(&mut self, container: &str, n: u64) {
         if let Some(by) = &mut self.by_container {
             match by.get_mut(container) {
-                Some(n) => *n += 1,
+                Some(count) => *count += n,
                 None => {
-                    by.insert(container.to_string(), 1);
+                    by.insert(container.to_string(), n);
                 }
             }
         }
     }
 
-    /// Counts one event written.
-    pub fn count_event(&mut self, source: Source, action: &str) {
+    /// Counts `n` events written.
+    pub fn count_events(&mut self, source: Source, action: &str, n: u64) {
         let actions = self.events.entry(source).or_default();
         match actions.get_mut(action) {
-            Some(n) => *n += 1,
+            Some(count) => *count += n,
             None => {
-                actions.insert(action.to_string(), 1);
+                actions.insert(action.to_string(), n);
             }
         }
     }
@@ -181,9 +181,9 @@ mod tests {
         {
             let mut counts = summary.lock();
             for _ in 0..3 {
-                counts.count_event(Source::Dns, "blocked_query");
+                counts.count_events(Source::Dns, "blocked_query", 1);
             }
-            counts.count_event(Source::Audit, "denied");
+            counts.count_events(Source::Audit, "denied", 1);
             counts.rotations.insert(Source::Dns, 1);
             counts.overruns = 1;
             counts.lost = 7;
