@@ -240,6 +240,7 @@ fn run(args: Args) -> Result<(), Failure> {
         stdout: args.output.contains(&Destination::Stdout),
         journal,
         metrics: metrics.clone(),
+        pipe: output::PipeRoom::of_stdout(),
     };
     let (ready_tx, ready_rx) = unbounded::<Ready>();
     let (fatal_tx, fatal_rx) = bounded::<()>(1);

@@ -212,6 +212,8 @@ pub struct WriterConfig {
     pub journal: Option<Journal>,
     /// `--metrics-*`: every event the sources produce is counted.
     pub metrics: Option<Metrics>,
+    /// stdout, when it is a pipe: how much a write can put in it at once.
+    pub pipe: Option<PipeRoom>,
 }
 
 /// The text style for `--color`: `auto` colours when stdout is a terminal, unless `NO_COLOR` is
@@ -257,6 +259,7 @@ fn write_loop(
     let mut out = Output {
         buf: Vec::with_capacity(OUTPUT_BUFFER + 4096),
         out,
+        room: config.pipe,
     };
     let mut dedup = config.dedup.map(Dedup::new);
     let mut cursors = Cursors {
@@ -368,28 +371,79 @@ const OUTPUT_BUFFER: usize = 64 * 1024;
 struct Output<W: Write> {
     buf: Vec<u8>,
     out: W,
+    /// When `out` is a pipe: the room in it, which bounds a write that cannot be cut short.
+    room: Option<PipeRoom>,
 }
 
-/// The most a `write(2)` to a pipe may carry and still reach the reader whole (Linux's
-/// `PIPE_BUF`): writes are cut at line ends below it, so that a process killed in the middle of
-/// writing a batch leaves no half line behind, whoever reads the pipe.
+/// The most a `write(2)` to a pipe may carry and still reach the reader whole whatever happens
+/// (Linux's `PIPE_BUF`): writes are cut at line ends below it, so that a process killed in the
+/// middle of writing a batch leaves no half line behind, whoever reads the pipe. More goes in
+/// one write only while the pipe has room for all of it ([`PipeRoom`]).
 const ATOMIC_WRITE: usize = 4096;
 
+/// The room in a pipe (stdout), asked of the kernel before a write of more than
+/// [`ATOMIC_WRITE`]: a write the pipe has room for is copied in whole without waiting, and a
+/// signal is only looked at while a writer waits, so it cannot be cut short either. Writes as
+/// large as the room let a reader that keeps up (`| wc -l`, `| jq`) be woken once for many
+/// pages instead of once per page.
+#[derive(Debug)]
+pub struct PipeRoom {
+    pipe: std::os::fd::OwnedFd,
+}
+
+impl PipeRoom {
+    /// Pages of the pipe not counted on: the one being read and the one being filled may each
+    /// hold a part of a page, and two more for the lines other writers to the same pipe (our
+    /// own stderr, with `2>&1`) may put in it meanwhile.
+    const SLACK: usize = 4 * 4096;
+
+    /// stdout's room, when stdout is a pipe.
+    pub fn of_stdout() -> Option<PipeRoom> {
+        use std::os::fd::AsFd;
+        PipeRoom::of(io::stdout().as_fd().try_clone_to_owned().ok()?)
+    }
+
+    /// The room of `pipe`, when it is one.
+    fn of(pipe: std::os::fd::OwnedFd) -> Option<PipeRoom> {
+        let stat = rustix::fs::fstat(&pipe).ok()?;
+        (rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Fifo)
+            .then_some(PipeRoom { pipe })
+    }
+
+    /// Bytes one write can surely put in the pipe now, without waiting; 0 when unknown.
+    fn free(&self) -> usize {
+        let (Ok(size), Ok(unread)) = (
+            rustix::pipe::fcntl_getpipe_size(&self.pipe),
+            rustix::io::ioctl_fionread(&self.pipe),
+        ) else {
+            return 0;
+        };
+        let unread = usize::try_from(unread).unwrap_or(usize::MAX);
+        size.saturating_sub(unread.saturating_add(Self::SLACK))
+    }
+}
+
 impl<W: Write> Output<W> {
-    /// Writes what is buffered (without flushing `out`), in whole lines of at most
-    /// [`ATOMIC_WRITE`] bytes a write (a longer line alone).
+    /// Writes what is buffered (without flushing `out`), in whole lines: at most
+    /// [`ATOMIC_WRITE`] bytes a write (a longer line alone), or as much as the pipe has room
+    /// for.
     fn write_buffered(&mut self) -> io::Result<()> {
         let mut rest = &self.buf[..];
         while !rest.is_empty() {
-            let cut = if rest.len() <= ATOMIC_WRITE {
+            let most = if rest.len() <= ATOMIC_WRITE {
+                ATOMIC_WRITE
+            } else {
+                self.room
+                    .as_ref()
+                    .map_or(ATOMIC_WRITE, PipeRoom::free)
+                    .max(ATOMIC_WRITE)
+            };
+            let cut = if rest.len() <= most {
                 rest.len()
             } else {
-                match rest[..ATOMIC_WRITE].iter().rposition(|&b| b == b'\n') {
+                match memchr::memrchr(b'\n', &rest[..most]) {
                     Some(end) => end + 1,
-                    None => rest
-                        .iter()
-                        .position(|&b| b == b'\n')
-                        .map_or(rest.len(), |end| end + 1),
+                    None => memchr::memchr(b'\n', rest).map_or(rest.len(), |end| end + 1),
                 }
             };
             self.out.write_all(&rest[..cut])?;
@@ -696,6 +750,7 @@ mod tests {
         let mut out = Output {
             buf: Vec::new(),
             out: Writes::default(),
+            room: None,
         };
         let mut expected = Vec::new();
         for n in 0..2000usize {
@@ -741,6 +796,7 @@ mod tests {
             stdout: true,
             journal: None,
             metrics: None,
+            pipe: None,
         };
         let counting = summary.clone();
         let writer = std::thread::spawn(move || run_writer(rx, io::sink(), config, counting, done));
@@ -834,6 +890,101 @@ mod tests {
                     .map(|(c, n)| (c.clone(), *n))
                     .collect(),
             }
+        }
+    }
+
+    /// Into a pipe, a write carries more than `PIPE_BUF` only when the pipe has room for all
+    /// of it at that moment (so it cannot block, nor be cut short), and always whole lines.
+    #[test]
+    fn into_a_pipe_writes_are_whole_lines_the_pipe_has_room_for() {
+        use std::io::Read as _;
+        let (read, write) = rustix::pipe::pipe().unwrap();
+        let capacity = rustix::pipe::fcntl_getpipe_size(&write).unwrap();
+        let room = PipeRoom::of(write.try_clone().unwrap()).expect("a pipe");
+        assert!(PipeRoom::of(
+            rustix::fs::open(
+                "/dev/null",
+                rustix::fs::OFlags::WRONLY,
+                rustix::fs::Mode::empty()
+            )
+            .unwrap()
+        )
+        .is_none());
+
+        /// Writes to the pipe, noting each write's size and the room the pipe had just before;
+        /// lets the reader start once the first write is in.
+        struct Noted {
+            pipe: std::fs::File,
+            capacity: usize,
+            writes: Vec<(usize, usize)>,
+            first_in: Option<crossbeam_channel::Sender<()>>,
+        }
+        impl Write for Noted {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                let unread = rustix::io::ioctl_fionread(&self.pipe).unwrap() as usize;
+                self.writes.push((buf.len(), self.capacity - unread));
+                self.pipe.write_all(buf)?;
+                self.first_in.take();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+
+        // Nothing is read until the first write is in: it meets an empty pipe.
+        let (first_in, wait_first) = crossbeam_channel::bounded::<()>(0);
+        let reader = std::thread::spawn(move || {
+            let _ = wait_first.recv();
+            let mut all = Vec::new();
+            std::fs::File::from(read).read_to_end(&mut all).unwrap();
+            all
+        });
+        let mut out = Output {
+            buf: Vec::new(),
+            out: Noted {
+                pipe: std::fs::File::from(write),
+                capacity,
+                writes: Vec::new(),
+                first_in: Some(first_in),
+            },
+            room: Some(room),
+        };
+        let mut expected = Vec::new();
+        for n in 0..20_000usize {
+            let len = if n == 7_000 { 9_000 } else { 1 + n * 37 % 300 };
+            let mut line = vec![b'a' + (n % 26) as u8; len];
+            line.push(b'\n');
+            expected.extend_from_slice(&line);
+            out.buf.extend_from_slice(&line);
+            if out.buf.len() >= OUTPUT_BUFFER {
+                out.write_buffered().unwrap();
+            }
+        }
+        out.flush().unwrap();
+        // Every write end closed, the reader sees the end.
+        let Output {
+            out: noted, room, ..
+        } = out;
+        drop(room);
+        let writes = noted.writes;
+        drop(noted.pipe);
+        assert_eq!(reader.join().unwrap(), expected);
+        let (first, _) = writes[0];
+        assert!(
+            first > ATOMIC_WRITE,
+            "the first write, into an empty pipe: {first}"
+        );
+        let mut at = 0;
+        for &(len, room) in &writes {
+            let written = &expected[at..at + len];
+            at += len;
+            assert_eq!(written.last(), Some(&b'\n'));
+            let one_line = !written[..len - 1].contains(&b'\n');
+            assert!(
+                len <= ATOMIC_WRITE || len <= room || one_line,
+                "{len} bytes written into {room} bytes of room"
+            );
         }
     }
 
