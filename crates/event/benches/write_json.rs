@@ -35,7 +35,9 @@ fn write_stamp(ts: Timestamp, out: &mut String) {
 fn main() {
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     let what = args.next().unwrap_or_else(|| "json".into());
-    let n: u64 = args.next().map_or(1_000_000, |n| n.parse().expect("a count"));
+    let n: u64 = args
+        .next()
+        .map_or(1_000_000, |n| n.parse().expect("a count"));
 
     let mut event = Event::new(
         "2026-12-02T04:00:53.000000+00:00",
