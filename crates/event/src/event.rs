@@ -1,5 +1,7 @@
 //! The event type and its JSON-lines form.
 
+use std::any::Any;
+use std::convert::Infallible;
 use std::fmt;
 use std::io;
 
@@ -180,58 +182,81 @@ impl Event {
         self.extra.clear();
     }
 
-    /// Writes the event as one line of compact JSON, newline included.
+    /// Appends the event to `out` as one line of compact JSON, newline included.
     ///
     /// The bytes are those of its `Serialize` form written by serde_json (a property test holds
-    /// the two equal), produced piece by piece straight into `out`: no allocation, no formatter.
-    pub fn write_json<W: io::Write>(&self, out: &mut W) -> io::Result<()> {
-        out.write_all(b"{\"ts\":")?;
-        json_string(out, &self.ts)?;
-        out.write_all(b",\"source\":\"")?;
-        out.write_all(self.source.as_str().as_bytes())?;
-        out.write_all(b"\",\"action\":")?;
-        json_string(out, &self.action)?;
-        out.write_all(b",\"container\":")?;
-        json_string(out, &self.container)?;
+    /// the two equal), appended piece by piece: no formatter, and no allocation once `out` has
+    /// grown to the length of a line. A plain value (printable ASCII but `"` and `\\`, at most
+    /// [`MAX_LEN`](crate::MAX_LEN) bytes: nearly every one) is copied whole; a key is written
+    /// together with the quotes around it, the closing one of the value before it included.
+    pub fn write_json_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"ts\":\"");
+        push_string(out, &self.ts);
+        match self.source {
+            Source::Audit => out.extend_from_slice(b"\",\"source\":\"audit\",\"action\":\""),
+            Source::Dns => out.extend_from_slice(b"\",\"source\":\"dns\",\"action\":\""),
+            Source::Nflog => out.extend_from_slice(b"\",\"source\":\"nflog\",\"action\":\""),
+            Source::Watch => out.extend_from_slice(b"\",\"source\":\"watch\",\"action\":\""),
+        }
+        push_string(out, &self.action);
+        out.extend_from_slice(b"\",\"container\":\"");
+        push_string(out, &self.container);
         for (key, value) in [
-            (&b",\"domain\":"[..], &self.domain),
-            (b",\"query_type\":", &self.query_type),
-            (b",\"dest\":", &self.dest),
-            (b",\"detail\":", &self.detail),
+            (&b"\",\"domain\":\""[..], &self.domain),
+            (b"\",\"query_type\":\"", &self.query_type),
+            (b"\",\"dest\":\"", &self.dest),
+            (b"\",\"detail\":\"", &self.detail),
         ] {
             if !value.is_empty() {
-                out.write_all(key)?;
-                json_string(out, value)?;
+                out.extend_from_slice(key);
+                push_string(out, value);
             }
         }
+        // The last string value is closed here, not by its own code: each key above opens with
+        // the quote that closes the value before it.
+        out.push(b'"');
         if self.port != 0 {
-            out.write_all(b",\"port\":")?;
-            json_integer(out, self.port)?;
+            out.extend_from_slice(b",\"port\":");
+            push_integer(out, self.port);
         }
         if self.proto != 0 {
-            out.write_all(b",\"proto\":")?;
-            json_integer(out, self.proto)?;
+            out.extend_from_slice(b",\"proto\":");
+            push_integer(out, self.proto);
         }
         if !self.extra.is_empty() {
-            out.write_all(b",\"extra\":{")?;
+            out.extend_from_slice(b",\"extra\":{\"");
             for (i, (key, value)) in self.extra.iter().enumerate() {
                 if i > 0 {
-                    out.write_all(b",")?;
+                    out.extend_from_slice(b"\",\"");
                 }
-                json_string(out, key)?;
-                out.write_all(b":")?;
-                json_string(out, value)?;
+                push_string(out, key);
+                out.extend_from_slice(b"\":\"");
+                push_string(out, value);
             }
-            out.write_all(b"}")?;
+            out.extend_from_slice(b"\"}");
         }
-        out.write_all(b"}\n")
+        out.extend_from_slice(b"}\n");
+    }
+
+    /// Writes the event as one line of compact JSON, newline included: the bytes of
+    /// [`Event::write_json_into`].
+    ///
+    /// A `Vec<u8>` is appended to directly (the type is known when this is compiled, so the test
+    /// costs nothing); any other writer gets the line built in a new buffer, in one `write_all`.
+    pub fn write_json<W: io::Write + 'static>(&self, out: &mut W) -> io::Result<()> {
+        if let Some(buf) = (out as &mut dyn Any).downcast_mut::<Vec<u8>>() {
+            self.write_json_into(buf);
+            return Ok(());
+        }
+        let mut line = Vec::with_capacity(256);
+        self.write_json_into(&mut line);
+        out.write_all(&line)
     }
 
     /// The event as one line of compact JSON, newline included.
     pub fn to_json_line(&self) -> String {
         let mut out = Vec::with_capacity(256);
-        self.write_json(&mut out)
-            .expect("writing into a Vec cannot fail");
+        self.write_json_into(&mut out);
         String::from_utf8(out).expect("the sanitised JSON is ASCII")
     }
 
@@ -245,81 +270,100 @@ impl Event {
     }
 }
 
-/// Writes `value` sanitised, as a JSON string: after the sanitiser only printable ASCII is left,
-/// of which JSON escapes `"` and `\\` (as serde_json writes them; nothing else).
-fn json_string<W: io::Write>(out: &mut W, value: &str) -> io::Result<()> {
-    out.write_all(b"\"")?;
+/// Appends `value` sanitised, as the inside of a JSON string (the quotes are the caller's):
+/// after the sanitiser only printable ASCII is left, of which JSON escapes `"` and `\\` (as
+/// serde_json writes them; nothing else).
+#[inline(always)]
+fn push_string(out: &mut Vec<u8>, value: &str) {
     if goes_in_as_it_is(value) {
-        out.write_all(value.as_bytes())?;
-        return out.write_all(b"\"");
+        out.extend_from_slice(value.as_bytes());
+    } else {
+        push_sanitized(out, value);
     }
-    Sanitized(value).pieces(|piece| {
+}
+
+/// [`push_string`] of a value that is not its own JSON text: out of line, it is rare.
+#[cold]
+#[inline(never)]
+fn push_sanitized(out: &mut Vec<u8>, value: &str) {
+    let escaped = Sanitized(value).pieces(|piece| {
         let bytes = piece.as_bytes();
         let mut run = 0;
         for (i, &b) in bytes.iter().enumerate() {
             if b == b'"' || b == b'\\' {
-                out.write_all(&bytes[run..i])?;
-                out.write_all(if b == b'"' { b"\\\"" } else { b"\\\\" })?;
+                out.extend_from_slice(&bytes[run..i]);
+                out.extend_from_slice(if b == b'"' { b"\\\"" } else { b"\\\\" });
                 run = i + 1;
             }
         }
-        out.write_all(&bytes[run..])
-    })?;
-    out.write_all(b"\"")
+        out.extend_from_slice(&bytes[run..]);
+        Ok::<(), Infallible>(())
+    });
+    match escaped {
+        Ok(()) => {}
+        Err(never) => match never {},
+    }
 }
 
-/// Whether `value` is its own sanitised JSON text: printable ASCII but `"` and `\`, and not over
-/// the cap: nearly every value, which is then copied whole rather than piece by piece. Eight
-/// bytes at a time, each byte tested in its lane of a register (the last eight bytes of a
-/// longer value are one word, overlapping the one before; a shorter one is padded with spaces).
+/// Whether `value` is its own sanitised JSON text: printable ASCII but `"` and `\\`, and not over
+/// the cap: nearly every value, which is then copied whole rather than piece by piece. Sixteen
+/// bytes at a time, in blocks the compiler tests as one vector (the last sixteen bytes of a
+/// longer value are one block, overlapping the one before). A shorter value is one block padded
+/// with spaces, read as two overlapping words (eight to sixteen bytes), two overlapping halves
+/// (four to seven) or its first, middle and last bytes (one to three): no length takes a byte
+/// loop or a copy of unknown length.
 #[inline]
 fn goes_in_as_it_is(value: &str) -> bool {
     let bytes = value.as_bytes();
     let n = bytes.len();
-    if n < 8 {
-        let mut word = u64::from_le_bytes([b' '; 8]);
-        for (lane, &b) in bytes.iter().enumerate() {
-            word ^= u64::from(b ^ b' ') << (8 * lane);
+    if n <= 16 {
+        let mut block = [b' '; 16];
+        if n >= 8 {
+            block[..8].copy_from_slice(&bytes[..8]);
+            block[8..].copy_from_slice(&bytes[n - 8..]);
+        } else if n >= 4 {
+            block[..4].copy_from_slice(&bytes[..4]);
+            block[4..8].copy_from_slice(&bytes[n - 4..]);
+        } else if n > 0 {
+            block[0] = bytes[0];
+            block[1] = bytes[n / 2];
+            block[2] = bytes[n - 1];
         }
-        return unplain_lanes(word) == 0;
+        return all_plain(block);
     }
     if n > crate::sanitize::MAX_LEN {
         return false;
     }
-    let mut unplain = unplain_lanes(word_at(bytes, n - 8));
+    let mut plain = all_plain(block_at(bytes, n - 16));
     let mut at = 0;
-    while at + 8 < n {
-        unplain |= unplain_lanes(word_at(bytes, at));
-        at += 8;
+    while at + 16 < n {
+        plain &= all_plain(block_at(bytes, at));
+        at += 16;
+    }
+    plain
+}
+
+/// The sixteen bytes of `bytes` from `at`.
+#[inline(always)]
+fn block_at(bytes: &[u8], at: usize) -> [u8; 16] {
+    let mut block = [0u8; 16];
+    block.copy_from_slice(&bytes[at..at + 16]);
+    block
+}
+
+/// Whether each byte of `block` is printable ASCII but `"` and `\\`. Written without a branch
+/// per byte, so that it compiles to a few vector compares.
+#[inline(always)]
+fn all_plain(block: [u8; 16]) -> bool {
+    let mut unplain = 0u8;
+    for b in block {
+        unplain |= u8::from(!(0x20..=0x7e).contains(&b) | (b == b'"') | (b == b'\\'));
     }
     unplain == 0
 }
 
-/// The eight bytes of `bytes` from `at`, as one word.
-#[inline(always)]
-fn word_at(bytes: &[u8], at: usize) -> u64 {
-    let mut word = [0u8; 8];
-    word.copy_from_slice(&bytes[at..at + 8]);
-    u64::from_le_bytes(word)
-}
-
-/// The high bit of each of the eight bytes of `word` that is not printable ASCII, or is `"` or
-/// `\`. On the low seven bits of each byte no sum carries into the next lane (at most
-/// 0x7f + 0x7f); a byte with its high bit set is not ASCII at all.
-#[inline(always)]
-fn unplain_lanes(word: u64) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let low7 = word & !HIGH;
-    let del = low7 + ONES;
-    let printable = low7 + ONES * 0x60;
-    let not_quote = (low7 ^ (ONES * u64::from(b'"'))) + ONES * 0x7f;
-    let not_backslash = (low7 ^ (ONES * u64::from(b'\\'))) + ONES * 0x7f;
-    (word | del | !(printable & not_quote & not_backslash)) & HIGH
-}
-
-/// Writes `n` in decimal, as serde_json does.
-fn json_integer<W: io::Write>(out: &mut W, n: i64) -> io::Result<()> {
+/// Appends `n` in decimal, as serde_json writes it.
+fn push_integer(out: &mut Vec<u8>, n: i64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     let mut rest = n.unsigned_abs();
@@ -332,9 +376,9 @@ fn json_integer<W: io::Write>(out: &mut W, n: i64) -> io::Result<()> {
         }
     }
     if n < 0 {
-        out.write_all(b"-")?;
+        out.push(b'-');
     }
-    out.write_all(&digits[at..])
+    out.extend_from_slice(&digits[at..]);
 }
 
 impl Serialize for Event {
@@ -395,6 +439,171 @@ mod tests {
     }
 
     use super::*;
+
+    /// The writer before `write_json_into` (commit 92c6071), kept as the reference its
+    /// replacement is held to, byte for byte: every piece through `io::Write`, one string at a
+    /// time, the same sanitiser.
+    mod reference {
+        use std::io;
+
+        use super::super::{Event, Sanitized};
+
+        pub fn write_json<W: io::Write>(event: &Event, out: &mut W) -> io::Result<()> {
+            out.write_all(b"{\"ts\":")?;
+            json_string(out, &event.ts)?;
+            out.write_all(b",\"source\":\"")?;
+            out.write_all(event.source.as_str().as_bytes())?;
+            out.write_all(b"\",\"action\":")?;
+            json_string(out, &event.action)?;
+            out.write_all(b",\"container\":")?;
+            json_string(out, &event.container)?;
+            for (key, value) in [
+                (&b",\"domain\":"[..], &event.domain),
+                (b",\"query_type\":", &event.query_type),
+                (b",\"dest\":", &event.dest),
+                (b",\"detail\":", &event.detail),
+            ] {
+                if !value.is_empty() {
+                    out.write_all(key)?;
+                    json_string(out, value)?;
+                }
+            }
+            if event.port != 0 {
+                out.write_all(b",\"port\":")?;
+                out.write_all(event.port.to_string().as_bytes())?;
+            }
+            if event.proto != 0 {
+                out.write_all(b",\"proto\":")?;
+                out.write_all(event.proto.to_string().as_bytes())?;
+            }
+            if !event.extra.is_empty() {
+                out.write_all(b",\"extra\":{")?;
+                for (i, (key, value)) in event.extra.iter().enumerate() {
+                    if i > 0 {
+                        out.write_all(b",")?;
+                    }
+                    json_string(out, key)?;
+                    out.write_all(b":")?;
+                    json_string(out, value)?;
+                }
+                out.write_all(b"}")?;
+            }
+            out.write_all(b"}\n")
+        }
+
+        fn json_string<W: io::Write>(out: &mut W, value: &str) -> io::Result<()> {
+            // Without the old writer's shortcut for plain values (the test it shares with the
+            // new one): every value through the sanitiser, which passes a clean one whole.
+            out.write_all(b"\"")?;
+            Sanitized(value).pieces(|piece| {
+                let bytes = piece.as_bytes();
+                let mut run = 0;
+                for (i, &b) in bytes.iter().enumerate() {
+                    if b == b'"' || b == b'\\' {
+                        out.write_all(&bytes[run..i])?;
+                        out.write_all(if b == b'"' { b"\\\"" } else { b"\\\\" })?;
+                        run = i + 1;
+                    }
+                }
+                out.write_all(&bytes[run..])
+            })?;
+            out.write_all(b"\"")
+        }
+    }
+
+    /// Values as the writer meets them: mostly plain, of every length around the word size and
+    /// the cap, some with one byte of another kind (a quote, a backslash, a control character,
+    /// DEL, a non-ASCII character) anywhere in them, and empty ones (an optional key left out).
+    fn value() -> BoxedStrategy<String> {
+        let odd = prop_oneof![
+            Just("\"".to_string()),
+            Just("\\".to_string()),
+            Just("\u{0}".to_string()),
+            Just("\u{1f}".to_string()),
+            Just("\u{7f}".to_string()),
+            Just("\u{80}".to_string()),
+            Just("\u{e9}".to_string()),
+            Just("\u{202e}".to_string()),
+            Just("\u{1f600}".to_string()),
+        ];
+        prop_oneof![
+            4 => "[ -~]{0,40}",
+            1 => "[ -~]{250,262}",
+            1 => Just(String::new()),
+            2 => ("[ -~]{0,40}", any::<prop::sample::Index>(), odd.clone()).prop_map(|(s, at, c)| {
+                let at = at.index(s.len() + 1);
+                format!("{}{c}{}", &s[..at], &s[at..])
+            }),
+            1 => ("[ -~]{250,262}", any::<prop::sample::Index>(), odd).prop_map(|(s, at, c)| {
+                let at = at.index(s.len() + 1);
+                format!("{}{c}{}", &s[..at], &s[at..])
+            }),
+            1 => any::<String>(),
+        ]
+        .boxed()
+    }
+
+    fn any_event() -> BoxedStrategy<Event> {
+        let source = prop_oneof![
+            Just(Source::Audit),
+            Just(Source::Dns),
+            Just(Source::Nflog),
+            Just(Source::Watch)
+        ];
+        let number = prop_oneof![Just(0i64), any::<i64>(), Just(i64::MIN), Just(i64::MAX)];
+        (
+            (value(), source, value(), value()),
+            (value(), value(), value(), value()),
+            (number.clone(), number),
+            proptest::collection::vec((value(), value()), 0..4),
+        )
+            .prop_map(
+                |((ts, source, action, container), strings, (port, proto), extra)| {
+                    let mut event = Event::new(ts, source, action, container);
+                    (event.domain, event.query_type, event.dest, event.detail) = strings;
+                    (event.port, event.proto) = (port, proto);
+                    for (key, value) in extra {
+                        event.extra.insert(key, value);
+                    }
+                    event
+                },
+            )
+            .boxed()
+    }
+
+    /// A writer that is not a `Vec`: the line reaches it through `io::Write`.
+    struct Other(Vec<u8>);
+
+    impl io::Write for Other {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.write(buf)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        /// The writer writes what the one before it wrote, appended after what the buffer
+        /// holds, and the same into any other writer.
+        #[test]
+        fn the_writer_writes_what_the_one_before_it_wrote(event in any_event(), before in value()) {
+            let mut expected = before.clone().into_bytes();
+            reference::write_json(&event, &mut expected).unwrap();
+            let mut written = before.clone().into_bytes();
+            event.write_json_into(&mut written);
+            prop_assert_eq!(String::from_utf8_lossy(&written), String::from_utf8_lossy(&expected));
+            let mut written = before.clone().into_bytes();
+            event.write_json(&mut written).unwrap();
+            prop_assert_eq!(String::from_utf8_lossy(&written), String::from_utf8_lossy(&expected));
+            let mut other = Other(before.into_bytes());
+            event.write_json(&mut other).unwrap();
+            prop_assert_eq!(String::from_utf8_lossy(&other.0), String::from_utf8_lossy(&expected));
+        }
+    }
 
     fn core() -> Event {
         Event::new("T", Source::Nflog, "blocked_connection", "c")

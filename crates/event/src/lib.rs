@@ -3,7 +3,8 @@
 //!
 //! The main type is [`Event`], built with [`Event::new`] and filled through its public fields, or
 //! by the mappings in [`map`] (one per source: audit lines, refused lookups, logged packets).
-//! Writing it with [`Event::write_json`] produces the reference implementation's bytes exactly:
+//! Writing it with [`Event::write_json_into`] (appending to a `Vec<u8>`, the fast way) or
+//! [`Event::write_json`] (any writer) produces the reference implementation's bytes exactly:
 //! compact JSON, keys in the contract's order (`docs/CONTRACT.md` §3), empty optional keys left
 //! out, the four core keys always present; [`Event::write_text`] is the one-line view for people.
 //!
