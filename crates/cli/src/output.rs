@@ -55,11 +55,10 @@ impl Slot {
         }
     }
 
-    /// Writes the event's JSON line ([`Event::write_json`]) beside it.
+    /// Writes the event's JSON line ([`Event::write_json_into`]) beside it.
     pub fn write_json(&mut self) {
         self.json.clear();
-        // Into a Vec: cannot fail.
-        let _ = self.event.write_json(&mut self.json);
+        self.event.write_json_into(&mut self.json);
     }
 
     /// The event to fill again: its old line is forgotten.
@@ -570,7 +569,7 @@ impl Filter {
             if self.stdout {
                 match (self.format, json) {
                     (Format::Json, Some(line)) => buf.extend_from_slice(line),
-                    (Format::Json, None) => event.write_json(buf)?,
+                    (Format::Json, None) => event.write_json_into(buf),
                     (Format::Text, _) => event.write_text(self.style, buf)?,
                 }
             }
@@ -582,7 +581,7 @@ impl Filter {
                     line
                 } else {
                     self.line.clear();
-                    event.write_json(&mut self.line)?;
+                    event.write_json_into(&mut self.line);
                     &self.line[..]
                 };
                 journal.send(event, line);

@@ -1,6 +1,5 @@
 //! The event type and its JSON-lines form.
 
-use std::any::Any;
 use std::convert::Infallible;
 use std::fmt;
 use std::io;
@@ -239,15 +238,9 @@ impl Event {
     }
 
     /// Writes the event as one line of compact JSON, newline included: the bytes of
-    /// [`Event::write_json_into`].
-    ///
-    /// A `Vec<u8>` is appended to directly (the type is known when this is compiled, so the test
-    /// costs nothing); any other writer gets the line built in a new buffer, in one `write_all`.
-    pub fn write_json<W: io::Write + 'static>(&self, out: &mut W) -> io::Result<()> {
-        if let Some(buf) = (out as &mut dyn Any).downcast_mut::<Vec<u8>>() {
-            self.write_json_into(buf);
-            return Ok(());
-        }
+    /// [`Event::write_json_into`], built in a buffer and written in one `write_all` (a caller
+    /// with a `Vec<u8>` calls [`Event::write_json_into`] and appends to it directly).
+    pub fn write_json<W: io::Write>(&self, out: &mut W) -> io::Result<()> {
         let mut line = Vec::with_capacity(256);
         self.write_json_into(&mut line);
         out.write_all(&line)
