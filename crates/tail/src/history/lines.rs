@@ -22,6 +22,8 @@ enum Source {
 /// valid until the next call.
 pub(super) struct FileLines {
     source: Source,
+    /// Bytes asked of one read.
+    read_size: usize,
     buf: Vec<u8>,
     pos: usize,
     end: usize,
@@ -53,6 +55,11 @@ impl FileLines {
         unterminated: bool,
     ) -> io::Result<FileLines> {
         let compressed_read = Arc::new(AtomicU64::new(0));
+        let read_size = if compression.is_compressed() {
+            PLAIN_READ
+        } else {
+            PLAIN_READ.min(usize::try_from(limit.saturating_sub(from)).unwrap_or(PLAIN_READ))
+        };
         let source = if compression.is_compressed() {
             Source::Decoded(decoder(compression, file, compressed_read.clone())?)
         } else {
@@ -64,6 +71,7 @@ impl FileLines {
         };
         Ok(FileLines {
             source,
+            read_size,
             buf: Vec::new(),
             pos: 0,
             end: 0,
@@ -122,7 +130,10 @@ impl FileLines {
                 self.skipping = true;
                 self.end = 0;
             }
-            let want = self.max_line + 1 + PLAIN_READ;
+            // Room for a partial line and one read, allocated once: a read no larger than the
+            // file had left when it was opened (a window near the end of a hundred logs holds
+            // a few KiB of each, not a whole read's buffer).
+            let want = self.max_line + 1 + self.read_size;
             if self.buf.len() < want {
                 self.buf.resize(want, 0);
             }
