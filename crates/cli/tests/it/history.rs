@@ -315,6 +315,95 @@ fn a_corrupt_gz_is_skipped_with_a_line_and_the_rest_delivered() {
     }
 }
 
+/// History, then live, while a writer keeps appending and logrotate keeps rotating (numbered,
+/// `compress` + `delaycompress`) from before the start to after the ready line: every entry
+/// from `--since` on comes out once, in order, whatever the interleaving.
+///
+/// Ignored: it fails today, and says what is missing. Whole files rotated while the history is
+/// read are lost without a word (e.g. entries 1550-5049 of 12000: four files). The same writer
+/// started after the ready line loses nothing (the live path alone is right), so the loss is in
+/// the hand-over. Probable causes, not yet confirmed one by one: the follower resumes from the
+/// live file's cursor at the history's snapshot, and when that file was rotated twice
+/// meanwhile `delaycompress` has compressed it (or a successor), which the follower never
+/// reads; a snapshot taken between logrotate's rename and its `create` has no live file, and
+/// its `Start::Beginning` is dropped from the cursors (the follower then starts at the end).
+/// Run it with `cargo test -p shield-watch-cli --test it -- --ignored history_then_live`.
+#[test]
+#[ignore = "known loss: files rotated twice during a replay (issue 18, see the doc comment)"]
+fn history_then_live_while_a_writer_appends_and_logrotate_rotates() {
+    let recorded = Recorded::new(0..1, false);
+    let log = recorded.dir().join("audit.jsonl");
+    let conf = tempfile::tempdir().unwrap();
+    let rotate = shield_lab::Logrotate::new(
+        conf.path(),
+        &[&log],
+        "compress\ndelaycompress\ncreate\nrotate 1000\nmissingok",
+    )
+    .unwrap();
+    // Entry `seq` at 12:00 plus `seq` microseconds: its time order is its order.
+    let entry = |seq: u32| {
+        format!(
+            "{{\"ts\":\"2026-12-04T12:00:00.{seq:06}+00:00\",\"action\":\"denied\",\"dest\":\"{seq}\"}}\n"
+        )
+    };
+    let (before, total) = (2_000, 12_000);
+    for chunk in (0..before).collect::<Vec<_>>().chunks(50) {
+        append(&log, &chunk.iter().map(|&s| entry(s)).collect::<String>());
+        if chunk[0] % 500 == 0 {
+            rotate.run().unwrap();
+        }
+    }
+    let writer = std::thread::spawn({
+        let log = log.clone();
+        move || {
+            for chunk in (before..total).collect::<Vec<_>>().chunks(50) {
+                append(&log, &chunk.iter().map(|&s| entry(s)).collect::<String>());
+                if chunk[0] % 1_000 == 0 {
+                    rotate.run().unwrap();
+                }
+            }
+        }
+    });
+    let mut watch = Watch::spawn_command(command(
+        &recorded,
+        Mode::Root,
+        &["--since", "2026-12-04 12:00", "--source", "audit"],
+    ));
+    writer.join().unwrap();
+    append(&log, &entry(total));
+    let seen: Vec<u32> = watch
+        .lines_until(|l| l.contains(&format!("\"dest\":\"{total}\"")))
+        .iter()
+        .map(|l| {
+            let event: Value = serde_json::from_str(l).unwrap();
+            event["dest"].as_str().unwrap().parse().unwrap()
+        })
+        .collect();
+    let want: Vec<u32> = (0..=total).collect();
+    if seen != want {
+        let mut sorted = seen.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        // The entries missing, as ranges.
+        let mut missing: Vec<(u32, u32)> = Vec::new();
+        for seq in want.iter().filter(|s| sorted.binary_search(s).is_err()) {
+            match missing.last_mut() {
+                Some((_, end)) if *end + 1 == *seq => *end = *seq,
+                _ => missing.push((*seq, *seq)),
+            }
+        }
+        panic!(
+            "{} events for {} entries, {} distinct; first out of place at {:?}; missing {:?}; stderr {:#?}",
+            seen.len(),
+            want.len(),
+            sorted.len(),
+            seen.iter().zip(&want).position(|(a, b)| a != b),
+            missing,
+            watch.stderr_seen()
+        );
+    }
+}
+
 /// A container `web` whose audit log holds `n` entries from 11:00 on 2026-12-04, far more than
 /// the pipe, the channel and the merge's batches hold together.
 fn long_audit_history(n: u32) -> Recorded {
