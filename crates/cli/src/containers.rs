@@ -438,7 +438,7 @@ pub fn start(
             .into_iter()
             .map(|(dir, _, name)| Container::new(&name, dir, !one, false, None, 16))
             .collect();
-        let ends = crate::history::replay(
+        let ends = crate::history::replay_and_catch_up(
             &containers,
             &runtime.selected,
             &plan,
@@ -454,8 +454,8 @@ pub fn start(
         let Some(ends) = ends.filter(|_| follow) else {
             return Started::HistoryOnly;
         };
-        for (key, start) in ends {
-            if let shield_tail::Start::Cursor(cursor) = start {
+        for (key, end) in ends {
+            if let shield_tail::Start::Cursor(cursor) = end.start {
                 runtime.cursors.insert(key, cursor);
             }
         }

@@ -43,6 +43,29 @@ pub struct Plan {
     /// The writer writes each event's JSON line (to stdout in `--format json`, or to the
     /// journal): the workers write it, while the event is still in their cache.
     pub json_lines: bool,
+    /// A catch-up ([`Handover::resume`]): only these logs (by cursor key), each read on from
+    /// where its last reading ended, instead of every log over `window`.
+    pub resume: BTreeMap<String, Resume>,
+}
+
+/// Where a log's reading ended, so that a later reading goes on from there by the lines' own
+/// times, whatever was rotated or compressed in between: from `since` (the time of the last
+/// line read; the window's start when none was), past the `skip` lines of exactly that time
+/// read already. Lines of a log are in time order, as history assumes throughout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resume {
+    pub since: Option<i64>,
+    pub skip: usize,
+}
+
+/// How one log's history ended: where its live follower starts, and where a catch-up reading
+/// would go on.
+#[derive(Clone, Debug)]
+pub struct Handover {
+    /// A cursor just after the live file's last line at the history's snapshot, or the
+    /// beginning when there was no live file.
+    pub start: Start,
+    pub resume: Resume,
 }
 
 /// Events a worker reads ahead for one log at a time.
@@ -87,8 +110,8 @@ impl Run {
 enum Piece {
     /// Events, oldest first.
     Events(Run),
-    /// Done: the cursor key and where the live follower starts.
-    End(String, Start),
+    /// Done: the cursor key and how the log ends.
+    End(String, Handover),
 }
 
 /// Reads the history of `containers` for `sources` and sends its events to the writer in time
@@ -102,11 +125,13 @@ pub fn replay(
     voice: Voice,
     writer: &Writer<'_>,
     summary: &Summary,
-) -> Option<BTreeMap<String, Start>> {
+) -> Option<BTreeMap<String, Handover>> {
     let mut logs = Vec::new();
     for container in containers {
         for source in [Source::Audit, Source::Dns] {
-            if sources.contains(&source) {
+            let resumed =
+                plan.resume.is_empty() || plan.resume.contains_key(&container.cursor_key(source));
+            if sources.contains(&source) && resumed {
                 logs.push((container.clone(), source));
             }
         }
@@ -149,6 +174,78 @@ pub fn replay(
     merge(feeds, plan.last, writer)
 }
 
+/// Catch-up readings at most after the history: each is needed only when logrotate rotated a
+/// log again during the one before (milliseconds, for a catch-up).
+const CATCH_UP_ROUNDS: usize = 8;
+
+/// [`replay`], then as many catch-up readings as it takes for the live followers to start
+/// where the history ended. A follower resumes from the live file of the history's snapshot and
+/// reads on through the files rotated after it, but never a compressed one: logrotate may have
+/// rotated twice while a long history was read, and `delaycompress` compressed the file the
+/// cursor names, or one after it, meanwhile. So each log whose live file is no longer the one of
+/// its snapshot (or that had none, and has one now) is read again by the history, which reads
+/// compressed files, on from where its lines ended by their own times ([`Resume`]); what comes
+/// out then is as new as the live stream. `None` when the writer went away or a signal stopped
+/// it.
+pub fn replay_and_catch_up(
+    containers: &[Container],
+    sources: &[Source],
+    plan: &Plan,
+    options: &Options,
+    voice: Voice,
+    writer: &Writer<'_>,
+    summary: &Summary,
+) -> Option<BTreeMap<String, Handover>> {
+    let mut ends = replay(containers, sources, plan, options, voice, writer, summary)?;
+    for _ in 0..CATCH_UP_ROUNDS {
+        let mut resume = BTreeMap::new();
+        for container in containers {
+            for &source in sources {
+                let key = container.cursor_key(source);
+                match ends.get(&key) {
+                    Some(end) if moved_on(container, source, &end.start) => {
+                        resume.insert(key, end.resume);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if resume.is_empty() {
+            break;
+        }
+        let again = Plan {
+            last: None,
+            resume,
+            ..plan.clone()
+        };
+        ends.extend(replay(
+            containers, sources, &again, options, voice, writer, summary,
+        )?);
+    }
+    Some(ends)
+}
+
+/// Whether `source`'s log of `container` has a live file now that is not the one `start` was
+/// taken in: rotated since (or created, where there was none).
+fn moved_on(container: &Container, source: Source, start: &Start) -> bool {
+    let path = container.dir.through_fd().join(log_name(source));
+    let Ok(now) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    match start {
+        Start::Cursor(cursor) => !cursor.is_in(&now),
+        _ => true,
+    }
+}
+
+/// The name of `source`'s log in a state directory.
+fn log_name(source: Source) -> &'static str {
+    match source {
+        Source::Dns => "dnsmasq.log",
+        _ => "audit.jsonl",
+    }
+}
+
 /// Where the history goes, and what stops it.
 pub struct Writer<'a> {
     /// The writer's channel.
@@ -172,7 +269,7 @@ struct Feed {
 
 impl Feed {
     /// Makes sure a run with events is here, unless the log is done; records its end.
-    fn fill(&mut self, ends: &mut BTreeMap<String, Start>) {
+    fn fill(&mut self, ends: &mut BTreeMap<String, Handover>) {
         while self.run.is_none() && !self.done {
             match self.from.recv() {
                 Ok(Piece::Events(run)) if run.len > 0 => {
@@ -182,8 +279,8 @@ impl Feed {
                 Ok(Piece::Events(run)) => {
                     let _ = self.back.send(run);
                 }
-                Ok(Piece::End(key, start)) => {
-                    ends.insert(key, start);
+                Ok(Piece::End(key, handover)) => {
+                    ends.insert(key, handover);
                     self.done = true;
                 }
                 Err(_) => self.done = true,
@@ -223,7 +320,7 @@ fn merge(
     mut feeds: Vec<Feed>,
     last: Option<usize>,
     writer: &Writer<'_>,
-) -> Option<BTreeMap<String, Start>> {
+) -> Option<BTreeMap<String, Handover>> {
     let Writer {
         tx,
         interrupted,
@@ -417,11 +514,7 @@ impl Worker {
     /// The log's history, or `None` (said here) when it cannot be opened: its reader is then done
     /// before it starts.
     fn open(&self, log: &Log) -> Option<History> {
-        let name = match log.source {
-            Source::Dns => "dnsmasq.log",
-            _ => "audit.jsonl",
-        };
-        match History::open_at(&log.container.dir, name, &self.options) {
+        match History::open_at(&log.container.dir, log_name(log.source), &self.options) {
             Ok(history) => Some(history),
             Err(err) => {
                 self.voice.warn(
@@ -452,9 +545,18 @@ impl Worker {
             previous: None,
             key: log.container.cursor_key(log.source),
             end: Start::End,
+            last: None,
+            skip: 0,
+            since: self.plan.window.since,
             notices: Vec::new(),
             done: true,
         };
+        let mut window = self.plan.window;
+        if let Some(resume) = self.plan.resume.get(&reader.key) {
+            window.since = resume.since;
+            reader.since = resume.since;
+            reader.skip = resume.skip;
+        }
         let Some(history) = history else {
             return reader;
         };
@@ -463,10 +565,10 @@ impl Worker {
         let time_of = clock(log.source, now.clone());
         let plan = &self.plan;
         let Some(n) = plan.last else {
-            reader.lines = Lines::Window(Box::new(history.reader(plan.window, time_of)));
+            reader.lines = Lines::Window(Box::new(history.reader(window, time_of)));
             return reader;
         };
-        let (window, source) = (plan.window, log.source);
+        let source = log.source;
         let mut judge = handler(log, plan, &self.summary);
         let keep = |bytes: &[u8], time: Option<i64>| {
             let in_window = time.is_none_or(|t| {
@@ -590,6 +692,12 @@ struct LogReader<'h, C> {
     /// The cursor key and where the live follower starts, sent when done.
     key: String,
     end: Start,
+    /// The time of the last line read and how many lines of exactly that time were read
+    /// ([`Resume`]); the lines of a resumed reading's first time still to pass over; where
+    /// the window started.
+    last: Option<(i64, usize)>,
+    skip: usize,
+    since: Option<i64>,
     /// Said when done.
     notices: Vec<String>,
     done: bool,
@@ -611,6 +719,9 @@ impl<C: FnMut(&[u8]) -> Option<i64>> LogReader<'_, C> {
             source,
             previous,
             done,
+            last,
+            skip,
+            since,
             ..
         } = self;
         let mut result = Ok(());
@@ -619,7 +730,23 @@ impl<C: FnMut(&[u8]) -> Option<i64>> LogReader<'_, C> {
         handler.with_lines(&mut |parse| {
             while run.len < RUN {
                 let (bytes, own) = match lines.next() {
-                    Ok(Some(line)) => (line.bytes, line.time),
+                    Ok(Some(line)) => {
+                        // Where a catch-up would go on ([`Resume`]), and the lines this one,
+                        // a catch-up, passes over: those of its first time read before.
+                        if let Some(at) = line.order_time {
+                            if *skip > 0 && Some(at) == *since {
+                                *skip -= 1;
+                                *last = Some((at, last.map_or(0, |(_, n)| n) + 1));
+                                continue;
+                            }
+                            *skip = 0;
+                            *last = match *last {
+                                Some((t, n)) if t == at => Some((t, n + 1)),
+                                _ => Some((at, 1)),
+                            };
+                        }
+                        (line.bytes, line.time)
+                    }
                     Ok(None) => {
                         *done = true;
                         break;
@@ -662,8 +789,21 @@ impl<C: FnMut(&[u8]) -> Option<i64>> LogReader<'_, C> {
                 &format!("{}: {notice}", log.source.as_str()),
             );
         }
-        let end = std::mem::replace(&mut self.end, Start::End);
-        let _ = log.out.send(Piece::End(std::mem::take(&mut self.key), end));
+        let start = std::mem::replace(&mut self.end, Start::End);
+        let resume = match self.last {
+            Some((since, skip)) => Resume {
+                since: Some(since),
+                skip,
+            },
+            None => Resume {
+                since: self.since,
+                skip: self.skip,
+            },
+        };
+        let handover = Handover { start, resume };
+        let _ = log
+            .out
+            .send(Piece::End(std::mem::take(&mut self.key), handover));
     }
 }
 
@@ -795,7 +935,8 @@ mod tests {
                     let run = Run { log: i, events, len: chunk.len() };
                     out.send(Piece::Events(run)).unwrap();
                 }
-                out.send(Piece::End(format!("key{i}"), Start::End)).unwrap();
+                let handover = Handover { start: Start::End, resume: Resume::default() };
+                out.send(Piece::End(format!("key{i}"), handover)).unwrap();
                 let (back, _) = crossbeam_channel::unbounded();
                 feeds.push(Feed { from, back, run: None, at: 0, done: false });
             }

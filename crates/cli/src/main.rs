@@ -474,6 +474,7 @@ fn history_plan(args: &Args) -> Result<Option<(history::Plan, bool)>, Failure> {
     }
     let follow = !args.no_follow && args.until.is_none();
     let plan = history::Plan {
+        resume: BTreeMap::new(),
         window: shield_tail::Window { since, until },
         last: args.last,
         actions: args.action.clone(),

@@ -37,6 +37,12 @@ impl Cursor {
         self.offset
     }
 
+    /// Whether this cursor was taken in the file `m` describes (never, for a cursor that names
+    /// no file).
+    pub fn is_in(&self, m: &std::fs::Metadata) -> bool {
+        (self.dev, self.ino) != (0, 0) && self.file_id().same_file(&FileId::of(m))
+    }
+
     /// A cursor that names no file: resuming from it reads the path from its start.
     pub(crate) const NONE: Cursor = Cursor {
         dev: 0,

@@ -83,6 +83,8 @@ struct Entry {
     dev: u64,
     ino: u64,
     compression: Compression,
+    /// Its modification time at the listing: what its compressed copy keeps.
+    mtime: (i64, i64),
     /// The first line's time, once read: `Some(None)` for a file without a timed line.
     head: Option<Option<i64>>,
     /// Found gone (and said so once).
@@ -241,10 +243,13 @@ impl History {
                 continue;
             }
             if let Some(l) = &live_meta {
-                // The live file renamed since we opened it, or a file both born and written
-                // after it (rotated twice since: its lines are the live follower's). A file
-                // compressed later is born later but keeps its old modification time.
-                let later = Born::of(&m) > Born::of(l) && mtime(&m) > mtime(l);
+                // The live file renamed since we opened it, or a file born after it and
+                // written when it was or later: rotated twice since (its lines are the live
+                // follower's), or a compressed copy of it (logrotate gives the copy the
+                // modification time of what it compressed; its lines are read through the
+                // descriptor). An older file compressed later is born later but keeps its
+                // older modification time.
+                let later = Born::of(&m) > Born::of(l) && mtime(&m) >= mtime(l);
                 if (m.dev(), m.ino()) == (l.dev(), l.ino()) || later {
                     continue;
                 }
@@ -262,11 +267,25 @@ impl History {
                     continue;
                 }
             };
+            // Two files with one modification time, to the nanosecond, are a file and the
+            // copy logrotate is compressing it into (met while it writes it): the same lines,
+            // read once, from the file compressed least (a copy being written may not even
+            // have its magic number yet).
+            if let Some(last) = h.files.last_mut() {
+                if last.mtime == mtime(&m) {
+                    if last.compression.is_compressed() && !compression.is_compressed() {
+                        (last.name, last.dev, last.ino, last.compression) =
+                            (sib, m.dev(), m.ino(), compression);
+                    }
+                    continue;
+                }
+            }
             h.files.push(Entry {
                 name: sib,
                 dev: m.dev(),
                 ino: m.ino(),
                 compression,
+                mtime: mtime(&m),
                 head: None,
                 gone: false,
             });
@@ -535,11 +554,17 @@ impl History {
         if self.files[i].gone {
             return None;
         }
-        let (name, dev, ino) = {
+        let (name, dev, ino, written) = {
             let e = &self.files[i];
-            (e.name.clone(), e.dev, e.ino)
+            (e.name.clone(), e.dev, e.ino, e.mtime)
         };
-        let same = |f: &File| f.metadata().is_ok_and(|m| (m.dev(), m.ino()) == (dev, ino));
+        // The inode and the modification time: a rotated file is written no more, and an inode
+        // freed by a compression (logrotate removes the file it compressed) is soon another
+        // file's, compressed or not.
+        let same = |f: &File| {
+            f.metadata()
+                .is_ok_and(|m| (m.dev(), m.ino()) == (dev, ino) && mtime(&m) == written)
+        };
         match self.open_checked(dir, &name) {
             Ok(Some(f)) if same(&f) => return Some(f),
             Ok(_) => {}
@@ -559,7 +584,8 @@ impl History {
                     let n = e.file_name();
                     (n.as_bytes().starts_with(prefix.as_bytes())
                         && m.is_file()
-                        && (m.dev(), m.ino()) == (dev, ino))
+                        && (m.dev(), m.ino()) == (dev, ino)
+                        && mtime(&m) == written)
                         .then_some(n)
                 })
             });
@@ -571,12 +597,47 @@ impl History {
                 }
             }
         }
+        // Compressed since the listing (logrotate's `delaycompress` compresses the file it
+        // rotated last time at its next rotation, and removes it): its compressed copy keeps
+        // its modification time, and holds the same lines.
+        if let Some(f) = self.compressed_copy(i, &prefix) {
+            return Some(f);
+        }
         self.notices.push(format!(
             "skipped {}: gone before it was read",
             self.dir_path.join(&name).display()
         ));
         self.files[i].head = Some(None);
         self.files[i].gone = true;
+        None
+    }
+
+    /// The compressed copy of rotated file `i`, found gone: a compressed file among the log's
+    /// names with `i`'s modification time (to the nanosecond), which becomes file `i`.
+    fn compressed_copy(&mut self, i: usize, prefix: &OsStr) -> Option<File> {
+        let dir = self.dir.as_ref()?;
+        let want = self.files[i].mtime;
+        let names: Vec<OsString> = std::fs::read_dir(&self.lookup_dir)
+            .ok()?
+            .flatten()
+            .filter(|e| {
+                e.file_name().as_bytes().starts_with(prefix.as_bytes())
+                    && e.metadata().is_ok_and(|m| m.is_file() && mtime(&m) == want)
+            })
+            .map(|e| e.file_name())
+            .collect();
+        for name in names {
+            let Ok(Some(f)) = self.open_checked(dir, &name) else {
+                continue;
+            };
+            let compression = Compression::of(&f);
+            if compression.is_compressed() {
+                let m = f.metadata().ok()?;
+                let e = &mut self.files[i];
+                (e.name, e.dev, e.ino, e.compression) = (name, m.dev(), m.ino(), compression);
+                return Some(f);
+            }
+        }
         None
     }
 

@@ -154,6 +154,11 @@ impl Watch {
         self.0.stderr_seen()
     }
 
+    /// The stderr lines that have come so far, without waiting.
+    pub fn stderr_now(&mut self) -> Vec<String> {
+        self.0.stderr_now().to_vec()
+    }
+
     /// The next `n` stdout lines, each within the deadline.
     pub fn lines(&mut self, n: usize) -> Vec<String> {
         self.0

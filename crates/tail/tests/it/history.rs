@@ -616,3 +616,61 @@ fn history_skips_an_unreadable_compressor_and_a_fifo_with_a_notice_each() {
     assert!(notices[0].contains("not a regular file"), "{notices:?}");
     assert!(notices[1].contains("bzip2"), "{notices:?}");
 }
+
+/// Writes `data` as `path`, last written at `mtime` (as logrotate leaves a compressed copy).
+fn write_at(path: &Path, data: &[u8], mtime: SystemTime) {
+    fs::write(path, data).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+}
+
+/// logrotate's `delaycompress` compresses the file it rotated last time at its next rotation,
+/// and removes it: a rotated file listed plain and compressed before it is read is read from
+/// its compressed copy (same modification time), not skipped.
+#[test]
+fn a_rotated_file_compressed_after_the_listing_is_read_from_its_copy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let log = dir.join("app.log");
+    let (old, rotated) = (
+        SystemTime::UNIX_EPOCH + Duration::new(1_000, 111),
+        SystemTime::UNIX_EPOCH + Duration::new(2_000, 222),
+    );
+    write_at(&dir.join("app.log.2.gz"), &compress(Kind::Gzip, b"T000001 a\n"), old);
+    write_at(&dir.join("app.log.1"), b"T000002 b\nT000003 c\n", rotated);
+    fs::write(&log, b"T000004 d\n").unwrap();
+    let mut h = History::open(&log, &Options::default()).unwrap();
+    // The next rotation, after the listing: .2.gz -> .3.gz, .1 compressed into .2.gz.
+    fs::rename(dir.join("app.log.2.gz"), dir.join("app.log.3.gz")).unwrap();
+    let copy = compress(Kind::Gzip, &fs::read(dir.join("app.log.1")).unwrap());
+    write_at(&dir.join("app.log.2.gz"), &copy, rotated);
+    fs::remove_file(dir.join("app.log.1")).unwrap();
+    assert_eq!(
+        read(&mut h, Window::default()),
+        ["T000001 a", "T000002 b", "T000003 c", "T000004 d"]
+    );
+    assert!(h.take_notices().is_empty());
+}
+
+/// A file and the compressed copy logrotate is writing of it (the same modification time, to
+/// the nanosecond) are met side by side by a listing: their lines are read once. So is a
+/// compressed copy of the live file itself.
+#[test]
+fn a_file_and_its_compressed_copy_are_read_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let log = dir.join("app.log");
+    let rotated = SystemTime::UNIX_EPOCH + Duration::new(2_000, 222);
+    write_at(&dir.join("app.log.1"), b"T000002 b\n", rotated);
+    // Half written: not even its magic number yet.
+    write_at(&dir.join("app.log.1.gz"), b"", rotated);
+    fs::write(&log, b"T000004 d\n").unwrap();
+    let live = fs::metadata(&log).unwrap().modified().unwrap();
+    write_at(&dir.join("app.log.0.gz"), &compress(Kind::Gzip, b"T000004 d\n"), live);
+    let mut h = History::open(&log, &Options::default()).unwrap();
+    assert_eq!(read(&mut h, Window::default()), ["T000002 b", "T000004 d"]);
+}
