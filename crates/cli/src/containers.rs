@@ -438,19 +438,34 @@ pub fn start(
             .into_iter()
             .map(|(dir, _, name)| Container::new(&name, dir, !one, false, None, 16))
             .collect();
-        let ends = crate::history::replay_and_catch_up(
-            &containers,
-            &runtime.selected,
-            &plan,
-            &runtime.options,
-            voice,
-            &crate::history::Writer {
-                tx: &runtime.tx,
-                interrupted: &runtime.interrupted,
-                gone: &runtime.writer_gone,
-            },
-            &runtime.summary,
-        );
+        let writer = crate::history::Writer {
+            tx: &runtime.tx,
+            interrupted: &runtime.interrupted,
+            gone: &runtime.writer_gone,
+        };
+        let (selected, options, summary) = (&runtime.selected, &runtime.options, &runtime.summary);
+        // Without following, the history is what was written when it was read: no catch-up.
+        let ends = if follow {
+            crate::history::replay_and_catch_up(
+                &containers,
+                selected,
+                &plan,
+                options,
+                voice,
+                &writer,
+                summary,
+            )
+        } else {
+            crate::history::replay(
+                &containers,
+                selected,
+                &plan,
+                options,
+                voice,
+                &writer,
+                summary,
+            )
+        };
         let Some(ends) = ends.filter(|_| follow) else {
             return Started::HistoryOnly;
         };

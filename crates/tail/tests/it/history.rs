@@ -640,7 +640,11 @@ fn a_rotated_file_compressed_after_the_listing_is_read_from_its_copy() {
         SystemTime::UNIX_EPOCH + Duration::new(1_000, 111),
         SystemTime::UNIX_EPOCH + Duration::new(2_000, 222),
     );
-    write_at(&dir.join("app.log.2.gz"), &compress(Kind::Gzip, b"T000001 a\n"), old);
+    write_at(
+        &dir.join("app.log.2.gz"),
+        &compress(Kind::Gzip, b"T000001 a\n"),
+        old,
+    );
     write_at(&dir.join("app.log.1"), b"T000002 b\nT000003 c\n", rotated);
     fs::write(&log, b"T000004 d\n").unwrap();
     let mut h = History::open(&log, &Options::default()).unwrap();
@@ -670,7 +674,11 @@ fn a_file_and_its_compressed_copy_are_read_once() {
     write_at(&dir.join("app.log.1.gz"), b"", rotated);
     fs::write(&log, b"T000004 d\n").unwrap();
     let live = fs::metadata(&log).unwrap().modified().unwrap();
-    write_at(&dir.join("app.log.0.gz"), &compress(Kind::Gzip, b"T000004 d\n"), live);
+    write_at(
+        &dir.join("app.log.0.gz"),
+        &compress(Kind::Gzip, b"T000004 d\n"),
+        live,
+    );
     let mut h = History::open(&log, &Options::default()).unwrap();
     assert_eq!(read(&mut h, Window::default()), ["T000002 b", "T000004 d"]);
 }
