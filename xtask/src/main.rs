@@ -196,10 +196,20 @@ fn ci() -> Result<()> {
     let mut test = cargo();
     test.args(["test", "--workspace"]);
     let tested = run(test);
-    let left: Vec<String> = shield_lab::snapshot()
-        .difference(&before)
-        .cloned()
-        .collect();
+    // A dnsmasq that a teardown sent SIGTERM (terok-shield's own teardown does not wait for
+    // it) may still be exiting when the last test returns: what is still there after a few
+    // seconds was left behind, not what is on its way out.
+    let settle = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let left: Vec<String> = loop {
+        let left: Vec<String> = shield_lab::snapshot()
+            .difference(&before)
+            .cloned()
+            .collect();
+        if left.is_empty() || std::time::Instant::now() >= settle {
+            break left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     tested?;
     if !left.is_empty() {
         bail!("the tests left these behind: {}", left.join(", "));
