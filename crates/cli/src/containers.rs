@@ -289,7 +289,7 @@ pub struct Runtime {
     /// Told when the process must stop with exit 1 (a lost state root, when so configured).
     pub fatal: Sender<()>,
     /// `--since`, `--until`, `--last`: history first; and whether the live stream follows it.
-    pub history: Option<(crate::history::Plan, bool)>,
+    pub history: Option<crate::history::Plan>,
     /// Set by the signal thread on SIGINT or SIGTERM: a history being read stops there.
     pub interrupted: Arc<std::sync::atomic::AtomicBool>,
     /// Disconnected once the writer is gone (stdout closed).
@@ -395,7 +395,7 @@ pub fn start(
         create_missing_logs(&dir, tier, &runtime.selected, voice);
     }
     let history = runtime.history.take();
-    let follows = history.as_ref().is_none_or(|(_, follow)| *follow);
+    let follows = history.as_ref().is_none_or(|plan| plan.follow);
     let wants_nflog = follows && runtime.selected.contains(&Source::Nflog);
     let (confined_tx, confined_rx) = crossbeam_channel::bounded(1);
     let ((batches, to_events), (spare, spares)) = crate::sources::nflog::channels();
@@ -431,7 +431,7 @@ pub fn start(
     }
     confinement.apply_here("main");
     confined();
-    if let Some((plan, follow)) = history {
+    if let Some(plan) = history {
         // History is read confined, before any live thread but nflog starts: the file threads
         // start from exactly where it ended.
         let containers: Vec<Container> = present_at_start(&runtime.containers)
@@ -443,30 +443,16 @@ pub fn start(
             interrupted: &runtime.interrupted,
             gone: &runtime.writer_gone,
         };
-        let (selected, options, summary) = (&runtime.selected, &runtime.options, &runtime.summary);
-        // Without following, the history is what was written when it was read: no catch-up.
-        let ends = if follow {
-            crate::history::replay_and_catch_up(
-                &containers,
-                selected,
-                &plan,
-                options,
-                voice,
-                &writer,
-                summary,
-            )
-        } else {
-            crate::history::replay(
-                &containers,
-                selected,
-                &plan,
-                options,
-                voice,
-                &writer,
-                summary,
-            )
-        };
-        let Some(ends) = ends.filter(|_| follow) else {
+        let ends = crate::history::read(
+            &containers,
+            &runtime.selected,
+            &plan,
+            &runtime.options,
+            voice,
+            &writer,
+            &runtime.summary,
+        );
+        let Some(ends) = ends.filter(|_| plan.follow) else {
             return Started::HistoryOnly;
         };
         for (key, end) in ends {

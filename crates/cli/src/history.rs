@@ -43,6 +43,9 @@ pub struct Plan {
     /// The writer writes each event's JSON line (to stdout in `--format json`, or to the
     /// journal): the workers write it, while the event is still in their cache.
     pub json_lines: bool,
+    /// Whether the live stream follows the history: it is then read on until the live
+    /// followers can start where it ended ([`read`]).
+    pub follow: bool,
     /// A catch-up ([`Handover::resume`]): only these logs (by cursor key), each read on from
     /// where its last reading ended, instead of every log over `window`.
     pub resume: BTreeMap<String, Resume>,
@@ -117,7 +120,7 @@ enum Piece {
 /// Reads the history of `containers` for `sources` and sends its events to the writer in time
 /// order. Returns where each file's live follower starts (by cursor key), so that the live
 /// stream neither misses nor repeats a line; `None` when the writer went away.
-pub fn replay(
+fn replay(
     containers: &[Container],
     sources: &[Source],
     plan: &Plan,
@@ -178,8 +181,9 @@ pub fn replay(
 /// log again during the one before (milliseconds, for a catch-up).
 const CATCH_UP_ROUNDS: usize = 8;
 
-/// [`replay`], then as many catch-up readings as it takes for the live followers to start
-/// where the history ended. A follower resumes from the live file of the history's snapshot and
+/// [`replay`], then, when the live stream follows ([`Plan::follow`]; without following the
+/// history is what was written when it was read), as many catch-up readings as it takes for
+/// the live followers to start where the history ended. A follower resumes from the live file of the history's snapshot and
 /// reads on through the files rotated after it, but never a compressed one: logrotate may have
 /// rotated twice while a long history was read, and `delaycompress` compressed the file the
 /// cursor names, or one after it, meanwhile. So each log whose live file is no longer the one of
@@ -187,7 +191,7 @@ const CATCH_UP_ROUNDS: usize = 8;
 /// compressed files, on from where its lines ended by their own times ([`Resume`]); what comes
 /// out then is as new as the live stream. `None` when the writer went away or a signal stopped
 /// it.
-pub fn replay_and_catch_up(
+pub fn read(
     containers: &[Container],
     sources: &[Source],
     plan: &Plan,
@@ -197,6 +201,9 @@ pub fn replay_and_catch_up(
     summary: &Summary,
 ) -> Option<BTreeMap<String, Handover>> {
     let mut ends = replay(containers, sources, plan, options, voice, writer, summary)?;
+    if !plan.follow {
+        return Some(ends);
+    }
     for _ in 0..CATCH_UP_ROUNDS {
         let mut resume = BTreeMap::new();
         for container in containers {

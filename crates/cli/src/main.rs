@@ -179,7 +179,7 @@ fn run(args: Args) -> Result<(), Failure> {
         // Not for a history that does not follow: no socket is made then.
         Some(limits)
             if selected.contains(&Source::Nflog)
-                && history.as_ref().is_none_or(|(_, follow)| *follow) =>
+                && history.as_ref().is_none_or(|plan| plan.follow) =>
         {
             match helper::Helper::start(limits) {
                 Ok((helper, report)) => Some((helper, report)),
@@ -425,7 +425,7 @@ fn try_spawn(
 
 /// What `--since`, `--until`, `--last` and `--no-follow` ask for; `None` for the live stream
 /// alone. Combinations that make no sense are usage errors that say why.
-fn history_plan(args: &Args) -> Result<Option<(history::Plan, bool)>, Failure> {
+fn history_plan(args: &Args) -> Result<Option<history::Plan>, Failure> {
     let wants_history = args.since.is_some() || args.until.is_some() || args.last.is_some();
     if !wants_history {
         if args.no_follow {
@@ -475,6 +475,7 @@ fn history_plan(args: &Args) -> Result<Option<(history::Plan, bool)>, Failure> {
     let follow = !args.no_follow && args.until.is_none();
     let plan = history::Plan {
         resume: BTreeMap::new(),
+        follow,
         window: shield_tail::Window { since, until },
         last: args.last,
         actions: args.action.clone(),
@@ -482,7 +483,7 @@ fn history_plan(args: &Args) -> Result<Option<(history::Plan, bool)>, Failure> {
         json_lines: (args.format == Format::Json && args.output.contains(&Destination::Stdout))
             || args.output.contains(&Destination::Journal),
     };
-    Ok(Some((plan, follow)))
+    Ok(Some(plan))
 }
 
 /// The sources to run: `--source`, or every one that applies.

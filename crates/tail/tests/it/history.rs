@@ -298,13 +298,7 @@ fn damage(path: &Path, f: impl FnOnce(&mut Vec<u8>)) {
     let mut bytes = fs::read(path).unwrap();
     f(&mut bytes);
     let mtime = fs::metadata(path).unwrap().modified().unwrap();
-    fs::write(path, &bytes).unwrap();
-    fs::File::options()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_modified(mtime)
-        .unwrap();
+    write_at(path, &bytes, mtime);
 }
 
 #[test]
