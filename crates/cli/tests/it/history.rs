@@ -322,6 +322,12 @@ fn a_corrupt_gz_is_skipped_with_a_line_and_the_rest_delivered() {
 /// rotated twice meanwhile: `delaycompress` had compressed it.)
 #[test]
 fn history_then_live_while_a_writer_appends_and_logrotate_rotates() {
+    for mode in [Mode::One, Mode::Root] {
+        history_then_live_under_rotation(mode);
+    }
+}
+
+fn history_then_live_under_rotation(mode: Mode) {
     let recorded = Recorded::new(0..1, false);
     let log = recorded.dir().join("audit.jsonl");
     let conf = tempfile::tempdir().unwrap();
@@ -365,7 +371,7 @@ fn history_then_live_while_a_writer_appends_and_logrotate_rotates() {
     });
     let mut watch = Watch::spawn_command(command(
         &recorded,
-        Mode::Root,
+        mode,
         &["--since", "2026-12-04 12:00", "--source", "audit"],
     ));
     writer.join().unwrap();
@@ -392,7 +398,7 @@ fn history_then_live_while_a_writer_appends_and_logrotate_rotates() {
             }
         }
         panic!(
-            "{} events for {} entries, {} distinct; first out of place at {:?}; missing {:?}; stderr {:#?}",
+            "{mode:?}: {} events for {} entries, {} distinct; first out of place at {:?}; missing {:?}; stderr {:#?}",
             seen.len(),
             want.len(),
             sorted.len(),
